@@ -1,0 +1,8 @@
+"""The scriptable `stockade` commands, one module per area. Each module has
+`register(subparsers)`; a command's `run(args, client)` coroutine returns the exit status."""
+
+from __future__ import annotations
+
+from . import inventory
+
+MODULES = [inventory]

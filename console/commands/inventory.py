@@ -1,0 +1,83 @@
+"""stockade apps | containers | status"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..client import EnforcerClient
+from ..output import ago, duration, print_json, print_table
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("apps", help="apps (compose projects), their services and containers")
+    p.add_argument("--json", action="store_true", help="one JSON document")
+    p.set_defaults(run=run_apps)
+
+    p = sub.add_parser("containers", help="containers under watch")
+    p.add_argument("--app", help="only this app's containers")
+    p.add_argument("--json", action="store_true", help="one JSON document")
+    p.set_defaults(run=run_containers)
+
+    p = sub.add_parser("status", help="enforcer health: up time, sensors, events, losses")
+    p.add_argument("--json", action="store_true", help="one JSON document")
+    p.set_defaults(run=run_status)
+
+
+async def run_apps(args: argparse.Namespace, client: EnforcerClient) -> int:
+    apps = await client.call("apps")
+    if args.json:
+        print_json(apps)
+        return 0
+    containers = {c["id"]: c for c in await client.call("containers")}
+    rows = []
+    for app in apps:
+        for service, ids in sorted(app["services"].items()):
+            names = [containers[i]["name"] for i in ids if i in containers] or ["-"]
+            states = sorted({containers[i]["state"] for i in ids if i in containers}) or ["-"]
+            rows.append((app["name"], service, app.get("mode", ""), ",".join(states), " ".join(names)))
+    print_table(rows, ["APP", "SERVICE", "MODE", "STATE", "CONTAINERS"])
+    return 0
+
+
+async def run_containers(args: argparse.Namespace, client: EnforcerClient) -> int:
+    kwargs = {"app": args.app} if args.app else {}
+    rows = await client.call("containers", **kwargs)
+    if args.json:
+        print_json(rows)
+        return 0
+    table = []
+    for c in rows:
+        addresses = ",".join(n["ip"] for n in c["networks"] if n.get("ip")) or "-"
+        profile = c.get("profile_state") or "-"
+        if profile == "learning" and c.get("learning_left"):
+            profile += f" ({duration(c['learning_left'])} left)"
+        table.append((c["name"], c["app"], c["service"], c["image"], c["state"], c.get("mode") or "-",
+                      profile, c.get("alerts", 0), c["cgroup_id"] or "-", addresses, c["id"][:12]))
+    print_table(table, ["NAME", "APP", "SERVICE", "IMAGE", "STATE", "MODE", "PROFILE", "ALERTS",
+                        "CGROUP", "ADDRESSES", "ID"])
+    return 0
+
+
+async def run_status(args: argparse.Namespace, client: EnforcerClient) -> int:
+    s = await client.call("status")
+    if args.json:
+        print_json(s)
+        return 0
+    docker = "connected" if s["docker"]["connected"] else f"unreachable ({s['docker']['error']})"
+    print(f"host        {s['host']}")
+    print(f"version     {s['version']}")
+    print(f"up          {duration(s['uptime'])} (since {ago(s['started'])} ago)")
+    print(f"docker      {docker}")
+    print(f"containers  {s['containers']} ({s['containers_watched']} watched)")
+    store = s["store"]
+    print(f"store       {store['pending_writes']} writes pending" + (f", error: {store['error']}" if store["error"] else ""))
+    if s.get("alerts"):
+        counts = s["alerts"]
+        print("alerts      " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if s.get("sensors"):
+        print()
+        print_table([(x["name"], "loaded" if x.get("loaded") else "off", x.get("events", 0),
+                      f"{x.get('rate', 0.0):.1f}", x.get("lost", 0), x.get("error", ""))
+                     for x in s["sensors"]], ["SENSOR", "STATE", "EVENTS", "EVENTS/S", "LOST", "ERROR"])
+    return 0

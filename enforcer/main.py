@@ -1,0 +1,62 @@
+"""`stockade-enforcer`: the daemon, in the foreground. SIGTERM (or Ctrl-C) stops it cleanly."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from . import __version__
+from .config import ConfigError, Settings
+from .daemon import Enforcer
+from .server import SocketInUse
+from .store import StoreError
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="stockade-enforcer", description="Stockade's per-host enforcer daemon.")
+    p.add_argument("--socket", help="unix socket path (default /run/stockade/enforcer.sock)")
+    p.add_argument("--db", help="SQLite database (default /var/lib/stockade/stockade.db)")
+    p.add_argument("--learn-seconds", type=float, help="learning period of a new profile (default 600)")
+    p.add_argument("--config", help="TOML config file (default /etc/stockade/config.toml if present)")
+    p.add_argument("--no-sensors", action="store_true", help="do not load eBPF sensors (control plane only)")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--version", action="version", version=f"stockade-enforcer {__version__}")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    try:
+        settings = Settings.load(args.config, socket=args.socket, db=args.db, learn_seconds=args.learn_seconds,
+                                 sensors=False if args.no_sensors else None)
+    except ConfigError as e:
+        print(f"stockade-enforcer: {e}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_run(settings))
+    except (SocketInUse, StoreError, ConfigError, PermissionError) as e:
+        print(f"stockade-enforcer: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _run(settings: Settings) -> None:
+    from .components import build_components
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    enforcer = Enforcer(settings)
+    for component in build_components(enforcer):
+        enforcer.add_component(component)
+    await enforcer.run(stop)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
