@@ -37,6 +37,9 @@ class Enforcer:
             viewer_group=settings.viewer_group,
             auditor=self._audit,
         )
+        # The one queue of typed sensor events (enforcer.sensors.events), consumed by the
+        # detector. Bounded: when it is full the producer counts the event as lost.
+        self.events: asyncio.Queue[Any] = asyncio.Queue(maxsize=100_000)
         # Components that add ops and state; each has start(), stop() and register_ops().
         self.components: list[Any] = []
         self.server.register("apps", self._op_apps)

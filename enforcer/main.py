@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)  # it logs every statement at DEBUG
     try:
         settings = Settings.load(args.config, socket=args.socket, db=args.db, learn_seconds=args.learn_seconds,
                                  sensors=False if args.no_sensors else None)

@@ -24,7 +24,7 @@ CONFLICT = "conflict"
 UNAVAILABLE = "unavailable"
 FAILED = "failed"
 
-TOPICS = ("alert", "inventory", "feed", "stats", "audit", "profile")
+TOPICS = ("alert", "inventory", "feed", "stats", "audit", "profile", "sensor")
 
 
 class ProtocolError(Exception):

@@ -144,6 +144,10 @@ class Server:
                 client.dropped += 1
                 self.events_dropped += 1
 
+    def has_subscribers(self, topic: str) -> bool:
+        """Cheap check so that costly events (raw sensor events) are only built when wanted."""
+        return any(topic in c.topics for c in self.clients)
+
     @property
     def subscriber_count(self) -> int:
         return sum(1 for c in self.clients if c.topics)

@@ -1,0 +1,124 @@
+"""Typed sensor events: what the eBPF sensors hand to the rest of the enforcer.
+
+One definition, used by the sensors (which build them from kernel records), the profiles
+and the detector (which consume them) and the tests. The hub fills `container_id` from
+the inventory by cgroup id before an event is queued.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class SensorEvent:
+    time: float = 0.0  # epoch seconds
+    cgroup_id: int = 0
+    container_id: str = ""
+    pid: int = 0  # thread-group id (the process as ps shows it), host pid namespace
+    tid: int = 0
+    uid: int = 0
+    comm: str = ""
+
+    sensor = "base"
+
+
+@dataclass(slots=True)
+class ExecEvent(SensorEvent):
+    """A program started (execve/execveat returned into a new image), or was killed at entry."""
+
+    ppid: int = 0
+    path: str = ""  # the filename given to execve, as the container sees it (e.g. /bin/wget)
+    argv: list[str] = field(default_factory=list)  # bounded; argv_truncated says so
+    argv_truncated: bool = False
+    sha256: str = ""  # of the binary the path resolved to ("" if it could not be read)
+    binary: str = ""  # the resolved binary inside the container (e.g. /bin/busybox)
+    killed: bool = False  # the kernel killed it before its first instruction (protect mode)
+
+    sensor = "process"
+
+
+@dataclass(slots=True)
+class ForkEvent(SensorEvent):
+    child_pid: int = 0
+
+    sensor = "process"
+
+
+@dataclass(slots=True)
+class ExitEvent(SensorEvent):
+    exit_code: int = 0
+
+    sensor = "process"
+
+
+@dataclass(slots=True)
+class NetworkEvent(SensorEvent):
+    """A connection or a listener, seen from the container it belongs to.
+
+    direction: "out" (this container connected), "in" (this container accepted; attributed
+    by the local address, never to the kernel thread that happened to run), "listen".
+    """
+
+    direction: str = "out"
+    proto: str = "tcp"  # tcp | udp
+    family: int = 4  # 4 | 6
+    local_ip: str = ""
+    local_port: int = 0
+    remote_ip: str = ""
+    remote_port: int = 0
+    remote_container_id: str = ""  # the far end, when it is a container of the inventory
+
+    sensor = "network"
+
+
+@dataclass(slots=True)
+class DnsEvent(SensorEvent):
+    """A DNS query a container sent (to port 53)."""
+
+    name: str = ""
+    qtype: int = 0
+    server_ip: str = ""
+
+    sensor = "dns"
+
+
+@dataclass(slots=True)
+class FileEvent(SensorEvent):
+    """op: write | create | rename | unlink | chmod | mkdir | read (sensitive paths only)."""
+
+    op: str = "write"
+    path: str = ""  # as the container sees it; relative paths resolved against the cwd
+    new_path: str = ""  # rename target
+    flags: int = 0
+    mode: int = 0
+    sensitive: bool = False  # the path is on the sensitive list (shadow, ssh keys, ...)
+
+    sensor = "file"
+
+
+@dataclass(slots=True)
+class FileClosedEvent(SensorEvent):
+    """A file written by the container was closed; sha256 when small enough to hash."""
+
+    path: str = ""
+    size: int = 0
+    sha256: str = ""
+
+    sensor = "file"
+
+
+@dataclass(slots=True)
+class SyscallEvent(SensorEvent):
+    """A syscall this container had not used before, or any call of a dangerous one."""
+
+    nr: int = 0
+    name: str = ""
+    ret: int = 0  # negative errno when it failed (e.g. denied by seccomp: -1 EPERM)
+    dangerous: bool = False
+    first: bool = False  # first use in this container (novelty)
+
+    sensor = "syscall"
+
+
+Event = ExecEvent | ForkEvent | ExitEvent | NetworkEvent | DnsEvent | FileEvent | FileClosedEvent | SyscallEvent
