@@ -42,6 +42,14 @@ class Enforcer:
         self.events: asyncio.Queue[Any] = asyncio.Queue(maxsize=100_000)
         # Components that add ops and state; each has start(), stop() and register_ops().
         self.components: list[Any] = []
+        # The layers by name, so that one can call another through a small interface
+        # (None until built; build_components sets them):
+        self.sensors: Any = None  # sensors.hub.SensorHub: eBPF, watch maps, kernel allow-lists
+        self.profiles: Any = None  # profiles: learned/seeded profiles, modes
+        self.alerts: Any = None  # detect: AlertBook.raise_alert(...) -> Alert (folding, store, publish)
+        self.detector: Any = None  # detect: consumes self.events
+        self.feeds: Any = None  # feeds: match_ip / match_domain / match_hash -> FeedHit | None
+        self.enforcement: Any = None  # enforce: kill, block, freeze, respond(...) in protect mode
         self.server.register("apps", self._op_apps)
         self.server.register("containers", self._op_containers)
         self.server.register("container", self._op_container)
