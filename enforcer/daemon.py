@@ -84,11 +84,12 @@ class Enforcer:
         await self.store.close()
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.start()
         try:
+            await self.start()
             await stop.wait()
-        finally:
             log.info("enforcer stopping")
+        finally:
+            # Also after a failed start: an open database thread would keep the process alive.
             await self.stop()
 
     # -- inventory ----------------------------------------------------------------------

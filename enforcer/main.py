@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    logging.getLogger("aiosqlite").setLevel(logging.INFO)  # it logs every statement at DEBUG
+    for noisy in ("aiosqlite", "urllib3", "docker"):  # they log every statement/request at DEBUG
+        logging.getLogger(noisy).setLevel(logging.INFO)
     try:
         settings = Settings.load(args.config, socket=args.socket, db=args.db, learn_seconds=args.learn_seconds,
                                  sensors=False if args.no_sensors else None)

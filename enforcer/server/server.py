@@ -113,8 +113,10 @@ class Server:
         if self._server:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+            # Only ours to remove: a refused start must not delete another enforcer's socket.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            self._server = None
 
     async def _claim_path(self) -> None:
         parent = os.path.dirname(self.path) or "."
@@ -138,11 +140,16 @@ class Server:
         for client in self.clients:
             if topic not in client.topics:
                 continue
-            try:
-                client.queue.put_nowait(message)
-            except asyncio.QueueFull:
+            queue = client.queue
+            if client.dropped and queue.qsize() <= queue.maxsize - 2:
+                # The notice sits exactly where the gap is, so the client knows what it missed.
+                queue.put_nowait({"event": "overflow", "data": {"dropped": client.dropped}})
+                client.dropped = 0
+            if queue.full():
                 client.dropped += 1
                 self.events_dropped += 1
+            else:
+                queue.put_nowait(message)
 
     def has_subscribers(self, topic: str) -> bool:
         """Cheap check so that costly events (raw sensor events) are only built when wanted."""
@@ -186,7 +193,9 @@ class Server:
                 except asyncio.LimitOverrunError:
                     await self._send(client, {"id": None, "ok": False, "code": protocol.BAD_REQUEST,
                                               "error": f"request longer than {protocol.MAX_LINE} bytes"})
-                    break
+                    if not await _discard_line(reader):
+                        break
+                    continue
                 if not line.strip():
                     continue
                 t = asyncio.create_task(self._handle_line(client, line))
@@ -253,11 +262,7 @@ class Server:
     async def _pump_events(self, client: _Client) -> None:
         try:
             while True:
-                message = await client.queue.get()
-                if client.dropped:
-                    dropped, client.dropped = client.dropped, 0
-                    await self._send(client, {"event": "overflow", "data": {"dropped": dropped}})
-                await self._send(client, message)
+                await self._send(client, await client.queue.get())
         except (ConnectionError, OSError):
             pass
 
@@ -302,6 +307,18 @@ class Server:
         topics = req.args.get("topics") or list(client.topics)
         client.topics.difference_update(topics if isinstance(topics, list) else [])
         return {"topics": sorted(client.topics)}
+
+
+async def _discard_line(reader: asyncio.StreamReader) -> bool:
+    """Skip the rest of an oversize line; False if the stream ended first."""
+    while True:
+        try:
+            await reader.readuntil(b"\n")
+            return True
+        except asyncio.LimitOverrunError as e:
+            await reader.readexactly(e.consumed)
+        except asyncio.IncompleteReadError:
+            return False
 
 
 def _is_socket(path: str) -> bool:

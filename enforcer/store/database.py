@@ -65,8 +65,13 @@ class Database:
             await self.conn.execute("PRAGMA foreign_keys=ON")
             await self.conn.execute("PRAGMA busy_timeout=5000")
             await self._migrate()
-        except sqlite3.DatabaseError as e:
-            raise StoreError(f"cannot open database {self.path}: {e}") from None
+        except BaseException as e:
+            if self.conn is not None:  # its worker thread would keep the process alive
+                await self.conn.close()
+                self.conn = None
+            if isinstance(e, sqlite3.DatabaseError):
+                raise StoreError(f"cannot open database {self.path}: {e}") from None
+            raise
         if self.path != ":memory:":
             try:
                 os.chmod(self.path, 0o600)
