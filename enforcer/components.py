@@ -10,4 +10,9 @@ if TYPE_CHECKING:
 
 
 def build_components(enforcer: "Enforcer") -> list[Any]:
-    return []
+    from .feeds import FeedManager
+
+    components: list[Any] = []
+    enforcer.feeds = FeedManager(enforcer)  # match_ip / match_domain / match_hash for the detector
+    components.append(enforcer.feeds)
+    return components

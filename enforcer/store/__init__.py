@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+from .alerts import AlertsRepo
 from .audit import AuditRepo
 from .database import Database, StoreError
+from .feeds import FeedRepo
 from .inventory import InventoryRepo
+from .profiles import ProfilesRepo
 
 
 class Store:
@@ -15,6 +18,9 @@ class Store:
         self.db = Database(path)
         self.inventory = InventoryRepo(self.db)
         self.audit = AuditRepo(self.db)
+        self.profiles = ProfilesRepo(self.db)
+        self.alerts = AlertsRepo(self.db)
+        self.feeds = FeedRepo(self.db)
 
     async def open(self) -> None:
         await self.db.open()

@@ -112,6 +112,58 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX alerts_container ON alerts(container_id);
         """,
     ),
+    (
+        3,
+        """
+        -- Threat feeds: the registry and each feed's last sync.
+        CREATE TABLE feeds (
+            name          TEXT PRIMARY KEY,
+            url           TEXT NOT NULL,
+            format        TEXT NOT NULL,
+            enabled       INTEGER NOT NULL DEFAULT 1,
+            local         INTEGER NOT NULL DEFAULT 0,  -- 1: private ranges are kept
+            interval      REAL NOT NULL DEFAULT 3600,
+            columns       TEXT NOT NULL DEFAULT '{}',  -- csv: JSON indicator type -> column
+            max_bytes     INTEGER NOT NULL DEFAULT 0,  -- 0: the enforcer's default cap
+            source        TEXT NOT NULL DEFAULT 'user',  -- user | catalogue | config
+            description   TEXT NOT NULL DEFAULT '',
+            created       REAL NOT NULL,
+            last_sync     REAL,
+            last_attempt  REAL,
+            status        TEXT NOT NULL DEFAULT 'never',
+            etag          TEXT NOT NULL DEFAULT '',
+            last_modified TEXT NOT NULL DEFAULT '',
+            entries       INTEGER NOT NULL DEFAULT 0,
+            rejected      INTEGER NOT NULL DEFAULT 0,
+            dropped       INTEGER NOT NULL DEFAULT 0,
+            error         TEXT NOT NULL DEFAULT '',
+            hits          INTEGER NOT NULL DEFAULT 0
+        );
+
+        -- The last good body of each feed (zlib), loaded at start: a failed download or a
+        -- restart never leaves a feed empty.
+        CREATE TABLE feed_bodies (
+            name     TEXT PRIMARY KEY REFERENCES feeds(name) ON DELETE CASCADE,
+            body     BLOB NOT NULL,
+            size     INTEGER NOT NULL,
+            fetched  REAL NOT NULL
+        );
+
+        -- Observed values found on a feed.
+        CREATE TABLE feed_hits (
+            id            INTEGER PRIMARY KEY AUTOINCREMENT,
+            time          REAL NOT NULL,
+            feed          TEXT NOT NULL,
+            indicator     TEXT NOT NULL,
+            type          TEXT NOT NULL,
+            matched       TEXT NOT NULL,
+            container     TEXT NOT NULL DEFAULT '',
+            container_id  TEXT NOT NULL DEFAULT '',
+            alert_id      INTEGER
+        );
+        CREATE INDEX feed_hits_feed ON feed_hits(feed, time);
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
