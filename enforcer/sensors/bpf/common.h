@@ -1,0 +1,253 @@
+/* Shared by every Stockade sensor: event header, watch/policy maps, novelty (dedup) and
+ * flood guards, loss counters, string hashing.
+ *
+ * The sensors are compiled as ONE program text (this header, then each sensor's .c file),
+ * so the maps below are shared by all of them.
+ *
+ * Rules for everything in this folder (see PLATFORM.md): tracepoints only; no kernel
+ * struct is ever read by offset (the headers are older than the kernel); only tracepoint
+ * arguments (their layout comes from the format files at run time), BPF helpers, uapi
+ * structures and user memory. The first thing every program does is the cgroup lookup,
+ * so that host processes and unwatched containers pay one hash lookup and nothing else.
+ */
+
+#define PATH_LEN 256      /* bytes of a path kept (with its NUL) */
+#define COMM_LEN 16
+#define ARGS_LEN 1024     /* bytes of argv kept (NUL-separated) */
+#define ARG_MAX_READ 256  /* at most this much of one argument */
+#define MAX_ARGS 20
+#define DNS_LEN 256       /* bytes of a DNS query payload kept */
+
+/* Must match sensors/layout.py. */
+enum sensor_id { S_PROCESS = 0, S_NETWORK = 1, S_DNS = 2, S_FILE = 3, S_SYSCALL = 4, S_COUNT = 5 };
+enum counter_id { C_EMITTED = 0, C_LOST = 1, C_SUPPRESSED = 2, C_DEDUPED = 3, C_KILLED = 4, C_SLOTS = 8 };
+enum ev_type {
+    EV_EXEC = 1, EV_FORK = 2, EV_EXIT = 3, EV_NET = 4, EV_DNS = 5,
+    EV_FILE = 6, EV_FILE_CLOSED = 7, EV_SYSCALL = 8,
+};
+enum mode_id { MODE_LEARN = 0, MODE_ALERT = 1, MODE_PROTECT = 2 };
+/* config[] slots: dedup TTL, then per-container events-per-second caps (0 = no cap). */
+enum config_id {
+    CFG_TTL_NS = 0, CFG_RATE_EXEC = 1, CFG_RATE_TREE = 2, CFG_RATE_NET = 3,
+    CFG_RATE_DNS = 4, CFG_RATE_FILE = 5, CFG_RATE_SYSCALL = 6, CFG_SLOTS = 8,
+};
+/* ev_hdr.flags */
+#define F_KILLED 0x1
+#define F_ARGV_TRUNC 0x2
+#define F_SENSITIVE 0x4
+#define F_CANDIDATE 0x8   /* sensitive by basename only: user space confirms after resolving */
+#define F_DANGEROUS 0x10
+#define F_FIRST 0x20
+#define F_EXECVEAT 0x40
+
+struct ev_hdr {
+    u64 ts;      /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
+    u64 cgroup;  /* the container's cgroup v2 id (for inbound: resolved by local address) */
+    u32 pid;     /* tgid, host pid namespace */
+    u32 tid;
+    u32 uid;
+    u16 type;
+    u16 flags;
+    char comm[COMM_LEN];
+};
+
+/* A watched cgroup: which profile's allow-lists apply and in which mode. `gen` is bumped
+ * to forget the novelty state of a container (relearn, or a reused cgroup inode). */
+struct policy {
+    u32 profile_id;
+    u32 mode;
+    u32 gen;
+    u32 pad;
+};
+BPF_HASH(watched, u64, struct policy, 8192);
+
+BPF_ARRAY(config, u64, CFG_SLOTS);
+BPF_PERCPU_ARRAY(counters, u64, S_COUNT * C_SLOTS);
+
+/* Novelty: (cgroup, subject) -> last time it was sent. Repeats within the TTL stay in the
+ * kernel; after it the subject is sent again, so a repeated anomaly is still seen at a
+ * bounded rate. LRU: a busy host forgets the oldest subjects, never fails an insert. */
+struct seen_key {
+    u64 cgroup;
+    u64 subject;
+};
+BPF_TABLE("lru_hash", struct seen_key, u64, novelty, 65536);
+
+/* Flood guard: events per container and sensor slot within the current second. */
+struct rate_key {
+    u64 cgroup;
+    u64 slot;
+};
+struct rate_val {
+    u64 second;
+    u64 count;
+};
+BPF_TABLE("lru_hash", struct rate_key, struct rate_val, rates, 16384);
+
+/* Container addresses (IPv4 as ::ffff:a.b.c.d) -> cgroup id, for inbound attribution. */
+struct ip_key {
+    u8 addr[16];
+};
+BPF_HASH(local_ips, struct ip_key, u64, 4096);
+
+static __always_inline void count(u32 sensor, u32 which)
+{
+    u32 idx = sensor * C_SLOTS + which;
+    u64 *c = counters.lookup(&idx);
+    if (c)
+        *c += 1;
+}
+
+static __always_inline u64 cfg(u32 slot)
+{
+    u64 *v = config.lookup(&slot);
+    return v ? *v : 0;
+}
+
+static __always_inline u64 mix64(u64 h, u64 v)
+{
+    h ^= v;
+    h *= 0x100000001b3ULL;
+    h ^= h >> 29;
+    return h;
+}
+
+/* FNV-1a 64 of a NUL-terminated string in a buffer; mirrored by sensors/paths.py. */
+static __always_inline u64 fnv_str(const char *s, u32 max)
+{
+    u64 h = 0xcbf29ce484222325ULL;
+#pragma clang loop unroll(disable)
+    for (u32 i = 0; i < PATH_LEN; i++) {
+        if (i >= max)
+            break;
+        char c = s[i];
+        if (c == 0)
+            break;
+        h ^= (u8)c;
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+static __always_inline void make_key(struct seen_key *key, u64 cg, struct policy *pol, u64 subject)
+{
+    key->cgroup = cg;
+    key->subject = mix64(subject, pol->gen);
+}
+
+/* 1 when (cgroup, subject) was not sent within the TTL; key is filled for mark_sent(). */
+static __always_inline int is_novel(u32 sensor, u64 cg, struct policy *pol, u64 subject,
+                                    struct seen_key *key, u64 now)
+{
+    make_key(key, cg, pol, subject);
+    u64 *last = novelty.lookup(key);
+    if (last && now - *last < cfg(CFG_TTL_NS)) {
+        count(sensor, C_DEDUPED);
+        return 0;
+    }
+    return 1;
+}
+
+static __always_inline void mark_sent(struct seen_key *key, u64 now)
+{
+    novelty.update(key, &now);
+}
+
+/* 1 when the container is still under its cap for this slot in the current second. */
+static __always_inline int under_cap(u32 sensor, u64 cg, u32 slot, u64 now)
+{
+    u64 cap = cfg(slot);
+    if (cap == 0)
+        return 1;
+    struct rate_key k = {.cgroup = cg, .slot = slot};
+    u64 second = now / 1000000000ULL;
+    struct rate_val *v = rates.lookup(&k);
+    if (!v) {
+        struct rate_val nv = {.second = second, .count = 1};
+        rates.update(&k, &nv);
+        return 1;
+    }
+    if (v->second != second) {
+        v->second = second;
+        v->count = 1;
+        return 1;
+    }
+    if (v->count >= cap) {
+        count(sensor, C_SUPPRESSED);
+        return 0;
+    }
+    __sync_fetch_and_add(&v->count, 1);
+    return 1;
+}
+
+static __always_inline void fill_hdr(struct ev_hdr *h, u16 type, u64 cg, u64 now)
+{
+    u64 pt = bpf_get_current_pid_tgid();
+    h->ts = now;
+    h->cgroup = cg;
+    h->pid = pt >> 32;
+    h->tid = (u32)pt;
+    h->uid = (u32)bpf_get_current_uid_gid();
+    h->type = type;
+    bpf_get_current_comm(h->comm, sizeof(h->comm));
+}
+
+/* Ring buffers are drained on a timer by user space: no wake-up per event. Each sensor
+ * defines emit_<sensor>() with RINGBUF_EMITTER (bcc does not allow map calls in macros
+ * used at the call site, but a macro that defines a function is fine). */
+static __always_inline int emitted(u32 sensor, int ret)
+{
+    count(sensor, ret == 0 ? C_EMITTED : C_LOST);
+    return ret == 0;
+}
+
+/* Reading a sockaddr from user memory: family, port (host order) and a 16-byte address
+ * (IPv4 mapped to ::ffff:a.b.c.d). Returns 0 unless it is AF_INET or AF_INET6. */
+#define AF_INET_ 2
+#define AF_INET6_ 10
+struct inet_addr {
+    u16 family;
+    u16 port;
+    u8 addr[16];
+};
+
+static __always_inline void v4_mapped(u8 *dst, const u8 *v4)
+{
+    __builtin_memset(dst, 0, 10);
+    dst[10] = 0xff;
+    dst[11] = 0xff;
+    dst[12] = v4[0];
+    dst[13] = v4[1];
+    dst[14] = v4[2];
+    dst[15] = v4[3];
+}
+
+static __always_inline int read_sockaddr(const void *uaddr, struct inet_addr *out)
+{
+    u8 raw[28] = {};
+    if (!uaddr || bpf_probe_read_user(raw, sizeof(raw), uaddr) != 0) {
+        /* A sockaddr_in is only 16 bytes and may end a mapping: try the short read. */
+        if (!uaddr || bpf_probe_read_user(raw, 16, uaddr) != 0)
+            return 0;
+    }
+    u16 family = raw[0] | (raw[1] << 8);
+    out->family = family;
+    out->port = (raw[2] << 8) | raw[3];
+    if (family == AF_INET_) {
+        v4_mapped(out->addr, &raw[4]);
+        return 1;
+    }
+    if (family == AF_INET6_) {
+        __builtin_memcpy(out->addr, &raw[8], 16);
+        return 1;
+    }
+    return 0;
+}
+
+static __always_inline u64 hash_addr(u64 h, const u8 *a)
+{
+    u64 w0 = 0, w1 = 0;
+    __builtin_memcpy(&w0, a, 8);
+    __builtin_memcpy(&w1, a + 8, 8);
+    return mix64(mix64(h, w0), w1);
+}
