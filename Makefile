@@ -3,13 +3,24 @@
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test attack bench screenshots clean-test
+.PHONY: setup demo test attack respond demo-down bench screenshots clean-test
 
 setup:
 	@bash scripts/setup.sh
 
 demo: setup
 	@bash scripts/demo.sh
+
+# The demo's attack on the weak app (after `make demo`); `make respond`: protect, replay,
+# freeze, forensics; `make demo-down` stops and removes what `make demo` started.
+attack:
+	@$(PY) demo/attack.py
+
+respond:
+	@$(PY) demo/attack.py --respond
+
+demo-down:
+	@bash scripts/demo.sh down
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
