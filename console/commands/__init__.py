@@ -3,6 +3,6 @@
 
 from __future__ import annotations
 
-from . import inventory
+from . import feeds, inventory
 
-MODULES = [inventory]
+MODULES = [inventory, feeds]

@@ -118,11 +118,13 @@ def merge_config(catalogue: dict[str, FeedSpec], tables: dict[str, Any]) -> dict
     return specs
 
 
-def polite_interval(url: str, requested: float, catalogue: dict[str, FeedSpec]) -> float:
-    """The interval actually used: at least MIN_INTERVAL and the floor of any catalogue
-    publisher on the same host."""
+def polite_interval(url: str, requested: float, catalogue: dict[str, FeedSpec], name: str = "") -> float:
+    """The interval actually used: at least MIN_INTERVAL, the floor of the catalogue feed of
+    that name, and the floor of any catalogue publisher on the same host."""
     host = (urlsplit(url).hostname or "").lower()
     floor = MIN_INTERVAL
+    if name in catalogue:
+        floor = max(floor, catalogue[name].min_interval)
     for spec in catalogue.values():
         if (urlsplit(spec.url).hostname or "").lower() == host:
             floor = max(floor, spec.min_interval)

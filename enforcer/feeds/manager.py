@@ -64,6 +64,9 @@ class FeedManager:
         self._last_hit: dict[tuple[str, str, str, str], float] = {}
         self._listeners: list[Callable[[], None]] = []
         self.booted = asyncio.Event()
+        # httpx logs every request and httpcore every socket step: not for the enforcer's log.
+        for noisy in ("httpx", "httpcore"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
 
     # -- the matching API (synchronous: called by the detector for every event) ----------
     def match_ip(self, ip: str) -> FeedHit | None:
@@ -151,7 +154,7 @@ class FeedManager:
             feed = stored.get(name)
             if feed is None:
                 feed = Feed(name=name, url=spec.url, format=spec.format, enabled=spec.enabled, local=spec.local,
-                            interval=polite_interval(spec.url, spec.interval, self.catalogue), columns=spec.columns,
+                            interval=polite_interval(spec.url, spec.interval, self.catalogue, name), columns=spec.columns,
                             max_bytes=spec.max_bytes, source=spec.source, description=spec.description,
                             created=time.time())
                 await repo.add(feed)
@@ -165,7 +168,7 @@ class FeedManager:
                 if key in spec.configured:
                     wanted[key] = getattr(spec, key)
             if "interval" in wanted or spec.source == "catalogue":
-                wanted["interval"] = polite_interval(spec.url, wanted.get("interval", feed.interval), self.catalogue)
+                wanted["interval"] = polite_interval(spec.url, wanted.get("interval", feed.interval), self.catalogue, name)
             changed = {k: v for k, v in wanted.items() if getattr(feed, k) != v}
             if changed:
                 await repo.update_settings(name, **changed)
@@ -348,7 +351,7 @@ class FeedManager:
         return data
 
     async def add(self, feed: Feed) -> Feed:
-        feed.interval = polite_interval(feed.url, feed.interval, self.catalogue)
+        feed.interval = polite_interval(feed.url, feed.interval, self.catalogue, feed.name)
         feed.created = time.time()
         await self.enforcer.store.feeds.add(feed)
         self.feeds[feed.name] = feed
@@ -367,7 +370,7 @@ class FeedManager:
     async def change(self, feed: Feed, **values: Any) -> None:
         """enabled / local / interval: stored, then applied to what is matched."""
         if "interval" in values:
-            values["interval"] = polite_interval(feed.url, values["interval"], self.catalogue)
+            values["interval"] = polite_interval(feed.url, values["interval"], self.catalogue, feed.name)
         await self.enforcer.store.feeds.update_settings(feed.name, **values)
         reload = "local" in values and values["local"] != feed.local
         for key, value in values.items():

@@ -30,6 +30,7 @@ class FeedOps:
         server.register("feeds.sync", self.sync, mutates=True, target_arg="name")
         server.register("feeds.set", self.set, mutates=True, target_arg="name")
         server.register("feeds.hits", self.hits)
+        server.register("feeds.check", self.check)
 
     async def list(self, req: Request) -> list[dict[str, Any]]:
         return [self.manager.describe(f) for f in sorted(self.manager.feeds.values(), key=lambda f: f.name)]
@@ -90,6 +91,19 @@ class FeedOps:
         feed = req.args.get("feed")
         rows = [h for h in self.manager.recent_hits if feed is None or h["feed"] == feed]
         return rows[:limit]
+
+    async def check(self, req: Request) -> dict[str, Any]:
+        """Is this address, name or digest on a loaded feed? (What the detector asks.)"""
+        value = req.args.get("value")
+        if not isinstance(value, str) or not value or len(value) > 512:
+            raise OpError("give a value: an IP address, a domain name or a hex digest", "bad_request")
+        value = value.strip()
+        hit = self.manager.match_ip(value)
+        if hit is None and len(value) in (32, 40, 64) and all(c in "0123456789abcdefABCDEF" for c in value):
+            hit = self.manager.match_hash(value)
+        if hit is None:
+            hit = self.manager.match_domain(value)
+        return {"value": value, "hit": hit.to_dict() if hit else None}
 
     def _feed(self, req: Request) -> Feed:
         name = req.args.get("name")
