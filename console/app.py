@@ -1,71 +1,129 @@
-"""The Textual console (first screen: containers, live)."""
+"""The Textual console: `stockade` with no command.
+
+The app owns three things: the state (what the enforcer told us), the session (the one
+connection, through console.client, reconnecting forever), and the repaint pacing. The
+session marks state domains dirty and asks for a repaint; repaints are coalesced to at
+most a few per second, so a burst of 1,000 alerts costs a handful of redraws. Screens
+get method calls down (`repaint(dirty)`); widgets send messages up.
+"""
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
+import time
+from typing import Callable
 
-from textual import work
-from textual.app import App, ComposeResult
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.app import App
+from textual.screen import ModalScreen
+from textual.timer import Timer
 
-from .client import EnforcerClient, Unreachable
-from .escape import safe_text
+from .client import EnforcerClient
+from .screens.base import ConsoleScreen
+from .screens.detail import ContainerDetailScreen
+from .screens.main import MainScreen
+from .session import ClientLike, EnforcerSession
+from .state import ConsoleState
+
+REPAINT_INTERVAL = 0.25  # seconds: at most 4 repaints a second, whatever arrives
 
 
 class StockadeApp(App[None]):
+    CSS_PATH = "stockade.tcss"
     TITLE = "Stockade"
-    BINDINGS = [("q", "quit", "Quit")]
+    ENABLE_COMMAND_PALETTE = False
 
-    def __init__(self, socket_path: str, read_only: bool = False) -> None:
+    def __init__(self, socket_path: str | None = None, read_only: bool = False, *,
+                 client: ClientLike | None = None, clock: Callable[[], float] = time.time,
+                 retry_seconds: float = 1.0, status_interval: float = 2.0,
+                 initial_view: str = "containers") -> None:
         super().__init__()
-        self.client = EnforcerClient(socket_path)
-        self.read_only = read_only
-        self.rows: dict[str, dict[str, Any]] = {}
+        self.client: ClientLike = client if client is not None else EnforcerClient(socket_path)
+        self.state = ConsoleState()
+        self.retry_seconds = retry_seconds
+        self.session = EnforcerSession(self.client, self.state, self.request_repaint,
+                                       retry_seconds=retry_seconds, status_interval=status_interval)
+        self.read_only_flag = read_only
+        self.clock = clock
+        self.initial_view = initial_view
+        self.repaints = 0  # tests and the benchmark read how many repaints a burst cost
+        self.last_action = ""
+        self._repaint_timer: Timer | None = None
+        self._last_repaint = 0.0
 
-    def compose(self) -> ComposeResult:
-        yield Header()
-        yield Static("connecting…", id="conn")
-        table: DataTable[Any] = DataTable(id="containers", cursor_type="row")
-        table.add_columns("NAME", "APP", "SERVICE", "IMAGE", "STATE", "CGROUP", "ADDRESSES")
-        yield table
-        yield Footer()
+    # -- read-only -------------------------------------------------------------------------
+    @property
+    def read_only(self) -> bool:
+        return self.read_only_flag or self.state.read_only_role
 
+    @property
+    def read_only_reason(self) -> str:
+        if self.read_only_flag:
+            return "started with --read-only"
+        user = self.state.hello.get("user", "?")
+        return f"user {user} has the {self.state.hello.get('role', 'viewer')} role (admin needed)"
+
+    # -- life cycle --------------------------------------------------------------------------
     def on_mount(self) -> None:
-        self.connection_loop()
+        self.push_screen(MainScreen(self.initial_view))
+        self.run_worker(self.session.run(), name="enforcer-session", group="session", exclusive=True)
 
-    @work(exclusive=True, group="connection")
-    async def connection_loop(self) -> None:
-        status = self.query_one("#conn", Static)
-        while True:
+    async def on_unmount(self) -> None:
+        close = getattr(self.client, "close", None)
+        if close is not None:
             try:
-                hello = await self.client.connect()
-                status.update(safe_text(f"enforcer on {hello['host']} ({self.client.path})"))
-                await self.client.subscribe(["inventory"])
-                self.rows = {c["id"]: c for c in await self.client.call("containers")}
-                self.redraw()
-                async for event in self.client.events():
-                    if event["event"] == "inventory":
-                        c = event["data"]["container"]
-                        if event["data"]["change"] == "removed":
-                            self.rows.pop(c["id"], None)
-                        else:
-                            self.rows[c["id"]] = c
-                        self.redraw()
-                status.update(safe_text(f"lost the enforcer at {self.client.path}; reconnecting…"))
-            except Unreachable as e:
-                status.update(safe_text(f"{e}; retrying…"))
-            await asyncio.sleep(1.0)
+                await close()
+            except Exception:  # noqa: BLE001 - leaving anyway
+                pass
 
-    def redraw(self) -> None:
-        table = self.query_one("#containers", DataTable)
-        table.clear()
-        for c in sorted(self.rows.values(), key=lambda c: (c["app"], c["name"])):
-            addrs = ",".join(n["ip"] for n in c["networks"] if n.get("ip"))
-            table.add_row(*(safe_text(v) for v in (c["name"], c["app"], c["service"], c["image"], c["state"],
-                                                    c["cgroup_id"], addrs)), key=c["id"])
+    # -- repaint pacing ----------------------------------------------------------------------
+    def request_repaint(self) -> None:
+        """Called by the session after every change; coalesces into one repaint per interval."""
+        if self._repaint_timer is not None or not self.is_running:
+            return
+        delay = max(0.02, REPAINT_INTERVAL - (time.monotonic() - self._last_repaint))
+        self._repaint_timer = self.set_timer(delay, self._repaint, name="repaint")
+
+    def _repaint(self) -> None:
+        self._repaint_timer = None
+        if isinstance(self.screen, ModalScreen):
+            # No redraws under a dialog: what it names must not move; catch up when it closes.
+            self._repaint_timer = self.set_timer(REPAINT_INTERVAL, self._repaint, name="repaint")
+            return
+        dirty = self.state.take_dirty()
+        if not dirty:
+            return
+        self._last_repaint = time.monotonic()
+        self.repaints += 1
+        with self.batch_update():
+            for screen in self.screen_stack:
+                if isinstance(screen, ConsoleScreen):
+                    screen.repaint(dirty)
+
+    def repaint_now(self) -> None:
+        """Repaint whatever is dirty at once (tests, benchmarks)."""
+        if self._repaint_timer is not None:
+            self._repaint_timer.stop()
+            self._repaint_timer = None
+        self._repaint()
+
+    # -- navigation and actions (called by screens) ----------------------------------------
+    def open_detail(self, container_id: str, tab: str = "process") -> None:
+        self.push_screen(ContainerDetailScreen(container_id, tab))
+
+    async def after_action(self, op: str) -> None:
+        """Re-read what an action changed (events may also say so; a read is cheap and sure)."""
+        if op in ("freeze", "unfreeze", "mode", "relearn", "forensics", "block"):
+            await self.session.reload_one("containers")
+        if op in ("mode", "relearn"):
+            await self.session.reload_one("apps")
+        if op.startswith("feeds."):
+            await self.session.reload_one("feeds")
+            await self.session.reload_one("feeds.hits")
+        for screen in self.screen_stack:
+            if isinstance(screen, ContainerDetailScreen):
+                await screen.refresh_data()
 
 
 def run_console(socket_path: str, read_only: bool = False) -> int:
     StockadeApp(socket_path, read_only=read_only).run()
     return 0
+

@@ -1,0 +1,170 @@
+"""What each action key will do, said exactly, before it is done (no Textual here).
+
+A plan names the op and its arguments (container ids, never row numbers), the words the
+confirmation dialog shows, and how to report the result in one line.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.text import Text
+
+from .format import esc
+
+MUTATING_ACTIONS = frozenset({"block", "freeze", "unfreeze", "kill", "mode", "relearn", "sync", "forensics"})
+
+MODE_MEANING = {
+    "learn": "record new behaviour into the profile; alert only on research rules (feeds, sensitive files, dangerous syscalls)",
+    "alert": "anything outside the profile becomes an alert; nothing is stopped",
+    "protect": "anything outside the profile becomes an alert AND is stopped: unexpected programs are killed "
+               "before they run, disallowed connections are dropped",
+}
+
+
+@dataclass(slots=True)
+class ActionPlan:
+    op: str
+    args: dict[str, Any]
+    title: str
+    lines: list[Text] = field(default_factory=list)
+    confirm_label: str = "Confirm"
+    subject: str = ""  # who it acts on, for the result line
+
+    def request_text(self) -> Text:
+        """The request exactly as it goes over the socket."""
+        return Text(json.dumps({"op": self.op, **self.args}, ensure_ascii=True, default=str), style="dim", end="")
+
+
+def _who(c: dict[str, Any]) -> Text:
+    out = Text(end="")
+    out.append(esc(c.get("name"), 128), style="bold")
+    out.append(f" ({esc(str(c.get('id', ''))[:12])}", style="dim")
+    if c.get("app"):
+        out.append(", app ", style="dim")
+        out.append(esc(c.get("app"), 128), style="dim")
+    out.append(")", style="dim")
+    return out
+
+
+def _line(*parts: Text | str) -> Text:
+    out = Text(end="")
+    for p in parts:
+        out.append_text(p) if isinstance(p, Text) else out.append(p)
+    return out
+
+
+def freeze_plan(c: dict[str, Any]) -> ActionPlan:
+    return ActionPlan("freeze", {"target": c["id"]}, "Freeze container", [
+        _line("Freeze ", _who(c), "."),
+        Text("Every process in it is stopped by the cgroup freezer (state FROZEN) until you unfreeze it (u)."),
+        Text("Nothing is killed; its connections stay open but nothing in it runs.", style="dim"),
+    ], "Freeze", esc(c.get("name"), 128))
+
+
+def unfreeze_plan(c: dict[str, Any]) -> ActionPlan:
+    return ActionPlan("unfreeze", {"target": c["id"]}, "Unfreeze container", [
+        _line("Thaw ", _who(c), "."),
+        Text("Its processes continue from where they were stopped (state THAWED)."),
+    ], "Unfreeze", esc(c.get("name"), 128))
+
+
+def kill_plan(c: dict[str, Any], pid: int, what: str = "") -> ActionPlan:
+    return ActionPlan("kill", {"target": c["id"], "pid": pid}, "Kill a process", [
+        _line("Send SIGKILL to host pid ", Text(str(pid), style="bold"),
+              *([" (", Text(esc(what, 200), style="bold"), ")"] if what else []), " in ", _who(c), "."),
+        Text("The enforcer first checks that the pid belongs to that container, and refuses otherwise."),
+        Text("The rest of the container keeps running.", style="dim"),
+    ], "Kill", f"pid {pid} in {esc(c.get('name'), 128)}")
+
+
+def parse_peer(text: str) -> tuple[str, int | None]:
+    """`10.0.0.5:443` -> ("10.0.0.5", 443); `web` -> ("web", None); IPv6 in brackets keeps its colons."""
+    text = text.strip()
+    if text.startswith("[") and "]" in text:
+        host, _, rest = text[1:].partition("]")
+        port = rest.lstrip(":")
+        return host, int(port) if port.isdigit() else None
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        if port.isdigit():
+            return host, int(port)
+    return text, None
+
+
+def block_plan(c: dict[str, Any], peer_text: str) -> ActionPlan:
+    peer, port = parse_peer(peer_text)
+    args: dict[str, Any] = {"target": c["id"], "peer": peer}
+    if port:
+        args["port"] = port
+    return ActionPlan("block", args, "Block a peer", [
+        _line("Drop all traffic between ", _who(c), " and ", Text(esc(peer, 200), style="bold"),
+              *([" on port ", Text(str(port), style="bold")] if port else [" on every port"]), "."),
+        Text("nftables rules in the enforcer's own table, both directions; they stay until you unblock."),
+        Text("Established connections to that peer stop getting packets.", style="dim"),
+    ], "Block", f"{esc(c.get('name'), 128)} ↔ {esc(peer_text, 200)}")
+
+
+def mode_plan(target: str, scope: str, mode: str, current: str = "", label: str = "") -> ActionPlan:
+    where = f"app {esc(target, 128)} (every container of the app without its own override)" if scope == "app" \
+        else f"container {esc(label or target, 128)} only"
+    return ActionPlan("mode", {"target": target, "mode": mode, "scope": scope}, "Change mode", [
+        _line("Set the mode of ", Text(where, style="bold"), " from ", Text(esc(current or "?", 10), style="bold"),
+              " to ", Text(mode, style="bold"), "."),
+        Text(f"{mode}: {MODE_MEANING.get(mode, '')}"),
+    ], f"Set {mode}", esc(label or target, 128))
+
+
+def relearn_plan(target: str, what: str) -> ActionPlan:
+    return ActionPlan("relearn", {"target": target}, "Relearn", [
+        _line("Reset the profile(s) of ", Text(esc(what, 200), style="bold"), " to learning."),
+        Text("What was learned so far is discarded; the profile learns again for its learning period,"),
+        Text("and until then only research rules (feeds, sensitive files, dangerous syscalls) alert."),
+    ], "Relearn", esc(what, 200))
+
+
+def sync_plan(feeds: list[dict[str, Any]], only: str | None = None) -> ActionPlan:
+    enabled = [f for f in feeds if f.get("enabled", True)]
+    names = ", ".join(esc(f.get("name"), 64) for f in enabled) or "none known"
+    if only:
+        return ActionPlan("feeds.sync", {"name": only}, "Sync a feed", [
+            _line("Download feed ", Text(esc(only, 64), style="bold"), " from its URL now and reload its entries."),
+            Text("Entries that fail to parse are counted as rejected; private ranges are dropped unless local."),
+        ], "Sync", esc(only, 64))
+    return ActionPlan("feeds.sync", {}, "Sync threat feeds", [
+        Text(f"Download every enabled feed from its URL now and reload its entries ({len(enabled)}: {names})."),
+        Text("Entries that fail to parse are counted as rejected; private ranges are dropped unless local."),
+    ], "Sync all", "feeds")
+
+
+def forensics_plan(c: dict[str, Any]) -> ActionPlan:
+    return ActionPlan("forensics", {"target": c["id"]}, "Forensics bundle", [
+        _line("Freeze ", _who(c), " first, then write one forensics bundle of it"),
+        Text("(processes, open files, connections, changed files, its profile and incidents) into the"),
+        Text("enforcer's forensics directory. The container stays frozen afterwards: press u to thaw it."),
+    ], "Write bundle", esc(c.get("name"), 128))
+
+
+def describe_result(plan: ActionPlan, result: Any) -> str:
+    """One line for the notification after an action succeeded."""
+    if plan.op in ("freeze", "unfreeze") and isinstance(result, dict):
+        return f"{plan.subject}: {esc(result.get('state', 'done'), 20)}"
+    if plan.op == "kill" and isinstance(result, dict):
+        return f"killed pid {esc(result.get('pid'), 12)} (signal {esc(result.get('signal'), 12)})"
+    if plan.op == "block" and isinstance(result, dict):
+        return f"blocked {plan.subject} (block #{esc(result.get('id'), 12)})"
+    if plan.op == "mode" and isinstance(result, dict):
+        return f"{esc(result.get('scope'), 12)} {esc(result.get('target'), 128)} is now in {esc(result.get('mode'), 12)} mode"
+    if plan.op == "relearn" and isinstance(result, dict):
+        profiles = result.get("profiles") if isinstance(result.get("profiles"), list) else []
+        return f"{plan.subject}: {len(profiles)} profile(s) back to learning"
+    if plan.op == "forensics" and isinstance(result, dict):
+        size = result.get("size")
+        return (f"bundle written: {esc(result.get('path'), 300)} ({esc(size, 20)} bytes, "
+                f"sha256 {esc(str(result.get('sha256', ''))[:16], 16)}…)")
+    if plan.op == "feeds.sync":
+        n = len(result) if isinstance(result, list) else 1
+        return f"synced {n} feed(s)"
+    return f"{plan.op}: done"

@@ -1,0 +1,290 @@
+"""What the main screen and the container detail share: the keys, the action flows
+(choose, confirm with focus on Cancel, do, report), filtering, help, read-only mode."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.screen import Screen
+
+from enforcer import protocol
+from enforcer.models import MODES
+from enforcer.protocol import ProtocolError
+
+from .. import actions
+from ..actions import ActionPlan
+from ..escape import printable
+from ..format import esc
+from ..widgets.command_bar import CommandBar
+from ..widgets.live_table import LiveTable
+from ..widgets.view import Target
+from .modals import ChoiceScreen, ConfirmScreen, HelpScreen, PromptScreen
+
+if TYPE_CHECKING:
+    from ..app import StockadeApp
+
+# Keys that only mean something in some views are hidden from the footer elsewhere.
+CONTEXT_ACTIONS = frozenset({"block", "freeze", "unfreeze", "kill", "mode", "relearn", "sync", "forensics", "sort",
+                             "sort_reverse"})
+
+VIEW_BINDINGS = [
+    Binding("1", "view('apps')", "Apps", show=False, id="view.apps"),
+    Binding("2", "view('containers')", "Containers", show=False, id="view.containers"),
+    Binding("3", "view('alerts')", "Alerts", show=False, id="view.alerts"),
+    Binding("4", "view('feeds')", "Feeds", show=False, id="view.feeds"),
+    Binding("5", "view('audit')", "Audit", show=False, id="view.audit"),
+]
+COMMON_BINDINGS = [
+    Binding("colon", "command", "View", key_display=":", id="command"),
+    Binding("slash", "filter", "Filter", key_display="/", id="filter"),
+    Binding("question_mark", "help", "Help", key_display="?", id="help"),
+    Binding("escape", "back", "Back", show=False, id="back"),
+    *VIEW_BINDINGS,
+    Binding("b", "block", "Block", id="action.block"),
+    Binding("f", "freeze", "Freeze", id="action.freeze"),
+    Binding("u", "unfreeze", "Unfreeze", id="action.unfreeze"),
+    Binding("k", "kill", "Kill", id="action.kill"),
+    Binding("m", "mode", "Mode", id="action.mode"),
+    Binding("r", "relearn", "Relearn", id="action.relearn"),
+    Binding("s", "sync", "Sync feeds", id="action.sync"),
+    Binding("x", "forensics", "Forensics", id="action.forensics"),
+    Binding("o", "sort", "Sort", id="table.sort"),
+    Binding("O", "sort_reverse", "Reverse sort", show=False, id="table.sort_reverse"),
+]
+
+
+class ConsoleScreen(Screen[None]):
+    BINDINGS = COMMON_BINDINGS
+
+    @property
+    def stockade(self) -> "StockadeApp":
+        return self.app  # type: ignore[return-value]
+
+    # -- what subclasses say -------------------------------------------------------------
+    def current_target(self) -> Target:
+        return Target()
+
+    def current_actions(self) -> frozenset[str]:
+        return frozenset()
+
+    def current_table(self) -> LiveTable | None:
+        return None
+
+    def repaint(self, dirty: set[str]) -> None:
+        pass
+
+    # -- keys on or off --------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in actions.MUTATING_ACTIONS and self.stockade.read_only:
+            return False  # read-only: the key does nothing and is not shown
+        if action in CONTEXT_ACTIONS and action not in self.current_actions():
+            if action == "sort_reverse" and "sort" in self.current_actions():
+                return True
+            return False
+        return True
+
+    # -- command line and filter -------------------------------------------------------------
+    def action_command(self) -> None:
+        self.query_one(CommandBar).open("command")
+
+    def action_filter(self) -> None:
+        table = self.current_table()
+        if table is None:
+            return
+        self.query_one(CommandBar).open("filter", table.filter_text)
+
+    def on_command_bar_filter_changed(self, event: CommandBar.FilterChanged) -> None:
+        table = self.current_table()
+        if table is not None:
+            table.set_filter(event.text)
+        self.filter_changed()
+
+    def on_command_bar_closed(self, event: CommandBar.Closed) -> None:
+        table = self.current_table()
+        if table is not None:
+            table.focus()
+
+    def filter_changed(self) -> None:
+        pass
+
+    def action_sort(self) -> None:
+        table = self.current_table()
+        if table is not None and table.sortable:
+            label = table.cycle_sort()
+            self.notify(f"sorted by {label}", timeout=1.5)
+
+    def action_sort_reverse(self) -> None:
+        table = self.current_table()
+        if table is not None and table.sortable:
+            table.reverse_sort()
+
+    def action_help(self) -> None:
+        self.app.push_screen(HelpScreen(self.help_sections()))
+
+    def help_sections(self) -> list[tuple[str, list[tuple[str, str]]]]:
+        keys: list[tuple[str, str]] = []
+        seen: set[str] = set()
+        for key, active in self.active_bindings.items():
+            binding = active.binding
+            if not active.enabled or not binding.description or key in seen:
+                continue
+            seen.add(key)
+            keys.append((binding.key_display or self.app.get_key_display(binding), binding.description))
+        table_keys = [("↑ ↓", "move"), ("PgUp PgDn", "page"), ("Home End", "first / last row"),
+                      ("Enter", "open the selected row"), ("Esc", "clear the filter, close, or go back (never quits)"),
+                      ("1-5", "apps, containers, alerts, feeds, audit"), ("click header", "sort by that column")]
+        commands = [(":apps", "app > service > container, with topology"), (":containers", "live containers"),
+                    (":alerts", "incidents; :alerts kind=process sev=high app=NAME filters"),
+                    (":feeds", "threat feeds and their hits"), (":audit", "actions taken, by whom"),
+                    (":quit", "leave the console")]
+        sections = [("This screen", keys), ("Moving", table_keys), ("Commands (: then Tab completes)", commands)]
+        if self.stockade.read_only:
+            sections.append(("Read-only", [("", "action keys (b f u k m r s x) are off: "
+                                                + self.stockade.read_only_reason)]))
+        return sections
+
+    # -- actions ---------------------------------------------------------------------------
+    def _container(self, target: Target) -> dict[str, Any] | None:
+        if not target.container_id:
+            return None
+        c = self.stockade.state.containers.get(target.container_id)
+        if c is not None:
+            return c
+        alert = target.alert or {}
+        return {"id": target.container_id, "name": alert.get("container") or target.container_id[:12],
+                "app": alert.get("app") or target.app or ""}
+
+    def _need_container(self, what: str) -> dict[str, Any] | None:
+        c = self._container(self.current_target())
+        if c is None:
+            self.notify(f"{what}: select a container (or an incident of one) first", severity="warning")
+        return c
+
+    def action_freeze(self) -> None:
+        c = self._need_container("freeze")
+        if c is not None:
+            self.run_worker(self._confirm_and_run(actions.freeze_plan(c)), group="action")
+
+    def action_unfreeze(self) -> None:
+        c = self._need_container("unfreeze")
+        if c is not None:
+            self.run_worker(self._confirm_and_run(actions.unfreeze_plan(c)), group="action")
+
+    def action_forensics(self) -> None:
+        c = self._need_container("forensics")
+        if c is not None:
+            self.run_worker(self._confirm_and_run(actions.forensics_plan(c), timeout=120.0), group="action")
+
+    def action_kill(self) -> None:
+        target = self.current_target()
+        c = self._container(target)
+        if c is None or not target.pid:
+            self.notify("kill: select an incident (or a process) with a pid first", severity="warning")
+            return
+        alert = target.alert or {}
+        detail = alert.get("detail") if isinstance(alert.get("detail"), dict) else {}
+        what = str(detail.get("path") or alert.get("subject") or "")
+        self.run_worker(self._confirm_and_run(actions.kill_plan(c, target.pid, what)), group="action")
+
+    def action_block(self) -> None:
+        target = self.current_target()
+        c = self._container(target)
+        if c is None:
+            self.notify("block: select a container (or an incident of one) first", severity="warning")
+            return
+        self.run_worker(self._block_flow(c, target.peer or ""), group="action")
+
+    async def _block_flow(self, c: dict[str, Any], peer: str) -> None:
+        explanation = Text("Block traffic between ", end="")
+        explanation.append(esc(c.get("name"), 128), style="bold")
+        explanation.append(" and the peer below: a container name, an IP or CIDR, with an optional :port.")
+        if peer:
+            explanation.append("\nPrefilled from the selected incident.", style="dim")
+        value = await self.app.push_screen_wait(PromptScreen("Block a peer", explanation, peer,
+                                                             "container, 10.0.0.5, 10.0.0.0/24:443 …"))
+        if value:
+            await self._confirm_and_run(actions.block_plan(c, value))
+
+    def action_mode(self) -> None:
+        target = self.current_target()
+        if not target.container_id and not target.app:
+            self.notify("mode: select an app or a container first", severity="warning")
+            return
+        self.run_worker(self._mode_flow(target), group="action")
+
+    async def _mode_flow(self, target: Target) -> None:
+        state = self.stockade.state
+        c = self._container(target)
+        scope = "app"
+        if c is not None:
+            options: list[tuple[str, Text | str]] = []
+            if c.get("app"):
+                options.append(("app", Text(f"the whole app {printable(c.get('app'), 128)}")))
+            options.append(("container", Text(f"only container {printable(c.get('name'), 128)}")))
+            if len(options) > 1:
+                choice = await self.app.push_screen_wait(ChoiceScreen(
+                    "Change mode: of what?", Text("A container override wins over its app's mode."), options, "app"))
+                if choice is None:
+                    return
+                scope = choice
+            else:
+                scope = "container"
+        if scope == "app":
+            name = str(target.app or (c or {}).get("app") or "")
+            current = str(state.apps.get(name, {}).get("mode") or "")
+            label, ref = name, name
+        else:
+            assert c is not None
+            current, label, ref = str(c.get("mode") or ""), str(c.get("name") or ""), c["id"]
+        options = [(m, Text(f"{m:<8} {actions.MODE_MEANING[m]}")) for m in MODES]
+        mode = await self.app.push_screen_wait(ChoiceScreen(
+            f"Change mode of {printable(label, 128)}", Text(f"now: {printable(current or '?', 10)}"), options, current))
+        if mode is None:
+            return
+        await self._confirm_and_run(actions.mode_plan(ref, scope, mode, current, label))
+
+    def action_relearn(self) -> None:
+        target = self.current_target()
+        c = self._container(target)
+        if c is not None:
+            plan = actions.relearn_plan(c["id"], f"container {c.get('name')} (its service's profile)")
+        elif target.app:
+            plan = actions.relearn_plan(target.app, f"app {target.app} (every profile of the app)")
+        else:
+            self.notify("relearn: select an app or a container first", severity="warning")
+            return
+        self.run_worker(self._confirm_and_run(plan), group="action")
+
+    def action_sync(self) -> None:
+        self.run_worker(self._confirm_and_run(actions.sync_plan(self.stockade.state.feeds), timeout=300.0),
+                        group="action")
+
+    async def _confirm_and_run(self, plan: ActionPlan, timeout: float = 30.0) -> None:
+        if self.stockade.read_only:
+            self.notify("read-only: actions are off", severity="warning")
+            return
+        if not self.stockade.state.available(plan.op):
+            self.notify(f"{plan.op}: not available in this enforcer", severity="warning")
+            return
+        confirmed = await self.app.push_screen_wait(
+            ConfirmScreen(plan.title, plan.lines, plan.confirm_label, plan.request_text()))
+        if not confirmed:
+            self.notify(f"{plan.title}: cancelled", timeout=2)
+            return
+        try:
+            result = await self.stockade.session.call(plan.op, timeout=timeout, **plan.args)
+        except ProtocolError as e:
+            if e.code == protocol.UNKNOWN_OP:
+                self.stockade.state.mark_unavailable(plan.op)
+                message = f"{plan.op}: not available in this enforcer"
+            else:
+                message = f"{plan.title} failed: {printable(str(e), 300)}"
+            self.notify(message, severity="error", timeout=8)
+            self.stockade.last_action = message
+            return
+        message = actions.describe_result(plan, result)
+        self.stockade.last_action = message
+        self.notify(message, timeout=6)
+        await self.stockade.after_action(plan.op)

@@ -1,0 +1,248 @@
+"""Alerts: the live stream of incidents, newest first, with filters and a detail pane.
+
+Incidents arrive in bursts; the view only rebuilds the rows that changed since its last
+repaint (the state keeps their ids), and the table re-orders by key, so the cursor stays
+on the incident being read while new ones land above it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from enforcer.models import ALERT_KINDS, SEVERITIES
+
+from ..format import KIND_STYLE, SEVERITY_RANK, SEVERITY_STYLE, clock_time, date_time, detail_lines, esc
+from ..state import ConsoleState
+from .live_table import Column, LiveTable, Row
+from .view import Target, View
+
+COLUMNS = [
+    Column("id", "ID", min_width=4, max_width=8, align="right"),
+    Column("time", "LAST", min_width=8, max_width=8),
+    Column("severity", "SEV", min_width=4, max_width=8),
+    Column("kind", "KIND", min_width=4, max_width=7),
+    Column("app", "APP", max_width=16),
+    Column("container", "CONTAINER", max_width=24),
+    Column("summary", "SUMMARY", min_width=10, max_width=200, flex=True),
+    Column("count", "COUNT", min_width=5, max_width=7, align="right"),
+    Column("action", "ACTION", min_width=6, max_width=8),
+]
+
+PEER_KEYS = ("peer", "remote_ip", "daddr", "ip", "address", "remote", "dst", "indicator")
+PORT_KEYS = ("port", "remote_port", "dport")
+
+
+def incident_row(a: dict[str, Any]) -> Row:
+    sev = str(a.get("severity") or "")
+    kind = str(a.get("kind") or "")
+    action = str(a.get("action") or "")
+    count = a.get("count") if isinstance(a.get("count"), int) else 1
+    cells = (str(a["id"]), clock_time(a.get("last_seen") or a.get("time")), esc(sev, 10), esc(kind, 10),
+             esc(a.get("app"), 128), esc(a.get("container"), 128), esc(a.get("summary"), 512), str(count),
+             esc(action, 10))
+    styles = ("dim", "", SEVERITY_STYLE.get(sev, ""), KIND_STYLE.get(kind, ""), "", "bold", "",
+              "bold" if count > 1 else "dim", "bold bright_red" if action not in ("alerted", "") else "dim")
+    sort = (a["id"], str(a.get("last_seen") or a.get("time") or ""), SEVERITY_RANK.get(sev, -1), kind,
+            cells[4], cells[5], cells[6], count, action)
+    return Row(key=a["id"], cells=cells, styles=styles, sort=sort)
+
+
+def alert_peer(alert: dict[str, Any]) -> str | None:
+    """The remote end of a network or threat alert, as `block --peer` takes it."""
+    detail = alert.get("detail") if isinstance(alert.get("detail"), dict) else {}
+    for key in PEER_KEYS:
+        value = detail.get(key)
+        if isinstance(value, str) and value:
+            port = next((detail[k] for k in PORT_KEYS if isinstance(detail.get(k), int)), None)
+            return f"{value}:{port}" if port and ":" not in value else value
+    return None
+
+
+def alert_pid(alert: dict[str, Any]) -> int | None:
+    detail = alert.get("detail") if isinstance(alert.get("detail"), dict) else {}
+    pid = detail.get("pid")
+    return pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None
+
+
+def alert_detail_text(a: dict[str, Any] | None) -> Text:
+    if a is None:
+        return Text("select an incident to see its detail", style="dim italic")
+    sev = str(a.get("severity") or "")
+    out = Text(end="")
+    out.append(f"#{a.get('id')} ", style="bold")
+    out.append(esc(sev, 10), style=SEVERITY_STYLE.get(sev, ""))
+    out.append(" ")
+    out.append(esc(a.get("kind"), 10), style=KIND_STYLE.get(str(a.get("kind")), ""))
+    out.append("  ")
+    out.append(esc(a.get("summary"), 1024), style="bold")
+    out.append("\n")
+    facts = [("app", a.get("app")), ("service", a.get("service")), ("container", a.get("container")),
+             ("id", str(a.get("container_id") or "")[:12]), ("image", a.get("image")),
+             ("count", a.get("count")), ("first", date_time(a.get("first_seen"))),
+             ("last", date_time(a.get("last_seen") or a.get("time"))), ("action", a.get("action")),
+             ("rule", a.get("rule")), ("host", a.get("host"))]
+    first = True
+    for label, value in facts:
+        if value in (None, ""):
+            continue
+        if not first:
+            out.append("  ")
+        first = False
+        out.append(f"{label} ", style="dim")
+        out.append(esc(value, 200))
+    out.append("\n")
+    detail = a.get("detail")
+    if detail:
+        for line in detail_lines(detail):
+            out.append_text(line)
+            out.append("\n")
+    hints = []
+    if alert_peer(a):
+        hints.append(f"b blocks {esc(alert_peer(a), 80)}")
+    if alert_pid(a):
+        hints.append(f"k kills pid {alert_pid(a)}")
+    hints.append("f freezes the container")
+    out.append("  ·  ".join(hints), style="dim italic")
+    return out
+
+
+class AlertsView(View):
+    VIEW_NAME = "alerts"
+    TITLE = "Alerts"
+    DOMAINS = frozenset({"alerts"})
+    ACTIONS = frozenset({"block", "freeze", "unfreeze", "kill", "mode", "relearn", "forensics", "sort"})
+    BINDINGS = [
+        Binding("t", "cycle_kind", "Kind", id="alerts.kind"),
+        Binding("v", "cycle_severity", "Severity", id="alerts.severity"),
+        Binding("a", "cycle_app", "App", id="alerts.app"),
+    ]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.kind: str | None = None
+        self.min_severity: str | None = None
+        self.app_filter: str | None = None
+        self._shown_detail: tuple[Any, ...] | None = None
+        self._state: ConsoleState | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="alerts-filters")
+        yield LiveTable(COLUMNS, sort_column="id", sort_reverse=True, empty_text="no incidents",
+                        id="alerts-table")
+        with VerticalScroll(id="alert-detail-pane"):
+            yield Static(id="alert-detail")
+
+    def _passes(self, a: dict[str, Any]) -> bool:
+        if self.kind and a.get("kind") != self.kind:
+            return False
+        if self.min_severity and SEVERITY_RANK.get(str(a.get("severity")), -1) < SEVERITY_RANK[self.min_severity]:
+            return False
+        if self.app_filter and a.get("app") != self.app_filter:
+            return False
+        return True
+
+    def repaint(self, state: ConsoleState, full: bool = False) -> None:
+        self._state = state
+        table = self.table
+        if "alerts" in state.unavailable:
+            table.set_empty_text("alerts: not available in this enforcer (profiles and detection have not landed)")
+        elif "alerts" in state.errors:
+            table.set_empty_text(f"alerts: {esc(state.errors['alerts'], 200)}")
+        elif state.connection.state != "connected" and not state.incidents:
+            table.set_empty_text("waiting for the enforcer…")
+        else:
+            table.set_empty_text("no incidents" + (" match the filters" if self._filtering else ""))
+        if full or self.stale or state.incidents_reloaded:
+            table.set_rows(incident_row(a) for a in state.incidents.values() if self._passes(a))
+            state.incidents_reloaded = False
+        elif state.changed_incidents:
+            upserts, removed = [], []
+            for alert_id in state.changed_incidents:
+                a = state.incidents.get(alert_id)
+                if a is not None and self._passes(a):
+                    upserts.append(incident_row(a))
+                else:
+                    removed.append(alert_id)
+            table.upsert(upserts, remove=removed)
+        state.changed_incidents.clear()
+        self.stale = False
+        self._show_filters()
+        self.show_detail()
+
+    @property
+    def _filtering(self) -> bool:
+        return bool(self.kind or self.min_severity or self.app_filter or self.table.filter_text)
+
+    def _show_filters(self) -> None:
+        out = Text(" filters: ", style="dim", end="")
+        parts = [("t kind", self.kind), ("v severity ≥", self.min_severity), ("a app", self.app_filter)]
+        for i, (label, value) in enumerate(parts):
+            if i:
+                out.append("   ")
+            out.append(label + " ", style="dim")
+            out.append(esc(value, 64) if value else "all", style="bold" if value else "")
+        if self.table.filter_text:
+            out.append("   / ", style="dim")
+            out.append(esc(self.table.filter_text, 64), style="bold")
+        out.append(f"   {self.table.row_count} shown", style="dim")
+        self.query_one("#alerts-filters", Static).update(out)
+
+    def show_detail(self) -> None:
+        state = self._state
+        key = self.table.cursor_key
+        alert = state.incidents.get(key) if state is not None and isinstance(key, int) else None
+        signature = (key, alert.get("count") if alert else None, alert.get("last_seen") if alert else None)
+        if signature == self._shown_detail:
+            return
+        self._shown_detail = signature
+        self.query_one("#alert-detail", Static).update(alert_detail_text(alert))
+
+    def on_live_table_highlighted(self, event: LiveTable.Highlighted) -> None:
+        self.show_detail()
+
+    def _refilter(self) -> None:
+        if self._state is not None:
+            self.repaint(self._state, full=True)
+
+    def action_cycle_kind(self) -> None:
+        self.kind = _next(self.kind, ALERT_KINDS)
+        self._refilter()
+
+    def action_cycle_severity(self) -> None:
+        self.min_severity = _next(self.min_severity, SEVERITIES[1:])
+        self._refilter()
+
+    def action_cycle_app(self) -> None:
+        apps = sorted({str(a.get("app")) for a in (self._state.incidents.values() if self._state else [])
+                       if a.get("app")})
+        self.app_filter = _next(self.app_filter, tuple(apps))
+        self._refilter()
+
+    def set_filters(self, kind: str | None = None, severity: str | None = None, app: str | None = None) -> None:
+        self.kind, self.min_severity, self.app_filter = kind, severity, app
+        self._refilter()
+
+    def target(self, state: ConsoleState) -> Target:
+        key = self.table.cursor_key
+        alert = state.incidents.get(key) if isinstance(key, int) else None
+        if alert is None:
+            return Target()
+        cid = str(alert.get("container_id") or "") or None
+        return Target(container_id=cid, app=alert.get("app"), alert=alert, pid=alert_pid(alert),
+                      peer=alert_peer(alert))
+
+
+def _next(current: str | None, choices: tuple[str, ...]) -> str | None:
+    """None -> first -> ... -> last -> None (all)."""
+    if not choices:
+        return None
+    if current not in choices:
+        return choices[0]
+    i = choices.index(current) + 1
+    return choices[i] if i < len(choices) else None

@@ -1,0 +1,51 @@
+"""Audit: every action taken through the enforcer, by whom, and how it ended."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from textual.app import ComposeResult
+
+from ..format import date_time, esc
+from ..state import ConsoleState
+from .live_table import Column, LiveTable, Row
+from .view import View
+
+COLUMNS = [
+    Column("id", "ID", min_width=4, max_width=8, align="right"),
+    Column("time", "TIME", min_width=14, max_width=14),
+    Column("user", "USER", max_width=16),
+    Column("uid", "UID", min_width=3, max_width=7, align="right"),
+    Column("action", "ACTION", max_width=14),
+    Column("target", "TARGET", max_width=32),
+    Column("result", "RESULT", max_width=48),
+    Column("args", "ARGS", min_width=8, max_width=300, flex=True),
+]
+
+
+def audit_row(e: dict[str, Any]) -> Row:
+    result = str(e.get("result") or "")
+    args = e.get("args") if isinstance(e.get("args"), dict) else {}
+    args_text = json.dumps(args, ensure_ascii=True, separators=(",", ":"), default=str) if args else ""
+    cells = (str(e["id"]), date_time(e.get("time")), esc(e.get("user"), 64), esc(e.get("uid"), 12),
+             esc(e.get("action"), 32), esc(e.get("target"), 256), esc(result, 300), esc(args_text, 600))
+    styles = ("dim", "", "bold", "dim", "bold", "", "green" if result == "ok" else "bright_red", "dim")
+    return Row(key=e["id"], cells=cells, styles=styles, sort=(e["id"],) + cells[1:])
+
+
+class AuditView(View):
+    VIEW_NAME = "audit"
+    TITLE = "Audit"
+    DOMAINS = frozenset({"audit"})
+    ACTIONS = frozenset({"sort"})
+
+    def compose(self) -> ComposeResult:
+        yield LiveTable(COLUMNS, sort_column="id", sort_reverse=True, empty_text="no actions taken yet",
+                        id="audit-table")
+
+    def repaint(self, state: ConsoleState) -> None:
+        if "audit" in state.unavailable:
+            self.table.set_empty_text("audit: not available in this enforcer")
+        self.table.set_rows(audit_row(e) for e in state.audit.values())
+        self.stale = False

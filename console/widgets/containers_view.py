@@ -1,0 +1,94 @@
+"""Containers: a live, sortable table keyed by container id."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+
+from ..format import MODE_STYLE, STATE_STYLE, esc
+from ..output import duration
+from ..state import ConsoleState
+from .live_table import Column, LiveTable, Row
+from .view import Target, View
+
+COLUMNS = [
+    Column("name", "NAME", min_width=8, max_width=32),
+    Column("app", "APP", max_width=18),
+    Column("service", "SERVICE", max_width=16),
+    Column("image", "IMAGE", min_width=8, max_width=40, flex=True),
+    Column("mode", "MODE", min_width=7, max_width=8),
+    Column("profile", "PROFILE", min_width=8, max_width=18),
+    Column("alerts", "ALERTS", min_width=6, max_width=7, align="right"),
+    Column("status", "STATUS", min_width=7, max_width=10),
+    Column("pids", "PIDS", min_width=4, max_width=6, align="right"),
+    Column("ip", "ADDRESS", min_width=7, max_width=16),
+    Column("id", "ID", min_width=12, max_width=12),
+]
+
+
+def profile_str(c: dict[str, Any]) -> tuple[str, str]:
+    state = c.get("profile_state") or ""
+    if not state:
+        return "-", "dim"
+    if state == "learning":
+        left = c.get("learning_left")
+        if isinstance(left, (int, float)) and left > 0:
+            return f"learning {duration(left)}", "cyan"
+        return "learning", "cyan"
+    return esc(state, 20), "green" if state == "active" else ""
+
+
+def status_str(c: dict[str, Any]) -> tuple[str, str]:
+    if c.get("frozen"):
+        return "FROZEN", STATE_STYLE["frozen"]
+    state = str(c.get("state") or "")
+    return esc(state, 12), STATE_STYLE.get(state, "")
+
+
+def container_row(c: dict[str, Any], alerts: int) -> Row:
+    ips = [n.get("ip") for n in c.get("networks") or [] if isinstance(n, dict) and n.get("ip")]
+    profile, profile_style = profile_str(c)
+    status, status_style = status_str(c)
+    mode = str(c.get("mode") or "")
+    pids = c.get("pids") if isinstance(c.get("pids"), list) else []
+    cells = (esc(c.get("name"), 128), esc(c.get("app"), 128), esc(c.get("service"), 128),
+             esc(c.get("image"), 256), esc(mode, 12), profile, str(alerts), status,
+             str(len(pids)) if pids else "-", esc(ips[0] if ips else "", 46), esc(str(c.get("id", ""))[:12]))
+    styles = ("bold", "", "", "", MODE_STYLE.get(mode, "dim"), profile_style,
+              "bold bright_red" if alerts else "dim", status_style, "", "", "dim")
+    learning_left = c.get("learning_left") if isinstance(c.get("learning_left"), (int, float)) else 0
+    sort = (cells[0], cells[1], cells[2], cells[3], cells[4],
+            (profile, learning_left), alerts, status, len(pids), cells[9], cells[10])
+    return Row(key=c["id"], cells=cells, styles=styles, sort=sort)
+
+
+class ContainersView(View):
+    VIEW_NAME = "containers"
+    TITLE = "Containers"
+    DOMAINS = frozenset({"containers", "alerts"})
+    ACTIONS = frozenset({"block", "freeze", "unfreeze", "mode", "relearn", "forensics", "sort"})
+
+    def compose(self) -> ComposeResult:
+        yield LiveTable(COLUMNS, sort_column="name", empty_text="no containers on this host",
+                        id="containers-table")
+
+    def repaint(self, state: ConsoleState) -> None:
+        loaded = state.incidents_by_container()
+        rows = [container_row(c, state.container_alerts(c, loaded)) for c in state.containers.values()]
+        table = self.table
+        if not rows and "containers" in state.unavailable:
+            table.set_empty_text("containers: not available in this enforcer")
+        elif not rows and state.connection.state != "connected":
+            table.set_empty_text("waiting for the enforcer…")
+        else:
+            table.set_empty_text("no containers on this host")
+        table.set_rows(rows)
+        self.stale = False
+
+    def target(self, state: ConsoleState) -> Target:
+        key = self.table.cursor_key
+        c = state.containers.get(key) if isinstance(key, str) else None
+        if c is None:
+            return Target()
+        return Target(container_id=c["id"], app=c.get("app"))
