@@ -56,6 +56,18 @@ def make_enforcer(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Ca
             print(f"\n---- enforcer log {e.log_path} ----\n{e.log()[-20000:]}")
 
 
+@pytest.fixture
+def feed_server() -> Iterator["FeedServer"]:
+    """A threat-feed publisher on 127.0.0.1 (tests/feed_server.py): serve("/x.txt", body)."""
+    from feed_server import FeedServer
+
+    server = FeedServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
     rep = yield

@@ -64,8 +64,8 @@ class FeedManager:
         self._last_hit: dict[tuple[str, str, str, str], float] = {}
         self._listeners: list[Callable[[], None]] = []
         self.booted = asyncio.Event()
-        # httpx logs every request and httpcore every socket step: not for the enforcer's log.
-        for noisy in ("httpx", "httpcore"):
+        # httpx logs every request, httpcore and pyroute2 every step: not for the enforcer log.
+        for noisy in ("httpx", "httpcore", "pyroute2"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
     # -- the matching API (synchronous: called by the detector for every event) ----------

@@ -8,6 +8,7 @@ feed is loaded (and counted), unless the feed is marked `local`.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 from bisect import bisect_right
@@ -95,7 +96,8 @@ async def host_networks(enforcer: object) -> list[str]:
             for config in ((net.get("IPAM") or {}).get("Config") or []):
                 if config.get("Subnet"):
                     out.append(config["Subnet"])
-    out.extend(_interface_addresses())
+    # pyroute2's sync API refuses to run inside an event loop: ask from a worker thread.
+    out.extend(await asyncio.to_thread(_interface_addresses))
     return out
 
 
