@@ -49,6 +49,8 @@ class EnforcerSession:
         self.retry_seconds = retry_seconds
         self.status_interval = status_interval
         self._connected = asyncio.Event()
+        self._apps_reload: asyncio.Task[None] | None = None
+        self._reload_task: asyncio.Task[None] | None = None
 
     @property
     def connected(self) -> bool:
@@ -90,9 +92,13 @@ class EnforcerSession:
                 if event.get("event") == "disconnected":
                     break
                 self.state.apply_event(event)
-                if event.get("event") == "overflow":
+                topic = event.get("event")
+                if topic == "overflow" and (self._reload_task is None or self._reload_task.done()):
                     # We missed events: the lists are the truth again.
-                    asyncio.create_task(self.reload())
+                    self._reload_task = asyncio.create_task(self.reload())
+                elif topic == "inventory" and (self._apps_reload is None or self._apps_reload.done()):
+                    # A container came or went: its app's services may have changed too.
+                    self._apps_reload = asyncio.create_task(self._reload_apps_soon())
                 self.on_change()
         finally:
             poller.cancel()
@@ -148,6 +154,13 @@ class EnforcerSession:
             return
         self.state.errors.pop(op, None)
         setter(result if result is not None else [])
+
+    async def _reload_apps_soon(self) -> None:
+        await asyncio.sleep(0.5)  # one reload for a burst of inventory changes
+        try:
+            await self.reload_one("apps")
+        except ProtocolError:
+            pass
 
     async def _poll_status(self) -> None:
         while True:

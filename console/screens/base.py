@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 CONTEXT_ACTIONS = frozenset({"block", "freeze", "unfreeze", "kill", "mode", "relearn", "sync", "forensics", "sort",
                              "sort_reverse"})
 
+OWN_BINDING_PREFIXES = ("view", "action", "table.sort", "command", "filter", "help", "quit", "back", "alerts.",
+                        "detail.")
+
 VIEW_BINDINGS = [
     Binding("1", "view('apps')", "Apps", show=False, id="view.apps"),
     Binding("2", "view('containers')", "Containers", show=False, id="view.containers"),
@@ -128,7 +131,10 @@ class ConsoleScreen(Screen[None]):
         seen: set[str] = set()
         for key, active in self.active_bindings.items():
             binding = active.binding
-            if not active.enabled or not binding.description or key in seen:
+            # Only the console's own keys (they all have ids); Textual's scrolling and
+            # focus keys are covered under "Moving".
+            if not active.enabled or not binding.description or key in seen or not binding.id \
+                    or not binding.id.startswith(OWN_BINDING_PREFIXES):
                 continue
             seen.add(key)
             keys.append((binding.key_display or self.app.get_key_display(binding), binding.description))
