@@ -43,7 +43,7 @@ docker_build() {
     local log="$cache/build-$1.log"
     mkdir -p "$cache"
     # --network none: nothing in a demo build needs the network.
-    if ! docker build --network none --label "$label=$2" -t "stockade-demo/$1:latest" "$3" >"$log" 2>&1; then
+    if ! docker build --force-rm --network none --label "$label=$2" -t "stockade-demo/$1:latest" "$3" >"$log" 2>&1; then
         tail -n 30 "$log" >&2
         die "building stockade-demo/$1 failed; full output in $log"
     fi
