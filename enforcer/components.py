@@ -13,6 +13,18 @@ def build_components(enforcer: "Enforcer") -> list[Any]:
     from .feeds import FeedManager
 
     components: list[Any] = []
+    if enforcer.settings.sensors:
+        from .sensors.hub import SensorHub
+
+        enforcer.sensors = SensorHub.from_enforcer(enforcer)  # eBPF sensors -> enforcer.events
+        components.append(enforcer.sensors)
     enforcer.feeds = FeedManager(enforcer)  # match_ip / match_domain / match_hash for the detector
     components.append(enforcer.feeds)
+    from .detect import AlertBook, Detector
+    from .profiles import ProfileBook
+
+    enforcer.profiles = ProfileBook(enforcer)  # profiles, modes, kernel allow-lists
+    enforcer.alerts = AlertBook(enforcer)  # raise_alert(...) for every layer; folding, store, publish
+    enforcer.detector = Detector(enforcer)  # consumes enforcer.events
+    components += [enforcer.profiles, enforcer.alerts, enforcer.detector]
     return components

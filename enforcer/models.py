@@ -245,3 +245,5 @@ class SensorStats(Record):
     rate: float = 0.0  # events per second over the last few seconds
     loaded: bool = False
     error: str = ""
+    suppressed: int = 0  # over a per-container rate cap in the kernel (counted, not sent)
+    deduped: int = 0  # repeats of an already sent (container, subject), dropped in the kernel

@@ -1,0 +1,229 @@
+"""Kernel records -> typed events (sensors/events.py), on the hub's poll thread.
+
+Decoding also does what only user space can, while the process is most likely still
+alive: relative paths are resolved against /proc/<pid>/cwd (or the directory fd), the
+executed binary is opened through /proc/<pid>/exe (or resolved inside the container's
+root) and handed to the hasher, DNS payloads are parsed into a name and a type.
+Container ids are filled later, on the event loop, from the inventory.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import ipaddress
+import os
+import re
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Callable
+
+from . import layout as L
+from .events import (DnsEvent, ExecEvent, ExitEvent, FileClosedEvent, FileEvent, ForkEvent, NetworkEvent,
+                     SensorEvent, SyscallEvent)
+from .hashing import FileHasher, HashResult
+from .paths import PathEscape, is_sensitive, join_container_path, open_in_root, resolve_in_root
+
+_PROC_ROOT_PREFIX = re.compile(r"^/proc/(self|thread-self|\d+)/root(?=/)")
+
+
+def _syscall_names() -> dict[int, str]:
+    try:
+        from bcc.syscall import syscalls  # noqa: PLC0415 - Debian's table of x86_64 names
+        return {int(k): v.decode() for k, v in syscalls.items()}
+    except Exception:  # noqa: BLE001 - names are a nicety
+        return {nr: name for name, nr in L.DANGEROUS_SYSCALLS.items()}
+
+
+SYSCALL_NAMES = _syscall_names()
+
+
+@dataclass(slots=True)
+class Decoded:
+    event: SensorEvent
+    sensor: str
+    pending: Future[HashResult] | None = None  # deliver once the file is hashed
+
+
+def ip_text(raw: bytes, family: int) -> str:
+    if not any(raw):
+        return ""
+    addr = ipaddress.IPv6Address(raw)
+    mapped = addr.ipv4_mapped
+    if mapped is not None:
+        return str(mapped)
+    return str(addr)
+
+
+def parse_dns_question(payload: bytes) -> tuple[str, int]:
+    """(name, qtype) of the first question of a DNS query; ("", 0) if it is not one."""
+    if len(payload) < 17:
+        return "", 0
+    labels: list[str] = []
+    i = 12
+    while i < len(payload):
+        n = payload[i]
+        if n == 0:
+            i += 1
+            break
+        if n & 0xC0 or i + 1 + n > len(payload):  # compression or truncated: not a plain query
+            return "", 0
+        labels.append(payload[i + 1:i + 1 + n].decode("ascii", "backslashreplace"))
+        i += 1 + n
+    else:
+        return "", 0
+    qtype = int.from_bytes(payload[i:i + 2], "big") if i + 2 <= len(payload) else 0
+    return ".".join(labels), qtype
+
+
+def _text(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+class Decoder:
+    """Turns one raw record into a Decoded (or None when user space drops it)."""
+
+    def __init__(self, hasher: FileHasher, container_root_pid: Callable[[int], int]) -> None:
+        self.hasher = hasher
+        self.root_pid = container_root_pid  # cgroup id -> a live pid of that container (0 if none)
+        # bpf_ktime_get_ns() is CLOCK_MONOTONIC; events carry wall-clock epoch seconds.
+        self.clock_offset = time.time() - time.monotonic()
+        self.dropped_candidates = 0
+
+    def decode(self, data: int, size: int) -> Decoded | None:
+        hdr = ct.cast(data, ct.POINTER(L.EvHdr)).contents
+        cls = L.RECORDS.get(hdr.type)
+        if cls is None or size < ct.sizeof(cls):
+            return None
+        rec = ct.cast(data, ct.POINTER(cls)).contents
+        base = dict(time=hdr.ts / 1e9 + self.clock_offset, cgroup_id=hdr.cgroup, pid=hdr.pid, tid=hdr.tid,
+                    uid=hdr.uid, comm=_text(hdr.comm))
+        t = hdr.type
+        if t == L.EV_EXEC:
+            return self._exec(rec, hdr, base)
+        if t == L.EV_FORK:
+            return Decoded(ForkEvent(**base, child_pid=rec.child_pid), "process")
+        if t == L.EV_EXIT:
+            return Decoded(ExitEvent(**base, exit_code=rec.exit_code), "process")
+        if t == L.EV_NET:
+            return self._net(rec, base)
+        if t == L.EV_DNS:
+            payload = bytes(rec.payload[:min(rec.len, L.DNS_LEN)])
+            name, qtype = parse_dns_question(payload)
+            if not name:
+                return None
+            return Decoded(DnsEvent(**base, name=name, qtype=qtype,
+                                    server_ip=ip_text(bytes(rec.server), rec.family)), "dns")
+        if t == L.EV_FILE:
+            return self._file(rec, hdr, base)
+        if t == L.EV_FILE_CLOSED:
+            return self._closed(rec, base)
+        if t == L.EV_SYSCALL:
+            nr = int(rec.nr)
+            return Decoded(SyscallEvent(**base, nr=nr, name=SYSCALL_NAMES.get(nr, f"syscall_{nr}"), ret=int(rec.ret),
+                                        dangerous=bool(hdr.flags & L.F_DANGEROUS),
+                                        first=bool(hdr.flags & L.F_FIRST)), "syscall")
+        return None
+
+    # -- process ----------------------------------------------------------------------
+    def _exec(self, rec: L.ExecRec, hdr: L.EvHdr, base: dict) -> Decoded:
+        raw_args = bytes(rec.args[:rec.args_len])
+        argv = [a.decode("utf-8", "surrogateescape") for a in raw_args.split(b"\0")[:rec.argc]]
+        path = _text(rec.path)
+        ev = ExecEvent(**base, ppid=rec.ppid or _ppid(hdr.pid), path=path, argv=argv,
+                       argv_truncated=bool(hdr.flags & L.F_ARGV_TRUNC), killed=bool(hdr.flags & L.F_KILLED))
+        fd, binary = self._open_executed(hdr.pid, ev.ppid, hdr.cgroup, path)
+        ev.binary = binary
+        pending = self.hasher.submit_fd(fd) if fd is not None else None
+        return Decoded(ev, "process", pending)
+
+    def _open_executed(self, pid: int, ppid: int, cgroup: int, path: str) -> tuple[int | None, str]:
+        """An fd of the binary that ran, and its path inside the container."""
+        # Busybox shells run applets as /proc/self/exe: the image of the process that
+        # forked it. When the child has gone already, its parent still runs that image.
+        candidates = [pid] + ([ppid] if ppid and path.startswith("/proc/") else [])
+        for p in candidates:
+            try:
+                fd = os.open(f"/proc/{p}/exe", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue  # gone already (or killed before it ran)
+            try:
+                return fd, os.readlink(f"/proc/{p}/exe")
+            except OSError:
+                return fd, ""
+        root_pid = pid if os.path.exists(f"/proc/{pid}/root/") else self.root_pid(cgroup)
+        if not root_pid:
+            return None, ""
+        full = join_container_path(self._cwd(pid), path)
+        try:
+            resolved = resolve_in_root(f"/proc/{root_pid}/root", full)
+            return open_in_root(f"/proc/{root_pid}/root", resolved.path), resolved.path
+        except (OSError, PathEscape):
+            return None, ""
+
+    @staticmethod
+    def _cwd(pid: int) -> str:
+        try:
+            return os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            return "/"
+
+    # -- network ----------------------------------------------------------------------
+    @staticmethod
+    def _net(rec: L.NetRec, base: dict) -> Decoded:
+        return Decoded(NetworkEvent(
+            **base, direction=L.NET_DIRECTIONS.get(rec.direction, "?"), proto=L.PROTOS.get(rec.proto, str(rec.proto)),
+            family=rec.family, local_ip=ip_text(bytes(rec.laddr), rec.family), local_port=rec.lport,
+            remote_ip=ip_text(bytes(rec.raddr), rec.family), remote_port=rec.rport,
+        ), "network")
+
+    # -- files ------------------------------------------------------------------------
+    def _resolve(self, pid: int, dfd: int, path: str) -> str:
+        if path.startswith("/"):
+            return join_container_path("/", path)
+        try:
+            base = os.readlink(f"/proc/{pid}/cwd" if dfd == L.AT_FDCWD else f"/proc/{pid}/fd/{dfd}")
+        except OSError:
+            return path  # the process has gone: keep what it said
+        return join_container_path(base, path)
+
+    def _file(self, rec: L.FileRec, hdr: L.EvHdr, base: dict) -> Decoded | None:
+        op = L.FILE_OPS.get(rec.op, "?")
+        path = self._resolve(hdr.pid, rec.dfd, _text(rec.path))
+        new_path = _text(rec.path2)
+        if new_path:
+            new_path = self._resolve(hdr.pid, rec.dfd2, new_path)
+        sensitive = bool(hdr.flags & L.F_SENSITIVE) or _sensitive(path) or (bool(new_path) and _sensitive(new_path))
+        if op == "read" and not sensitive:
+            self.dropped_candidates += 1  # matched by name only, and not sensitive once resolved
+            return None
+        return Decoded(FileEvent(**base, op=op, path=path, new_path=new_path, flags=rec.open_flags, mode=rec.mode,
+                                 sensitive=sensitive), "file")
+
+    def _closed(self, rec: L.ClosedRec, base: dict) -> Decoded:
+        pid = base["pid"]
+        path = self._resolve(pid, rec.dfd, _text(rec.path))
+        ev = FileClosedEvent(**base, path=path)
+        root_pid = pid if os.path.exists(f"/proc/{pid}/root/") else self.root_pid(base["cgroup_id"])
+        pending = None
+        if root_pid and path.startswith("/"):
+            try:
+                pending = self.hasher.submit_fd(open_in_root(f"/proc/{root_pid}/root", path))
+            except OSError:
+                pass  # removed again already (a temp file): nothing to hash
+        return Decoded(ev, "file", pending)
+
+
+def _sensitive(path: str) -> bool:
+    return is_sensitive(_PROC_ROOT_PREFIX.sub("", path))
+
+
+def _ppid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("PPid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
