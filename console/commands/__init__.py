@@ -3,6 +3,6 @@
 
 from __future__ import annotations
 
-from . import feeds, inventory
+from . import feeds, inventory, profiles
 
-MODULES = [inventory, feeds]
+MODULES = [inventory, feeds, profiles]

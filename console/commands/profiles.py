@@ -1,0 +1,186 @@
+"""stockade profile CONTAINER | alerts [--follow] [--since ID] | mode TARGET MODE | relearn TARGET"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from enforcer.models import ALERT_KINDS, MODES, SEVERITIES
+from enforcer.protocol import ProtocolError
+
+from ..client import EnforcerClient
+from ..escape import printable
+from ..output import duration, print_json, print_table
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("profile", help="a container's profile: what it may run, listen on, reach, write, call")
+    p.add_argument("container", help="name, id or id prefix")
+    p.add_argument("--json", action="store_true", help="one JSON document")
+    p.set_defaults(run=run_profile)
+
+    p = sub.add_parser("alerts", help="incidents, newest first; --follow streams new ones")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing incidents as they come and grow")
+    p.add_argument("--since", type=int, default=0, metavar="ID", help="only incidents with a larger id")
+    p.add_argument("--limit", type=int, default=1000, help="at most this many (default 1000)")
+    p.add_argument("--kind", choices=ALERT_KINDS)
+    p.add_argument("--severity", choices=SEVERITIES, help="this severity or worse")
+    p.add_argument("--app", help="only this app's incidents")
+    p.add_argument("--container", help="only this container's incidents (name, id or id prefix)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line (the alert schema)")
+    p.set_defaults(run=run_alerts)
+
+    p = sub.add_parser("mode", help="set the mode of an app (or of one container): learn, alert or protect")
+    p.add_argument("target", help="app, or container name/id")
+    p.add_argument("mode", choices=MODES)
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("--app", dest="scope", action="store_const", const="app", help="TARGET is an app")
+    scope.add_argument("--container", dest="scope", action="store_const", const="container",
+                       help="TARGET is a container (a per-container override)")
+    p.add_argument("--json", action="store_true", help="one JSON document")
+    p.set_defaults(run=run_mode)
+
+    p = sub.add_parser("relearn", help="reset the profiles of an app or a container to learning (seed kept)")
+    p.add_argument("target", help="app, or container name/id")
+    p.add_argument("--json", action="store_true", help="one JSON document")
+    p.set_defaults(run=run_relearn)
+
+
+# -- profile -----------------------------------------------------------------------------------
+def _entry_text(kind: str, e: dict[str, Any]) -> str:
+    d = e.get("data") or {}
+    if kind == "process":
+        sha = d.get("sha256") or ""
+        return f"{d.get('path', e['key'])}  " + (f"sha256:{sha[:16]}" if sha else "(not pinned yet)") + \
+            (f"  -> {d['binary']}" if d.get("binary") else "")
+    if kind == "peer":
+        arrow = "->" if d.get("direction") == "out" else "<-"
+        return f"{arrow} {d.get('peer')} {d.get('proto')}/{d.get('port')}"
+    return str(e["key"])
+
+
+async def run_profile(args: argparse.Namespace, client: EnforcerClient) -> int:
+    result = await client.call("profile", target=args.container)
+    if args.json:
+        print_json(result)
+        return 0
+    c, p = result["container"], result["profile"]
+    state = p["state"] + (f" ({duration(p.get('learning_left', 0))} left)" if p["state"] == "learning" else "")
+    print(f"container  {printable(c['name'])}  ({printable(c['app'])}/{printable(c['service'])})")
+    print(f"profile    {p['id']}  {state}  mode {p.get('mode', '-')}")
+    print(f"image      {printable(c['image'])}  {printable(p['image_digest'][:19])}")
+    image = p.get("image") or {}
+    if image.get("command"):
+        print(f"command    {printable(' '.join(image['command']), 200)}")
+    if image.get("user"):
+        print(f"user       {printable(image['user'])}")
+    for kind, entries in p["entries"].items():
+        print()
+        print(f"{kind} ({len(entries)})")
+        rows = [(_entry_text(kind, e), e["source"]) for e in entries]
+        if rows:
+            print_table([("  " + printable(text, 300), src) for text, src in rows], ["  ENTRY", "SOURCE"])
+    if p.get("suspect_paths"):
+        print()
+        print("held for a hash check: " + ", ".join(printable(x) for x in p["suspect_paths"]))
+    return 0
+
+
+# -- alerts ------------------------------------------------------------------------------------
+def _query(args: argparse.Namespace) -> dict[str, Any]:
+    q: dict[str, Any] = {"since": args.since, "limit": args.limit}
+    for name in ("kind", "severity", "app", "container"):
+        if getattr(args, name):
+            q[name] = getattr(args, name)
+    return q
+
+
+def _row(a: dict[str, Any]) -> tuple[Any, ...]:
+    return (a["id"], a["last_seen"] or a["time"], a["severity"], a["kind"], a["container"], a["count"],
+            a["action"], a["summary"])
+
+
+def _line(a: dict[str, Any]) -> str:
+    """One incident on one line (follow mode: a growing count prints the line again)."""
+    return (f"{a['id']:>6}  {printable(a['last_seen'] or a['time'])}  {printable(a['severity']):<8}  "
+            f"{printable(a['kind']):<7}  {printable(a['container'])}  x{a['count']}  {printable(a['action'])}  "
+            f"{printable(a['summary'], 300)}")
+
+
+HEADERS = ["ID", "LAST SEEN", "SEVERITY", "KIND", "CONTAINER", "COUNT", "ACTION", "SUMMARY"]
+
+
+def _wanted(a: dict[str, Any], args: argparse.Namespace) -> bool:
+    if a.get("id", 0) <= args.since:
+        return False
+    if args.kind and a.get("kind") != args.kind:
+        return False
+    if args.severity and SEVERITIES.index(a.get("severity", "low")) < SEVERITIES.index(args.severity):
+        return False
+    if args.app and a.get("app") != args.app:
+        return False
+    if args.container and args.container not in (a.get("container"), a.get("container_id")) and not (
+            len(args.container) >= 4 and str(a.get("container_id", "")).startswith(args.container)):
+        return False
+    return True
+
+
+async def run_alerts(args: argparse.Namespace, client: EnforcerClient) -> int:
+    if args.follow:
+        await client.subscribe(["alert"])  # before the listing: nothing falls in between
+    alerts = await client.call("alerts", **_query(args))
+    if not args.follow:
+        if args.json:
+            for a in alerts:
+                print_json(a)
+        else:
+            print_table([_row(a) for a in alerts], HEADERS)
+        return 0
+    shown: dict[int, int] = {}
+
+    def show(a: dict[str, Any]) -> None:
+        if shown.get(a["id"], 0) >= a["count"]:
+            return  # already printed at this count (listed, then the same event arrived)
+        shown[a["id"]] = a["count"]
+        if args.json:
+            print_json(a)
+        else:
+            print(_line(a))
+        sys.stdout.flush()
+
+    for a in reversed(alerts):  # oldest first, then what comes
+        show(a)
+    async for event in client.events():
+        if event.get("event") == "disconnected":
+            raise ProtocolError("the enforcer closed the connection", "unavailable")
+        if event.get("event") == "overflow":
+            print(f"stockade: {event['data'].get('dropped', 0)} alert events were dropped; "
+                  "run `stockade alerts` to see everything", file=sys.stderr)
+            continue
+        if event.get("event") == "alert" and _wanted(event.get("data") or {}, args):
+            show(event["data"])
+    return 0
+
+
+# -- mode, relearn -----------------------------------------------------------------------------
+async def run_mode(args: argparse.Namespace, client: EnforcerClient) -> int:
+    kwargs: dict[str, Any] = {"target": args.target, "mode": args.mode}
+    if args.scope:
+        kwargs["scope"] = args.scope
+    result = await client.call("mode", **kwargs)
+    if args.json:
+        print_json(result)
+    else:
+        print(f"{result['scope']} {printable(result['target'])}: mode {result['mode']}")
+    return 0
+
+
+async def run_relearn(args: argparse.Namespace, client: EnforcerClient) -> int:
+    result = await client.call("relearn", target=args.target)
+    if args.json:
+        print_json(result)
+    else:
+        ids = ", ".join(str(i) for i in result["profiles"]) or "none"
+        print(f"{printable(args.target)}: profiles {ids} learning again")
+    return 0

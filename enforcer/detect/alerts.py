@@ -1,0 +1,245 @@
+"""The alert book (`enforcer.alerts`): every layer raises alerts here.
+
+Folding: repeats of one (container id, kind, subject) within FOLD_WINDOW of the previous
+one are the same incident (count, first_seen, last_seen grow); after a quiet hour the
+next one opens a new incident. The fold index is rebuilt from the database at start, so
+a restarted enforcer keeps counting into the same incidents.
+
+Nothing here waits for the database: incident ids are allocated in memory (from the
+largest id stored), new incidents are written behind at once, and a growing count is
+written and published at most every UPDATE_INTERVAL per incident (a loop can never turn
+into a flood of writes or socket events). The newest incidents are also kept in memory,
+so a query answered while writes are still queued sees them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter, OrderedDict
+from dataclasses import replace
+from typing import Any, Callable
+
+from ..models import ALERT_ACTIONS, ALERT_KINDS, SEVERITIES, Alert, App, Container, iso_time
+from ..server import OpError, Request
+from ..store.alerts import AlertQuery, StoredIncident
+
+log = logging.getLogger(__name__)
+
+FOLD_WINDOW = 3600.0  # seconds of quiet after which a repeat opens a new incident
+UPDATE_INTERVAL = 0.5  # seconds: how often a growing count is stored and published
+RECENT_KEEP = 20_000  # incidents kept in memory (newest): queries overlay them on the DB
+
+_SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+
+
+def fold_key(container_id: str, kind: str, subject: str) -> str:
+    return f"{container_id}\x1f{kind}\x1f{subject}"
+
+
+class AlertBook:
+    def __init__(self, enforcer: Any, clock: Callable[[], float] = time.time) -> None:
+        self.enforcer = enforcer
+        self.repo = enforcer.store.alerts
+        self.clock = clock
+        self._next_id = 1
+        self._open: dict[str, StoredIncident] = {}  # fold key -> incident within the window
+        self._recent: OrderedDict[int, StoredIncident] = OrderedDict()
+        self._dirty: set[int] = set()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.by_container: Counter[str] = Counter()
+        self.by_app: Counter[str] = Counter()
+        self.by_severity: Counter[str] = Counter()
+        self.raised = 0
+
+    # -- component ------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._next_id = await self.repo.max_id() + 1
+        for inc in await self.repo.recent_folds(self.clock() - FOLD_WINDOW):
+            self._open[inc.fold_key] = inc
+        for cid, app, severity, n in await self.repo.counts():
+            self.by_container[cid] += n
+            self.by_app[app] += n
+            self.by_severity[severity] += n
+        for inc in reversed(await self.repo.query(AlertQuery(limit=RECENT_KEEP))):
+            self._remember(inc)
+        self._task = asyncio.create_task(self._update_loop(), name="alert-updates")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._write_dirty()  # the store's final flush commits them
+
+    def register_ops(self, server: Any) -> None:
+        server.register("alerts", self._op_alerts)
+        server.register("alert", self._op_alert)
+
+    def describe_container(self, c: Container) -> dict[str, Any]:
+        return {"alerts": self.by_container.get(c.id, 0)}
+
+    def describe_app(self, app: App) -> dict[str, Any]:
+        return {"alerts": self.by_app.get(app.name, 0)}
+
+    def status(self) -> dict[str, Any]:
+        return {"alerts": {s: self.by_severity.get(s, 0) for s in SEVERITIES}}
+
+    # -- raising ----------------------------------------------------------------------------
+    def raise_alert(self, container: Container, kind: str, severity: str, summary: str,
+                    detail: dict[str, Any], subject: str, rule: str, action: str = "alerted",
+                    when: float | None = None) -> Alert:
+        """Record an anomaly: a new incident, or one more occurrence of an open one."""
+        if kind not in ALERT_KINDS or severity not in SEVERITIES or action not in ALERT_ACTIONS:
+            raise ValueError(f"bad alert: kind={kind!r} severity={severity!r} action={action!r}")
+        now = when if when is not None else self.clock()
+        key = fold_key(container.id, kind, subject)
+        inc = self._open.get(key)
+        self.raised += 1
+        if inc is not None and now - inc.last_seen <= FOLD_WINDOW:
+            return self._fold(inc, severity, action, now)
+        stamp = iso_time(now)
+        alert = Alert(
+            id=self._next_id, time=stamp, host=self.enforcer.settings.host, app=container.app,
+            service=container.service, container=container.name, container_id=container.id,
+            image=container.image, kind=kind, severity=severity, summary=summary, detail=detail,
+            action=action, count=1, first_seen=stamp, last_seen=stamp, subject=subject, rule=rule,
+        )
+        self._next_id += 1
+        inc = StoredIncident(alert, key, now, now)
+        self._open[key] = inc
+        self._remember(inc)
+        self.by_container[container.id] += 1
+        self.by_app[container.app] += 1
+        self.by_severity[severity] += 1
+        self.repo.insert(inc)
+        self.enforcer.server.publish("alert", alert.to_dict())
+        return alert
+
+    def _fold(self, inc: StoredIncident, severity: str, action: str, now: float) -> Alert:
+        a = inc.alert
+        a.count += 1
+        inc.last_seen = max(inc.last_seen, now)
+        a.time = a.last_seen = iso_time(inc.last_seen)
+        if _SEVERITY_RANK[severity] > _SEVERITY_RANK[a.severity]:
+            self.by_severity[a.severity] -= 1
+            self.by_severity[severity] += 1
+            a.severity = severity
+        if action != "alerted":
+            a.action = action
+        self._remember(inc)
+        self._mark_dirty(a.id)
+        return a
+
+    def set_action(self, alert_id: int, action: str) -> Alert | None:
+        """Say what was done about an incident (killed, blocked, frozen)."""
+        if action not in ALERT_ACTIONS:
+            raise ValueError(f"unknown action {action!r}")
+        inc = self._recent.get(alert_id)
+        if inc is None:
+            return None
+        inc.alert.action = action
+        self._mark_dirty(alert_id)
+        return inc.alert
+
+    def get(self, alert_id: int) -> Alert | None:
+        inc = self._recent.get(alert_id)
+        return replace(inc.alert) if inc else None
+
+    # -- write-behind of growing incidents ----------------------------------------------
+    def _remember(self, inc: StoredIncident) -> None:
+        self._recent[inc.alert.id] = inc
+        self._recent.move_to_end(inc.alert.id)
+        while len(self._recent) > RECENT_KEEP:
+            old_id, old = self._recent.popitem(last=False)
+            if old_id in self._dirty:  # never forget an unwritten change
+                self._dirty.discard(old_id)
+                self.repo.update(old)
+
+    def _mark_dirty(self, alert_id: int) -> None:
+        if not self._dirty:
+            self._wake.set()
+        self._dirty.add(alert_id)
+
+    async def _update_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await asyncio.sleep(UPDATE_INTERVAL)
+            self._write_dirty()
+
+    def _write_dirty(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for alert_id in sorted(dirty):
+            inc = self._recent.get(alert_id)
+            if inc is None:
+                continue
+            self.repo.update(inc)
+            self.enforcer.server.publish("alert", inc.alert.to_dict())
+        # Incidents quiet for longer than the window no longer fold: let them go.
+        if len(self._open) > 4 * RECENT_KEEP:
+            horizon = self.clock() - FOLD_WINDOW
+            self._open = {k: v for k, v in self._open.items() if v.last_seen >= horizon}
+
+    # -- queries --------------------------------------------------------------------------
+    async def query(self, q: AlertQuery) -> list[Alert]:
+        stored = {inc.alert.id: inc.alert for inc in await self.repo.query(q)}
+        # What is in memory is at least as new as what is stored (writes may be queued).
+        for inc in self._recent.values():
+            if _matches(inc.alert, q):
+                stored[inc.alert.id] = inc.alert
+        return [replace(stored[i]) for i in sorted(stored, reverse=True)[: q.limit]]
+
+    async def _op_alerts(self, req: Request) -> list[dict[str, Any]]:
+        return [a.to_dict() for a in await self.query(parse_query(req.args))]
+
+    async def _op_alert(self, req: Request) -> dict[str, Any]:
+        alert_id = req.args.get("id")
+        if not isinstance(alert_id, int) or isinstance(alert_id, bool) or alert_id < 1:
+            raise OpError("id must be a positive whole number", "bad_request")
+        alert = self.get(alert_id)
+        if alert is None:
+            inc = await self.repo.get(alert_id)
+            alert = inc.alert if inc else None
+        if alert is None:
+            raise OpError(f"no alert {alert_id}", "not_found")
+        return alert.to_dict()
+
+
+def parse_query(args: dict[str, Any]) -> AlertQuery:
+    q = AlertQuery()
+    for name, lo, hi in (("since", 0, 2**62), ("limit", 1, 100_000)):
+        if name in args and args[name] is not None:
+            v = args[name]
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise OpError(f"{name} must be a whole number from {lo} to {hi}", "bad_request")
+            setattr(q, name, v)
+    for name, allowed in (("kind", ALERT_KINDS), ("severity", SEVERITIES)):
+        v = args.get(name)
+        if v in (None, ""):
+            continue
+        if v not in allowed:
+            raise OpError(f"{name} must be one of {', '.join(allowed)}", "bad_request")
+        setattr(q, "min_severity" if name == "severity" else name, v)
+    for name in ("app", "container"):
+        v = args.get(name)
+        if v in (None, ""):
+            continue
+        if not isinstance(v, str) or len(v) > 256:
+            raise OpError(f"{name} must be a name", "bad_request")
+        setattr(q, name, v)
+    return q
+
+
+def _matches(a: Alert, q: AlertQuery) -> bool:
+    if a.id <= q.since or (q.kind and a.kind != q.kind) or (q.app and a.app != q.app):
+        return False
+    if q.min_severity and _SEVERITY_RANK[a.severity] < _SEVERITY_RANK[q.min_severity]:
+        return False
+    if q.container and not (a.container == q.container or a.container_id == q.container
+                            or (len(q.container) >= 4 and a.container_id.startswith(q.container))):
+        return False
+    return True

@@ -1,0 +1,342 @@
+"""The detector (`enforcer.detector`): sensor event x profile x feeds -> alert.
+
+It drains `enforcer.events` in batches and decides each event synchronously, with
+dictionary and set lookups only: no database, no await per event. Per event:
+
+1. research rules, in every mode (learning too): feed hits (exec and written-file
+   sha256, peer address, DNS name), sensitive files, dangerous syscalls;
+2. the profile: while the container learns (profile learning, or mode `learn`) what is
+   seen is added; otherwise a miss is an alert;
+3. protect mode: the alert goes to `enforcer.enforcement.respond(container, event, alert)`
+   in a task of its own (the batch never waits for it), and the incident's action
+   becomes what it answered ("killed", "blocked"). An exec the kernel already killed is
+   raised with action "killed".
+
+A changed binary: a write to a learned exec path (or to the binary it resolves to) takes
+that path out of the kernel's exec allow-list, so its next exec comes here and its sha256
+is compared with the pinned one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import logging
+from collections import Counter
+from typing import Any
+
+from ..models import Alert, Container
+from ..profiles.book import Attachment, ProfileBook
+from ..profiles.model import LOOPBACK, file_entry, listener_entry, peer_entry, process_entry, syscall_entry
+from ..profiles.paths import generalise, is_noise, normalise
+from ..sensors.events import (DnsEvent, ExecEvent, FileClosedEvent, FileEvent, NetworkEvent,
+                              SensorEvent, SyscallEvent)
+from . import rules
+from .alerts import AlertBook
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 2000
+WRITE_OPS = frozenset({"write", "create", "rename", "unlink", "chmod", "mkdir"})
+
+
+class Detector:
+    def __init__(self, enforcer: Any) -> None:
+        self.enforcer = enforcer
+        self.inventory = enforcer.inventory
+        self.events: asyncio.Queue[Any] = enforcer.events
+        self._task: asyncio.Task[None] | None = None
+        self._responses: set[asyncio.Task[None]] = set()
+        self._responding: set[int] = set()  # incidents handed to enforcement once (or being)
+        self.counts: Counter[str] = Counter()
+        self.unattributed = 0  # events of containers the inventory does not know
+        self.errors = 0
+        self.last_error = ""
+
+    @property
+    def profiles(self) -> ProfileBook:
+        return self.enforcer.profiles
+
+    @property
+    def alerts(self) -> AlertBook:
+        return self.enforcer.alerts
+
+    # -- component ------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="detector")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for t in list(self._responses):
+            t.cancel()
+
+    def register_ops(self, server: Any) -> None:
+        pass
+
+    def status(self) -> dict[str, Any]:
+        return {"detector": {"events": sum(self.counts.values()), "by_type": dict(self.counts),
+                             "unattributed": self.unattributed, "alerts_raised": self.alerts.raised,
+                             "queued": self.events.qsize(), "errors": self.errors, "error": self.last_error}}
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self.events.get()]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self.events.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            # (The raw `sensor` topic is published by the hub, where events are made.)
+            for ev in batch:
+                try:
+                    self.handle(ev)
+                except Exception as e:  # noqa: BLE001 - one bad event must not stop detection
+                    self.errors += 1
+                    if str(e) != self.last_error:
+                        log.exception("detector: failed on %s", type(ev).__name__)
+                    self.last_error = str(e)[:200]
+            await asyncio.sleep(0)  # let the socket serve between batches
+
+    # -- one event ------------------------------------------------------------------------
+    def handle(self, ev: SensorEvent) -> None:
+        self.counts[type(ev).__name__] += 1
+        att = self.profiles.for_container(ev.container_id) if ev.container_id else None
+        if att is None:
+            self.unattributed += 1
+            return
+        if isinstance(ev, ExecEvent):
+            self._exec(att, ev)
+        elif isinstance(ev, NetworkEvent):
+            self._network(att, ev)
+        elif isinstance(ev, FileEvent):
+            self._file(att, ev)
+        elif isinstance(ev, FileClosedEvent):
+            self._file_closed(att, ev)
+        elif isinstance(ev, SyscallEvent):
+            self._syscall(att, ev)
+        elif isinstance(ev, DnsEvent):
+            self._dns(att, ev)
+        # Fork and exit only build the process tree: nothing to decide.
+
+    def _alert(self, att: Attachment, ev: SensorEvent, kind: str, severity: str, summary: str,
+               detail: dict[str, Any], subject: str, rule: str, action: str = "alerted") -> Alert:
+        alert = self.alerts.raise_alert(att.container, kind, severity, summary, detail, subject, rule,
+                                        action=action, when=ev.time or None)
+        enforcement = self.enforcer.enforcement
+        if (att.mode == "protect" and att.profile.state == "active" and alert.action == "alerted"
+                and enforcement is not None and alert.id not in self._responding):
+            if len(self._responding) > 50_000:
+                self._responding.clear()
+            self._responding.add(alert.id)
+            task = asyncio.create_task(self._respond(enforcement, att.container, ev, alert))
+            self._responses.add(task)
+            task.add_done_callback(self._responses.discard)
+        return alert
+
+    async def _respond(self, enforcement: Any, c: Container, ev: SensorEvent, alert: Alert) -> None:
+        try:
+            action = await enforcement.respond(c, ev, alert)
+        except Exception as e:  # noqa: BLE001 - the alert stands; say that the response failed
+            log.warning("detector: protect response to alert %d failed: %s", alert.id, e)
+            return
+        if action:
+            self.alerts.set_action(alert.id, action)
+
+    def _threat(self, att: Attachment, ev: SensorEvent, hit: Any, what: str, extra: dict[str, Any]) -> None:
+        detail = {"feed": hit.feed, "indicator": hit.indicator, "type": hit.type, "matched": hit.matched,
+                  "description": getattr(hit, "description", ""), "what": what, **extra}
+        alert = self._alert(att, ev, "threat", rules.SEVERITY["threat"],
+                            f"{what} {hit.matched} is on feed {hit.feed} ({hit.indicator})", detail,
+                            subject=f"{hit.feed}:{hit.indicator}", rule=rules.rule_feed(hit.feed))
+        feeds = self.enforcer.feeds
+        record = getattr(feeds, "record_hit", None)
+        if record is not None:
+            try:
+                record(hit, att.container.name, att.container.id, alert.id)
+            except Exception as e:  # noqa: BLE001 - the alert is what matters
+                log.debug("detector: record_hit failed: %s", e)
+
+    def _feed(self, method: str, value: str) -> Any:
+        feeds = self.enforcer.feeds
+        if feeds is None or not value:
+            return None
+        return getattr(feeds, method)(value)
+
+    # -- process ----------------------------------------------------------------------------
+    def _exec(self, att: Attachment, ev: ExecEvent) -> None:
+        detail = {"path": ev.path, "sha256": ev.sha256, "binary": ev.binary, "pid": ev.pid, "ppid": ev.ppid,
+                  "uid": ev.uid, "argv": ev.argv, "argv_truncated": ev.argv_truncated, "killed": ev.killed}
+        hit = self._feed("match_hash", ev.sha256)
+        if hit is not None:
+            self._threat(att, ev, hit, "program", detail)
+        p = att.profile
+        verdict = p.process_verdict(ev.path, ev.sha256)
+        action = "killed" if ev.killed else "alerted"
+        if verdict == "known":
+            if ev.sha256:
+                self.profiles.clear_suspect(p, ev.path)
+            if ev.killed:  # e.g. a path held back for a hash check, in protect mode
+                self._alert(att, ev, "process", rules.SEVERITY["process.unknown"], f"killed process {ev.path}",
+                            detail, subject=ev.path, rule=rules.RULE_PROFILE, action=action)
+            return
+        suspect = ev.path in p.suspect_paths
+        if att.learning or (verdict == "pin" and not suspect):
+            # Learning trusts what runs; a seeded path is pinned to the first hash seen.
+            self.profiles.record(p, process_entry(ev.path, ev.sha256, binary=ev.binary))
+            self.profiles.clear_suspect(p, ev.path)
+            return
+        if verdict in ("changed", "pin"):
+            self.profiles.mark_suspect(p, [ev.path])  # every later exec of it is checked too
+            learned = p.pinned_sha(ev.path)
+            detail["learned_sha256"] = learned
+            was = f"learned {learned[:12]}" if learned else "rewritten before its first run"
+            self._alert(att, ev, "process", rules.SEVERITY["process.changed"],
+                        f"binary changed at learned path {ev.path}: sha256 {ev.sha256[:12]}, {was}",
+                        detail, subject=ev.path, rule=rules.RULE_PROFILE, action=action)
+        else:
+            what = "killed" if ev.killed else "unexpected"
+            self._alert(att, ev, "process", rules.SEVERITY["process.unknown"],
+                        f"{what} process {ev.path}", detail, subject=ev.path, rule=rules.RULE_PROFILE,
+                        action=action)
+
+    # -- network ------------------------------------------------------------------------------
+    def _peer(self, att: Attachment, ev: NetworkEvent) -> tuple[str, Container | None]:
+        ip = _plain_ip(ev.remote_ip)
+        remote = self.inventory.containers.get(ev.remote_container_id) if ev.remote_container_id else None
+        if remote is None and ip:
+            remote = self.inventory.by_ip(ip)
+        if remote is not None:
+            if remote.id == att.container.id:
+                return LOOPBACK, remote
+            return f"{remote.app}/{remote.service}", remote
+        if ip and _is_loopback(ip):
+            return LOOPBACK, None
+        return ip or "?", None
+
+    def _network(self, att: Attachment, ev: NetworkEvent) -> None:
+        p = att.profile
+        if ev.direction == "listen":
+            if not ev.local_port or (ev.proto, ev.local_port) in p.listeners:
+                return
+            if att.learning:
+                self.profiles.record(p, listener_entry(ev.proto, ev.local_port))
+                return
+            self._alert(att, ev, "network", rules.SEVERITY["network.listener"],
+                        f"new listening port {ev.proto}/{ev.local_port}",
+                        {"direction": "listen", "proto": ev.proto, "local_ip": ev.local_ip,
+                         "local_port": ev.local_port, "pid": ev.pid, "comm": ev.comm},
+                        subject=f"listen {ev.proto}/{ev.local_port}", rule=rules.RULE_PROFILE)
+            return
+        peer, remote = self._peer(att, ev)
+        port = ev.local_port if ev.direction == "in" else ev.remote_port
+        detail = {"direction": ev.direction, "proto": ev.proto, "local_ip": ev.local_ip,
+                  "local_port": ev.local_port, "remote_ip": ev.remote_ip, "remote_port": ev.remote_port,
+                  "peer": peer, "peer_container": remote.name if remote else "", "pid": ev.pid, "comm": ev.comm}
+        hit = self._feed("match_ip", _plain_ip(ev.remote_ip))
+        if hit is not None:
+            self._threat(att, ev, hit, "peer address", detail)
+        ip = _plain_ip(ev.remote_ip)
+        if p.allows_peer(ev.direction, ev.proto, peer, port, ip if remote is None else ""):
+            return
+        if att.learning:
+            self.profiles.record(p, peer_entry(ev.direction, ev.proto, peer, port))
+            return
+        if ev.direction == "in":
+            severity, summary = rules.SEVERITY["network.in"], f"unexpected inbound {ev.proto}/{port} from {peer}"
+        else:
+            external = remote is None and peer != LOOPBACK
+            severity = rules.SEVERITY["network.out.external" if external else "network.out.container"]
+            summary = f"unexpected connection to {peer} {ev.proto}/{port}"
+        self._alert(att, ev, "network", severity, summary, detail,
+                    subject=f"{ev.direction} {ev.proto} {peer} {port}", rule=rules.RULE_PROFILE)
+
+    def _dns(self, att: Attachment, ev: DnsEvent) -> None:
+        hit = self._feed("match_domain", ev.name)
+        if hit is not None:
+            self._threat(att, ev, hit, "DNS name", {"name": ev.name, "qtype": ev.qtype,
+                                                     "server_ip": ev.server_ip, "pid": ev.pid, "comm": ev.comm})
+
+    # -- files ---------------------------------------------------------------------------------
+    def _file(self, att: Attachment, ev: FileEvent) -> None:
+        path = normalise(ev.path)
+        detail = {"op": ev.op, "path": ev.path, "pid": ev.pid, "comm": ev.comm, "uid": ev.uid}
+        if ev.new_path:
+            detail["new_path"] = ev.new_path
+        if ev.op not in WRITE_OPS:
+            if ev.sensitive or rules.is_sensitive(path):
+                self._alert(att, ev, "file", rules.SEVERITY["file.sensitive.read"],
+                            f"read of sensitive file {path}", detail, subject=f"read {path}",
+                            rule=rules.RULE_SENSITIVE)
+            return
+        targets = [path] + ([normalise(ev.new_path)] if ev.new_path else [])
+        p = att.profile
+        for target in targets:
+            if is_noise(target):
+                continue
+            if ev.sensitive or rules.is_sensitive(target):
+                self._alert(att, ev, "file", rules.SEVERITY["file.sensitive.write"],
+                            f"{ev.op} of sensitive file {target}", detail, subject=f"write {target}",
+                            rule=rules.RULE_SENSITIVE)
+                continue
+            changed = self.profiles.paths_for_written(p, target)
+            if changed:
+                self.profiles.mark_suspect(p, changed)
+            if p.allows_write(target):
+                continue
+            key = generalise(target)
+            if att.learning:
+                self.profiles.record(p, file_entry(key))
+                continue
+            system = target.startswith(rules.SYSTEM_WRITE_DIRS)
+            self._alert(att, ev, "file", rules.SEVERITY["file.write.system" if system else "file.write"],
+                        f"{ev.op} outside learned paths: {target}", {**detail, "prefix": key},
+                        subject=f"write {key}", rule=rules.RULE_PROFILE)
+
+    def _file_closed(self, att: Attachment, ev: FileClosedEvent) -> None:
+        hit = self._feed("match_hash", ev.sha256)
+        if hit is not None:
+            self._threat(att, ev, hit, "written file", {"path": ev.path, "size": ev.size, "sha256": ev.sha256,
+                                                         "pid": ev.pid, "comm": ev.comm})
+        p = att.profile
+        path = normalise(ev.path)
+        if ev.sha256 and path in p.processes and ev.sha256 not in p.processes[path]:
+            self.profiles.mark_suspect(p, [path])
+
+    # -- syscalls ----------------------------------------------------------------------------------
+    def _syscall(self, att: Attachment, ev: SyscallEvent) -> None:
+        name = ev.name or rules.X86_64_NAMES.get(ev.nr, "")
+        detail = {"nr": ev.nr, "name": name, "ret": ev.ret, "pid": ev.pid, "comm": ev.comm, "uid": ev.uid}
+        dangerous = ev.dangerous or name in rules.DANGEROUS_SYSCALLS
+        if dangerous:
+            outcome = f" (failed: {errno.errorcode.get(-ev.ret, -ev.ret)})" if ev.ret < 0 else ""
+            self._alert(att, ev, "syscall", rules.syscall_severity(name),
+                        f"dangerous syscall {name or ev.nr}{outcome}", detail, subject=name or f"#{ev.nr}",
+                        rule=rules.RULE_DANGEROUS)
+        p = att.profile
+        if p.allows_syscall(ev.nr, name):
+            return
+        if att.learning:
+            self.profiles.record(p, syscall_entry(ev.nr, name))
+            return
+        if not dangerous:
+            self._alert(att, ev, "syscall", rules.SEVERITY["syscall.new"],
+                        f"syscall outside the learned set: {name or ev.nr}", detail,
+                        subject=name or f"#{ev.nr}", rule=rules.RULE_PROFILE)
+
+
+def _plain_ip(ip: str) -> str:
+    if ip.startswith("::ffff:") and "." in ip:
+        return ip[7:]
+    return ip
+
+
+def _is_loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,383 @@
+"""The profile book (`enforcer.profiles`): every profile in memory, which container uses
+which, the modes, learning deadlines, and what the kernel is told.
+
+Life of a profile: created (and seeded) when the first container of its (app, service,
+image digest) appears; `learning` until its deadline (set once, at creation or relearn,
+so a restart keeps it); then `active`, in the container's mode. Everything is decided in
+memory; the database is written behind and read only at start.
+
+Modes: the per-container override (`container_modes`, by name) wins over the app's mode
+(the `apps` row once a person chose it, else `[apps.NAME] mode` from the config, else
+`settings.default_mode`). What the kernel is told per cgroup is `learn` while the profile
+learns, else that mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..inventory import InventoryChange
+from ..models import MODES, App, Container
+from ..store.profiles import EntryRow, ProfileRow
+from .kernel import KernelHooks, hooks_for
+from .model import ANY, Entry, Profile, syscall_entry
+from .seed import SeedInput, command_argv, seed_entries
+
+log = logging.getLogger(__name__)
+
+KERNEL_PUSH_DELAY = 0.05  # seconds: allow-list changes within this are pushed together
+
+
+@dataclass(slots=True)
+class Attachment:
+    """A running container and the profile it is checked against."""
+
+    container: Container
+    profile: Profile
+    mode: str  # effective mode: learn | alert | protect
+
+    @property
+    def learning(self) -> bool:
+        """Record what is seen (learning profile, or learn mode); only research rules alert."""
+        return self.profile.state == "learning" or self.mode == "learn"
+
+    @property
+    def kernel_mode(self) -> str:
+        return "learn" if self.profile.state == "learning" else self.mode
+
+
+class ProfileBook:
+    def __init__(self, enforcer: Any, hooks: KernelHooks | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.enforcer = enforcer
+        self.settings = enforcer.settings
+        self.repo = enforcer.store.profiles
+        self.clock = clock
+        self._hooks = hooks
+        self.profiles: dict[int, Profile] = {}
+        self.by_key: dict[tuple[str, str, str], Profile] = {}
+        self.attached: dict[str, Attachment] = {}  # container id -> attachment
+        self.app_rows: dict[str, dict[str, Any]] = {}
+        self.container_modes: dict[str, str] = {}
+        self._next_id = 1
+        self._dirty: set[int] = set()
+        self._push_wake = asyncio.Event()
+        self._deadline_wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def hooks(self) -> KernelHooks:
+        # Resolved late: the sensors' hub may be built after this book.
+        if self._hooks is None:
+            self._hooks = hooks_for(self.enforcer)
+        return self._hooks
+
+    # -- component ------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._next_id = await self.repo.max_id() + 1
+        for row in await self.repo.load_all():
+            p = Profile(id=row.id, app=row.app, service=row.service, image_digest=row.image_digest,
+                        state=row.state, created=row.created, learn_until=row.learn_until,
+                        activated=row.activated)
+            for e in row.entries:
+                p.add(Entry(e.kind, e.key, e.data, e.source, e.first_seen))
+            self.profiles[p.id] = p
+            self.by_key[p.key] = p
+        await self.reload_modes()
+        self.enforcer.inventory.subscribe(self._on_inventory_change)
+        for c in list(self.enforcer.inventory.containers.values()):
+            self.attach(c)
+        self._tasks = [asyncio.create_task(self._deadline_loop(), name="profile-deadlines"),
+                       asyncio.create_task(self._push_loop(), name="profile-kernel-push")]
+        log.info("profiles: %d loaded (%d learning)", len(self.profiles),
+                 sum(1 for p in self.profiles.values() if p.state == "learning"))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+
+    def register_ops(self, server: Any) -> None:
+        from .ops import register
+
+        register(self, server)
+
+    async def reload_modes(self) -> None:
+        self.app_rows = await self.enforcer.store.inventory.app_settings()
+        self.container_modes = await self.enforcer.store.inventory.container_modes()
+
+    # -- modes ------------------------------------------------------------------------------
+    def _app_config(self, app: str) -> dict[str, Any]:
+        cfg = self.settings.apps.get(app) if isinstance(self.settings.apps, dict) else None
+        return cfg if isinstance(cfg, dict) else {}
+
+    def app_mode(self, app: str) -> str:
+        row = self.app_rows.get(app)
+        if row and row.get("mode_set") and row.get("mode") in MODES:
+            return str(row["mode"])
+        mode = self._app_config(app).get("mode")
+        return mode if mode in MODES else self.settings.default_mode
+
+    def container_mode(self, c: Container) -> str:
+        return self.container_modes.get(c.name) or self.app_mode(c.app)
+
+    def learn_seconds(self, app: str) -> float:
+        row = self.app_rows.get(app)
+        if row and row.get("learn_seconds") is not None:
+            return float(row["learn_seconds"])
+        configured = self._app_config(app).get("learn_seconds")
+        if isinstance(configured, (int, float)) and configured >= 0:
+            return float(configured)
+        return float(self.settings.learn_seconds)
+
+    def refresh_modes(self) -> list[Container]:
+        """Re-evaluate every attachment's mode; returns the containers whose mode changed."""
+        changed = []
+        for att in self.attached.values():
+            mode = self.container_mode(att.container)
+            if mode != att.mode:
+                att.mode = mode
+                self._push_policy(att)
+                changed.append(att.container)
+        return changed
+
+    # -- containers and profiles --------------------------------------------------------------
+    def for_container(self, container_id: str) -> Attachment | None:
+        """The hot-path lookup: a dict read (attaching on first sight)."""
+        att = self.attached.get(container_id)
+        if att is not None:
+            return att
+        c = self.enforcer.inventory.containers.get(container_id)
+        return self.attach(c) if c is not None else None
+
+    def _on_inventory_change(self, change: InventoryChange) -> None:
+        if change.change == "removed":
+            self.attached.pop(change.container.id, None)
+        else:
+            self.attach(change.container)
+
+    def attach(self, c: Container) -> Attachment | None:
+        if c.state in ("removed", "dead", "removing"):
+            return None
+        profile = self.by_key.get(profile_key(c)) or self._create(c)
+        self._seed(profile, c)
+        previous = self.attached.get(c.id)
+        att = Attachment(c, profile, self.container_mode(c))
+        self.attached[c.id] = att
+        if c.cgroup_id and (previous is None or previous.container.cgroup_id != c.cgroup_id
+                            or previous.profile is not profile):
+            if profile.state == "active":
+                self._push_lists(profile)
+            self._push_policy(att)
+        return att
+
+    def _create(self, c: Container) -> Profile:
+        now = self.clock()
+        p = Profile(id=self._next_id, app=c.app, service=c.service, image_digest=profile_key(c)[2],
+                    state="learning", created=now, learn_until=now + self.learn_seconds(c.app))
+        self._next_id += 1
+        self.profiles[p.id] = p
+        self.by_key[p.key] = p
+        self.repo.insert_profile(ProfileRow(p.id, p.app, p.service, p.image_digest, p.state,
+                                            p.created, p.learn_until, p.activated))
+        self._deadline_wake.set()
+        log.info("profiles: new profile %d for %s/%s (%s), learning for %gs", p.id, p.app, p.service,
+                 p.image_digest[:19], p.learn_until - now)
+        self.enforcer.server.publish("profile", p.summary())
+        return p
+
+    def _seed(self, profile: Profile, c: Container) -> None:
+        inv = self.enforcer.inventory
+        entries = seed_entries(SeedInput(
+            container=c, image_config=inv.image_config(c.image_id),
+            topology=inv.topologies.get(c.app),
+            service_image_config=lambda service: self._service_image_config(c.app, service),
+        ))
+        for e in entries:
+            self.record(profile, e)
+
+    def _service_image_config(self, app: str, service: str) -> dict[str, Any]:
+        inv = self.enforcer.inventory
+        for other in inv.containers.values():
+            if other.app == app and other.service == service:
+                return inv.image_config(other.image_id)
+        return {}
+
+    def record(self, profile: Profile, entry: Entry) -> bool:
+        """Add an entry to a profile (memory now, database behind); True if it is new."""
+        if not profile.add(entry):
+            return False
+        self.repo.add_entry(profile.id, EntryRow(entry.kind, entry.key, entry.data, entry.source, entry.first_seen))
+        if profile.state == "active" and entry.kind in ("process", "syscall"):
+            self.mark_dirty(profile)
+        return True
+
+    # -- binaries that changed under a learned path -------------------------------------------
+    def paths_for_written(self, profile: Profile, path: str) -> list[str]:
+        """Learned exec paths a write to `path` may have changed (the path, or its binary)."""
+        out = [path] if path in profile.processes else []
+        if path in profile.binaries:
+            out += [e.data["path"] for e in profile.entries["process"].values()
+                    if e.data.get("binary") == path and e.data["path"] != path]
+        return out
+
+    def mark_suspect(self, profile: Profile, paths: list[str]) -> None:
+        new = [p for p in paths if p not in profile.suspect_paths]
+        if new:
+            profile.suspect_paths.update(new)
+            self.mark_dirty(profile)
+
+    def clear_suspect(self, profile: Profile, path: str) -> None:
+        if path in profile.suspect_paths:
+            profile.suspect_paths.discard(path)
+            self.mark_dirty(profile)
+
+    # -- state changes ----------------------------------------------------------------------
+    def activate(self, profile: Profile) -> None:
+        if profile.state == "active":
+            return
+        # What the kernel saw used while learning counts too (a lost novelty event included).
+        for att in self.attachments_of(profile):
+            if att.container.cgroup_id:
+                for nr in sorted(self.hooks.used_syscalls(att.container.cgroup_id) - profile.syscalls):
+                    self.record(profile, syscall_entry(nr, syscall_name(nr)))
+        profile.state = "active"
+        profile.activated = self.clock()
+        self.repo.save_state(profile.id, profile.state, profile.learn_until, profile.activated)
+        # Lists first, then the mode: a protect policy must never meet an empty allow-list.
+        self._push_lists(profile)
+        self._after_state_change(profile)
+        log.info("profiles: profile %d (%s/%s) is active: %s", profile.id, profile.app, profile.service,
+                 ", ".join(f"{len(v)} {k}" for k, v in profile.entries.items()))
+
+    def relearn(self, profile: Profile) -> None:
+        now = self.clock()
+        profile.clear_learned()
+        profile.state = "learning"
+        profile.activated = None
+        profile.learn_until = now + self.learn_seconds(profile.app)
+        self.repo.clear_learned(profile.id)
+        self.repo.save_state(profile.id, profile.state, profile.learn_until, None)
+        for att in self.attachments_of(profile):
+            self._seed(profile, att.container)
+            if att.container.cgroup_id:
+                self.hooks.forget_novelty(att.container.cgroup_id)
+        self._push_lists(profile)
+        self._after_state_change(profile)
+        self._deadline_wake.set()
+
+    def _after_state_change(self, profile: Profile) -> None:
+        server = self.enforcer.server
+        server.publish("profile", profile.summary())
+        for att in self.attachments_of(profile):
+            self._push_policy(att)
+            server.publish("inventory", {"change": "updated", "container": self.enforcer.describe(att.container)})
+
+    def attachments_of(self, profile: Profile) -> list[Attachment]:
+        return [a for a in self.attached.values() if a.profile is profile]
+
+    async def _deadline_loop(self) -> None:
+        while True:
+            now = self.clock()
+            upcoming = []
+            for p in list(self.profiles.values()):
+                if p.state != "learning":
+                    continue
+                if p.learn_until <= now:
+                    self.activate(p)
+                else:
+                    upcoming.append(p.learn_until)
+            wait = min(min(upcoming) - now, 5.0) if upcoming else 5.0
+            self._deadline_wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._deadline_wake.wait(), max(wait, 0.01))
+
+    # -- the kernel ---------------------------------------------------------------------------
+    def mark_dirty(self, profile: Profile) -> None:
+        self._dirty.add(profile.id)
+        self._push_wake.set()
+
+    async def _push_loop(self) -> None:
+        while True:
+            await self._push_wake.wait()
+            await asyncio.sleep(KERNEL_PUSH_DELAY)
+            self._push_wake.clear()
+            dirty, self._dirty = self._dirty, set()
+            for pid in dirty:
+                p = self.profiles.get(pid)
+                if p is not None:
+                    self._push_lists(p)
+
+    def _push_lists(self, p: Profile) -> None:
+        self.hooks.set_exec_allowlist(p.id, p.kernel_exec_paths())
+        self.hooks.set_syscall_allowlist(p.id, p.syscalls)
+
+    def _push_policy(self, att: Attachment) -> None:
+        if att.container.cgroup_id:
+            self.hooks.set_policy(att.container.cgroup_id, att.profile.id, att.kernel_mode)
+
+    # -- what listings show ----------------------------------------------------------------------
+    def describe_container(self, c: Container) -> dict[str, Any]:
+        att = self.attached.get(c.id)
+        if att is None:
+            return {"mode": self.container_mode(c)}
+        p = att.profile
+        left = max(0.0, p.learn_until - self.clock()) if p.state == "learning" else 0.0
+        return {"mode": att.mode, "profile_state": p.state, "learning_left": left}
+
+    def describe_app(self, app: App) -> dict[str, Any]:
+        return {"mode": self.app_mode(app.name), "edges": self.edges(app.name)}
+
+    def edges(self, app: str) -> list[dict[str, Any]]:
+        """Allowed service-to-service connections of an app (outbound peer entries)."""
+        seen: dict[tuple[str, str, str, Any], str] = {}
+        prefix = f"{app}/"
+        for p in self.profiles.values():
+            if p.app != app:
+                continue
+            for e in p.entries["peer"].values():
+                d = e.data
+                if d["direction"] == "out" and str(d["peer"]).startswith(prefix):
+                    k = (p.service, str(d["peer"])[len(prefix):], d["proto"], d["port"])
+                    if seen.get(k) != "seed":
+                        seen[k] = e.source
+        return [{"from": f, "to": t, "proto": proto, "port": port, "source": src}
+                for (f, t, proto, port), src in sorted(seen.items(), key=lambda kv: str(kv[0]))]
+
+    def profile_view(self, att: Attachment) -> dict[str, Any]:
+        p = att.profile
+        cfg = self.enforcer.inventory.image_config(att.container.image_id)
+        topo = self.enforcer.inventory.topologies.get(att.container.app)
+        decl = topo.services.get(att.container.service) if topo else None
+        out = p.to_dict()
+        out.update({
+            "mode": att.mode,
+            "learning_left": max(0.0, p.learn_until - self.clock()) if p.state == "learning" else 0.0,
+            "image": {"user": cfg.get("User") or "", "working_dir": cfg.get("WorkingDir") or "",
+                      "command": command_argv(cfg, decl)},
+            "suspect_paths": sorted(p.suspect_paths),
+        })
+        return out
+
+
+def syscall_name(nr: int) -> str:
+    """The name the syscall sensor gives a number (one table, so entry keys agree)."""
+    try:
+        from ..sensors.decode import SYSCALL_NAMES
+    except Exception:  # noqa: BLE001 - no sensors package: a number is still an entry
+        return ""
+    return SYSCALL_NAMES.get(nr, f"syscall_{nr}")
+
+
+def profile_key(c: Container) -> tuple[str, str, str]:
+    return (c.app, c.service, c.image_digest or c.image_id or c.image)
+
+
+__all__ = ["ANY", "Attachment", "ProfileBook", "profile_key"]

@@ -1,0 +1,147 @@
+"""The one boundary between profiles and the kernel: policies and allow-lists in BPF maps.
+
+The profiles layer decides, the sensors' hub writes the maps. `KernelHooks` is everything
+the profiles need from the kernel side; `NullKernelHooks` stands in when no sensors are
+loaded (--no-sensors, unit tests), and `RecordingKernelHooks` lets tests see what was
+pushed. `hooks_for(enforcer)` picks the right one at start.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Protocol
+
+log = logging.getLogger(__name__)
+
+
+class KernelHooks(Protocol):
+    def set_policy(self, cgroup_id: int, profile_id: int, mode: str) -> None:
+        """Which profile's allow-lists apply to this cgroup, in which mode (learn|alert|protect)."""
+
+    def set_exec_allowlist(self, profile_id: int, paths: Iterable[str]) -> None:
+        """Replace the paths the kernel lets run without reporting (and, in protect, without killing)."""
+
+    def set_syscall_allowlist(self, profile_id: int, numbers: Iterable[int]) -> None:
+        """Replace the syscall numbers the kernel does not report as new."""
+
+    def forget_novelty(self, cgroup_id: int) -> None:
+        """Drop what the kernel remembers as already reported for this cgroup (relearn)."""
+
+    def used_syscalls(self, cgroup_id: int) -> set[int]:
+        """Syscall numbers this cgroup has used so far (merged into a profile as it activates)."""
+
+
+class NullKernelHooks:
+    """No kernel side: user space sees (and decides on) every event it is given."""
+
+    def set_policy(self, cgroup_id: int, profile_id: int, mode: str) -> None:
+        pass
+
+    def set_exec_allowlist(self, profile_id: int, paths: Iterable[str]) -> None:
+        pass
+
+    def set_syscall_allowlist(self, profile_id: int, numbers: Iterable[int]) -> None:
+        pass
+
+    def forget_novelty(self, cgroup_id: int) -> None:
+        pass
+
+    def used_syscalls(self, cgroup_id: int) -> set[int]:
+        return set()
+
+
+@dataclass
+class RecordingKernelHooks:
+    """Keeps the last value pushed for each key: what a test asserts against."""
+
+    policies: dict[int, tuple[int, str]] = field(default_factory=dict)
+    exec_allow: dict[int, set[str]] = field(default_factory=dict)
+    syscall_allow: dict[int, set[int]] = field(default_factory=dict)
+    forgotten: list[int] = field(default_factory=list)
+    used: dict[int, set[int]] = field(default_factory=dict)  # what used_syscalls answers
+
+    def set_policy(self, cgroup_id: int, profile_id: int, mode: str) -> None:
+        self.policies[cgroup_id] = (profile_id, mode)
+
+    def set_exec_allowlist(self, profile_id: int, paths: Iterable[str]) -> None:
+        self.exec_allow[profile_id] = set(paths)
+
+    def set_syscall_allowlist(self, profile_id: int, numbers: Iterable[int]) -> None:
+        self.syscall_allow[profile_id] = set(numbers)
+
+    def forget_novelty(self, cgroup_id: int) -> None:
+        self.forgotten.append(cgroup_id)
+
+    def used_syscalls(self, cgroup_id: int) -> set[int]:
+        return set(self.used.get(cgroup_id, ()))
+
+
+class SensorHubHooks:
+    """The sensors' hub (enforcer/sensors/hub.py) behind KernelHooks.
+
+    The hub's allow-lists only grow (`allow_exec`, `allow_syscalls`); to take a path out
+    (a binary written to, a relearn) the profile's lists are cleared and written again.
+    A failing map update is logged once per kind and never raised into the event path:
+    the user-space check still decides on whatever the kernel lets through.
+    """
+
+    def __init__(self, hub: Any) -> None:
+        self.hub = hub
+        self._exec: dict[int, set[str]] = {}
+        self._syscalls: dict[int, set[int]] = {}
+        self._warned: set[str] = set()
+
+    def _call(self, name: str, *args: Any) -> Any:
+        method = getattr(self.hub, name, None)
+        if method is None:
+            if name not in self._warned:
+                self._warned.add(name)
+                log.warning("profiles: the sensor hub has no %s(); kernel allow-lists are incomplete", name)
+            return None
+        try:
+            return method(*args)
+        except Exception as e:  # noqa: BLE001 - the kernel side is best effort
+            if name not in self._warned:
+                self._warned.add(name)
+                log.warning("profiles: sensor hub %s failed: %s", name, e)
+            return None
+
+    def set_policy(self, cgroup_id: int, profile_id: int, mode: str) -> None:
+        self._call("set_policy", cgroup_id, profile_id, mode)
+
+    def set_exec_allowlist(self, profile_id: int, paths: Iterable[str]) -> None:
+        new = set(paths)
+        old = self._exec.get(profile_id, set())
+        if old - new:
+            self._rewrite(profile_id, new, self._syscalls.get(profile_id, set()))
+        elif new - old:
+            self._call("allow_exec", profile_id, sorted(new - old))
+        self._exec[profile_id] = new
+
+    def set_syscall_allowlist(self, profile_id: int, numbers: Iterable[int]) -> None:
+        new = set(numbers)
+        old = self._syscalls.get(profile_id, set())
+        if old - new:
+            self._rewrite(profile_id, self._exec.get(profile_id, set()), new)
+        elif new - old:
+            self._call("allow_syscalls", profile_id, sorted(new))
+        self._syscalls[profile_id] = new
+
+    def _rewrite(self, profile_id: int, paths: set[str], numbers: set[int]) -> None:
+        self._call("clear_profile", profile_id)
+        if paths:
+            self._call("allow_exec", profile_id, sorted(paths))
+        if numbers:
+            self._call("allow_syscalls", profile_id, sorted(numbers))
+
+    def forget_novelty(self, cgroup_id: int) -> None:
+        self._call("reset_novelty", cgroup_id)
+
+    def used_syscalls(self, cgroup_id: int) -> set[int]:
+        return set(self._call("syscall_bitmap", cgroup_id) or ())
+
+
+def hooks_for(enforcer: Any) -> KernelHooks:
+    hub = getattr(enforcer, "sensors", None)
+    return SensorHubHooks(hub) if hub is not None else NullKernelHooks()

@@ -1,0 +1,222 @@
+"""A profile: what one service of one app, on one image digest, is allowed to do.
+
+Entries are kept twice: as records (key, data, source, first seen) for display and
+storage, and as the lookup structures the detector asks per event (sets and dicts, each
+check well under a microsecond). Both are changed only through `Profile.add`, so they
+never disagree.
+
+Entry keys are canonical text, unique per kind:
+  process   "/bin/wget sha256:<hex>"   ("sha256:*" for a seeded path not yet pinned)
+  listener  "tcp/8080"
+  peer      "out tcp blog/db 3306"     (direction, proto, peer, port or "*")
+  file      "/var/log/nginx/" (a prefix, ends in "/") or "/etc/hostname" (one file)
+  syscall   "openat"                   (or "#NR" when the name is unknown)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+PROFILE_KINDS: tuple[str, ...] = ("process", "listener", "peer", "file", "syscall")
+
+ANY = "*"  # wildcard peer or port
+LOOPBACK = "loopback"  # the container talking to itself
+
+
+@dataclass(slots=True)
+class Entry:
+    kind: str
+    key: str
+    data: dict[str, Any]
+    source: str = "learned"  # seed | learned
+    first_seen: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "data": self.data, "source": self.source, "first_seen": self.first_seen}
+
+
+# -- entry constructors: one canonical key per thing -------------------------------------
+def process_entry(path: str, sha256: str, source: str = "learned", now: float | None = None,
+                  binary: str = "") -> Entry:
+    key = f"{path} sha256:{sha256 or ANY}"
+    data: dict[str, Any] = {"path": path, "sha256": sha256}
+    if binary and binary != path:
+        data["binary"] = binary  # what the path resolved to (e.g. /bin/busybox for /bin/wget)
+    return Entry("process", key, data, source, now or time.time())
+
+
+def listener_entry(proto: str, port: int, source: str = "learned", now: float | None = None) -> Entry:
+    return Entry("listener", f"{proto}/{port}", {"proto": proto, "port": port}, source, now or time.time())
+
+
+def peer_entry(direction: str, proto: str, peer: str, port: int | str, source: str = "learned",
+               now: float | None = None) -> Entry:
+    return Entry("peer", f"{direction} {proto} {peer} {port}",
+                 {"direction": direction, "proto": proto, "peer": peer, "port": port}, source, now or time.time())
+
+
+def file_entry(path: str, source: str = "learned", now: float | None = None) -> Entry:
+    """A prefix when `path` ends in "/", else one exact file."""
+    data = {"prefix": path} if path.endswith("/") else {"path": path}
+    return Entry("file", path, data, source, now or time.time())
+
+
+def syscall_entry(nr: int, name: str, source: str = "learned", now: float | None = None) -> Entry:
+    return Entry("syscall", name or f"#{nr}", {"nr": nr, "name": name}, source, now or time.time())
+
+
+@dataclass(slots=True)
+class Profile:
+    id: int
+    app: str
+    service: str
+    image_digest: str
+    state: str = "learning"  # learning | active
+    created: float = 0.0
+    learn_until: float = 0.0
+    activated: float | None = None
+    entries: dict[str, dict[str, Entry]] = field(default_factory=lambda: {k: {} for k in PROFILE_KINDS})
+    # -- lookups for the detector ---------------------------------------------------------
+    processes: dict[str, set[str]] = field(default_factory=dict)  # path -> sha256s ("" = not pinned)
+    binaries: set[str] = field(default_factory=set)  # resolved binaries of learned paths
+    listeners: set[tuple[str, int]] = field(default_factory=set)
+    peers: set[tuple[str, str, str, int | str]] = field(default_factory=set)  # (dir, proto, peer, port)
+    peer_networks: list[tuple[str, str, Any, int | str]] = field(default_factory=list)  # CIDR peers
+    file_prefixes: set[str] = field(default_factory=set)  # "dir/" prefixes and exact paths
+    syscalls: set[int] = field(default_factory=set)
+    syscall_names: set[str] = field(default_factory=set)
+    # Paths whose binary was written to since it was pinned: kept out of the kernel's exec
+    # allow-list so that the next exec is checked again (sha256) in user space.
+    suspect_paths: set[str] = field(default_factory=set)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.app, self.service, self.image_digest)
+
+    # -- changing -------------------------------------------------------------------------
+    def add(self, entry: Entry) -> bool:
+        """Add an entry; True if it is new (the caller stores it). A seed upgrades a learned one."""
+        table = self.entries[entry.kind]
+        existing = table.get(entry.key)
+        if existing is not None:
+            if entry.source == "seed" and existing.source != "seed":
+                existing.source = "seed"
+                return True
+            return False
+        table[entry.key] = entry
+        self._index(entry)
+        return True
+
+    def clear_learned(self) -> None:
+        """Forget what was learned, keep the seed (relearn)."""
+        seeds = [e for kind in self.entries.values() for e in kind.values() if e.source == "seed"]
+        self.entries = {k: {} for k in PROFILE_KINDS}
+        self.processes.clear()
+        self.binaries.clear()
+        self.listeners.clear()
+        self.peers.clear()
+        self.peer_networks.clear()
+        self.file_prefixes.clear()
+        self.syscalls.clear()
+        self.syscall_names.clear()
+        self.suspect_paths.clear()
+        for e in seeds:
+            self.add(e)
+
+    def _index(self, e: Entry) -> None:
+        d = e.data
+        if e.kind == "process":
+            self.processes.setdefault(d["path"], set()).add(d.get("sha256") or "")
+            if d.get("binary"):
+                self.binaries.add(d["binary"])
+        elif e.kind == "listener":
+            self.listeners.add((d["proto"], int(d["port"])))
+        elif e.kind == "peer":
+            peer = str(d["peer"])
+            port = d["port"] if d["port"] == ANY else int(d["port"])
+            self.peers.add((d["direction"], d["proto"], peer, port))
+            if "/" in peer and peer != ANY:  # a CIDR (an "app/service" peer does not parse)
+                try:
+                    self.peer_networks.append((d["direction"], d["proto"],
+                                               ipaddress.ip_network(peer, strict=False), port))
+                except ValueError:
+                    pass
+        elif e.kind == "file":
+            self.file_prefixes.add(e.key)
+        elif e.kind == "syscall":
+            if d.get("nr", -1) >= 0:
+                self.syscalls.add(int(d["nr"]))
+            if d.get("name"):
+                self.syscall_names.add(d["name"])
+
+    # -- questions the detector asks --------------------------------------------------------
+    def process_verdict(self, path: str, sha256: str) -> str:
+        """"known", "pin" (known path, first hash seen), "changed" (other hash) or "unknown"."""
+        shas = self.processes.get(path)
+        if shas is None:
+            return "unknown"
+        if not sha256 or sha256 in shas:
+            return "known"
+        if shas <= {""}:
+            return "pin"
+        return "changed"
+
+    def pinned_sha(self, path: str) -> str:
+        return next((s for s in sorted(self.processes.get(path, ())) if s), "")
+
+    def allows_peer(self, direction: str, proto: str, peer: str, port: int, ip: str = "") -> bool:
+        peers = self.peers
+        if ((direction, proto, peer, port) in peers or (direction, proto, peer, ANY) in peers
+                or (direction, proto, ANY, port) in peers):
+            return True
+        if ip and self.peer_networks:
+            try:
+                addr = ipaddress.ip_address(ip)
+            except ValueError:
+                return False
+            for d, p, net, prt in self.peer_networks:
+                if d == direction and p == proto and (prt == ANY or prt == port) and addr in net:
+                    return True
+        return False
+
+    def allows_write(self, path: str) -> bool:
+        prefixes = self.file_prefixes
+        if path in prefixes:
+            return True
+        # Walk the parents: /a/b/c -> "/a/b/", "/a/", "/" (a handful of set lookups).
+        end = len(path)
+        while True:
+            end = path.rfind("/", 0, end)
+            if end < 0:
+                return False
+            if path[: end + 1] in prefixes:
+                return True
+            if end == 0:
+                return False
+
+    def allows_syscall(self, nr: int, name: str) -> bool:
+        return nr in self.syscalls if nr >= 0 else name in self.syscall_names
+
+    # -- what goes into the kernel ----------------------------------------------------------
+    def kernel_exec_paths(self) -> set[str]:
+        """Paths the kernel may let run without asking: every known path not written to since.
+
+        Seeded paths not pinned yet are included: protect mode must never kill a program
+        the image declares; their hash is pinned at the first exec user space sees.
+        """
+        return {p for p in self.processes if p not in self.suspect_paths}
+
+    def summary(self) -> dict[str, Any]:
+        return {"id": self.id, "app": self.app, "service": self.service,
+                "image_digest": self.image_digest, "state": self.state}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.summary(), "created": self.created, "learn_until": self.learn_until,
+            "activated": self.activated,
+            "entries": {k: [e.to_dict() for e in sorted(v.values(), key=lambda e: e.key)]
+                        for k, v in self.entries.items()},
+        }

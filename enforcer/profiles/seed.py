@@ -1,0 +1,233 @@
+"""The first version of a profile, before any event: from the image and the compose file.
+
+- image config: Entrypoint/Cmd -> the processes that should run (a `sh -c` script is read
+  for the programs it calls), ExposedPorts -> listeners, Volumes and WorkingDir -> written
+  prefixes (User is shown with the profile, it is not an entry).
+- compose: ports/expose -> listeners; links, depends_on and shared networks -> peers in
+  both directions, with the ports the target declares (expose, ports, its image's
+  ExposedPorts). A link or depends_on to a service that declares no port allows any port;
+  merely sharing a network allows only declared ports. Published ports accept any peer.
+
+Seeded processes are not pinned to a hash: the first exec the detector sees pins it.
+Bare program names are resolved through the image's PATH inside the running container
+(`/proc/<pid>/root`, never following a link out of it); when the container is not
+running, every PATH candidate is seeded.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shlex
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from ..models import ComposeTopology, Container, ServiceDecl
+from .model import ANY, Entry, file_entry, listener_entry, peer_entry, process_entry
+from .paths import seed_prefix
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# Words of a shell script that are not programs.
+_SHELL_WORDS = frozenset({
+    "if", "then", "else", "elif", "fi", "for", "while", "until", "do", "done", "case", "esac",
+    "in", "function", "time", "!", "{", "}", "(", ")", "[[", "]]",
+    "true", "false", ":", "echo", "printf", "read", "cd", "export", "set", "unset", "exit",
+    "return", "shift", "trap", "wait", "eval", ".", "source", "local", "test", "[", "ulimit",
+    "umask", "break", "continue", "let", "type", "command", "alias",
+})
+_SEPARATORS = frozenset({";", "&&", "||", "|", "&", "do", "then", "else", "elif", "{", "(", "!", "while", "until", "if"})
+_SHELLS = frozenset({"sh", "bash", "ash", "dash", "zsh", "ksh"})
+
+
+@dataclass(slots=True)
+class SeedInput:
+    container: Container
+    image_config: dict[str, Any]
+    topology: ComposeTopology | None
+    # service name -> image config of a running container of that service (for its ports)
+    service_image_config: Callable[[str], dict[str, Any]]
+
+
+def seed_entries(s: SeedInput) -> list[Entry]:
+    out: list[Entry] = []
+    decl = s.topology.services.get(s.container.service) if s.topology else None
+    out += _process_seeds(s, decl)
+    out += _listener_seeds(s, decl)
+    out += _file_seeds(s, decl)
+    out += _peer_seeds(s, decl)
+    return out
+
+
+# -- processes ---------------------------------------------------------------------------
+def command_argv(image_config: dict[str, Any], decl: ServiceDecl | None) -> list[str]:
+    """What the container runs: compose entrypoint/command over the image's (Docker's rules)."""
+    entrypoint = list(decl.entrypoint) if decl and decl.entrypoint else list(image_config.get("Entrypoint") or [])
+    if decl and decl.command:
+        cmd = list(decl.command)
+    elif decl and decl.entrypoint:
+        cmd = []  # a new entrypoint resets the image's Cmd
+    else:
+        cmd = list(image_config.get("Cmd") or [])
+    return [str(a) for a in entrypoint + cmd]
+
+
+def programs_of(argv: list[str]) -> list[str]:
+    """The programs a command line starts: argv[0], and for `sh -c SCRIPT` the script's commands."""
+    if not argv:
+        return []
+    programs = [argv[0]]
+    if posixpath.basename(argv[0]) in _SHELLS and "-c" in argv[1:]:
+        i = argv.index("-c", 1)
+        if i + 1 < len(argv):
+            programs += _script_programs(argv[i + 1])
+    elif posixpath.basename(argv[0]) == "env":
+        rest = [a for a in argv[1:] if "=" not in a and not a.startswith("-")]
+        programs += rest[:1]
+    return programs
+
+
+def _script_programs(script: str) -> list[str]:
+    try:
+        lexer = shlex.shlex(script, posix=True, punctuation_chars=";&|()")
+        lexer.whitespace_split = True
+        tokens = list(lexer)
+    except ValueError:
+        return []
+    out: list[str] = []
+    at_command = True
+    for tok in tokens:
+        if tok in _SEPARATORS or set(tok) <= set(";&|()"):
+            at_command = True
+            continue
+        if at_command:
+            if "=" in tok and not tok.startswith("="):
+                continue  # VAR=value before the command
+            if tok == "exec":
+                continue
+            at_command = False
+            if tok not in _SHELL_WORDS and not tok.startswith("$"):
+                out.append(tok)
+    return out
+
+
+def _process_seeds(s: SeedInput, decl: ServiceDecl | None) -> list[Entry]:
+    path_dirs = _path_dirs(s.image_config)
+    root = f"/proc/{s.container.pid}/root" if s.container.pid else ""
+    seen: set[str] = set()
+    out: list[Entry] = []
+    for program in programs_of(command_argv(s.image_config, decl)):
+        for path in resolve_program(program, path_dirs, root, s.image_config.get("WorkingDir") or "/"):
+            if path not in seen:
+                seen.add(path)
+                out.append(process_entry(path, "", source="seed"))
+    return out
+
+
+def _path_dirs(image_config: dict[str, Any]) -> list[str]:
+    for item in image_config.get("Env") or []:
+        if isinstance(item, str) and item.startswith("PATH="):
+            return [d for d in item[5:].split(":") if d.startswith("/")]
+    return DEFAULT_PATH.split(":")
+
+
+def resolve_program(program: str, path_dirs: list[str], root: str, workdir: str) -> list[str]:
+    """The path(s) execve will be given for `program`, as runc/sh resolve it."""
+    if "/" in program:
+        return [posixpath.normpath(posixpath.join(workdir, program))]
+    candidates = [posixpath.join(d, program) for d in path_dirs]
+    if root and os.path.isdir(root):
+        for c in candidates:
+            # lexists: never follow an absolute link, it would point into the host.
+            if os.path.lexists(root + c):
+                return [c]
+    return candidates
+
+
+# -- listeners, files ------------------------------------------------------------------
+def _ports_of_image(image_config: dict[str, Any]) -> list[tuple[str, int]]:
+    out = []
+    for spec in (image_config.get("ExposedPorts") or {}):
+        port_s, _, proto = str(spec).partition("/")
+        try:
+            out.append((proto or "tcp", int(port_s)))
+        except ValueError:
+            continue
+    return out
+
+
+def _declared_ports(decl: ServiceDecl | None, image_config: dict[str, Any]) -> list[tuple[str, int]]:
+    ports = set(_ports_of_image(image_config))
+    if decl:
+        ports |= {(p.proto, p.port) for p in decl.expose + decl.ports}
+    return sorted(ports)
+
+
+def _listener_seeds(s: SeedInput, decl: ServiceDecl | None) -> list[Entry]:
+    ports = set(_declared_ports(decl, s.image_config))
+    ports |= {(p.proto, p.port) for p in s.container.ports}
+    return [listener_entry(proto, port, source="seed") for proto, port in sorted(ports)]
+
+
+def _file_seeds(s: SeedInput, decl: ServiceDecl | None) -> list[Entry]:
+    places: list[str] = list((s.image_config.get("Volumes") or {}).keys())
+    places.append(str(s.image_config.get("WorkingDir") or ""))
+    if decl:
+        places += decl.volumes + decl.tmpfs
+    prefixes = {p for p in (seed_prefix(x) for x in places if x) if p}
+    return [file_entry(p, source="seed") for p in sorted(prefixes)]
+
+
+# -- peers ------------------------------------------------------------------------------
+def _networks(decl: ServiceDecl) -> set[str]:
+    return set(decl.networks) or {"default"}
+
+
+def allowed_links(topology: ComposeTopology) -> dict[str, dict[str, bool]]:
+    """source service -> {target service: any_port} from links, depends_on and shared networks.
+
+    any_port is True for an explicit link/depends_on (a declared dependency may use any
+    port when the target declares none), False for a shared network only.
+    """
+    out: dict[str, dict[str, bool]] = {}
+    services = topology.services
+    for name, decl in services.items():
+        targets = out.setdefault(name, {})
+        for t in decl.links + decl.depends_on:
+            if t in services and t != name:
+                targets[t] = True
+        for t, other in services.items():
+            if t != name and t not in targets and _networks(decl) & _networks(other):
+                targets[t] = False
+    return out
+
+
+def _peer_seeds(s: SeedInput, decl: ServiceDecl | None) -> list[Entry]:
+    c = s.container
+    out: list[Entry] = []
+    # Published ports: anyone may connect (the host, a load balancer, the world).
+    published = {(p.proto, p.port) for p in c.ports if p.host_port}
+    if decl:
+        published |= {(p.proto, p.port) for p in decl.ports if p.host_port}
+    for proto, port in sorted(published):
+        out.append(peer_entry("in", proto, ANY, port, source="seed"))
+    if not s.topology or not decl:
+        return out
+    links = allowed_links(s.topology)
+    me = c.service
+
+    def ports_for(service: str, any_port: bool) -> Iterable[tuple[str, int | str]]:
+        target = s.topology.services.get(service) if s.topology else None
+        ports: list[tuple[str, int | str]] = list(_declared_ports(target, s.service_image_config(service)))
+        if not ports and any_port:
+            ports = [("tcp", ANY), ("udp", ANY)]
+        return ports
+
+    for target, any_port in sorted(links.get(me, {}).items()):
+        for proto, port in ports_for(target, any_port):
+            out.append(peer_entry("out", proto, f"{c.app}/{target}", port, source="seed"))
+    for source, targets in sorted(links.items()):
+        if me in targets:
+            for proto, port in ports_for(me, targets[me]):
+                out.append(peer_entry("in", proto, f"{c.app}/{source}", port, source="seed"))
+    return out

@@ -1,0 +1,120 @@
+"""Queries for alerts (incidents: repeats of one alert key folded into one row).
+
+The alert book allocates incident ids itself and writes behind, so raising an alert never
+waits for the database. Reads are for the `alerts` / `alert` ops and for loading at start.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ..models import SEVERITIES, Alert, iso_time
+from .database import Database
+
+
+@dataclass(slots=True)
+class AlertQuery:
+    since: int = 0  # only incidents with a larger id
+    limit: int = 1000
+    kind: str = ""
+    min_severity: str = ""
+    app: str = ""
+    container: str = ""  # name, full id or id prefix
+
+
+@dataclass(slots=True)
+class StoredIncident:
+    alert: Alert
+    fold_key: str
+    first_seen: float
+    last_seen: float
+
+
+class AlertsRepo:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- reads ----------------------------------------------------------------------------
+    async def max_id(self) -> int:
+        row = await self.db.fetchone("SELECT COALESCE(MAX(id), 0) AS m FROM alerts")
+        seq = await self.db.fetchone("SELECT seq FROM sqlite_sequence WHERE name = 'alerts'")
+        return max(int(row["m"]) if row else 0, int(seq["seq"]) if seq else 0)
+
+    async def query(self, q: AlertQuery) -> list[StoredIncident]:
+        where = ["id > ?"]
+        params: list[Any] = [q.since]
+        if q.kind:
+            where.append("kind = ?")
+            params.append(q.kind)
+        if q.min_severity:
+            allowed = SEVERITIES[SEVERITIES.index(q.min_severity):]
+            where.append(f"severity IN ({','.join('?' * len(allowed))})")
+            params.extend(allowed)
+        if q.app:
+            where.append("app = ?")
+            params.append(q.app)
+        if q.container:
+            where.append("(container = ? OR container_id = ? OR container_id LIKE ?)")
+            prefix = q.container.replace("%", "").replace("_", "") + "%" if len(q.container) >= 4 else q.container
+            params.extend([q.container, q.container, prefix])
+        params.append(q.limit)
+        rows = await self.db.fetchall(
+            f"SELECT * FROM alerts WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?", params
+        )
+        return [_incident(r) for r in rows]
+
+    async def get(self, alert_id: int) -> StoredIncident | None:
+        row = await self.db.fetchone("SELECT * FROM alerts WHERE id = ?", (alert_id,))
+        return _incident(row) if row else None
+
+    async def recent_folds(self, since: float) -> list[StoredIncident]:
+        """Incidents seen since `since`: a restarted enforcer keeps folding into them."""
+        rows = await self.db.fetchall("SELECT * FROM alerts WHERE last_seen >= ? ORDER BY id", (since,))
+        return [_incident(r) for r in rows]
+
+    async def counts(self) -> list[tuple[str, str, str, int]]:
+        """(container_id, app, severity, incidents) for every group."""
+        rows = await self.db.fetchall(
+            "SELECT container_id, app, severity, COUNT(*) AS n FROM alerts "
+            "GROUP BY container_id, app, severity"
+        )
+        return [(r["container_id"], r["app"], r["severity"], int(r["n"])) for r in rows]
+
+    # -- write-behind ---------------------------------------------------------------------
+    def insert(self, inc: StoredIncident) -> None:
+        a = inc.alert
+        self.db.enqueue(
+            """INSERT INTO alerts (id, fold_key, first_seen, last_seen, count, host, app, service,
+                                   container, container_id, image, kind, severity, summary, detail,
+                                   action, subject, rule)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT(id) DO NOTHING""",
+            (a.id, inc.fold_key, inc.first_seen, inc.last_seen, a.count, a.host, a.app, a.service,
+             a.container, a.container_id, a.image, a.kind, a.severity, a.summary,
+             json.dumps(a.detail, separators=(",", ":"), default=str), a.action, a.subject, a.rule),
+        )
+
+    def update(self, inc: StoredIncident) -> None:
+        a = inc.alert
+        self.db.enqueue(
+            "UPDATE alerts SET last_seen = ?, count = ?, severity = ?, action = ?, detail = ? WHERE id = ?",
+            (inc.last_seen, a.count, a.severity, a.action,
+             json.dumps(a.detail, separators=(",", ":"), default=str), a.id),
+        )
+
+
+def _incident(r: Any) -> StoredIncident:
+    try:
+        detail = json.loads(r["detail"])
+    except ValueError:
+        detail = {}
+    alert = Alert(
+        id=r["id"], time=iso_time(r["last_seen"]), host=r["host"], app=r["app"], service=r["service"],
+        container=r["container"], container_id=r["container_id"], image=r["image"], kind=r["kind"],
+        severity=r["severity"], summary=r["summary"], detail=detail if isinstance(detail, dict) else {},
+        action=r["action"], count=r["count"], first_seen=iso_time(r["first_seen"]),
+        last_seen=iso_time(r["last_seen"]), subject=r["subject"], rule=r["rule"],
+    )
+    return StoredIncident(alert, r["fold_key"], r["first_seen"], r["last_seen"])

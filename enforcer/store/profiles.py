@@ -1,0 +1,100 @@
+"""Queries for profiles and their entries.
+
+Profiles are read whole at start (they live in memory while the enforcer runs) and
+written behind: the profiles layer allocates ids itself so that a new profile or entry
+never waits for the database. The write-behind queue is FIFO, so a profile row is always
+committed before the entries that reference it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .database import Database
+
+
+@dataclass(slots=True)
+class ProfileRow:
+    id: int
+    app: str
+    service: str
+    image_digest: str
+    state: str
+    created: float
+    learn_until: float
+    activated: float | None
+    entries: list["EntryRow"] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class EntryRow:
+    kind: str
+    key: str
+    data: dict[str, Any]
+    source: str
+    first_seen: float
+
+
+class ProfilesRepo:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def load_all(self) -> list[ProfileRow]:
+        """Every profile with its entries (called once, at start)."""
+        profiles: dict[int, ProfileRow] = {}
+        for r in await self.db.fetchall("SELECT * FROM profiles ORDER BY id"):
+            profiles[r["id"]] = ProfileRow(
+                id=r["id"], app=r["app"], service=r["service"], image_digest=r["image_digest"],
+                state=r["state"], created=r["created"], learn_until=r["learn_until"],
+                activated=r["activated"],
+            )
+        for r in await self.db.fetchall(
+            "SELECT profile_id, kind, key, data, source, first_seen FROM profile_entries"
+        ):
+            p = profiles.get(r["profile_id"])
+            if p is None:
+                continue
+            try:
+                data = json.loads(r["data"])
+            except ValueError:
+                data = {}
+            p.entries.append(EntryRow(r["kind"], r["key"], data if isinstance(data, dict) else {},
+                                      r["source"], r["first_seen"]))
+        return list(profiles.values())
+
+    async def max_id(self) -> int:
+        row = await self.db.fetchone("SELECT COALESCE(MAX(id), 0) AS m FROM profiles")
+        seq = await self.db.fetchone("SELECT seq FROM sqlite_sequence WHERE name = 'profiles'")
+        return max(int(row["m"]) if row else 0, int(seq["seq"]) if seq else 0)
+
+    # -- write-behind ---------------------------------------------------------------------
+    def insert_profile(self, p: ProfileRow) -> None:
+        self.db.enqueue(
+            """INSERT INTO profiles (id, app, service, image_digest, state, created, learn_until, activated)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT(id) DO NOTHING""",
+            (p.id, p.app, p.service, p.image_digest, p.state, p.created, p.learn_until, p.activated),
+        )
+
+    def save_state(self, profile_id: int, state: str, learn_until: float, activated: float | None) -> None:
+        self.db.enqueue(
+            "UPDATE profiles SET state = ?, learn_until = ?, activated = ? WHERE id = ?",
+            (state, learn_until, activated, profile_id),
+        )
+
+    def add_entry(self, profile_id: int, e: EntryRow) -> None:
+        """Insert one entry; a seed outranks a learned entry of the same key (relearn keeps seeds)."""
+        self.db.enqueue(
+            """INSERT INTO profile_entries (profile_id, kind, key, data, source, first_seen)
+               VALUES (?, ?, ?, ?, ?, ?)
+               ON CONFLICT(profile_id, kind, key) DO UPDATE SET source = 'seed'
+               WHERE excluded.source = 'seed'""",
+            (profile_id, e.kind, e.key, json.dumps(e.data, separators=(",", ":")), e.source, e.first_seen),
+        )
+
+    def clear_learned(self, profile_id: int) -> None:
+        self.db.enqueue(
+            "DELETE FROM profile_entries WHERE profile_id = ? AND source = 'learned'", (profile_id,)
+        )
