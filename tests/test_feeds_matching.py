@@ -134,11 +134,16 @@ def test_install_swaps_the_whole_set_and_counts_generations():
     assert m.match_ip("6.6.6.6") is None and m.match_domain("x.y") is None and m.match_hash("00" * 32) is None
 
 
-def test_ip_networks_export_is_collapsed_and_excludes_dropped_space():
+def test_ip_export_for_enforcement_is_disjoint_across_feeds_and_excludes_dropped_space():
     m = matcher_of(("drop", "ip-list", "spamhaus_drop.txt"), ("fh", "ip-list", "firehol_level1.netset"),
-                   ("drop6", "ip-list", "spamhaus_drop_v6.json"))
+                   ("drop6", "ip-list", "spamhaus_drop_v6.json"), ("inner", "ip-list", "1.10.17.0/24\n7.7.7.7\n"))
     nets = m.ip_networks()
     assert ipaddress.ip_network("1.10.16.0/20") in nets
-    assert ipaddress.ip_network("2a06:e480::/29") in nets
+    assert ipaddress.ip_network("1.10.17.0/24") not in nets  # inside the /20 listed by two other feeds
+    assert ipaddress.ip_network("7.7.7.7/32") in nets and ipaddress.ip_network("2a06:e480::/29") in nets
     assert not any(n.overlaps(ipaddress.ip_network("10.0.0.0/8")) for n in nets if n.version == 4)
-    assert len(nets) == len(set(nets))
+    assert all(not a.overlaps(b) for a, b in zip(nets, nets[1:]) if a.version == b.version)
+    ranges = m.ip_ranges()
+    assert len(ranges) == len(nets)
+    assert (4, int(ipaddress.ip_address("7.7.7.7")), int(ipaddress.ip_address("7.7.7.7")), 32) in ranges
+    assert [r[:2] for r in ranges] == sorted(r[:2] for r in ranges)

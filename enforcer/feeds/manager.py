@@ -79,9 +79,13 @@ class FeedManager:
         return self.matcher.match_hash(hexdigest)
 
     def ip_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-        """Every listed address/CIDR of every loaded feed, collapsed: for an nftables
-        interval set or an LPM-trie BPF map. Call again after on_change fires."""
+        """Every listed address/CIDR of every loaded feed, disjoint: for an nftables interval
+        set or an LPM-trie BPF map. Call again (in a worker thread) after on_change fires."""
         return self.matcher.ip_networks()
+
+    def ip_ranges(self) -> list[tuple[int, int, int, int]]:
+        """The same as integers: (version, first, last, prefix length), sorted, disjoint."""
+        return self.matcher.ip_ranges()
 
     def on_change(self, callback: Callable[[], None]) -> None:
         """Call `callback()` after every swap of the loaded sets (enforcement resyncs)."""
@@ -197,7 +201,7 @@ class FeedManager:
             log.warning("feeds: stored body of %s no longer parses: %s", feed.name, e)
             return
         self.indexes[feed.name] = index
-        self._digests[feed.name] = hashlib.sha256(body).digest()
+        self._digests[feed.name] = await asyncio.to_thread(_sha256, body)
         log.info("feeds: %s loaded from the store: %d entries", feed.name, index.entries)
 
     # -- scheduling -----------------------------------------------------------------------
@@ -257,7 +261,7 @@ class FeedManager:
                 return await self._succeeded(feed, None, started, "not_modified", fetched.etag or feed.etag,
                                              fetched.last_modified or feed.last_modified)
             downloaded = time.monotonic()
-            digest = hashlib.sha256(fetched.body).digest()
+            digest = await asyncio.to_thread(_sha256, fetched.body)
             if loaded and self._digests.get(name) == digest:  # a server without validators
                 return await self._succeeded(feed, None, started, "not_modified", fetched.etag, fetched.last_modified)
             await self._refresh_protected()
@@ -386,6 +390,10 @@ class FeedManager:
                 feed.entries, feed.rejected, feed.dropped = index.entries, index.rejected, index.dropped
                 await self._save(feed, None)
         self._install()
+
+
+def _sha256(body: bytes) -> bytes:
+    return hashlib.sha256(body).digest()
 
 
 def _unusable(index: FeedIndex, size: int) -> str:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from typing import Iterator
-
-from .index import FeedIndex
+from .index import FeedIndex, sorted_in_buckets
 from .models import HASH_BY_LENGTH, FeedHit
 
 _pton = socket.inet_pton
@@ -87,15 +85,28 @@ class Matcher:
         return None
 
     # -- export for enforcement ----------------------------------------------------------
-    def ip_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-        """Every listed address and CIDR of every loaded feed, collapsed (an nftables set
-        with `flags interval`, or the keys of an LPM-trie BPF map)."""
-        v4: list[ipaddress.IPv4Network] = []
-        v6: list[ipaddress.IPv6Network] = []
-        for network in self.iter_networks():
-            (v4 if network.version == 4 else v6).append(network)  # type: ignore[arg-type]
-        return [*ipaddress.collapse_addresses(v4), *ipaddress.collapse_addresses(v6)]
+    def ip_ranges(self) -> list[tuple[int, int, int, int]]:
+        """Every listed address and CIDR of every loaded feed as (version, first, last,
+        prefix length) integers, sorted and disjoint (a block listed inside another, or by
+        two feeds, appears once): nftables interval-set elements or LPM-trie keys."""
+        out: list[tuple[int, int, int, int]] = []
+        for version, bits in ((4, 32), (6, 128)):
+            keys: list[int] = []
+            for index in self._ip:
+                ranges = index.v4 if version == 4 else index.v6
+                keys.extend(start << 8 | plen for start, plen in zip(ranges.starts, ranges.plens))
+            covered = -1
+            for key in sorted_in_buckets(keys, bits):
+                start, plen = key >> 8, key & 0xFF
+                end = start | ((1 << (bits - plen)) - 1)
+                if start <= covered:
+                    continue
+                out.append((version, start, end, plen))
+                covered = end
+        return out
 
-    def iter_networks(self) -> Iterator[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-        for index in self._ip:
-            yield from index.networks()
+    def ip_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """ip_ranges() as ipaddress networks. For a million entries this takes seconds:
+        call it from a worker thread (asyncio.to_thread) after on_change fires."""
+        return [ipaddress.IPv4Network((start, plen)) if version == 4 else ipaddress.IPv6Network((start, plen))
+                for version, start, _end, plen in self.ip_ranges()]

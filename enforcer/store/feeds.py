@@ -3,6 +3,7 @@ loads what was last downloaded without asking the publisher again) and the hits.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
@@ -78,11 +79,13 @@ class FeedRepo:
              feed.rejected, feed.dropped, feed.error, feed.name),
         )]
         if body is not None:
+            # Off the loop: deflating tens of megabytes would stall every event behind it.
+            compressed = await asyncio.to_thread(zlib.compress, body, 6)
             statements.append((
                 "INSERT INTO feed_bodies (name, body, size, fetched) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT(name) DO UPDATE SET body = excluded.body, size = excluded.size,"
                 " fetched = excluded.fetched",
-                (feed.name, zlib.compress(body, 6), len(body), time.time()),
+                (feed.name, compressed, len(body), time.time()),
             ))
         await self.db.execute_many(statements)
 
@@ -91,7 +94,7 @@ class FeedRepo:
         if row is None:
             return None
         try:
-            return zlib.decompress(row["body"])
+            return await asyncio.to_thread(zlib.decompress, row["body"])
         except zlib.error:
             return None
 
