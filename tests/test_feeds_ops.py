@@ -110,6 +110,8 @@ def test_catalogue_ships_disabled_with_polite_intervals_and_is_never_fetched(mak
     with pytest.raises(RuntimeError, match="interval must be"):
         enforcer.call("feeds.set", name="spamhaus-drop", interval=5)
     assert enforcer.call("feeds.set", name="spamhaus-drop", interval=60)["interval"] == 3600
+    with pytest.raises(RuntimeError, match="threatfox is a catalogue feed: turn it on with `stockade feeds enable"):
+        enforcer.call("feeds.add", name="threatfox", url="http://127.0.0.1:9/x", format="csv")
 
 
 def test_config_enables_a_catalogue_feed_and_adds_its_own(make_enforcer, feed_server, tmp_path):

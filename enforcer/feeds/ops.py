@@ -49,7 +49,11 @@ class FeedOps:
         enabled = _bool(a, "enabled", True)
         interval = _number(a, "interval", 3600.0, MIN_INTERVAL, MAX_INTERVAL)
         max_bytes = int(_number(a, "max_bytes", 0, 0, MAX_BYTES_LIMIT))
-        if name in self.manager.feeds:
+        existing = self.manager.feeds.get(name)
+        if existing is not None and existing.source == "catalogue":
+            raise OpError(f"{name} is a catalogue feed: turn it on with `stockade feeds enable {name}` "
+                          "(its URL and key come from the config)", "conflict")
+        if existing is not None:
             raise OpError(f"a feed named {name} exists; remove it first", "conflict")
         feed = Feed(name=name, url=a["url"], format=a["format"], enabled=enabled, local=local,
                     interval=interval, columns=dict(columns), max_bytes=max_bytes, source="user")
