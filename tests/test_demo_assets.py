@@ -7,6 +7,7 @@ import hashlib
 import importlib.util
 import ipaddress
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -135,3 +136,20 @@ def test_demo_script_refuses_unknown_options_with_one_line() -> None:
     proc = subprocess.run(["bash", "scripts/demo.sh", "up", "--bogus"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines() == ["demo: unknown option --bogus (try --help)"]
+
+
+def test_systemd_unit_verifies_and_names_the_capabilities_the_image_documents(tmp_path: Path) -> None:
+    unit = (REPO / "deploy" / "stockade-enforcer.service").read_text()
+    caps = set(re.search(r"^CapabilityBoundingSet=(.*)$", unit, re.M).group(1).split())
+    dockerfile = (REPO / "deploy" / "Dockerfile").read_text()
+    documented = set(re.findall(r"CAP_[A-Z_]+", dockerfile))
+    assert caps == documented
+    assert re.search(r"^ExecStart=/opt/stockade/.venv/bin/stockade-enforcer$", unit, re.M)
+    if not shutil.which("systemd-analyze"):
+        pytest.skip("systemd-analyze is not installed")
+    # systemd-analyze verify wants the ExecStart binary to exist: point it at this checkout's.
+    local = unit.replace("/opt/stockade/.venv/bin/stockade-enforcer", str(REPO / ".venv/bin/stockade-enforcer"))
+    path = tmp_path / "stockade-enforcer.service"
+    path.write_text(local)
+    proc = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0 and "stockade-enforcer.service" not in proc.stderr, proc.stderr
