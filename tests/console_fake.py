@@ -242,3 +242,60 @@ class FakeEnforcerClient:
         if op == "feeds.sync":
             return [{"name": f["name"], "status": "ok"} for f in sample_feeds()]
         raise ProtocolError(f"unknown op {op!r}", protocol.UNKNOWN_OP)
+
+
+class FakeEnforcerServer:
+    """A small server on a unix socket that speaks the protocol (docs/protocol.md) with the
+    answers of FakeEnforcerClient, so the REAL console client can be driven with ops that
+    the real enforcer does not serve yet, and with event bursts on demand."""
+
+    def __init__(self, path: str, data: FakeEnforcerClient | None = None) -> None:
+        self.path = path
+        self.data = data or FakeEnforcerClient()
+        self.writers: dict[asyncio.StreamWriter, set[str]] = {}
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self) -> "FakeEnforcerServer":
+        await self.data.connect()
+        self._server = await asyncio.start_unix_server(self._serve, path=self.path, limit=protocol.MAX_LINE)
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self.writers):
+            writer.close()
+        self.writers.clear()
+
+    async def publish(self, topic: str, items: list[Any]) -> None:
+        """Send every item as one event, in one write per client (a burst)."""
+        for writer, topics in list(self.writers.items()):
+            if topic in topics:
+                writer.write(b"".join(protocol.encode({"event": topic, "data": item}) for item in items))
+                await writer.drain()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers[writer] = set()
+        try:
+            while line := await reader.readline():
+                request = protocol.decode(line)
+                op = request.pop("op", None)
+                req_id = request.pop("id", None)
+                try:
+                    if op == "hello":
+                        result: Any = self.data.hello
+                    elif op == "subscribe":
+                        self.writers[writer].update(request.get("topics") or [])
+                        result = {"topics": sorted(self.writers[writer])}
+                    else:
+                        result = await self.data.call(str(op), **request)
+                    reply = {"id": req_id, "ok": True, "result": result}
+                except ProtocolError as e:
+                    reply = {"id": req_id, "ok": False, "error": str(e), "code": e.code}
+                writer.write(protocol.encode(reply))
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self.writers.pop(writer, None)
+            writer.close()

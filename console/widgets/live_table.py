@@ -128,6 +128,9 @@ class LiveTable(ScrollView, can_focus=True):
         self.order: list[RowKey] = []
         self._position: dict[RowKey, int] = {}
         self.cursor_key: RowKey | None = None
+        # The row the user chose, if it vanished (an enforcer restart empties the lists for
+        # a moment): the cursor returns to it when it comes back, unless the user moved on.
+        self._wanted_key: RowKey | None = None
         self._cursor_index = 0
         self._widths: list[int] = [c.min_width for c in columns]
         self._strip_cache: dict[tuple[RowKey, bool], Strip] = {}
@@ -187,6 +190,7 @@ class LiveTable(ScrollView, can_focus=True):
     def move_cursor_to(self, key: RowKey) -> bool:
         if key not in self._position:
             return False
+        self._wanted_key = None
         self._set_cursor(self._position[key])
         return True
 
@@ -203,9 +207,15 @@ class LiveTable(ScrollView, can_focus=True):
         self.order = [r.key for r in rows]
         self._position = {k: i for i, k in enumerate(self.order)}
         self._compute_widths(rows)
-        if self.cursor_key in self._position:
+        if self._wanted_key is not None and self._wanted_key in self._position:
+            self.cursor_key, self._wanted_key = self._wanted_key, None
+            self._cursor_index = self._position[self.cursor_key]
+            self.post_message(self.Highlighted(self, self.cursor_key))
+        elif self.cursor_key in self._position:
             self._cursor_index = self._position[self.cursor_key]
         else:
+            if self.cursor_key is not None and self._wanted_key is None:
+                self._wanted_key = self.cursor_key
             # The row under the cursor went away (removed or filtered out): stay at that height.
             self._cursor_index = min(self._cursor_index, max(0, len(self.order) - 1))
             new_key = self.order[self._cursor_index] if self.order else None
@@ -267,12 +277,15 @@ class LiveTable(ScrollView, can_focus=True):
 
     # -- keys and mouse --------------------------------------------------------------------
     def action_cursor(self, delta: int) -> None:
+        self._wanted_key = None
         self._set_cursor(self._cursor_index + delta)
 
     def action_page(self, direction: int) -> None:
+        self._wanted_key = None
         self._set_cursor(self._cursor_index + direction * max(1, self.scrollable_content_region.height - 2))
 
     def action_edge(self, end: int) -> None:
+        self._wanted_key = None
         self._set_cursor(len(self.order) - 1 if end else 0)
 
     def action_select(self) -> None:
@@ -291,6 +304,7 @@ class LiveTable(ScrollView, can_focus=True):
             return
         index = round(self.scroll_y) + event.y - 1
         if 0 <= index < len(self.order):
+            self._wanted_key = None
             self._set_cursor(index)
             if event.chain >= 2:
                 self.action_select()
