@@ -130,7 +130,7 @@ class Rig:
         """Stop without the clean-shutdown flush: what kill -9 leaves behind is the database
         as last committed by the write-behind loop."""
         e = self.e
-        await asyncio.sleep(0.5)  # the write-behind interval is 0.2 s
+        await asyncio.sleep(1.0)  # count updates: 0.25 s, then the write-behind interval of 0.2 s
         e.store.db._queue.clear()  # whatever was not committed by now is lost
         await self.stop()
 
