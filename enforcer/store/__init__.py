@@ -6,6 +6,7 @@ from __future__ import annotations
 from .alerts import AlertsRepo
 from .audit import AuditRepo
 from .database import Database, StoreError
+from .enforcement import EnforcementRepo
 from .feeds import FeedRepo
 from .inventory import InventoryRepo
 from .profiles import ProfilesRepo
@@ -21,6 +22,7 @@ class Store:
         self.profiles = ProfilesRepo(self.db)
         self.alerts = AlertsRepo(self.db)
         self.feeds = FeedRepo(self.db)
+        self.enforcement = EnforcementRepo(self.db)
 
     async def open(self) -> None:
         await self.db.open()

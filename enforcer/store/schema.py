@@ -164,6 +164,37 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX feed_hits_feed ON feed_hits(feed, time);
         """,
     ),
+    (
+        4,
+        """
+        -- Network blocks: a container cut off from a peer (another container, by name, or
+        -- an address/CIDR), optionally one port. Keyed by container name like modes, so a
+        -- block holds when compose recreates the container. port 0: every port.
+        CREATE TABLE blocks (
+            id              INTEGER PRIMARY KEY AUTOINCREMENT,
+            container_name  TEXT NOT NULL,
+            container_id    TEXT NOT NULL DEFAULT '',
+            peer            TEXT NOT NULL,  -- a container name, or a network in CIDR form
+            peer_kind       TEXT NOT NULL CHECK (peer_kind IN ('container', 'network')),
+            port            INTEGER NOT NULL DEFAULT 0,
+            proto           TEXT NOT NULL DEFAULT 'any' CHECK (proto IN ('tcp', 'udp', 'any')),
+            created         REAL NOT NULL,
+            reason          TEXT NOT NULL DEFAULT '',
+            source          TEXT NOT NULL DEFAULT 'manual',  -- manual | protect
+            alert_id        INTEGER,
+            UNIQUE (container_name, peer, port, proto)
+        );
+
+        -- Containers Stockade froze (cgroup freezer), so a restarted enforcer keeps them frozen.
+        CREATE TABLE freezes (
+            container_id    TEXT PRIMARY KEY,
+            container_name  TEXT NOT NULL,
+            frozen_at       REAL NOT NULL,
+            backend         TEXT NOT NULL DEFAULT '',  -- v1 | v2
+            reason          TEXT NOT NULL DEFAULT ''
+        );
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
