@@ -13,6 +13,7 @@ DEFAULT_DB = "/var/lib/stockade/stockade.db"
 DEFAULT_SOCKET = "/run/stockade/enforcer.sock"
 DEFAULT_CONFIG = "/etc/stockade/config.toml"
 DEFAULT_FORENSICS = "/var/lib/stockade/forensics"
+DEFAULT_SECCOMP = "/var/lib/stockade/seccomp"
 
 
 class ConfigError(Exception):
@@ -24,6 +25,8 @@ class Settings:
     socket: str = DEFAULT_SOCKET
     db: str = DEFAULT_DB
     forensics_dir: str = DEFAULT_FORENSICS
+    seccomp_dir: str = DEFAULT_SECCOMP  # seccomp profiles written by `harden`, named in its override
+    nft_table: str = "stockade"  # the nftables table (inet and bridge) Stockade owns; no other is touched
     learn_seconds: float = 600.0
     default_mode: str = "alert"  # the mode a profile leaves learning into
     host: str = field(default_factory=_socket.gethostname)
