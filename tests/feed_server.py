@@ -5,6 +5,7 @@ loops). Runs on a thread; each route is set and changed by the test."""
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,6 +23,7 @@ class Route:
     last_modified: str = ""
     location: str = ""  # for 3xx
     truncate: bool = False  # announce the full length, send half, close
+    delay: float = 0.0  # seconds before answering (a server too slow to wait for)
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -40,6 +42,8 @@ class FeedServer:
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 server.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
                 route = server.routes.get(self.path)
+                if route is not None and route.delay:
+                    time.sleep(route.delay)
                 if route is None:
                     self._send(404, b"not found\n", "text/plain")
                     return

@@ -6,7 +6,9 @@ The one faked boundary is the socket server (publish is recorded instead of sent
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
+import socket
 from types import SimpleNamespace
 from typing import Any, AsyncIterator
 
@@ -14,6 +16,7 @@ import pytest
 
 from enforcer.config import Settings
 from enforcer.feeds import FeedManager
+from enforcer.feeds.fetch import FetchError, fetch
 from enforcer.feeds.models import Feed, FeedHit
 from enforcer.store import Store
 from feed_server import FeedServer
@@ -129,8 +132,6 @@ async def test_oversize_bodies_are_refused_by_length_and_while_reading(manager, 
     assert result.status == "failed" and "over the 1000-byte cap" in result.error
     assert manager.match_ip("5.5.5.5") is None
     # No Content-Length to trust: the cap holds while reading (gzip would decode past it).
-    from enforcer.feeds.fetch import FetchError, fetch
-    import gzip
     bomb = gzip.compress(b"5.5.5.5\n" * 100_000)
     server.serve("/bomb.txt", bomb, headers={"Content-Encoding": "gzip"})
     with pytest.raises(FetchError, match="over the 4096-byte cap"):
@@ -155,8 +156,7 @@ async def test_redirects_are_followed_a_few_times_and_loops_refused(manager, ser
     assert result.status == "failed" and "more than 5 redirects" in result.error
 
 
-async def test_cannot_connect_and_timeouts_are_one_line_errors(manager, server):
-    import socket
+async def test_cannot_connect_is_a_one_line_error(manager, server):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound, not listening: connection refused
@@ -164,6 +164,17 @@ async def test_cannot_connect_and_timeouts_are_one_line_errors(manager, server):
         result = await manager.sync("down")
     assert result.status == "failed" and result.error.startswith("cannot connect")
     assert "\n" not in result.error
+
+
+async def test_a_server_too_slow_to_answer_times_out_and_the_set_stays(manager, server):
+    url = server.serve("/slow.txt", "5.5.5.5\n")
+    await add(manager, "slow", url)
+    await manager.sync("slow")
+    server.serve("/slow.txt", "6.6.6.6\n", delay=3)
+    manager.fetch_timeout = 0.5
+    result = await manager.sync("slow")
+    assert result.status == "failed" and result.error.startswith("timed out after 0.5 s")
+    assert manager.match_ip("5.5.5.5").feed == "slow"
 
 
 async def test_a_wrong_format_is_refused_and_the_old_set_kept(manager, server):
@@ -231,7 +242,7 @@ async def test_marking_a_feed_local_reloads_it_with_private_ranges(manager, serv
     assert manager.feeds["lab"].dropped == 0
 
 
-async def test_scheduled_sync_runs_on_its_interval(manager, server, monkeypatch):
+async def test_scheduled_sync_runs_on_its_interval(manager, server):
     url = server.serve("/f.txt", "5.5.5.5\n", etag='"x"')
     await manager.add(Feed(name="sched", url=url, format="ip-list", interval=10))
     feed = manager.feeds["sched"]
