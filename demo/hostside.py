@@ -18,6 +18,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -79,6 +80,8 @@ class Visitor:
     """Steady, learnable traffic: the same few requests in a loop, every `interval` seconds.
     A failing target is logged when it starts and stops failing, not on every try."""
 
+    lock = threading.Lock()
+
     def __init__(self, blog_port: int, pinger_port: int, interval: float) -> None:
         self.interval = interval
         self.targets = [
@@ -101,13 +104,16 @@ class Visitor:
             if url not in self.failing:
                 self.failing.add(url)
                 log(f"visitor: {url} fails: {e}")
-        self.requests += 1
+        with self.lock:
+            self.requests += 1
 
     def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            for url in self.targets:
-                self.visit(url)
-            stop.wait(self.interval)
+        # Several readers at once, as a real blog has: the web server and the database then
+        # learn their concurrent steady state (more php-cgi children, more database threads).
+        with ThreadPoolExecutor(max_workers=len(self.targets)) as pool:
+            while not stop.is_set():
+                list(pool.map(self.visit, self.targets))
+                stop.wait(self.interval)
 
 
 def main(argv: list[str] | None = None) -> int:

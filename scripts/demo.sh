@@ -128,6 +128,10 @@ up() {
             || { tail -n 20 "$state/compose.log" >&2; die "deploying $app failed (log: $state/compose.log)"; }
     done
     say "deployed apps ${STOCKADE_DEMO_PREFIX}blog (web + db), ${STOCKADE_DEMO_PREFIX}pinger (the weak app) and ${STOCKADE_DEMO_PREFIX}attacker"
+    # The attacker's box stands for a machine out on the internet: keep it in learn mode so
+    # that only what happens to the blog and the weak app raises alerts.
+    stockade mode "${STOCKADE_DEMO_PREFIX}attacker" learn >/dev/null 2>&1 \
+        || say "could not set ${STOCKADE_DEMO_PREFIX}attacker to learn mode (stockade mode failed)"
     start_hostside
     add_feeds
     cat <<EOF
