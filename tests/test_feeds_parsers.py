@@ -185,3 +185,10 @@ def test_stix_that_is_not_a_bundle_is_a_format_error():
 def test_unknown_format_is_a_format_error():
     with pytest.raises(FeedFormatError, match="unknown feed format"):
         parse("yara", b"")
+
+
+def test_lines_split_a_slice_at_a_time_are_the_same_lines():
+    from enforcer.feeds.parsers.common import iter_lines
+    body = b"a\nbb\r\nccc\n\nd\re\nlast-without-newline"
+    for chunk in (1, 2, 3, 7, 1 << 18):
+        assert list(iter_lines(body, chunk)) == body.decode().splitlines(), chunk

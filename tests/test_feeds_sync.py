@@ -291,3 +291,23 @@ async def test_abusech_key_goes_to_abusech_hosts_only(tmp_path):
         assert "sekrit" not in repr(m.describe(m.feeds["urlhaus"]))
     finally:
         await stop_manager(m)
+
+
+async def test_what_the_config_no_longer_says_is_undone_at_start(tmp_path, server):
+    db = str(tmp_path / "s.db")
+    url = server.serve("/mine.txt", "5.5.5.5\n")
+    m = await start_manager(db, feeds={"mine": {"url": url, "format": "ip-list", "interval": 60},
+                                       "feodotracker": {"enabled": True, "url": url}})
+    assert m.feeds["mine"].source == "config" and m.feeds["mine"].enabled
+    assert m.feeds["feodotracker"].enabled and m.feeds["feodotracker"].url == url
+    assert m.feeds["feodotracker"].interval == 1800  # the catalogue's, not below its floor
+    await stop_manager(m)
+    m = await start_manager(db)
+    try:
+        assert "mine" not in m.feeds
+        assert await m.enforcer.store.feeds.get("mine") is None
+        # A catalogue feed whose table is gone is back to what the catalogue ships: disabled.
+        feodo = m.feeds["feodotracker"]
+        assert not feodo.enabled and feodo.url.startswith("https://feodotracker.") and not feodo.configured
+    finally:
+        await stop_manager(m)

@@ -154,25 +154,35 @@ class FeedManager:
         """Bring the registry in line with the catalogue and the config."""
         repo = self.enforcer.store.feeds
         stored = {f.name: f for f in await repo.all()}
+        for name, feed in list(stored.items()):
+            # A feed the config (or an older catalogue) defined, and no longer does: gone.
+            if feed.source in ("config", "catalogue") and name not in self.specs:
+                log.info("feeds: %s is no longer in the %s: removed", name, feed.source)
+                await repo.remove(name)
+                del stored[name]
         for name, spec in self.specs.items():
             feed = stored.get(name)
             if feed is None:
                 feed = Feed(name=name, url=spec.url, format=spec.format, enabled=spec.enabled, local=spec.local,
                             interval=polite_interval(spec.url, spec.interval, self.catalogue, name), columns=spec.columns,
-                            max_bytes=spec.max_bytes, source=spec.source, description=spec.description,
-                            created=time.time())
+                            max_bytes=spec.max_bytes, source=spec.source, configured=bool(spec.configured),
+                            description=spec.description, created=time.time())
                 await repo.add(feed)
                 stored[name] = feed
                 continue
             if feed.source == "user" and not spec.configured:
                 continue  # a person's own feed of the same name as a catalogue one: theirs wins
             wanted: dict[str, Any] = {"url": spec.url, "format": spec.format, "columns": spec.columns,
-                                      "description": spec.description}
-            for key in ("enabled", "local", "interval", "max_bytes"):
-                if key in spec.configured:
-                    wanted[key] = getattr(spec, key)
-            if "interval" in wanted or spec.source == "catalogue":
-                wanted["interval"] = polite_interval(spec.url, wanted.get("interval", feed.interval), self.catalogue, name)
+                                      "description": spec.description, "source": spec.source,
+                                      "configured": bool(spec.configured)}
+            if spec.configured:
+                for key in ("enabled", "local", "interval", "max_bytes"):
+                    if key in spec.configured:
+                        wanted[key] = getattr(spec, key)
+            elif feed.configured:
+                # Its config table is gone: back to what the catalogue ships (disabled).
+                wanted.update(enabled=spec.enabled, local=spec.local, interval=spec.interval, max_bytes=spec.max_bytes)
+            wanted["interval"] = polite_interval(wanted["url"], wanted.get("interval", feed.interval), self.catalogue, name)
             changed = {k: v for k, v in wanted.items() if getattr(feed, k) != v}
             if changed:
                 await repo.update_settings(name, **changed)

@@ -47,6 +47,7 @@ class Feed:
     columns: dict[str, Any] = field(default_factory=dict)  # csv: indicator type -> column
     max_bytes: int = 0  # download cap; 0: the manager's default
     source: str = "user"  # user | catalogue | config
+    configured: bool = False  # a [feeds.NAME] config table set some of it (it wins at start)
     description: str = ""
     created: float = 0.0
     last_sync: float | None = None  # last successful download (or 304)

@@ -13,14 +13,16 @@ from typing import Any
 from ..feeds.models import Feed
 from .database import Database
 
-_SETTINGS = ("url", "format", "enabled", "local", "interval", "columns", "max_bytes", "source", "description")
+_SETTINGS = ("url", "format", "enabled", "local", "interval", "columns", "max_bytes", "source", "description",
+             "configured")
 
 
 def _feed(row: sqlite3.Row) -> Feed:
     return Feed(
         name=row["name"], url=row["url"], format=row["format"], enabled=bool(row["enabled"]),
         local=bool(row["local"]), interval=row["interval"], columns=json.loads(row["columns"] or "{}"),
-        max_bytes=row["max_bytes"], source=row["source"], description=row["description"],
+        max_bytes=row["max_bytes"], source=row["source"], configured=bool(row["configured"]),
+        description=row["description"],
         created=row["created"], last_sync=row["last_sync"], last_attempt=row["last_attempt"],
         status=row["status"], etag=row["etag"], last_modified=row["last_modified"], entries=row["entries"],
         rejected=row["rejected"], dropped=row["dropped"], error=row["error"], hits=row["hits"],
@@ -42,9 +44,9 @@ class FeedRepo:
     async def add(self, feed: Feed) -> None:
         await self.db.execute(
             "INSERT INTO feeds (name, url, format, enabled, local, interval, columns, max_bytes, source,"
-            " description, created, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " configured, description, created, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (feed.name, feed.url, feed.format, int(feed.enabled), int(feed.local), feed.interval,
-             json.dumps(feed.columns), feed.max_bytes, feed.source, feed.description,
+             json.dumps(feed.columns), feed.max_bytes, feed.source, int(feed.configured), feed.description,
              feed.created or time.time(), feed.status),
         )
 

@@ -126,6 +126,7 @@ MIGRATIONS: list[tuple[int, str]] = [
             columns       TEXT NOT NULL DEFAULT '{}',  -- csv: JSON indicator type -> column
             max_bytes     INTEGER NOT NULL DEFAULT 0,  -- 0: the enforcer's default cap
             source        TEXT NOT NULL DEFAULT 'user',  -- user | catalogue | config
+            configured    INTEGER NOT NULL DEFAULT 0,  -- 1: a [feeds.NAME] config table set it
             description   TEXT NOT NULL DEFAULT '',
             created       REAL NOT NULL,
             last_sync     REAL,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 from array import array
 from dataclasses import dataclass, field
+from typing import Iterator
 from urllib.parse import urlsplit
 
 from ..models import HASH_BY_LENGTH
@@ -178,6 +179,18 @@ def strip_comment(line: str) -> str:
         if cut != -1:
             line = line[:cut]
     return line.strip()
+
+
+def iter_lines(body: bytes, chunk: int = 1 << 18) -> Iterator[str]:
+    """The body's lines, split a slice at a time: one `splitlines()` of a million-line
+    body holds the GIL for a quarter second, and parsing runs beside the event loop."""
+    text = decode(body)
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start + chunk)
+        end = len(text) if end == -1 else end + 1
+        yield from text[start:end].splitlines()
+        start = end
 
 
 def decode(body: bytes) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 from typing import Any, Callable
 
-from .common import FeedFormatError, ParseResult, decode
+from .common import FeedFormatError, ParseResult, iter_lines
 
 # Indicator types a column can be mapped to, and how a value of each is added.
 COLUMN_TYPES = ("ip", "ip:port", "domain", "url", "sha256", "md5", "sha1", "hash")
@@ -63,7 +63,7 @@ def parse(body: bytes, options: dict[str, Any] | None = None) -> ParseResult:
     delimiter = columns.pop("delimiter", ",")
     header: list[str] | None = None
     data_lines: list[str] = []
-    for raw in decode(body).splitlines():
+    for raw in iter_lines(body):
         if not raw.strip():
             continue
         if raw.lstrip().startswith("#"):

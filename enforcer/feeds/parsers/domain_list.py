@@ -6,14 +6,14 @@ of names are published, and ignores `#` comments.
 
 from __future__ import annotations
 
-from .common import ParseResult, decode, strip_comment
+from .common import ParseResult, iter_lines, strip_comment
 
 _SINKHOLES = frozenset(("0.0.0.0", "127.0.0.1", "::", "::1"))
 
 
 def parse(body: bytes, options: dict[str, object] | None = None) -> ParseResult:
     result = ParseResult()
-    for raw in decode(body).splitlines():
+    for raw in iter_lines(body):
         line = raw.strip()
         if not line or line[0] in "#;!":
             continue

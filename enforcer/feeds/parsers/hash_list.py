@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Callable
 
-from .common import ParseResult, decode
+from .common import ParseResult, iter_lines
 
 Parser = Callable[[bytes, "dict[str, object] | None"], ParseResult]
 
@@ -16,7 +16,7 @@ Parser = Callable[[bytes, "dict[str, object] | None"], ParseResult]
 def parse_hashes(body: bytes, options: dict[str, object] | None = None, *, algorithm: str) -> ParseResult:
     result = ParseResult()
     add_hash = result.add_hash
-    for raw in decode(body).splitlines():
+    for raw in iter_lines(body):
         line = raw.strip()
         if not line or line[0] in "#;":
             continue

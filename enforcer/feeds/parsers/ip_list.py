@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 
-from .common import ParseResult, decode
+from .common import ParseResult, iter_lines
 
 MAX_RANGE_CIDRS = 64  # a "range" that needs more CIDRs than this is garbage, not a range
 
@@ -20,7 +20,7 @@ MAX_RANGE_CIDRS = 64  # a "range" that needs more CIDRs than this is garbage, no
 def parse(body: bytes, options: dict[str, object] | None = None) -> ParseResult:
     result = ParseResult()
     add_ip = result.add_ip
-    for raw in decode(body).splitlines():
+    for raw in iter_lines(body):
         line = raw.strip()
         if not line or line[0] in "#;":
             continue
