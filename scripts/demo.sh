@@ -86,6 +86,33 @@ start_hostside() {
     die "the feed server did not start; its log: $state/hostside.log"
 }
 
+# 0: every sensor loaded; 1: still loading; 2: a sensor failed (its error on stdout).
+sensors_state() {
+    stockade status --json 2>/dev/null | "$venv/python" -c '
+import json, sys
+sensors = json.load(sys.stdin).get("sensors") or []
+errors = sorted({s["error"] for s in sensors if s.get("error")})
+if errors:
+    print("; ".join(errors)); sys.exit(2)
+sys.exit(0 if sensors and all(s.get("loaded") for s in sensors) else 1)'
+}
+
+wait_for_sensors() {
+    # Profiles learn from what the sensors see: deploy the apps only once they watch.
+    local rc=1 error="" told=0
+    for _ in $(seq 480); do
+        rc=0; error=$(sensors_state) || rc=$?
+        [ "$rc" = 1 ] || break
+        if [ "$told" = 0 ]; then say "compiling and loading the eBPF sensors (bcc; up to a minute on a slow machine)"; told=1; fi
+        sleep 0.25
+    done
+    case "$rc" in
+        0) ;;
+        2) say "WARNING: the eBPF sensors did not load: $error; the demo runs, but sees nothing" ;;
+        *) say "WARNING: the eBPF sensors are still not loaded after 2 minutes; see $state/enforcer.log" ;;
+    esac
+}
+
 create_shared_network() {
     docker network inspect "$STOCKADE_DEMO_SHARED_NET" >/dev/null 2>&1 && return
     docker network create --internal --subnet "$STOCKADE_DEMO_NET.0/24" \
@@ -122,6 +149,7 @@ up() {
     mkdir -p "$state"
     write_state
     start_enforcer
+    wait_for_sensors
     create_shared_network
     for app in "${apps[@]}"; do
         compose "$app" up -d --no-build 2>>"$state/compose.log" >/dev/null \
