@@ -28,5 +28,9 @@ test: setup
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
+# Real screenshots of every console view (SVG + PNG) into screenshots/.
+screenshots: setup
+	$(PY) scripts/screenshots.py
+
 clean-test:
 	@bash scripts/clean-test.sh

@@ -27,8 +27,11 @@ class Edge:
     allowed: bool = True  # False: traffic seen that the profile does not allow (unlinked)
 
     def label(self) -> str:
-        port = f" {self.proto or 'tcp'}/{self.port}" if self.port else ""
-        return f"{self.src} → {self.dst}{port}"
+        if self.port:
+            where = f" {self.proto or 'tcp'}/{self.port}"
+        else:
+            where = f" {self.proto}" if self.proto else ""
+        return f"{self.src} → {self.dst}{where}"
 
 
 def _first(d: dict[str, Any], keys: tuple[str, ...]) -> str | None:

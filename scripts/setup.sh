@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 say() { printf 'setup: %s\n' "$*"; }
 
 PACKAGES=(docker.io docker-compose busybox-static python3-bpfcc bpfcc-tools
-          linux-headers-amd64 nftables tmux python3-venv debootstrap iproute2 procps)
+          linux-headers-amd64 nftables tmux python3-venv debootstrap iproute2 procps
+          libcairo2 fonts-dejavu-core)
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "setup: must run as root (it installs packages, mounts tracefs, starts dockerd)" >&2

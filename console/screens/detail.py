@@ -204,7 +204,7 @@ class ContainerDetailScreen(ConsoleScreen):
     def _show_incident(self) -> None:
         key = self.query_one("#detail-incidents", LiveTable).cursor_key
         alert = self.incidents.get(key) if isinstance(key, int) else None
-        self.query_one("#detail-incident", Static).update(alert_detail_text(alert))
+        self.query_one("#detail-incident", Static).update(alert_detail_text(alert, actions=not self.stockade.read_only))
 
     # -- data --------------------------------------------------------------------------------
     async def _refresh_loop(self) -> None:

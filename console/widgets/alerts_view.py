@@ -24,14 +24,14 @@ from .view import Target, View
 
 COLUMNS = [
     Column("id", "ID", min_width=4, max_width=8, align="right"),
-    Column("time", "LAST", min_width=8, max_width=8),
+    Column("time", "LAST", min_width=8, max_width=8, hide_below=100),
     Column("severity", "SEV", min_width=4, max_width=8),
     Column("kind", "KIND", min_width=4, max_width=7),
-    Column("app", "APP", max_width=16),
+    Column("app", "APP", max_width=16, hide_below=120),
     Column("container", "CONTAINER", max_width=24),
     Column("summary", "SUMMARY", min_width=10, max_width=200, flex=True),
     Column("count", "COUNT", min_width=5, max_width=7, align="right"),
-    Column("action", "ACTION", min_width=6, max_width=8),
+    Column("action", "ACTION", min_width=6, max_width=8, hide_below=110),
 ]
 
 PEER_KEYS = ("peer", "remote_ip", "daddr", "ip", "address", "remote", "dst", "indicator")
@@ -70,7 +70,7 @@ def alert_pid(alert: dict[str, Any]) -> int | None:
     return pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None
 
 
-def alert_detail_text(a: dict[str, Any] | None) -> Text:
+def alert_detail_text(a: dict[str, Any] | None, actions: bool = True) -> Text:
     if a is None:
         return Text("select an incident to see its detail", style="dim italic")
     sev = str(a.get("severity") or "")
@@ -102,6 +102,8 @@ def alert_detail_text(a: dict[str, Any] | None) -> Text:
         for line in detail_lines(detail):
             out.append_text(line)
             out.append("\n")
+    if not actions:
+        return out
     hints = []
     if alert_peer(a):
         hints.append(f"b blocks {esc(alert_peer(a), 80)}")
@@ -201,7 +203,8 @@ class AlertsView(View):
         if signature == self._shown_detail:
             return
         self._shown_detail = signature
-        self.query_one("#alert-detail", Static).update(alert_detail_text(alert))
+        read_only = bool(getattr(self.app, "read_only", False))
+        self.query_one("#alert-detail", Static).update(alert_detail_text(alert, actions=not read_only))
 
     def on_live_table_highlighted(self, event: LiveTable.Highlighted) -> None:
         self.show_detail()

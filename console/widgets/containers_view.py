@@ -15,15 +15,15 @@ from .view import Target, View
 COLUMNS = [
     Column("name", "NAME", min_width=8, max_width=32),
     Column("app", "APP", max_width=18),
-    Column("service", "SERVICE", max_width=16),
+    Column("service", "SERVICE", max_width=16, hide_below=120),
     Column("image", "IMAGE", min_width=8, max_width=40, flex=True),
     Column("mode", "MODE", min_width=7, max_width=8),
     Column("profile", "PROFILE", min_width=8, max_width=18),
     Column("alerts", "ALERTS", min_width=6, max_width=7, align="right"),
     Column("status", "STATUS", min_width=7, max_width=10),
-    Column("pids", "PIDS", min_width=4, max_width=6, align="right"),
-    Column("ip", "ADDRESS", min_width=7, max_width=16),
-    Column("id", "ID", min_width=12, max_width=12),
+    Column("pids", "PIDS", min_width=4, max_width=6, align="right", hide_below=110),
+    Column("ip", "ADDRESS", min_width=7, max_width=16, hide_below=100),
+    Column("id", "ID", min_width=12, max_width=12, hide_below=130),
 ]
 
 

@@ -10,6 +10,7 @@ from ..output import duration
 from ..state import ConsoleState
 
 SEVERITY_ORDER = ("critical", "high", "medium", "low")
+LABEL = "grey58"  # labels: a plain colour (not "dim", which some terminals render as a block)
 SEVERITY_SHORT = {"critical": "crit", "high": "high", "medium": "med", "low": "low"}
 
 
@@ -20,35 +21,7 @@ def header_text(state: ConsoleState, read_only: bool) -> Text:
     host = s.get("host") or state.hello.get("host")
     out.append(" ")
     out.append(esc(host or "?", 64), style="bold")
-    if s:
-        uptime = s.get("uptime")
-        out.append("  up ", style="dim")
-        out.append(duration(float(uptime)) if isinstance(uptime, (int, float)) else "-")
-        out.append("  watched ", style="dim")
-        out.append(f"{s.get('containers_watched', '-')}/{s.get('containers', '-')}")
-        sensors = s.get("sensors") if isinstance(s.get("sensors"), list) else []
-        rate = sum(float(x.get("rate") or 0) for x in sensors if isinstance(x, dict))
-        lost = sum(int(x.get("lost") or 0) for x in sensors if isinstance(x, dict))
-        out.append("  ")
-        out.append(f"{rate:.1f}" if sensors else "-")
-        out.append(" ev/s", style="dim")
-        out.append("  lost ", style="dim")
-        out.append(str(lost) if sensors else "-", style="bold bright_red" if lost else "")
-        if not sensors:
-            out.append(" (no sensors)", style="dim")
-    counts = state.alert_counts()
-    out.append("  alerts ", style="dim")
-    if not counts and not state.available("alerts"):
-        out.append("n/a", style="dim")
-    for sev in SEVERITY_ORDER:
-        n = counts.get(sev, 0)
-        if not counts and not state.available("alerts"):
-            break
-        out.append(" ")
-        out.append(f"{SEVERITY_SHORT[sev]} {n}", style=SEVERITY_STYLE[sev] if n else "dim")
-    if read_only:
-        out.append("  ")
-        out.append(" READ-ONLY ", style="bold black on yellow")
+    # What must never be cut off on a narrow terminal comes first.
     conn = state.connection
     out.append("  ")
     if conn.state == "connected":
@@ -57,6 +30,37 @@ def header_text(state: ConsoleState, read_only: bool) -> Text:
         out.append("◌ connecting", style="yellow")
     else:
         out.append("○ disconnected", style="bold bright_red")
+    if read_only:
+        out.append("  ")
+        out.append(" READ-ONLY ", style="bold black on yellow")
+    if s:
+        uptime = s.get("uptime")
+        out.append("  up ", style=LABEL)
+        out.append(duration(float(uptime)) if isinstance(uptime, (int, float)) else "-")
+        out.append("  watched ", style=LABEL)
+        out.append(f"{s.get('containers_watched', '-')}/{s.get('containers', '-')}")
+        sensors = s.get("sensors") if isinstance(s.get("sensors"), list) else []
+        rate = sum(float(x.get("rate") or 0) for x in sensors if isinstance(x, dict))
+        lost = sum(int(x.get("lost") or 0) for x in sensors if isinstance(x, dict))
+        out.append("  ")
+        out.append(f"{rate:.1f}" if sensors else "-")
+        out.append(" ev/s", style=LABEL)
+        out.append("  lost ", style=LABEL)
+        out.append(str(lost) if sensors else "-", style="bold bright_red" if lost else "")
+        if not sensors:
+            out.append(" (no sensors)", style=LABEL)
+    if not state.hello:
+        return out
+    counts = state.alert_counts()
+    out.append("  alerts ", style=LABEL)
+    if not counts and not state.available("alerts"):
+        out.append("n/a", style=LABEL)
+    for sev in SEVERITY_ORDER:
+        n = counts.get(sev, 0)
+        if not counts and not state.available("alerts"):
+            break
+        out.append(" ")
+        out.append(f"{SEVERITY_SHORT[sev]} {n}", style=SEVERITY_STYLE[sev] if n else LABEL)
     return out
 
 
@@ -65,11 +69,10 @@ def banner_text(state: ConsoleState, retry_seconds: float) -> Text:
     if conn.state == "connected":
         return Text("")
     if conn.state == "connecting":
-        return Text(f" {esc(conn.message, 300)} …", style="bold black on yellow", end="")
+        return Text(f" {esc(conn.message, 300)} …", end="")
     what = esc(conn.message or "the enforcer is not reachable", 300)
     shown = "showing the last data received" if state.containers or state.incidents else "nothing to show yet"
-    return Text(f" {what}; retrying every {retry_seconds:g}s (attempt {conn.attempts}); {shown}",
-                style="bold bright_white on red3", end="")
+    return Text(f" {what}; retrying every {retry_seconds:g}s (attempt {conn.attempts}); {shown}", end="")
 
 
 class StatusHeader(Static):
@@ -80,10 +83,16 @@ class StatusHeader(Static):
 
 
 class ConnectionBanner(Static):
-    DEFAULT_CSS = "ConnectionBanner { height: auto; max-height: 2; display: none; }"
+    DEFAULT_CSS = """
+    ConnectionBanner { height: auto; max-height: 2; display: none; text-style: bold; }
+    ConnectionBanner.down { background: $error 80%; color: $text; }
+    ConnectionBanner.connecting { background: $warning 80%; color: $text; }
+    """
 
     def show(self, state: ConsoleState, retry_seconds: float) -> None:
         up = state.connection.state == "connected"
         self.display = not up
+        self.set_class(state.connection.state == "down", "down")
+        self.set_class(state.connection.state == "connecting", "connecting")
         if not up:
             self.update(banner_text(state, retry_seconds))

@@ -33,6 +33,7 @@ class Column:
     max_width: int = 40
     flex: bool = False  # takes whatever width is left
     align: str = "left"  # "left" or "right"
+    hide_below: int = 0  # hidden when the table is narrower than this (80-column terminals)
 
 
 @dataclass(slots=True)
@@ -242,8 +243,8 @@ class LiveTable(ScrollView, can_focus=True):
     def _layout_widths(self) -> list[int]:
         """Column widths for the current size: flex columns share what is left."""
         width = max(1, self.scrollable_content_region.width)
-        widths = list(self._widths)
-        gaps = len(widths) - 1
+        widths = [0 if c.hide_below and width < c.hide_below else w for c, w in zip(self.columns, self._widths)]
+        gaps = sum(1 for w in widths if w) - 1
         flex = [i for i, c in enumerate(self.columns) if c.flex]
         used = sum(w for i, w in enumerate(widths) if i not in flex) + gaps
         if flex:
@@ -312,6 +313,8 @@ class LiveTable(ScrollView, can_focus=True):
     def _column_at(self, x: int) -> str | None:
         pos = 0
         for col, width in zip(self.columns, self._layout_widths()):
+            if not width:
+                continue
             if pos <= x < pos + width + 1:
                 return col.key
             pos += width + 1
@@ -360,9 +363,13 @@ class LiveTable(ScrollView, can_focus=True):
 
     def _line(self, cells: Iterable[Text], widths: list[int]) -> Text:
         line = Text(end="", no_wrap=True, overflow="ellipsis")
-        for i, (piece, col, w) in enumerate(zip(cells, self.columns, widths)):
-            if i:
+        first = True
+        for piece, col, w in zip(cells, self.columns, widths):
+            if not w:
+                continue  # hidden at this width
+            if not first:
                 line.append(" ")
+            first = False
             piece.no_wrap = True
             if piece.cell_len > w:
                 piece.truncate(w, overflow="ellipsis")

@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""Real screenshots of the console, SVG and PNG, into screenshots/ (`make screenshots`).
+
+Deploys a small compose app of its own (internal network, labelled stockade.screenshots:
+not stockade.test, whose clean-up at every test session start would remove it midway), starts
+a real enforcer on a temporary socket, lets the profiles learn for a few seconds, makes
+the app misbehave (a new program, a read of /etc/shadow, an unlinked connection), then
+drives the console headless (Textual's run_test) through every view and saves each one.
+With `--socket PATH` it photographs an enforcer that is already running instead (the demo).
+
+PNG: the SVG is rendered with cairosvg (PyPI, offline) using DejaVu Sans Mono, because
+the Fira Code font that Textual's SVG names is not installed here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from console.app import StockadeApp  # noqa: E402
+from harness import (DockerResources, EnforcerProcess, container_info, docker, ensure_busybox_image,  # noqa: E402
+                     exec_in, unique)
+
+SIZE = (160, 45)
+COMPOSE = """\
+version: "2.4"
+services:
+  web:
+    image: {image}
+    command: ["httpd", "-f", "-p", "80", "-h", "/var/www"]
+    labels: {{stockade.screenshots: "1"}}
+    networks: [net]
+  api:
+    image: {image}
+    command: ["sh", "-c", "while true; do wget -q -O /dev/null http://web/ 2>/dev/null; sleep 1; done"]
+    links: [web]
+    depends_on: [web, db]
+    labels: {{stockade.screenshots: "1"}}
+    networks: [net]
+  db:
+    image: {image}
+    command: ["sh", "-c", "while true; do nc -l -p 5432 -e cat; done"]
+    labels: {{stockade.screenshots: "1"}}
+    networks: [net]
+networks:
+  net:
+    internal: true
+    labels: {{stockade.screenshots: "1"}}
+"""
+
+
+def svg_to_png(svg: Path, png: Path) -> None:
+    import cairosvg  # type: ignore[import-untyped]
+
+    text = svg.read_text().replace("Fira Code", "DejaVu Sans Mono")
+    cairosvg.svg2png(bytestring=text.encode(), write_to=str(png))
+
+
+async def wait(predicate: Any, pilot: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"screenshots: timed out waiting for {what}")
+        await pilot.pause(0.2)
+
+
+async def shoot(socket_path: str, out: Path, focus_app: str | None) -> list[Path]:
+    app = StockadeApp(socket_path)
+    saved: list[Path] = []
+
+    def save(name: str) -> None:
+        app.repaint_now()
+        path = out / f"{name}.svg"
+        app.save_screenshot(filename=path.name, path=str(out))
+        saved.append(path)
+
+    async with app.run_test(size=SIZE) as pilot:
+        await wait(lambda: app.state.connection.state == "connected" and app.state.containers, pilot, 30,
+                   "the console to connect")
+        await pilot.pause(2.5)  # one status poll, so the header has rates
+        screen: Any = app.screen
+        for key, name in [("1", "apps"), ("2", "containers"), ("3", "alerts"), ("4", "feeds"), ("5", "audit")]:
+            await pilot.press(key)
+            await pilot.pause(0.5)
+            if name == "apps" and focus_app:
+                table = screen.view.table
+                target = next((k for k in table.visible_keys() if k[0] == "svc" and k[1] == focus_app), None)
+                if target:
+                    table.move_cursor_to(target)
+            await pilot.pause(0.3)
+            save(f"{name}")
+        await pilot.press("2")
+        if focus_app:
+            await pilot.press("slash", *focus_app, "enter")
+        await pilot.press("home", "enter")
+        await pilot.pause(1.5)
+        save("container-detail")
+        await pilot.press("right", "right", "right", "right", "right")
+        await pilot.pause(0.5)
+        save("container-incidents")
+        await pilot.press("right")
+        await pilot.pause(0.5)
+        save("container-process-tree")
+        await pilot.press("escape", "f")
+        await pilot.pause(0.5)
+        save("confirm-freeze")
+        await pilot.press("escape", "escape", "question_mark")
+        await pilot.pause(0.5)
+        save("help")
+        await pilot.press("escape", "colon", "a", "l")
+        await pilot.pause(0.5)
+        save("command-line")
+    return saved
+
+
+def deploy(resources: DockerResources, workdir: Path) -> str:
+    image = ensure_busybox_image()
+    project = unique("shot")
+    resources.compose_up(project, COMPOSE.format(image=image), workdir / project)
+    return project
+
+
+LABEL = "stockade.screenshots"
+
+
+def remove_leftovers() -> None:
+    """What an interrupted earlier run left behind (only ours: by label)."""
+    ids = docker("ps", "-aq", "--filter", f"label={LABEL}", check=False).stdout.split()
+    if ids:
+        docker("rm", "-f", *ids, check=False)
+    nets = docker("network", "ls", "-q", "--filter", f"label={LABEL}", check=False).stdout.split()
+    if nets:
+        docker("network", "rm", *nets, check=False)
+
+
+def misbehave(project: str) -> None:
+    """What a compromised container does, so that the alert views have something real to show."""
+    web, api = f"{project}_web_1", f"{project}_api_1"
+    exec_in(web, "sh", "-c", "cat /etc/shadow > /dev/null")
+    exec_in(api, "sh", "-c", "echo x > /etc/owned")
+    exec_in(api, "unshare", "-n", "true")
+    net = next(iter(container_info(web)["NetworkSettings"]["Networks"]))
+    # A container outside the app talking to its database: unlinked traffic.
+    docker("run", "-d", "--name", f"{project}-intruder", "--label", f"{LABEL}=1", "--network", net,
+           ensure_busybox_image(), "sh", "-c", "while true; do nc -w 1 db 5432 < /dev/null; sleep 2; done")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=str(REPO / "screenshots"), help="folder for the SVG and PNG files")
+    p.add_argument("--socket", help="photograph this running enforcer instead of starting one")
+    p.add_argument("--learn-seconds", type=float, default=15.0)
+    p.add_argument("--no-sensors", action="store_true", help="start the enforcer without eBPF sensors")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.socket:
+        saved = asyncio.run(shoot(args.socket, out, None))
+    else:
+        remove_leftovers()
+        resources = DockerResources()
+        workdir = Path(tempfile.mkdtemp(prefix="stockade-shots-"))
+        enforcer: EnforcerProcess | None = None
+        try:
+            extra = ["--learn-seconds", str(args.learn_seconds)] + (["--no-sensors"] if args.no_sensors else [])
+            enforcer = EnforcerProcess(workdir / "enforcer", *extra)
+            try:
+                enforcer.start()
+            except RuntimeError as e:
+                if args.no_sensors:
+                    raise
+                print(f"screenshots: the enforcer did not start with sensors ({str(e).splitlines()[0]}); "
+                      "retrying with --no-sensors", file=sys.stderr)
+                enforcer = EnforcerProcess(workdir / "enforcer2", *extra, "--no-sensors")
+                enforcer.start()
+            project = deploy(resources, workdir)
+            print(f"screenshots: app {project} deployed; learning for {args.learn_seconds:g} s")
+            time.sleep(args.learn_seconds + 3)
+            misbehave(project)
+            time.sleep(4)
+            saved = asyncio.run(shoot(enforcer.socket, out, project))
+        finally:
+            if enforcer is not None:
+                enforcer.stop()
+            resources.cleanup()
+            remove_leftovers()
+            shutil.rmtree(workdir, ignore_errors=True)
+    for svg in saved:
+        svg_to_png(svg, svg.with_suffix(".png"))
+        print(f"screenshots: {svg.relative_to(REPO) if svg.is_relative_to(REPO) else svg} (+ .png)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
