@@ -151,15 +151,17 @@ class Decoder:
                 return fd, os.readlink(f"/proc/{p}/exe")
             except OSError:
                 return fd, ""
-        root_pid = pid if os.path.exists(f"/proc/{pid}/root/") else self.root_pid(cgroup)
-        if not root_pid:
-            return None, ""
+        # An exiting process loses its exe before its root: try its root, then the container's.
         full = join_container_path(self._cwd(pid), path)
-        try:
-            resolved = resolve_in_root(f"/proc/{root_pid}/root", full)
-            return open_in_root(f"/proc/{root_pid}/root", resolved.path), resolved.path
-        except (OSError, PathEscape):
-            return None, ""
+        for root_pid in (pid, self.root_pid(cgroup)):
+            if not root_pid:
+                continue
+            try:
+                resolved = resolve_in_root(f"/proc/{root_pid}/root", full)
+                return open_in_root(f"/proc/{root_pid}/root", resolved.path), resolved.path
+            except (OSError, PathEscape):
+                continue
+        return None, ""
 
     @staticmethod
     def _cwd(pid: int) -> str:
@@ -194,6 +196,10 @@ class Decoder:
         if new_path:
             new_path = self._resolve(hdr.pid, rec.dfd2, new_path)
         sensitive = bool(hdr.flags & L.F_SENSITIVE) or _sensitive(path) or (bool(new_path) and _sensitive(new_path))
+        if not sensitive and hdr.flags & L.F_CANDIDATE and not path.startswith("/"):
+            # Relative, and the process went before its cwd could be read: its name is
+            # all we know, and a name like `shadow` or `id_rsa` is worth reporting.
+            sensitive = True
         if op == "read" and not sensitive:
             self.dropped_candidates += 1  # matched by name only, and not sensitive once resolved
             return None
@@ -204,13 +210,16 @@ class Decoder:
         pid = base["pid"]
         path = self._resolve(pid, rec.dfd, _text(rec.path))
         ev = FileClosedEvent(**base, path=path)
-        root_pid = pid if os.path.exists(f"/proc/{pid}/root/") else self.root_pid(base["cgroup_id"])
         pending = None
-        if root_pid and path.startswith("/"):
-            try:
-                pending = self.hasher.submit_fd(open_in_root(f"/proc/{root_pid}/root", path))
-            except OSError:
-                pass  # removed again already (a temp file): nothing to hash
+        if path.startswith("/"):
+            for root_pid in (pid, self.root_pid(base["cgroup_id"])):
+                if not root_pid:
+                    continue
+                try:
+                    pending = self.hasher.submit_fd(open_in_root(f"/proc/{root_pid}/root", path))
+                    break
+                except OSError:
+                    continue  # gone, or removed again already (a temp file): nothing to hash
         return Decoded(ev, "file", pending)
 
 

@@ -85,10 +85,16 @@ static __always_inline void scan_path(const char *p, struct path_scan *s)
     s->flags = flags;
 }
 
+static __always_inline u64 closed_subject(u64 path_hash)
+{
+    return mix64(mix64(path_hash, EV_FILE_CLOSED), 0xc105ed);
+}
+
 static __always_inline void emit_file(u64 cg, struct policy *pol, struct file_ev *e, u8 op, u64 subject, u64 now)
 {
     struct seen_key k;
-    if (!is_novel(S_FILE, cg, pol, mix64(subject, op), &k, now))
+    /* Subjects of different kinds never share a key: mix in the event type first. */
+    if (!is_novel(S_FILE, cg, pol, mix64(mix64(subject, EV_FILE), op), &k, now))
         return;
     if (!under_cap(S_FILE, cg, CFG_RATE_FILE, now))
         return;
@@ -128,7 +134,7 @@ static __always_inline int on_open(int dfd, const char *filename, u32 flags, u32
     if (writes) {
         /* Follow the descriptor to its close, unless that file's close was just sent. */
         struct seen_key ck;
-        if (is_novel(S_FILE, cg, pol, mix64(s.full, EV_FILE_CLOSED), &ck, now)) {
+        if (is_novel(S_FILE, cg, pol, closed_subject(s.full), &ck, now)) {
             struct closed_ev *c = closed_scratch.lookup(&zero);
             if (c) {
                 c->dfd = dfd;
@@ -218,7 +224,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
     struct path_scan s = {};
     scan_path(c->path, &s);
     struct seen_key k;
-    if (is_novel(S_FILE, cg, pol, mix64(s.full, EV_FILE_CLOSED), &k, now) &&
+    if (is_novel(S_FILE, cg, pol, closed_subject(s.full), &k, now) &&
         under_cap(S_FILE, cg, CFG_RATE_FILE, now)) {
         fill_hdr(&c->h, EV_FILE_CLOSED, cg, now);
         c->h.flags = s.flags;
