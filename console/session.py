@@ -22,7 +22,7 @@ from .state import ConsoleState
 log = logging.getLogger(__name__)
 
 TOPICS = ["inventory", "alert", "feed", "audit"]
-INCIDENTS_LOADED = 5_000
+INCIDENTS_LOADED = 10_000
 AUDIT_LOADED = 500
 FEED_HITS_LOADED = 200
 
@@ -143,7 +143,13 @@ class EnforcerSession:
             self.state.mark_unavailable(op)
             return
         try:
-            result = await self.client.call(op, **args)
+            try:
+                result = await self.client.call(op, **args)
+            except ProtocolError as e:
+                if e.code != protocol.BAD_REQUEST or "limit" not in args:
+                    raise
+                # An enforcer with a smaller maximum: take its default page instead.
+                result = await self.client.call(op, **{k: v for k, v in args.items() if k != "limit"})
         except ProtocolError as e:
             if e.code == protocol.UNKNOWN_OP:
                 self.state.mark_unavailable(op)

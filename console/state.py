@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-MAX_INCIDENTS = 20_000  # incidents kept in memory; the oldest are dropped first
+MAX_INCIDENTS = 10_000  # incidents kept in memory (~4 KB each); the oldest go first; the enforcer keeps all
 MAX_AUDIT = 2_000
 MAX_FEED_HITS = 1_000
 
