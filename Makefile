@@ -33,4 +33,4 @@ screenshots: setup
 	$(PY) scripts/screenshots.py
 
 clean-test:
-	@bash scripts/clean-test.sh
+	@bash scripts/clean-test.sh --all

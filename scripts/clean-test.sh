@@ -1,9 +1,27 @@
 #!/usr/bin/env bash
 # Remove whatever a crashed test run left: containers, networks and compose projects
 # labelled stockade.test, and enforcers started from a temp folder.
+#
+# By default only objects older than 30 minutes go: test sessions run in parallel on one
+# machine, and a session starting must not remove what another one is using right now
+# (no test takes that long). `--all` removes every labelled object (make clean-test).
 set -u
+min_age=1800
+[ "${1:-}" = "--all" ] && min_age=0
+now=$(date +%s)
+
+old_enough() {  # stdin: "ID CREATED" lines; stdout: the IDs created at least min_age ago
+    while read -r id created; do
+        [ -z "$id" ] && continue
+        t=$(date -d "${created% UTC}" +%s 2>/dev/null || echo "$now")  # unparsable: keep it
+        [ $((now - t)) -ge "$min_age" ] && echo "$id"
+    done
+}
+
 ids=$(docker ps -aq --filter label=stockade.test 2>/dev/null)
+[ -n "$ids" ] && ids=$(docker inspect -f '{{.Id}} {{.Created}}' $ids 2>/dev/null | old_enough)
 [ -n "$ids" ] && docker rm -f $ids >/dev/null
 nets=$(docker network ls -q --filter label=stockade.test 2>/dev/null)
-[ -n "$nets" ] && docker network rm $nets >/dev/null
+[ -n "$nets" ] && nets=$(docker network inspect -f '{{.Id}} {{.Created}}' $nets 2>/dev/null | old_enough)
+[ -n "$nets" ] && docker network rm $nets >/dev/null 2>&1
 exit 0
