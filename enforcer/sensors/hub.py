@@ -148,7 +148,7 @@ class SensorHub:
 
     async def _load(self) -> None:
         try:
-            bpf = await asyncio.to_thread(self._loader)
+            bpf = await self._in_daemon_thread(self._loader)
         except SensorLoadError as e:
             self.error = str(e)
             log.error("sensors: %s", e)
@@ -174,6 +174,30 @@ class SensorHub:
         log.info("sensors: loaded (%d containers watched, poll every %.0f ms)", len(self._watched),
                  self.poll_interval * 1000)
         self.ready.set()
+
+    async def _in_daemon_thread(self, fn: Callable[[], Any]) -> Any:
+        """Run fn in a daemon thread: a compile still running at shutdown must not hold
+        the process (asyncio.to_thread's workers are joined at exit)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Any] = loop.create_future()
+
+        def settle(ok: bool, value: Any) -> None:
+            if done.cancelled():
+                if ok and value is not None:
+                    threading.Thread(target=value.cleanup, daemon=True).start()
+                return
+            done.set_result(value) if ok else done.set_exception(value)
+
+        def run() -> None:
+            try:
+                result = fn()
+            except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
+                _call_soon(loop, settle, False, e)
+                return
+            _call_soon(loop, settle, True, result)
+
+        threading.Thread(target=run, name="stockade-sensors-load", daemon=True).start()
+        return await done
 
     def _apply_config(self) -> None:
         cfg = self.bpf["config"]
@@ -438,6 +462,13 @@ class SensorHub:
 
     async def _op_stats(self, req: Any) -> dict[str, Any]:
         return self._stats_result()
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -> None:
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:
+        pass  # the loop has closed: nobody is waiting any more
 
 
 def _fill_hash(ev: SensorEvent, f: Future[HashResult]) -> None:

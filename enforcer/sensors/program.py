@@ -56,7 +56,7 @@ def load_program() -> Any:
     text = program_text()
     try:
         # -w: the 6.1 headers warn about things this program never touches.
-        return BPF(text=text, cflags=["-w", "-Wno-macro-redefined"])
+        return BPF(text=text.encode(), cflags=["-w", "-Wno-macro-redefined"])
     except Exception as e:  # noqa: BLE001 - bcc raises bare Exception for compile/load errors
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SensorLoadError(f"cannot load the BPF sensors: {first}") from None

@@ -62,6 +62,13 @@ struct policy {
 BPF_HASH(watched, u64, struct policy, 8192);
 
 BPF_ARRAY(config, u64, CFG_SLOTS);
+
+/* cgroup -> syscalls used (user space creates the entry when it watches the cgroup). */
+#define NR_SYSCALLS 512
+struct syscall_bits {
+    u64 w[NR_SYSCALLS / 64];
+};
+BPF_HASH(syscalls_seen, u64, struct syscall_bits, 8192);
 BPF_PERCPU_ARRAY(counters, u64, S_COUNT * C_SLOTS);
 
 /* Novelty: (cgroup, subject) -> last time it was sent. Repeats within the TTL stay in the

@@ -233,11 +233,16 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
     return 0;
 }
 
-static __always_inline int remember_exit_code(int code, int whole_group)
+static __always_inline int remember_exit_code(int code, int whole_group, u32 nr)
 {
     u64 cg = bpf_get_current_cgroup_id();
     if (!watched.lookup(&cg))
         return 0;
+    /* exit and exit_group never return, so the syscall sensor (at sys_exit) never sees
+     * them: put them in the container's syscall set here. */
+    struct syscall_bits *seen = syscalls_seen.lookup(&cg);
+    if (seen && !(seen->w[(nr >> 6) & 7] & (1ULL << (nr & 63))))
+        __sync_fetch_and_or(&seen->w[(nr >> 6) & 7], 1ULL << (nr & 63));
     u64 pt = bpf_get_current_pid_tgid();
     if (!whole_group && (u32)pt != (pt >> 32))
         return 0;  /* a thread's exit() is not the process's */
@@ -249,12 +254,12 @@ static __always_inline int remember_exit_code(int code, int whole_group)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_exit_group)
 {
-    return remember_exit_code(args->error_code, 1);
+    return remember_exit_code(args->error_code, 1, 231);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_exit)
 {
-    return remember_exit_code(args->error_code, 0);
+    return remember_exit_code(args->error_code, 0, 60);
 }
 
 TRACEPOINT_PROBE(sched, sched_process_exit)

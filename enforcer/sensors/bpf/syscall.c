@@ -12,11 +12,6 @@
  * 157 ns against 123 ns per host syscall).
  */
 
-#define NR_SYSCALLS 512
-
-struct syscall_bits {
-    u64 w[NR_SYSCALLS / 64];
-};
 
 /* x86_64 struct pt_regs as user space sees it (uapi asm/ptrace.h). */
 struct user_regs_x86_64 {
@@ -31,8 +26,6 @@ struct syscall_ev {
 };
 
 BPF_RINGBUF_OUTPUT(syscall_events, 16);
-/* cgroup -> syscalls used (user space creates the entry when it watches the cgroup). */
-BPF_HASH(syscalls_seen, u64, struct syscall_bits, 8192);
 /* profile id -> syscalls allowed. */
 BPF_HASH(syscall_allow, u32, struct syscall_bits, 4096);
 
