@@ -27,4 +27,8 @@ def build_components(enforcer: "Enforcer") -> list[Any]:
     enforcer.alerts = AlertBook(enforcer)  # raise_alert(...) for every layer; folding, store, publish
     enforcer.detector = Detector(enforcer)  # consumes enforcer.events
     components += [enforcer.profiles, enforcer.alerts, enforcer.detector]
+    from .enforce.component import Enforcement
+
+    enforcer.enforcement = Enforcement(enforcer)  # blocks, freezes, kills, forensics; respond() in protect
+    components.append(enforcer.enforcement)
     return components

@@ -24,4 +24,13 @@ ids=$(docker ps -aq --filter label=stockade.test 2>/dev/null)
 nets=$(docker network ls -q --filter label=stockade.test 2>/dev/null)
 [ -n "$nets" ] && nets=$(docker network inspect -f '{{.Id}} {{.Created}}' $nets 2>/dev/null | old_enough)
 [ -n "$nets" ] && docker network rm $nets >/dev/null 2>&1
+# nftables tables of test enforcers (sttest_<epoch>_<id>, in the inet and bridge families).
+if command -v nft >/dev/null; then
+    nft list tables 2>/dev/null | while read -r _ family name; do
+        case "$name" in sttest_*_*) ;; *) continue ;; esac
+        created=${name#sttest_}; created=${created%%_*}
+        case "$created" in ''|*[!0-9]*) continue ;; esac
+        [ $((now - created)) -ge "$min_age" ] && nft delete table "$family" "$name" 2>/dev/null
+    done
+fi
 exit 0

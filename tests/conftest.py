@@ -52,6 +52,7 @@ def make_enforcer(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Ca
             e.stop()
         except AssertionError:
             pass
+        e.remove_nft_table()
         if failed is not None and failed.failed:
             print(f"\n---- enforcer log {e.log_path} ----\n{e.log()[-20000:]}")
 

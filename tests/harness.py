@@ -168,7 +168,11 @@ class EnforcerProcess:
         self.log_path = workdir / "enforcer.log"
         self.extra_args = list(extra_args)
         self.env = {**os.environ, "STOCKADE_CONFIG": str(workdir / "no-config.toml"),
-                    "STOCKADE_FORENSICS_DIR": str(workdir / "forensics"), **(env or {})}
+                    "STOCKADE_FORENSICS_DIR": str(workdir / "forensics"),
+                    "STOCKADE_SECCOMP_DIR": str(workdir / "seccomp"),
+                    # Its own nftables table (inet and bridge), never another test's; the
+                    # creation time in the name lets scripts/clean-test.sh remove leftovers.
+                    "STOCKADE_NFT_TABLE": f"sttest_{int(time.time())}_{uuid.uuid4().hex[:6]}", **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -225,6 +229,15 @@ class EnforcerProcess:
 
     def cli_json(self, *args: str) -> Any:
         return json.loads(self.cli(*args, "--json").stdout)
+
+    @property
+    def nft_table(self) -> str:
+        return self.env["STOCKADE_NFT_TABLE"]
+
+    def remove_nft_table(self) -> None:
+        """Delete this enforcer's nftables table (it outlives the enforcer on purpose)."""
+        for family in ("inet", "bridge"):
+            sh("nft", "delete", "table", family, self.nft_table, check=False)
 
     def log(self) -> str:
         try:

@@ -3,6 +3,6 @@
 
 from __future__ import annotations
 
-from . import feeds, inventory, profiles
+from . import enforce, feeds, inventory, profiles
 
-MODULES = [inventory, feeds, profiles]
+MODULES = [inventory, feeds, profiles, enforce]

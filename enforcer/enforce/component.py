@@ -1,0 +1,473 @@
+"""Enforcement (`enforcer.enforcement`): blocks, freezes, kills, forensics, seccomp and
+hardening, and the protect-mode response the detector calls.
+
+State lives in the database (blocks, freezes) and is pushed into the kernel (nftables,
+cgroup freezer). At start the kernel is left exactly as it is until the inventory has
+synchronised with Docker (so no block is lifted for a moment because the container list
+is still empty); then the kernel is reconciled with the database: missing set elements
+and freezes are re-applied, elements of containers that are gone are removed. Later the
+firewall follows the inventory (a restarted container gets its new address blocked) and a
+periodic check repairs the table if someone else changed it.
+
+Actions the enforcer takes on its own (protect mode) are written to the audit log as
+uid 0, user "stockade"; actions asked over the socket are audited by the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from typing import Any
+
+from ..models import Container, iso_time
+from ..server import OpError
+from ..sensors.events import ExecEvent, NetworkEvent
+from ..store.enforcement import BlockRow, DuplicateBlock, FreezeRow
+from . import freezer as fz
+from .blocks import BadPeer, BlockInput, BlockView, as_network, check_port, desired_ruleset, split_peer_port
+from .firewall import Firewall
+from .nft import NftError
+from .processes import ProcessError, kill_in_container, parse_signal
+
+log = logging.getLogger(__name__)
+
+SYSTEM_UID = 0
+SYSTEM_USER = "stockade"
+APPLY_DEBOUNCE = 0.05  # seconds: inventory bursts (compose up) become one firewall change
+MODE_POLL = 2.0  # seconds between checks of which containers are in protect mode
+VERIFY_INTERVAL = 30.0  # seconds between checks that our table is still what we applied
+SYNC_WAIT = 60.0  # seconds to wait for the first inventory sync before reconciling anyway
+MAX_AUTO_BLOCKS = 64  # per container: protect mode never grows the ruleset without bound
+
+
+class Enforcement:
+    def __init__(self, enforcer: Any) -> None:
+        self.enforcer = enforcer
+        self.settings = enforcer.settings
+        self.inventory = enforcer.inventory
+        self.repo = enforcer.store.enforcement
+        self.firewall = Firewall(self.settings.nft_table)
+        self.blocks: dict[int, BlockRow] = {}
+        self.views: dict[int, BlockView] = {}
+        self.freezes: dict[str, FreezeRow] = {}  # container id -> freeze
+        self.reconciled = asyncio.Event()
+        self.reconcile_report: dict[str, Any] = {}
+        self.bridge_netfilter = _bridge_netfilter()
+        self.auto_actions = 0
+        self.errors = 0
+        self.last_error = ""
+        self._threats: list[Any] = []
+        self._protect: frozenset[str] = frozenset()
+        self._dirty = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._action_locks: dict[str, asyncio.Lock] = {}
+        from ..forensics import Forensics
+
+        self.forensics = Forensics(enforcer)
+
+    # -- component ------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.blocks = {b.id: b for b in await self.repo.blocks()}
+        self.freezes = {f.container_id: f for f in await self.repo.freezes()}
+        try:
+            # Adopt what the kernel holds; reconcile once the inventory is known.
+            opened = await self.firewall.open()
+            self.reconcile_report = {"table_existed": opened.table_existed}
+        except NftError as e:
+            self._note_error(f"nftables unavailable: {e}")
+            log.error("enforcement: %s; blocks cannot be enforced", e)
+        if self.bridge_netfilter != "1":
+            log.warning("enforcement: net.bridge.bridge-nf-call-iptables is %s; container-to-container "
+                        "blocks rely on the bridge table", self.bridge_netfilter or "unavailable")
+        self.inventory.subscribe(self._on_inventory_change)
+        feeds = self.enforcer.feeds
+        if feeds is not None and hasattr(feeds, "on_change"):
+            feeds.on_change(self._on_feeds_change)
+        self._tasks = [asyncio.create_task(self._startup_reconcile(), name="enforce-reconcile")]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        # The table stays in the kernel: blocks hold while the enforcer is down.
+        await self.firewall.stop()
+
+    def register_ops(self, server: Any) -> None:
+        from .ops import register
+
+        register(self, server)
+
+    def describe_container(self, c: Container) -> dict[str, Any]:
+        blocked = sum(1 for b in self.blocks.values() if b.container_name == c.name)
+        return {"frozen": fz.is_frozen(c), "blocks": blocked}
+
+    def status(self) -> dict[str, Any]:
+        fw = self.firewall
+        return {"enforcement": {
+            "nftables": {"table": fw.table, "available": fw.available, "error": fw.error,
+                         "elements": fw.element_count(), "transactions": fw.stats.transactions,
+                         "repairs": fw.stats.repairs, "last_apply_ms": round(fw.stats.last_apply_ms, 3)},
+            "bridge_nf_call_iptables": self.bridge_netfilter,
+            "blocks": len(self.blocks), "blocks_active": sum(1 for v in self.views.values() if v.active),
+            "freezes": len(self.freezes), "auto_actions": self.auto_actions,
+            "reconciled": self.reconciled.is_set(), "reconcile": self.reconcile_report,
+            "errors": self.errors, "error": self.last_error,
+        }}
+
+    # -- keeping the kernel in step ------------------------------------------------------------
+    async def _startup_reconcile(self) -> None:
+        try:
+            await asyncio.wait_for(self.inventory.synced.wait(), SYNC_WAIT)
+        except asyncio.TimeoutError:
+            # Docker is down: keep what the kernel holds (stale is safer than lifted).
+            log.warning("enforcement: no inventory after %gs; keeping the kernel's blocks as they are", SYNC_WAIT)
+            await self.inventory.synced.wait()
+        await self._refresh_threats()
+        self._protect = self._protect_addresses()
+        if self.firewall.available:
+            try:
+                report = await self.firewall.reconcile(self._desired())
+                self.reconcile_report = {**report.to_dict(), **self.reconcile_report}
+                log.info("enforcement: nftables table %s reconciled: %d elements re-applied, %d stale removed",
+                         self.firewall.table, report.missing, report.stale)
+            except NftError as e:
+                self._note_error(f"reconcile failed: {e}")
+        await self._reconcile_freezes()
+        self.reconciled.set()
+        self._tasks += [asyncio.create_task(self._apply_loop(), name="enforce-apply"),
+                        asyncio.create_task(self._watch_loop(), name="enforce-watch")]
+
+    async def _reconcile_freezes(self) -> None:
+        for cid, row in list(self.freezes.items()):
+            c = self.inventory.containers.get(cid)
+            if c is None:
+                await self.repo.remove_freeze(cid)
+                self.freezes.pop(cid, None)
+                log.info("enforcement: container %s is gone; its freeze is dropped", row.container_name)
+                continue
+            if c.state == "paused" or c.state != "running":
+                continue  # Docker's pause is Docker's; a stopped container has nothing to freeze
+            try:
+                f = fz.freezer_for(c, prefer=row.backend or "v1")
+                if await asyncio.to_thread(f.state) != fz.FROZEN:
+                    await asyncio.to_thread(f.freeze)
+                    log.info("enforcement: re-froze %s (stored freeze)", c.name)
+            except fz.FreezerError as e:
+                self._note_error(f"re-freezing {c.name}: {e}")
+
+    def _addresses(self, name: str) -> list[str]:
+        for c in self.inventory.containers.values():
+            if c.name == name:
+                return c.addresses() if c.state in ("running", "paused") else []
+        return []
+
+    def _protect_addresses(self) -> frozenset[str]:
+        if not self._threats:
+            return frozenset()
+        profiles = self.enforcer.profiles
+        if profiles is None:
+            return frozenset()
+        out: set[str] = set()
+        for c in self.inventory.containers.values():
+            if c.state == "running" and profiles.container_mode(c) == "protect":
+                out.update(c.addresses())
+        return frozenset(out)
+
+    def _desired(self) -> Any:
+        inputs = [BlockInput(b.id, b.container_name, b.peer, b.peer_kind, b.port, b.proto) for b in self.blocks.values()]
+        ruleset, self.views = desired_ruleset(inputs, self._addresses, self._protect, self._threats)
+        return ruleset
+
+    async def sync_firewall(self) -> None:
+        """Push the desired state now (ops call this so their effect is in force on return)."""
+        if not self.firewall.available:
+            raise OpError(f"nftables is not available: {self.firewall.error or 'see the enforcer log'}", "unavailable")
+        try:
+            await self.firewall.apply(self._desired())
+        except NftError as e:
+            self._note_error(str(e))
+            raise OpError(f"nftables refused the change: {e}", "failed") from None
+
+    def _on_inventory_change(self, change: Any) -> None:
+        if change.change == "removed" and change.container.id in self.freezes:
+            asyncio.create_task(self._drop_freeze(change.container.id))
+        self._dirty.set()
+
+    async def _drop_freeze(self, cid: str) -> None:
+        self.freezes.pop(cid, None)
+        await self.repo.remove_freeze(cid)
+
+    def _on_feeds_change(self) -> None:
+        asyncio.get_running_loop().create_task(self._refresh_threats(mark=True))
+
+    async def _refresh_threats(self, mark: bool = False) -> None:
+        feeds = self.enforcer.feeds
+        if feeds is None or not hasattr(feeds, "ip_networks"):
+            return
+        try:
+            self._threats = await asyncio.to_thread(feeds.ip_networks)
+        except Exception as e:  # noqa: BLE001 - the per-event response still works
+            self._note_error(f"reading threat-feed networks: {e}")
+            return
+        if mark:
+            self._protect = self._protect_addresses()
+            self._dirty.set()
+
+    async def _apply_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            await asyncio.sleep(APPLY_DEBOUNCE)
+            self._dirty.clear()
+            if not self.firewall.available:
+                continue
+            try:
+                await self.firewall.apply(self._desired())
+            except NftError as e:
+                self._note_error(f"applying blocks: {e}")
+
+    async def _watch_loop(self) -> None:
+        last_verify = time.monotonic()
+        while True:
+            await asyncio.sleep(MODE_POLL)
+            protect = self._protect_addresses()
+            if protect != self._protect:
+                self._protect = protect
+                self._dirty.set()
+            if self.firewall.available and time.monotonic() - last_verify >= VERIFY_INTERVAL:
+                last_verify = time.monotonic()
+                try:
+                    if not await self.firewall.verify():
+                        log.warning("enforcement: table %s was changed outside Stockade; restoring it",
+                                    self.firewall.table)
+                        await self.firewall.reconcile(self._desired())
+                except NftError as e:
+                    self._note_error(f"verifying table: {e}")
+
+    def _note_error(self, message: str) -> None:
+        self.errors += 1
+        self.last_error = message[:300]
+        log.warning("enforcement: %s", message)
+
+    def _lock(self, key: str) -> asyncio.Lock:
+        return self._action_locks.setdefault(key, asyncio.Lock())
+
+    # -- blocks ---------------------------------------------------------------------------------
+    def block_view(self, b: BlockRow) -> dict[str, Any]:
+        view = self.views.get(b.id, BlockView())
+        return {"id": b.id, "container": b.container_name, "container_id": b.container_id, "peer": b.peer,
+                "peer_kind": b.peer_kind, "port": b.port or None, "proto": b.proto, "created": iso_time(b.created),
+                "reason": b.reason, "source": b.source, "alert_id": b.alert_id, "active": view.active,
+                "addresses": view.own, "peer_addresses": view.peers}
+
+    def parse_peer(self, c: Container, peer: Any, port: Any) -> tuple[str, str, int]:
+        """(peer, peer_kind, port) from what a person or the protect response gave."""
+        if not isinstance(peer, str) or not peer.strip() or len(peer) > 256:
+            raise OpError("peer must be a container, an address or a CIDR", "bad_request")
+        try:
+            text, embedded = split_peer_port(peer)
+            if port in (None, "", 0):
+                port_n = embedded or 0
+            elif isinstance(port, int) and not isinstance(port, bool):
+                port_n = check_port(port)
+            elif isinstance(port, str) and port.isdigit():
+                port_n = check_port(int(port))
+            else:
+                raise BadPeer("port must be a number from 1 to 65535")
+            if embedded and port_n != embedded:
+                raise BadPeer(f"two ports given ({embedded} and {port_n})")
+        except BadPeer as e:
+            raise OpError(str(e), "bad_request") from None
+        net = as_network(text)
+        if net is not None:
+            return str(net), "network", port_n
+        other = self.inventory.resolve(text)
+        if other is None:
+            raise OpError(f"peer {text[:128]!r} is neither a container on this host nor an address or CIDR",
+                          "not_found")
+        if other.id == c.id:
+            raise OpError("a container cannot be blocked from itself", "bad_request")
+        return other.name, "container", port_n
+
+    async def add_block(self, c: Container, peer: str, peer_kind: str, port: int, proto: str,
+                        reason: str = "", source: str = "manual", alert_id: int | None = None) -> tuple[BlockRow, bool]:
+        """Store and enforce a block; (block, created). An identical block is returned as is."""
+        if proto not in ("tcp", "udp", "any"):
+            raise OpError("proto must be tcp, udp or any", "bad_request")
+        if "host" in {n.network for n in c.networks} and not c.addresses():
+            raise OpError(f"container {c.name} uses the host network: it has no address of its own to block",
+                          "conflict")
+        if not self.firewall.available:
+            raise OpError(f"nftables is not available: {self.firewall.error or 'see the enforcer log'}", "unavailable")
+        async with self._lock("blocks"):
+            existing = await self.repo.find_block(c.name, peer, port, proto)
+            if existing is not None:
+                self.blocks[existing.id] = existing
+                await self.sync_firewall()
+                return existing, False
+            try:
+                row = await self.repo.add_block(c.name, c.id, peer, peer_kind, port, proto, reason[:500], source,
+                                                alert_id)
+            except DuplicateBlock as e:
+                raise OpError(str(e), "conflict") from None
+            self.blocks[row.id] = row
+            try:
+                await self.sync_firewall()
+            except OpError:
+                # Not in force: do not keep a block that would only look applied.
+                self.blocks.pop(row.id, None)
+                await self.repo.remove_blocks([row.id])
+                raise
+            return row, True
+
+    async def remove_blocks(self, rows: list[BlockRow]) -> int:
+        async with self._lock("blocks"):
+            for b in rows:
+                self.blocks.pop(b.id, None)
+            n = await self.repo.remove_blocks([b.id for b in rows])
+            await self.sync_firewall()
+            return n
+
+    def blocks_of(self, name: str) -> list[BlockRow]:
+        return [b for b in self.blocks.values() if b.container_name == name]
+
+    # -- freezes -------------------------------------------------------------------------------
+    async def freeze(self, c: Container, reason: str = "") -> dict[str, Any]:
+        if c.state == "paused":
+            # Docker paused it (with the same freezer): already frozen, and Docker's to undo.
+            return {"container": c.name, "state": fz.FROZEN, "paused_by_docker": True}
+        try:
+            f = fz.freezer_for(c)
+        except fz.FreezerError as e:
+            raise OpError(str(e), "conflict") from None
+        async with self._lock(f"freeze:{c.id}"):
+            # Stored first: if the enforcer dies mid-way, the next start finishes the freeze.
+            self.freezes[c.id] = await self.repo.add_freeze(c.id, c.name, f.backend, reason)
+            try:
+                state = await asyncio.to_thread(f.freeze)
+            except fz.FreezerError as e:
+                raise OpError(f"freezing {c.name} failed: {e}", "failed") from None
+        self.enforcer.server.publish("inventory", {"change": "updated", "container": self.enforcer.describe(c)})
+        return {"container": c.name, "state": state, "backend": f.backend}
+
+    async def unfreeze(self, c: Container) -> dict[str, Any]:
+        if c.state == "paused":
+            raise OpError(f"container {c.name} is paused by Docker: use docker unpause", "conflict")
+        if c.state != "running":
+            await self._drop_freeze(c.id)
+            raise OpError(f"container {c.name} is {c.state}, not running", "conflict")
+        async with self._lock(f"freeze:{c.id}"):
+            state = fz.THAWED
+            for backend in ("v1", "v2"):  # whichever froze it (an older run may have used the other)
+                try:
+                    f = fz.freezer_for(c, prefer=backend)
+                except fz.FreezerError:
+                    continue
+                if f.backend != backend:
+                    continue
+                try:
+                    if await asyncio.to_thread(f.state) != fz.THAWED:
+                        state = await asyncio.to_thread(f.thaw)
+                except fz.FreezerError as e:
+                    raise OpError(f"thawing {c.name} failed: {e}", "failed") from None
+            await self._drop_freeze(c.id)
+        self.enforcer.server.publish("inventory", {"change": "updated", "container": self.enforcer.describe(c)})
+        return {"container": c.name, "state": state}
+
+    # -- processes ------------------------------------------------------------------------------
+    async def kill(self, c: Container, pid: int, sig: Any = None) -> dict[str, Any]:
+        if c.state not in ("running", "paused") or not c.cgroup_path:
+            raise OpError(f"container {c.name} is {c.state}, not running", "conflict")
+        try:
+            signum = parse_signal(sig)
+            await asyncio.to_thread(kill_in_container, pid, c.cgroup_path, c.name, signum)
+        except ProcessError as e:
+            raise OpError(str(e), e.code) from None
+        result: dict[str, Any] = {"pid": pid, "signal": signum.name.removeprefix("SIG")}
+        if fz.is_frozen(c):
+            result["note"] = "the container is frozen: the signal takes effect when it is unfrozen"
+        return result
+
+    # -- protect mode -----------------------------------------------------------------------------
+    async def respond(self, c: Container, event: Any, alert: Any) -> str | None:
+        """The detector's protect-mode hook: stop what an alert is about. Returns "killed",
+        "blocked" or None (nothing this layer can stop, e.g. a file write)."""
+        if isinstance(event, ExecEvent):
+            if event.killed:
+                return "killed"
+            if not event.pid:
+                return None
+            try:
+                await self.kill(c, event.pid)
+            except OpError as e:
+                await self._audit_auto("kill", c, {"pid": event.pid, "alert_id": alert.id}, f"error: {e}")
+                return None
+            await self._audit_auto("kill", c, {"pid": event.pid, "signal": "KILL", "alert_id": alert.id}, "ok")
+            return "killed"
+        if isinstance(event, NetworkEvent):
+            return await self._respond_network(c, event, alert)
+        return None
+
+    async def _respond_network(self, c: Container, ev: NetworkEvent, alert: Any) -> str | None:
+        proto = ev.proto if ev.proto in ("tcp", "udp") else "any"
+        if ev.direction == "listen":
+            if not ev.local_port:
+                return None
+            peer_text, port = ("0.0.0.0/0" if ev.family == 4 else "::/0"), ev.local_port
+        else:
+            ip = ev.remote_ip[7:] if ev.remote_ip.startswith("::ffff:") and "." in ev.remote_ip else ev.remote_ip
+            net = as_network(ip)
+            if net is None or net.network_address.is_loopback or net.network_address.is_unspecified:
+                return None
+            peer_text = ip
+            remote = self.inventory.containers.get(ev.remote_container_id) if ev.remote_container_id else None
+            if remote is not None and remote.id != c.id:
+                peer_text = remote.name
+            # A threat-feed address is cut off on every port; an unexpected peer only on that one.
+            port = 0 if alert.kind == "threat" else (ev.remote_port if ev.direction == "out" else ev.local_port)
+        if sum(1 for b in self.blocks_of(c.name) if b.source == "protect") >= MAX_AUTO_BLOCKS:
+            log.warning("enforcement: %s has %d automatic blocks; not adding more", c.name, MAX_AUTO_BLOCKS)
+            return None
+        args = {"peer": peer_text, "port": port or None, "proto": proto if port else "any", "alert_id": alert.id}
+        try:
+            peer, kind, port_n = self.parse_peer(c, peer_text, port or None)
+            row, _ = await self.add_block(c, peer, kind, port_n, proto if port_n else "any",
+                                          reason=f"protect: alert {alert.id}: {alert.summary}"[:500],
+                                          source="protect", alert_id=alert.id)
+        except OpError as e:
+            await self._audit_auto("block", c, args, f"error: {e}")
+            return None
+        await self._audit_auto("block", c, {**args, "block_id": row.id}, "ok")
+        return "blocked"
+
+    async def _audit_auto(self, action: str, c: Container, args: dict[str, Any], result: str) -> None:
+        self.auto_actions += 1
+        try:
+            entry = await self.enforcer.store.audit.record(SYSTEM_UID, SYSTEM_USER, action, c.name,
+                                                           {**args, "automatic": True}, result)
+            self.enforcer.server.publish("audit", entry.to_dict())
+        except Exception as e:  # noqa: BLE001 - the action stands; say the record failed
+            log.warning("enforcement: audit of automatic %s failed: %s", action, e)
+
+
+def _bridge_netfilter() -> str:
+    """net.bridge.bridge-nf-call-iptables: "1" when bridged IPv4 passes the inet hooks too."""
+    try:
+        with open("/proc/sys/net/bridge/bridge-nf-call-iptables") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def peer_groups(uid: int, gid: int) -> set[int]:
+    """The groups of a socket peer (for creating a bundle where they asked)."""
+    import pwd
+
+    try:
+        return {gid, *os.getgrouplist(pwd.getpwuid(uid).pw_name, gid)}
+    except KeyError:
+        return {gid}

@@ -1,0 +1,253 @@
+"""The nftables layout Stockade owns, and its set elements as JSON (pure: no kernel here).
+
+One table name (setting `nft_table`) in two families:
+  inet   <name>: base chains on forward, input and output (routed traffic, container <->
+         host, and bridged traffic when br_netfilter hands it to the IP hooks)
+  bridge <name>: a base chain on forward (container <-> container on one bridge, also
+         when br_netfilter is off)
+Both jump to a chain `blocks` whose rules look packets up in sets. The rules never change
+at run time; a block is a handful of set elements, so the cost per packet stays the same
+with 1 or 10,000 blocks, and adding one is one small atomic transaction.
+
+Sets (each in both tables), keyed by the blocked container's own address first:
+  blk4 / blk6    addr . peer-network                   every port
+  blkp4 / blkp6  addr . peer-network . proto . port    one port
+  threat4 / 6    threat-feed networks
+  protect4 / 6   addresses of containers in protect mode
+Every element has an exact container address in its first field; peer networks of one
+address are merged (ipaddress.collapse_addresses) so elements never overlap, which the
+kernel's concatenated interval sets (pipapo) refuse.
+
+The rules match every packet, not only new connections: the first packet of a blocked
+connection is dropped, and a connection open before the block stalls at its next packet.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+FAMILIES: tuple[str, ...] = ("inet", "bridge")
+BLOCK_CHAIN = "blocks"
+# Before Docker's iptables-nft filter chains (priority 0): the drop is counted here first.
+HOOK_PRIORITY = -10
+BASE_CHAINS: dict[str, tuple[str, ...]] = {"inet": ("forward", "input", "output"), "bridge": ("forward",)}
+
+PROTO_NUMBERS = {"tcp": 6, "udp": 17}
+PROTO_NAMES = {v: k for k, v in PROTO_NUMBERS.items()}
+
+Element = tuple[Any, ...]
+Ruleset = dict[str, frozenset[Element]]
+
+# set name -> (type, flags); type is a list for concatenations.
+SETS: dict[str, tuple[Any, list[str]]] = {
+    "blk4": (["ipv4_addr", "ipv4_addr"], ["interval"]),
+    "blkp4": (["ipv4_addr", "ipv4_addr", "inet_proto", "inet_service"], ["interval"]),
+    "blk6": (["ipv6_addr", "ipv6_addr"], ["interval"]),
+    "blkp6": (["ipv6_addr", "ipv6_addr", "inet_proto", "inet_service"], ["interval"]),
+    "threat4": ("ipv4_addr", ["interval"]),
+    "threat6": ("ipv6_addr", ["interval"]),
+    "protect4": ("ipv4_addr", []),
+    "protect6": ("ipv6_addr", []),
+}
+
+
+def empty_ruleset() -> Ruleset:
+    return {name: frozenset() for name in SETS}
+
+
+# -- the rules -----------------------------------------------------------------------------
+def _field(proto: str, name: str) -> dict[str, Any]:
+    return {"payload": {"protocol": proto, "field": name}}
+
+
+_L4PROTO = {"meta": {"key": "l4proto"}}
+
+
+def _lookup(left: list[dict[str, Any]] | dict[str, Any], set_name: str) -> dict[str, Any]:
+    expr = {"concat": left} if isinstance(left, list) else left
+    return {"match": {"op": "==", "left": expr, "right": f"@{set_name}"}}
+
+
+def block_rules() -> list[tuple[str, list[dict[str, Any]]]]:
+    """(comment, match expressions) of every rule of the `blocks` chain; each drops."""
+    rules: list[tuple[str, list[dict[str, Any]]]] = []
+    for ip, v in (("ip", "4"), ("ip6", "6")):
+        src, dst = _field(ip, "saddr"), _field(ip, "daddr")
+        # Packets from the blocked container (saddr is its address) and to it (daddr).
+        rules.append((f"from-container{v}", [_lookup([src, dst], f"blk{v}")]))
+        rules.append((f"to-container{v}", [_lookup([dst, src], f"blk{v}")]))
+        for own, other, side in ((src, dst, "from"), (dst, src, "to")):
+            for port in ("dport", "sport"):
+                rules.append((f"{side}-container{v}-{port}",
+                              [_lookup([own, other, _L4PROTO, _field("th", port)], f"blkp{v}")]))
+        rules.append((f"protect-to-threat{v}", [_lookup(src, f"protect{v}"), _lookup(dst, f"threat{v}")]))
+        rules.append((f"threat-to-protect{v}", [_lookup(dst, f"protect{v}"), _lookup(src, f"threat{v}")]))
+    return rules
+
+
+def layout_commands(table: str, families: Iterable[str] = FAMILIES) -> list[dict[str, Any]]:
+    """Create what is missing and (re)write every rule: idempotent, one transaction."""
+    cmds: list[dict[str, Any]] = []
+    for fam in families:
+        cmds.append({"add": {"table": {"family": fam, "name": table}}})
+        for name, (typ, flags) in SETS.items():
+            s: dict[str, Any] = {"family": fam, "table": table, "name": name, "type": typ}
+            if flags:
+                s["flags"] = flags
+            cmds.append({"add": {"set": s}})
+        cmds.append({"add": {"chain": {"family": fam, "table": table, "name": BLOCK_CHAIN}}})
+        for hook in BASE_CHAINS[fam]:
+            cmds.append({"add": {"chain": {"family": fam, "table": table, "name": hook, "type": "filter",
+                                           "hook": hook, "prio": HOOK_PRIORITY, "policy": "accept"}}})
+        # add rule appends: flush first so a restart never doubles the rules.
+        for chain in (BLOCK_CHAIN, *BASE_CHAINS[fam]):
+            cmds.append({"flush": {"chain": {"family": fam, "table": table, "name": chain}}})
+        for comment, matches in block_rules():
+            cmds.append({"add": {"rule": {"family": fam, "table": table, "chain": BLOCK_CHAIN, "comment": comment,
+                                          "expr": [*matches, {"counter": None}, {"drop": None}]}}})
+        for hook in BASE_CHAINS[fam]:
+            cmds.append({"add": {"rule": {"family": fam, "table": table, "chain": hook,
+                                          "expr": [{"jump": {"target": BLOCK_CHAIN}}]}}})
+    return cmds
+
+
+def delete_table_commands(table: str, families: Iterable[str] = FAMILIES) -> list[dict[str, Any]]:
+    return [{"delete": {"table": {"family": fam, "name": table}}} for fam in families]
+
+
+# -- elements --------------------------------------------------------------------------------
+def _net_json(cidr: str) -> Any:
+    net = ipaddress.ip_network(cidr, strict=False)
+    if net.prefixlen == net.max_prefixlen:
+        return str(net.network_address)
+    return {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
+
+
+def element_json(set_name: str, element: Element) -> Any:
+    if set_name.startswith("blkp"):
+        addr, net, proto, port = element
+        return {"concat": [addr, _net_json(net), proto, port]}
+    if set_name.startswith("blk"):
+        addr, net = element
+        return {"concat": [addr, _net_json(net)]}
+    if set_name.startswith("threat"):
+        return _net_json(element[0])
+    return element[0]
+
+
+def element_commands(verb: str, table: str, changes: dict[str, Iterable[Element]],
+                     families: Iterable[str] = FAMILIES) -> list[dict[str, Any]]:
+    """`add` or `delete` element commands for each set with changes, in every family."""
+    cmds: list[dict[str, Any]] = []
+    for set_name, elements in changes.items():
+        items = [element_json(set_name, e) for e in sorted(elements, key=_sort_key)]
+        if not items:
+            continue
+        for fam in families:
+            cmds.append({verb: {"element": {"family": fam, "table": table, "name": set_name, "elem": items}}})
+    return cmds
+
+
+def replace_commands(table: str, desired: Ruleset, families: Iterable[str] = FAMILIES) -> list[dict[str, Any]]:
+    """Empty every set and fill it with `desired` (in one transaction with whatever precedes)."""
+    families = tuple(families)
+    cmds: list[dict[str, Any]] = [{"flush": {"set": {"family": fam, "table": table, "name": name}}}
+                                  for fam in families for name in SETS]
+    return cmds + element_commands("add", table, {k: v for k, v in desired.items()}, families)
+
+
+@dataclass(slots=True)
+class Diff:
+    add: dict[str, set[Element]]
+    delete: dict[str, set[Element]]
+
+    @property
+    def empty(self) -> bool:
+        return not any(self.add.values()) and not any(self.delete.values())
+
+    def count(self) -> tuple[int, int]:
+        return sum(map(len, self.add.values())), sum(map(len, self.delete.values()))
+
+
+def diff(current: Ruleset, desired: Ruleset) -> Diff:
+    add: dict[str, set[Element]] = {}
+    delete: dict[str, set[Element]] = {}
+    for name in SETS:
+        have, want = current.get(name, frozenset()), desired.get(name, frozenset())
+        if want - have:
+            add[name] = set(want - have)
+        if have - want:
+            delete[name] = set(have - want)
+    return Diff(add, delete)
+
+
+def diff_commands(table: str, d: Diff, families: Iterable[str] = FAMILIES) -> list[dict[str, Any]]:
+    # Deletions first: a replaced element (e.g. a wider network) would otherwise overlap.
+    families = tuple(families)
+    return element_commands("delete", table, d.delete, families) + element_commands("add", table, d.add, families)
+
+
+# -- reading the kernel back -------------------------------------------------------------------
+def _net_from_json(value: Any) -> str:
+    if isinstance(value, dict) and "prefix" in value:
+        p = value["prefix"]
+        return str(ipaddress.ip_network(f"{p['addr']}/{p['len']}", strict=False))
+    if isinstance(value, dict) and "range" in value:
+        lo, hi = value["range"]
+        nets = list(ipaddress.summarize_address_range(ipaddress.ip_address(lo), ipaddress.ip_address(hi)))
+        if len(nets) != 1:
+            raise ValueError(f"range {lo}-{hi} is not one network")
+        return str(nets[0])
+    return str(ipaddress.ip_network(str(value), strict=False))
+
+
+def _proto_from_json(value: Any) -> int:
+    if isinstance(value, int):
+        return value
+    return PROTO_NUMBERS.get(str(value), -1) if not str(value).isdigit() else int(value)
+
+
+def parse_element(set_name: str, raw: Any) -> Element:
+    """An element as listed by libnftables -> the tuple `element_json` was made from."""
+    if isinstance(raw, dict) and "elem" in raw:  # an element with a counter or timeout
+        raw = raw["elem"].get("val")
+    if set_name.startswith("blk"):
+        parts = raw["concat"]
+        addr = str(ipaddress.ip_address(parts[0]))
+        net = _net_from_json(parts[1])
+        if set_name.startswith("blkp"):
+            return (addr, net, _proto_from_json(parts[2]), int(parts[3]))
+        return (addr, net)
+    if set_name.startswith("threat"):
+        return (_net_from_json(raw),)
+    return (str(ipaddress.ip_address(raw)),)
+
+
+def parse_listing(listing: list[dict[str, Any]]) -> tuple[Ruleset, dict[str, int]]:
+    """Set elements and rule counters (by comment) of one family's table listing."""
+    sets: dict[str, set[Element]] = {name: set() for name in SETS}
+    counters: dict[str, int] = {}
+    for item in listing:
+        if "set" in item:
+            s = item["set"]
+            if s.get("name") in sets:
+                for raw in s.get("elem", []) or []:
+                    sets[s["name"]].add(parse_element(s["name"], raw))
+        elif "rule" in item:
+            r = item["rule"]
+            comment = r.get("comment")
+            if comment:
+                for e in r.get("expr", []):
+                    if isinstance(e, dict) and isinstance(e.get("counter"), dict):
+                        counters[comment] = counters.get(comment, 0) + int(e["counter"].get("packets", 0))
+    return {k: frozenset(v) for k, v in sets.items()}, counters
+
+
+def _sort_key(e: Element) -> tuple[str, ...]:
+    return tuple(str(x) for x in e)
+
+
+def proto_name(number: int) -> str:
+    return PROTO_NAMES.get(number, str(number))

@@ -1,0 +1,74 @@
+"""Helpers of the enforcement tests: web containers on an internal network, a reachability
+probe from inside a container, and the kernel's view of a test enforcer's table (read with
+the `nft` tool, independently of the code under test)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from harness import DockerResources, EnforcerProcess, container_info, exec_in, sh, wait_for
+
+# Writes a page and serves it on 8080 (foreground) and 8081 (background).
+WEB_COMMAND = ["sh", "-c", "mkdir -p /var/www; echo hello from $(hostname) > /var/www/index.html; httpd -p 8081 -h /var/www; "
+               "exec httpd -f -p 8080 -h /var/www"]
+
+
+def web(dockerx: DockerResources, network: str, *extra: str) -> str:
+    return dockerx.run(*extra, network=network, command=WEB_COMMAND)
+
+
+def ip_of(name: str) -> str:
+    nets = container_info(name)["NetworkSettings"]["Networks"]
+    return next(n["IPAddress"] for n in nets.values() if n.get("IPAddress"))
+
+
+def reaches(src: str, dst_ip: str, port: int = 8080, timeout: int = 2) -> bool:
+    """Can container `src` fetch the page from dst_ip:port? (busybox wget, short timeout)"""
+    # (busybox 1.35's `wget -T` crashes with SIGSEGV: its own `timeout` applet bounds it instead.)
+    proc = exec_in(src, "timeout", str(timeout), "wget", "-q", "-O", "-", f"http://{dst_ip}:{port}/",
+                   timeout=timeout + 20)
+    return proc.returncode == 0 and "hello" in proc.stdout
+
+
+def wait_reaches(src: str, dst_ip: str, port: int = 8080, timeout: float = 20) -> None:
+    wait_for(lambda: reaches(src, dst_ip, port), timeout=timeout, interval=0.3,
+             what=f"{src} to reach {dst_ip}:{port}")
+
+
+def nft_table(family: str, table: str) -> list[dict[str, Any]]:
+    proc = sh("nft", "-j", "list", "table", family, table, check=False)
+    if proc.returncode != 0:
+        return []
+    return json.loads(proc.stdout)["nftables"]
+
+
+def nft_elements(family: str, table: str, set_name: str) -> list[Any]:
+    for item in nft_table(family, table):
+        s = item.get("set")
+        if s and s["name"] == set_name:
+            return list(s.get("elem", []))
+    return []
+
+
+def drop_counters(family: str, table: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in nft_table(family, table):
+        r = item.get("rule")
+        if r and r.get("comment"):
+            for e in r["expr"]:
+                if isinstance(e, dict) and isinstance(e.get("counter"), dict):
+                    out[r["comment"]] = e["counter"]["packets"]
+    return out
+
+
+def wait_reconciled(e: EnforcerProcess, timeout: float = 60) -> dict[str, Any]:
+    return wait_for(lambda: (s := e.call("status")["enforcement"])["reconciled"] and s, timeout=timeout,
+                    what="enforcement to reconcile after start")
+
+
+def wait_known(e: EnforcerProcess, *names: str, timeout: float = 20) -> None:
+    def known() -> bool:
+        running = {c["name"] for c in e.call("containers") if c["state"] == "running" and c["networks"]}
+        return set(names) <= running
+    wait_for(known, timeout=timeout, what=f"the enforcer to know {', '.join(names)}")
