@@ -1,0 +1,91 @@
+/* Workloads for bench_sensors.py, run inside a container (static, no libc needed there).
+ *   load exec SECONDS            fork + execve(self, "noop") in a loop
+ *   load write SECONDS           open(O_CREAT|O_TRUNC) + write + close on 10 files
+ *   load connect SECONDS IP PORT TCP connect + close to a peer
+ *   load serve PORT              accept and close, forever (the peer)
+ *   load flood SECONDS RATE      create RATE new files per second (novel events), unlink them
+ * Prints: "<ops> <seconds>". */
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 2 && strcmp(argv[1], "noop") == 0)
+        return 0;
+    if (argc >= 3 && strcmp(argv[1], "serve") == 0) {
+        int s = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+        setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[2]))};
+        if (bind(s, (struct sockaddr *)&a, sizeof(a)) || listen(s, 1024))
+            return 1;
+        for (;;) {
+            int c = accept(s, 0, 0);
+            if (c >= 0)
+                close(c);
+        }
+    }
+    if (argc < 3)
+        return 2;
+    double seconds = atof(argv[2]), start = now(), end = start + seconds;
+    long ops = 0;
+    char path[64];
+    if (strcmp(argv[1], "exec") == 0) {
+        while (now() < end) {
+            pid_t p = fork();
+            if (p == 0) {
+                execl("/proc/self/exe", "load", "noop", (char *)0);
+                _exit(127);
+            }
+            waitpid(p, 0, 0);
+            ops++;
+        }
+    } else if (strcmp(argv[1], "write") == 0) {
+        while (now() < end) {
+            snprintf(path, sizeof(path), "/tmp/bench-%ld", ops % 10);
+            int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            write(fd, "x\n", 2);
+            close(fd);
+            ops++;
+        }
+    } else if (strcmp(argv[1], "connect") == 0 && argc >= 5) {
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[4]))};
+        inet_pton(AF_INET, argv[3], &a.sin_addr);
+        while (now() < end) {
+            int s = socket(AF_INET, SOCK_STREAM, 0);
+            connect(s, (struct sockaddr *)&a, sizeof(a));
+            close(s);
+            ops++;
+        }
+    } else if (strcmp(argv[1], "flood") == 0 && argc >= 4) {
+        double rate = atof(argv[3]);
+        while (now() < end) {
+            double due = start + ops / rate;
+            while (now() < due)
+                ;
+            snprintf(path, sizeof(path), "/tmp/flood-%ld", ops);
+            int fd = open(path, O_WRONLY | O_CREAT, 0644);
+            close(fd);
+            unlink(path);
+            ops++;
+        }
+    } else {
+        return 2;
+    }
+    printf("%ld %.3f\n", ops, now() - start);
+    return 0;
+}
