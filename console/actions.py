@@ -120,8 +120,8 @@ def mode_plan(target: str, scope: str, mode: str, current: str = "", label: str 
 def relearn_plan(target: str, what: str) -> ActionPlan:
     return ActionPlan("relearn", {"target": target}, "Relearn", [
         _line("Reset the profile(s) of ", Text(esc(what, 200), style="bold"), " to learning."),
-        Text("What was learned so far is discarded; the profile learns again for its learning period,"),
-        Text("and until then only research rules (feeds, sensitive files, dangerous syscalls) alert."),
+        Text("What was learned so far is discarded; the profile learns again for its learning period, "
+             "and until then only research rules (feeds, sensitive files, dangerous syscalls) alert."),
     ], "Relearn", esc(what, 200))
 
 
@@ -141,9 +141,9 @@ def sync_plan(feeds: list[dict[str, Any]], only: str | None = None) -> ActionPla
 
 def forensics_plan(c: dict[str, Any]) -> ActionPlan:
     return ActionPlan("forensics", {"target": c["id"]}, "Forensics bundle", [
-        _line("Freeze ", _who(c), " first, then write one forensics bundle of it"),
-        Text("(processes, open files, connections, changed files, its profile and incidents) into the"),
-        Text("enforcer's forensics directory. The container stays frozen afterwards: press u to thaw it."),
+        _line("Freeze ", _who(c), " first, then write one forensics bundle of it (processes, open files, "
+              "connections, changed files, its profile and incidents) into the enforcer's forensics directory."),
+        Text("The container stays frozen afterwards: press u to thaw it."),
     ], "Write bundle", esc(c.get("name"), 128))
 
 

@@ -38,6 +38,7 @@ class StockadeApp(App[None]):
         super().__init__()
         self.client: ClientLike = client if client is not None else EnforcerClient(socket_path)
         self.state = ConsoleState()
+        self.state.clock = clock
         self.retry_seconds = retry_seconds
         self.session = EnforcerSession(self.client, self.state, self.request_repaint,
                                        retry_seconds=retry_seconds, status_interval=status_interval)

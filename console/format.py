@@ -10,6 +10,7 @@ severity word is always written).
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
 from rich.text import Text
@@ -108,7 +109,14 @@ def clock_time(iso: Any) -> str:
 
 
 def date_time(iso: Any) -> str:
-    """`11-28 21:05:58` from an ISO time."""
+    """`11-28 21:05:58` (UTC) from an ISO time or an epoch (both appear on the wire)."""
+    if isinstance(iso, (int, float)) and not isinstance(iso, bool):
+        if iso <= 0:
+            return "-"
+        try:
+            return datetime.fromtimestamp(float(iso), tz=timezone.utc).strftime("%m-%d %H:%M:%S")
+        except (OverflowError, OSError, ValueError):
+            return "-"
     if not isinstance(iso, str) or "T" not in iso:
         return "-"
     day, _, rest = iso.partition("T")

@@ -175,6 +175,8 @@ class EnforcerSession:
                 self.state.set_status(await self.client.call("status", timeout=5.0))
             except ProtocolError:
                 continue
+            if any(c.get("profile_state") == "learning" for c in self.state.containers.values()):
+                self.state.dirty.add("containers")  # the learning time left counts down
             self.on_change()
 
     async def call(self, op: str, **args: Any) -> Any:

@@ -51,6 +51,7 @@ class ConsoleState:
     incidents_reloaded: bool = False
     events_seen: int = 0
     overflows: int = 0
+    clock: Any = time.time  # the app's clock (fixed in snapshot tests)
 
     # -- whole lists (after connect, reconnect or an overflow) ------------------------------
     def set_hello(self, hello: dict[str, Any]) -> None:
@@ -62,7 +63,10 @@ class ConsoleState:
         self.dirty.add("status")
 
     def set_containers(self, rows: list[dict[str, Any]]) -> None:
+        now = self.clock()
         self.containers = {c["id"]: c for c in rows if isinstance(c, dict) and c.get("id")}
+        for c in self.containers.values():
+            c["_received"] = now
         self.dirty.add("containers")
         self.dirty.add("apps")
 
@@ -123,6 +127,7 @@ class ConsoleState:
             if data.get("change") == "removed":
                 self.containers.pop(c["id"], None)
             else:
+                c["_received"] = self.clock()
                 self.containers[c["id"]] = c
             self.dirty.update(("containers", "apps"))
         elif topic == "feed" and isinstance(data, dict):

@@ -37,7 +37,7 @@ version: "2.4"
 services:
   web:
     image: {image}
-    command: ["httpd", "-f", "-p", "80", "-h", "/var/www"]
+    command: ["httpd", "-f", "-p", "80", "-h", "/bin"]
     labels: {{stockade.screenshots: "1"}}
     networks: [net]
   api:
@@ -101,7 +101,7 @@ async def shoot(socket_path: str, out: Path, focus_app: str | None) -> list[Path
             save(f"{name}")
         await pilot.press("2")
         if focus_app:
-            await pilot.press("slash", *focus_app, "enter")
+            await pilot.press("slash", *f"{focus_app}_api", "enter")
         await pilot.press("home", "enter")
         await pilot.pause(1.5)
         save("container-detail")

@@ -40,8 +40,10 @@ VIEW_BINDINGS = [
     Binding("5", "view('audit')", "Audit", show=False, id="view.audit"),
 ]
 COMMON_BINDINGS = [
-    Binding("colon", "command", "View", key_display=":", id="command"),
-    Binding("slash", "filter", "Filter", key_display="/", id="filter"),
+    # Priority: handled as the key arrives, so that what is typed right after (fast, or
+    # pasted) lands in the command line and not in the table it covers.
+    Binding("colon", "command", "View", key_display=":", priority=True, id="command"),
+    Binding("slash", "filter", "Filter", key_display="/", priority=True, id="filter"),
     Binding("question_mark", "help", "Help", key_display="?", id="help"),
     Binding("escape", "back", "Back", show=False, id="back"),
     *VIEW_BINDINGS,
@@ -89,14 +91,25 @@ class ConsoleScreen(Screen[None]):
         return True
 
     # -- command line and filter -------------------------------------------------------------
+    def _typing_in_bar(self, char: str) -> bool:
+        """`:` and `/` are priority keys: inside the open command line they are just text."""
+        bar = self.query_one(CommandBar)
+        if bar.is_open and bar.has_focus:
+            bar.insert_text_at_cursor(char)
+            return True
+        return False
+
     def action_command(self) -> None:
-        self.query_one(CommandBar).open("command")
+        if not self._typing_in_bar(":"):
+            self.query_one(CommandBar).open("command", return_to=self.current_table())
 
     def action_filter(self) -> None:
+        if self._typing_in_bar("/"):
+            return
         table = self.current_table()
         if table is None:
             return
-        self.query_one(CommandBar).open("filter", table.filter_text)
+        self.query_one(CommandBar).open("filter", table.filter_text, return_to=table)
 
     def on_command_bar_filter_changed(self, event: CommandBar.FilterChanged) -> None:
         table = self.current_table()
@@ -106,8 +119,8 @@ class ConsoleScreen(Screen[None]):
 
     def on_command_bar_closed(self, event: CommandBar.Closed) -> None:
         table = self.current_table()
-        if table is not None:
-            table.focus()
+        if table is not None and not table.has_focus:
+            self.set_focus(table)
 
     def filter_changed(self) -> None:
         pass

@@ -43,9 +43,9 @@ ENTRY_COLUMNS = [
 PROCESS_COLUMNS = [
     Column("key", "PATH", min_width=8, max_width=60),
     Column("sha256", "SHA256", min_width=8, max_width=64),
+    Column("binary", "BINARY", min_width=6, max_width=40, flex=True),
     Column("source", "SOURCE", min_width=7, max_width=8),
     Column("first_seen", "FIRST SEEN", min_width=14, max_width=14),
-    Column("detail", "DETAIL", min_width=6, max_width=200, flex=True),
 ]
 TREE_COLUMNS = [
     Column("pid", "PID", min_width=6, max_width=8, align="right"),
@@ -66,12 +66,14 @@ def entry_row(kind: str, i: int, e: dict[str, Any]) -> Row:
     data = e.get("data")
     source = str(e.get("source") or "")
     source_style = "cyan" if source == "seed" else "green" if source == "learned" else ""
-    first = date_time(e.get("first_seen")) if isinstance(e.get("first_seen"), str) else esc(e.get("first_seen"))
+    first = date_time(e.get("first_seen"))
     if kind == "process":
-        sha = data.get("sha256") if isinstance(data, dict) else ""
-        cells: tuple[str, ...] = (esc(e.get("key"), 512), esc(sha, 64), esc(source, 10), first,
-                                  esc(_data_text(data, ("sha256", "path")), 400))
-        styles = ("bold", "dim", source_style, "dim", "dim")
+        d = data if isinstance(data, dict) else {}
+        path = d.get("path") or str(e.get("key") or "").split(" sha256:", 1)[0]
+        sha = d.get("sha256") or "not pinned yet"
+        cells: tuple[str, ...] = (esc(path, 512), esc(sha, 64), esc(d.get("binary") or "", 256), esc(source, 10),
+                                  first)
+        styles = ("bold", "dim" if d.get("sha256") else "yellow", "dim", source_style, "dim")
     else:
         cells = (esc(e.get("key"), 512), esc(_data_text(data), 400), esc(source, 10), first)
         styles = ("bold", "dim", source_style, "dim")
@@ -243,6 +245,7 @@ class ContainerDetailScreen(ConsoleScreen):
         try:
             fresh = await app.session.call("container", target=self.container_id)
             if isinstance(fresh, dict) and fresh.get("id"):
+                fresh["_received"] = state.clock()
                 state.containers[fresh["id"]] = fresh
         except ProtocolError as e:
             if e.code == protocol.NOT_FOUND:
@@ -278,7 +281,7 @@ class ContainerDetailScreen(ConsoleScreen):
         crumb.append("   Esc back · Tab/←→ switch tabs", style="dim")
         self.query_one("#breadcrumb", Static).update(crumb)
         status, status_style = status_str(c)
-        profile, profile_style = profile_str(c)
+        profile, profile_style = profile_str(c, self.stockade.state.clock())
         mode = str(c.get("mode") or "")
         info = Text(end="")
 
@@ -308,8 +311,9 @@ class ContainerDetailScreen(ConsoleScreen):
             info.append("\n")
             fact("profile #", esc(p.get("id"), 20))
             fact("state", esc(p.get("state"), 20), "cyan" if p.get("state") == "learning" else "green")
-            fact("learn until", date_time(p.get("learn_until")) if isinstance(p.get("learn_until"), str)
-                 else esc(p.get("learn_until"), 30))
+            fact("learn until", date_time(p.get("learn_until")))
+            if p.get("activated"):
+                fact("active since", date_time(p.get("activated")))
             fact("image digest", esc(str(p.get("image_digest") or "")[:19], 20))
         self.query_one("#container-info", Static).update(info)
 

@@ -135,7 +135,7 @@ class AppsView(View):
                         continue
                     cbranch = "└─ " if ci == len(ids) - 1 else "├─ "
                     status, status_style = status_str(c)
-                    profile, profile_style = profile_str(c)
+                    profile, profile_style = profile_str(c, state.clock())
                     cmode = str(c.get("mode") or "")
                     n_ctr = state.container_alerts(c, counts_ctr)
                     ips = [n.get("ip") for n in c.get("networks") or [] if isinstance(n, dict) and n.get("ip")]

@@ -24,12 +24,15 @@ COLUMNS = [
 ]
 
 
-def audit_row(e: dict[str, Any]) -> Row:
+def audit_row(e: dict[str, Any], names: dict[str, str] | None = None) -> Row:
     result = str(e.get("result") or "")
     args = e.get("args") if isinstance(e.get("args"), dict) else {}
     args_text = json.dumps(args, ensure_ascii=True, separators=(",", ":"), default=str) if args else ""
+    target = str(e.get("target") or "")
+    # Actions name containers by id (the console sends ids): show the name beside it.
+    shown = f"{names[target]} ({target[:12]})" if names and target in names else target
     cells = (str(e["id"]), date_time(e.get("time")), esc(e.get("user"), 64), esc(e.get("uid"), 12),
-             esc(e.get("action"), 32), esc(e.get("target"), 256), esc(result, 300), esc(args_text, 600))
+             esc(e.get("action"), 32), esc(shown, 256), esc(result, 300), esc(args_text, 600))
     styles = ("dim", "", "bold", "dim", "bold", "", "green" if result == "ok" else "bright_red", "dim")
     return Row(key=e["id"], cells=cells, styles=styles, sort=(e["id"],) + cells[1:])
 
@@ -37,7 +40,7 @@ def audit_row(e: dict[str, Any]) -> Row:
 class AuditView(View):
     VIEW_NAME = "audit"
     TITLE = "Audit"
-    DOMAINS = frozenset({"audit"})
+    DOMAINS = frozenset({"audit", "containers"})
     ACTIONS = frozenset({"sort"})
 
     def compose(self) -> ComposeResult:
@@ -47,5 +50,6 @@ class AuditView(View):
     def repaint(self, state: ConsoleState) -> None:
         if "audit" in state.unavailable:
             self.table.set_empty_text("audit: not available in this enforcer")
-        self.table.set_rows(audit_row(e) for e in state.audit.values())
+        names = {cid: str(c.get("name") or "") for cid, c in state.containers.items()}
+        self.table.set_rows(audit_row(e, names) for e in state.audit.values())
         self.stale = False

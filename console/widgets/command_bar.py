@@ -5,6 +5,7 @@ from __future__ import annotations
 from textual.binding import Binding
 from textual.message import Message
 from textual.suggester import Suggester
+from textual.widget import Widget
 from textual.widgets import Input
 
 VIEW_NAMES = ("apps", "containers", "alerts", "feeds", "audit")
@@ -34,9 +35,13 @@ class CommandSuggester(Suggester):
 
     def __init__(self) -> None:
         super().__init__(use_cache=False, case_sensitive=False)
+        self.bar: "CommandBar | None" = None
+
+    def bar_mode(self) -> str:
+        return self.bar.mode if self.bar is not None else "command"
 
     async def get_suggestion(self, value: str) -> str | None:
-        if not value or " " in value:
+        if not value or " " in value or self.bar_mode() != "command":
             return None
         for name in COMMANDS:
             if name.startswith(value.lower()):
@@ -71,11 +76,15 @@ class CommandBar(Input):
             self.cancelled = cancelled
 
     def __init__(self, id: str | None = None) -> None:
-        super().__init__(id=id, suggester=CommandSuggester(), select_on_focus=False)
+        suggester = CommandSuggester()
+        super().__init__(id=id, suggester=suggester, select_on_focus=False)
+        suggester.bar = self
         self.mode = "command"
+        self._return_to: Widget | None = None
 
-    def open(self, mode: str, value: str = "") -> None:
+    def open(self, mode: str, value: str = "", return_to: Widget | None = None) -> None:
         self.mode = mode
+        self._return_to = return_to
         self.placeholder = "view: apps containers alerts feeds audit (Tab completes)" if mode == "command" \
             else "filter the table (Enter keeps it, Esc clears it)"
         self.value = value
@@ -84,12 +93,16 @@ class CommandBar(Input):
             prompt = self.parent.query("#command-prompt")
             if prompt:
                 prompt.first().update(":" if mode == "command" else "/")  # type: ignore[attr-defined]
-        self.focus()
+        # Focus now, not after a refresh: keys typed fast (or pasted) right after `/` must
+        # land in this line, not in the table under it.
+        self.screen.set_focus(self)
         self.cursor_position = len(value)
 
     def close(self) -> None:
         if self.parent is not None:
             self.parent.display = False
+        if self._return_to is not None and self._return_to.is_mounted:
+            self.screen.set_focus(self._return_to)  # at once: the next key goes there
 
     @property
     def is_open(self) -> bool:

@@ -27,13 +27,24 @@ COLUMNS = [
 ]
 
 
-def profile_str(c: dict[str, Any]) -> tuple[str, str]:
+def learning_left(c: dict[str, Any], now: float | None = None) -> float:
+    """Seconds of learning left now: the enforcer's figure minus the time since it said so."""
+    left = c.get("learning_left")
+    if not isinstance(left, (int, float)) or isinstance(left, bool):
+        return 0.0
+    received = c.get("_received")
+    if now is not None and isinstance(received, (int, float)):
+        left -= max(0.0, now - received)
+    return max(0.0, float(left))
+
+
+def profile_str(c: dict[str, Any], now: float | None = None) -> tuple[str, str]:
     state = c.get("profile_state") or ""
     if not state:
         return "-", "dim"
     if state == "learning":
-        left = c.get("learning_left")
-        if isinstance(left, (int, float)) and left > 0:
+        left = learning_left(c, now)
+        if left > 0:
             return f"learning {duration(left)}", "cyan"
         return "learning", "cyan"
     return esc(state, 20), "green" if state == "active" else ""
@@ -46,9 +57,9 @@ def status_str(c: dict[str, Any]) -> tuple[str, str]:
     return esc(state, 12), STATE_STYLE.get(state, "")
 
 
-def container_row(c: dict[str, Any], alerts: int) -> Row:
+def container_row(c: dict[str, Any], alerts: int, now: float | None = None) -> Row:
     ips = [n.get("ip") for n in c.get("networks") or [] if isinstance(n, dict) and n.get("ip")]
-    profile, profile_style = profile_str(c)
+    profile, profile_style = profile_str(c, now)
     status, status_style = status_str(c)
     mode = str(c.get("mode") or "")
     pids = c.get("pids") if isinstance(c.get("pids"), list) else []
@@ -57,9 +68,8 @@ def container_row(c: dict[str, Any], alerts: int) -> Row:
              str(len(pids)) if pids else "-", esc(ips[0] if ips else "", 46), esc(str(c.get("id", ""))[:12]))
     styles = ("bold", "", "", "", MODE_STYLE.get(mode, "dim"), profile_style,
               "bold bright_red" if alerts else "dim", status_style, "", "", "dim")
-    learning_left = c.get("learning_left") if isinstance(c.get("learning_left"), (int, float)) else 0
     sort = (cells[0], cells[1], cells[2], cells[3], cells[4],
-            (profile, learning_left), alerts, status, len(pids), cells[9], cells[10])
+            (profile_style, learning_left(c, now)), alerts, status, len(pids), cells[9], cells[10])
     return Row(key=c["id"], cells=cells, styles=styles, sort=sort)
 
 
@@ -75,7 +85,8 @@ class ContainersView(View):
 
     def repaint(self, state: ConsoleState) -> None:
         loaded = state.incidents_by_container()
-        rows = [container_row(c, state.container_alerts(c, loaded)) for c in state.containers.values()]
+        now = state.clock()
+        rows = [container_row(c, state.container_alerts(c, loaded), now) for c in state.containers.values()]
         table = self.table
         if not rows and "containers" in state.unavailable:
             table.set_empty_text("containers: not available in this enforcer")
