@@ -185,7 +185,9 @@ def member_path(container_path: str) -> str | None:
     parts = norm.split("/")
     if not norm or any(p in ("", ".", "..") for p in parts):
         return None
-    safe = "/".join(p.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace") for p in parts)
+    # Plain ASCII without control characters: whoever lists or extracts the bundle sees one line each.
+    safe = "/".join(json.dumps(p.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))[1:-1]
+                    .replace("/", "_") for p in parts)
     return "files/" + safe
 
 
