@@ -140,7 +140,9 @@ class HubRunner:
         self._thread.start()
 
         async def make() -> SensorHub:
-            hub = SensorHub(self.inventory, asyncio.Queue(maxsize=100_000), None, **hub_args)
+            queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=100_000)
+            hub = SensorHub(self.inventory, queue, None, **hub_args)
+            self._drain = asyncio.ensure_future(_drain(queue))  # the detector's part
             hub.listeners.append(lambda ev: self.log.add(_as_dict(ev)))
             await hub.start()
             await asyncio.wait_for(hub.ready.wait(), 120)
@@ -162,9 +164,15 @@ class HubRunner:
     def close(self) -> None:
         try:
             self.run(self.hub.stop(), timeout=30)
+            self.loop.call_soon_threadsafe(self._drain.cancel)
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(10)
+
+
+async def _drain(queue: asyncio.Queue[Any]) -> None:
+    while True:
+        await queue.get()
 
 
 def _as_dict(ev: Any) -> dict[str, Any]:

@@ -93,9 +93,14 @@ class Decoder:
     def decode(self, data: int, size: int) -> Decoded | None:
         hdr = ct.cast(data, ct.POINTER(L.EvHdr)).contents
         cls = L.RECORDS.get(hdr.type)
-        if cls is None or size < ct.sizeof(cls):
+        if cls is None or size < L.MIN_SIZES.get(hdr.type, ct.sizeof(cls)):
             return None
-        rec = ct.cast(data, ct.POINTER(cls)).contents
+        if size < ct.sizeof(cls):  # a file record without its second path: copy, zero-padded
+            buf = ct.create_string_buffer(ct.sizeof(cls))
+            ct.memmove(buf, data, size)
+            rec = cls.from_buffer(buf)
+        else:
+            rec = ct.cast(data, ct.POINTER(cls)).contents
         base = dict(time=hdr.ts / 1e9 + self.clock_offset, cgroup_id=hdr.cgroup, pid=hdr.pid, tid=hdr.tid,
                     uid=hdr.uid, comm=_text(hdr.comm))
         t = hdr.type

@@ -71,6 +71,7 @@ DEFAULT_RATE_CAPS: dict[int, int] = {
     L.CFG_RATE_FILE: 1000, L.CFG_RATE_SYSCALL: 500,
 }
 LIVE_STATES = ("running", "paused", "restarting")
+BUSY_BATCH = 256  # records in one poll above which the next poll comes sooner
 
 
 class SensorHub:
@@ -229,6 +230,7 @@ class SensorHub:
                 bpf.ring_buffer_consume()
             except Exception:  # noqa: BLE001
                 log.exception("sensors: ring buffer read failed")
+            busy = len(self._batch) >= BUSY_BATCH
             if self._batch:
                 batch = self._batch[:]
                 self._batch.clear()
@@ -236,13 +238,14 @@ class SensorHub:
                     self._loop.call_soon_threadsafe(self._deliver, batch)  # type: ignore[union-attr]
                 except RuntimeError:
                     return  # the loop has closed
-            self._stopping.wait(self.poll_interval)
+            # Under a burst, read again at once rather than let the rings fill up.
+            self._stopping.wait(self.poll_interval / 10 if busy else self.poll_interval)
 
     # -- on the loop: attribution and delivery ------------------------------------------
     def _deliver(self, batch: list[Decoded]) -> None:
         for d in batch:
             if d.pending is not None and not d.pending.done():
-                d.pending.add_done_callback(lambda f, d=d: self._loop.call_soon_threadsafe(self._deliver_hashed, d, f))
+                d.pending.add_done_callback(lambda f, d=d: _call_soon(self._loop, self._deliver_hashed, d, f))
                 continue
             if d.pending is not None:
                 _fill_hash(d.event, d.pending)

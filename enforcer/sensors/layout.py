@@ -116,6 +116,9 @@ RECORDS: dict[int, type[ct.Structure]] = {
     EV_FILE: FileRec, EV_FILE_CLOSED: ClosedRec, EV_SYSCALL: SyscallRec,
 }
 
+# Records that may be sent shorter than their struct (file records without path2).
+MIN_SIZES: dict[int, int] = {EV_FILE: FileRec.path2.offset}
+
 # Syscalls whose every call is reported (x86_64 numbers), whatever the mode.
 DANGEROUS_SYSCALLS: dict[str, int] = {
     "ptrace": 101, "mount": 165, "umount2": 166, "unshare": 272, "setns": 308,

@@ -37,7 +37,7 @@ struct closed_ev {
     char path[PATH_LEN];
 };
 
-BPF_RINGBUF_OUTPUT(file_events, 64);
+BPF_RINGBUF_OUTPUT(file_events, 512);
 BPF_PERCPU_ARRAY(file_scratch, struct file_ev, 1);
 BPF_PERCPU_ARRAY(closed_scratch, struct closed_ev, 1);
 /* tid -> the write-open in progress whose close we want; (tgid << 32 | fd) -> that file. */
@@ -102,7 +102,9 @@ static __always_inline void emit_file(u64 cg, struct policy *pol, struct file_ev
     fill_hdr(&e->h, EV_FILE, cg, now);
     e->h.flags = flags;
     e->op = op;
-    if (emit_file_rec(e, sizeof(*e)))
+    /* Only a rename needs its second path: the rest go out 256 bytes shorter. */
+    int sent = op == OP_RENAME ? emit_file_rec(e, sizeof(*e)) : emit_file_rec(e, offsetof(struct file_ev, path2));
+    if (sent)
         mark_sent(&k, now);
 }
 

@@ -48,8 +48,8 @@ struct connect_state {
     u32 tcp;
 };
 
-BPF_RINGBUF_OUTPUT(network_events, 32);
-BPF_RINGBUF_OUTPUT(dns_events, 16);
+BPF_RINGBUF_OUTPUT(network_events, 128);
+BPF_RINGBUF_OUTPUT(dns_events, 64);
 BPF_TABLE("lru_hash", u32, struct connect_state, connecting, 4096);
 /* (tgid << 32 | fd) of sockets connected to port 53 -> the server. */
 BPF_TABLE("lru_hash", u64, struct inet_addr, dns_fds, 8192);

@@ -37,7 +37,7 @@ struct exec_allow_key {
     u64 path_hash;
 };
 
-BPF_RINGBUF_OUTPUT(process_events, 64);
+BPF_RINGBUF_OUTPUT(process_events, 256);
 BPF_PERCPU_ARRAY(exec_scratch, struct exec_ev, 1);
 /* tid -> the exec decided at entry, waiting for sched_process_exec. */
 BPF_TABLE("lru_hash", u32, struct exec_ev, pending_exec, 1024);

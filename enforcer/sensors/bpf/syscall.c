@@ -25,7 +25,7 @@ struct syscall_ev {
     s64 ret;
 };
 
-BPF_RINGBUF_OUTPUT(syscall_events, 16);
+BPF_RINGBUF_OUTPUT(syscall_events, 64);
 /* profile id -> syscalls allowed. */
 BPF_HASH(syscall_allow, u32, struct syscall_bits, 4096);
 
