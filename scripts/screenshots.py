@@ -92,6 +92,8 @@ async def shoot(socket_path: str, out: Path, focus_app: str | None) -> list[Path
         for key, name in [("1", "apps"), ("2", "containers"), ("3", "alerts"), ("4", "feeds"), ("5", "audit")]:
             await pilot.press(key)
             await pilot.pause(0.5)
+            if name == "alerts":
+                await pilot.press("v")  # severity >= medium: the learned-set syscall noise aside
             if name == "apps" and focus_app:
                 table = screen.view.table
                 target = next((k for k in table.visible_keys() if k[0] == "svc" and k[1] == focus_app), None)
@@ -121,6 +123,36 @@ async def shoot(socket_path: str, out: Path, focus_app: str | None) -> list[Path
         await pilot.pause(0.5)
         save("command-line")
     return saved
+
+
+def wait_for_sensors(enforcer: EnforcerProcess, timeout: float = 90.0) -> None:
+    """The sensors load in the background (bcc compiles C): deploy once they watch."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sensors = enforcer.call("status").get("sensors") or []
+        if sensors and all(x.get("loaded") or x.get("error") for x in sensors):
+            state = ", ".join(f"{x['name']} {'on' if x.get('loaded') else 'off: ' + str(x.get('error'))[:60]}"
+                              for x in sensors)
+            print(f"screenshots: sensors {state}")
+            return
+        if not sensors and time.monotonic() > deadline - timeout + 5:
+            print("screenshots: this enforcer reports no sensors (alerts will be few or none)")
+            return
+        time.sleep(1)
+    print("screenshots: sensors still loading; going on")
+
+
+def wait_for_alerts(enforcer: EnforcerProcess, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if len(enforcer.call("alerts", limit=50)) >= 5:
+                time.sleep(2)
+                return
+        except RuntimeError:
+            return  # no alerts op in this enforcer: the alerts view says so
+        time.sleep(1)
+    print("screenshots: few alerts arrived; the alerts view will be sparse")
 
 
 def deploy(resources: DockerResources, workdir: Path) -> str:
@@ -183,11 +215,12 @@ def main(argv: list[str] | None = None) -> int:
                       "retrying with --no-sensors", file=sys.stderr)
                 enforcer = EnforcerProcess(workdir / "enforcer2", *extra, "--no-sensors")
                 enforcer.start()
+            wait_for_sensors(enforcer)
             project = deploy(resources, workdir)
             print(f"screenshots: app {project} deployed; learning for {args.learn_seconds:g} s")
             time.sleep(args.learn_seconds + 3)
             misbehave(project)
-            time.sleep(4)
+            wait_for_alerts(enforcer)
             saved = asyncio.run(shoot(enforcer.socket, out, project))
         finally:
             if enforcer is not None:

@@ -222,12 +222,13 @@ async def test_block_offers_the_peer_of_the_selected_alert() -> None:
         await pilot.press("3")
         assert main(app).view.table.move_cursor_to(2)
         await pilot.press("b")
-        assert isinstance(app.screen, PromptScreen) and app.screen.value == "172.21.0.9:4444"
+        # Inbound: the peer's address, without its ephemeral source port.
+        assert isinstance(app.screen, PromptScreen) and app.screen.value == "172.21.0.9"
         await pilot.press("enter")
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("right", "enter")
         await pilot.pause(0.1)
-        assert calls(fake, "block") == [{"target": "d4" * 32, "peer": "172.21.0.9", "port": 4444}]
+        assert calls(fake, "block") == [{"target": "d4" * 32, "peer": "172.21.0.9"}]
 
 
 async def test_mode_asks_scope_then_mode_then_confirms() -> None:

@@ -138,3 +138,14 @@ def test_process_tree_orders_children_under_parents(tmp_path: Path) -> None:
     assert [(p.pid, p.depth) for p in procs] == [(10, 0), (11, 1), (12, 1), (99, 0)]
     assert procs[1].comm == "sleep (x)" and procs[0].cmdline == "sh -c loop"
     assert procs[3].comm == "" and procs[3].ppid == 0  # gone: still listed
+
+
+def test_block_peer_from_an_alert_prefers_a_container_or_address() -> None:
+    from console.widgets.alerts_view import alert_peer, alert_pid
+
+    outbound = {"detail": {"direction": "out", "peer": "blog/db", "remote_ip": "10.0.0.5", "remote_port": 443}}
+    assert alert_peer(outbound) == "10.0.0.5:443"
+    inbound = {"detail": {"direction": "in", "peer": "x/y", "peer_container": "x_y_1", "remote_port": 51172}}
+    assert alert_peer(inbound) == "x_y_1"
+    assert alert_peer({"detail": ["not a dict"]}) is None
+    assert alert_pid({"detail": {"pid": True}}) is None and alert_pid({"detail": {"pid": 7}}) == 7

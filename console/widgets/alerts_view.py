@@ -34,8 +34,10 @@ COLUMNS = [
     Column("action", "ACTION", min_width=6, max_width=8, hide_below=110),
 ]
 
-PEER_KEYS = ("peer", "remote_ip", "daddr", "ip", "address", "remote", "dst", "indicator")
-PORT_KEYS = ("port", "remote_port", "dport")
+# Most precise first: a container name or an address is what `block --peer` takes
+# ("peer" may be "app/service", which is not).
+PEER_KEYS = ("peer_container", "remote_ip", "daddr", "ip", "address", "remote", "dst", "indicator", "peer")
+PORT_KEYS = ("remote_port", "dport", "port")
 
 
 def incident_row(a: dict[str, Any]) -> Row:
@@ -59,7 +61,9 @@ def alert_peer(alert: dict[str, Any]) -> str | None:
     for key in PEER_KEYS:
         value = detail.get(key)
         if isinstance(value, str) and value:
-            port = next((detail[k] for k in PORT_KEYS if isinstance(detail.get(k), int)), None)
+            # Inbound: the remote port is ephemeral, blocking it would block nothing useful.
+            inbound = detail.get("direction") in ("in", "inbound")
+            port = None if inbound else next((detail[k] for k in PORT_KEYS if isinstance(detail.get(k), int)), None)
             return f"{value}:{port}" if port and ":" not in value else value
     return None
 

@@ -47,9 +47,11 @@ def _state_summary(containers: list[dict[str, Any]]) -> tuple[str, str]:
 
 
 def _links_text(out: list[Edge], bad: list[Edge], service: str) -> tuple[str, str]:
-    parts = []
+    parts: list[str] = []
     for e in out:
-        parts.append(esc(e.dst, 64) + (f":{e.port}" if e.port else ""))
+        part = esc(e.dst, 64) + (f":{e.port}" if e.port else "")
+        if part not in parts:  # tcp and udp to the same place read as one
+            parts.append(part)
     text = "→ " + ", ".join(parts) if parts else ""
     if bad:
         unl = ", ".join(esc(e.src if e.dst == service else e.dst, 64) for e in bad)
