@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +158,7 @@ class Rig:
         labels = {} if lone else {"com.docker.compose.project": app, "com.docker.compose.service": service}
         c = Container(
             id=(name.encode().hex() + "0" * 64)[:64], name=name, app=app, service=service, image=f"local/{service}",
-            image_id=image_id, image_digest=image_id, state="running", pid=0, cgroup_id=next(_cgroups),
+            image_id=image_id, image_digest=image_id, state="running", pid=os.getpid(), cgroup_id=next(_cgroups),
             networks=[NetworkAttachment(network=f"{app}_default", ip=ip)] if ip else [],
             ports=[PortBinding(port=p, host_port=h) for p, h in (ports or [])], labels=labels,
         )

@@ -231,3 +231,73 @@ async def test_events_of_unknown_containers_are_counted_not_guessed(app):
     rig, *_ = app
     await rig.feed(ExecEvent(container_id="f" * 64, path="/bin/x"), ExecEvent(container_id="", path="/bin/y"))
     assert rig.e.detector.unattributed == 2 and await rig.call("alerts") == []
+
+
+async def test_runc_entering_for_docker_exec_is_neither_learned_nor_alerted(app):
+    rig, web, client, db, _ = app
+    await rig.feed(ExecEvent(container_id=web.id, path="/proc/self/exe", argv=["runc", "init"], sha256=SHA_EVIL),
+                   ExecEvent(container_id=web.id, path="/proc/self/exe", argv=["sh"], sha256=SHA_EVIL))
+    alerts = await rig.call("alerts")
+    assert [(a["subject"], a["detail"]["argv"]) for a in alerts] == [("/proc/self/exe:sh", ["sh"])]
+    assert rig.e.detector.runtime_execs == 1
+
+
+async def test_writing_the_root_directory_never_teaches_a_prefix_of_everything(tmp_path):
+    rig = Rig(tmp_path / "rig", learn_seconds=3600.0)
+    await rig.start()
+    try:
+        c = rig.container("lone", "lone", "lone", lone=True)
+        await rig.feed(FileEvent(container_id=c.id, op="mkdir", path="/"),
+                       FileEvent(container_id=c.id, op="mkdir", path="/tmp"))
+        p = rig.profiles.for_container(c.id).profile
+        rig.profiles.activate(p)
+        await rig.feed(FileEvent(container_id=c.id, op="create", path="/etc/cron.d/x"))
+        assert [a["subject"] for a in await rig.call("alerts")] == ["write /etc/cron.d/x"]
+        assert "/" not in p.file_prefixes
+    finally:
+        await rig.stop()
+
+
+async def test_a_peer_the_inventory_learns_of_late_is_decided_as_that_container(app, monkeypatch):
+    rig, web, client, db, _ = app
+    monkeypatch.setattr("enforcer.detect.detector.DEFER_SECONDS", 0.2)
+    # A second client replica starts; its first request reaches web before its address is known.
+    await rig.feed(NetworkEvent(container_id=web.id, direction="in", proto="tcp", local_ip="10.5.0.2",
+                                local_port=8080, remote_ip="10.5.0.13", remote_port=40100))
+    rig.container("shop_client_2", "shop", "client", ip="10.5.0.13")
+    # And an address that never becomes a container is decided as an address.
+    await rig.feed(NetworkEvent(container_id=web.id, direction="in", proto="tcp", local_ip="10.5.0.2",
+                                local_port=8080, remote_ip="10.5.0.77", remote_port=40200))
+    await asyncio.sleep(0.5)
+    alerts = await rig.call("alerts")
+    assert [(a["container"], a["subject"]) for a in alerts] == [("shop_web_1", "in tcp 10.5.0.77 8080")]
+    assert rig.e.detector.deferred == 2
+
+
+async def test_runc_init_syscalls_are_not_the_apps_but_its_dangerous_ones_still_count(app):
+    rig, web, client, db, _ = app
+    await rig.feed(SyscallEvent(container_id=web.id, nr=24, name="sched_yield", comm="runc:[2:INIT]", first=True),
+                   SyscallEvent(container_id=web.id, nr=250, name="keyctl", comm="runc:[2:INIT]", dangerous=True),
+                   SyscallEvent(container_id=web.id, nr=165, name="mount", comm="runc:[2:INIT]", dangerous=True),
+                   SyscallEvent(container_id=web.id, nr=250, name="keyctl", comm="sh", dangerous=True))
+    got = sorted((a["subject"], a["detail"]["comm"]) for a in await rig.call("alerts"))
+    assert got == [("keyctl", "sh"), ("mount", "runc:[2:INIT]")]
+    assert 24 not in rig.profiles.for_container(web.id).profile.syscalls
+
+
+async def test_busybox_applets_run_as_self_exec_are_told_apart_by_name(app):
+    rig, web, client, db, _ = app
+    p = rig.profiles.for_container(client.id).profile
+    rig.profiles.relearn(p)
+    await rig.feed(ExecEvent(container_id=client.id, path="/proc/self/exe", argv=["wget", "-q", "http://web/"],
+                             sha256=SHA_BUSYBOX, binary="/bin/busybox"))
+    rig.profiles.activate(p)
+    await rig.feed(ExecEvent(container_id=client.id, path="/proc/self/exe", argv=["wget", "http://web/x"],
+                             sha256=SHA_BUSYBOX, binary="/bin/busybox"),
+                   ExecEvent(container_id=client.id, path="/proc/self/exe", argv=["nc", "-e", "/bin/sh"],
+                             sha256=SHA_BUSYBOX, binary="/bin/busybox"))
+    (a,) = await rig.call("alerts")
+    assert a["subject"] == "/proc/self/exe:nc" and a["detail"]["path"] == "/proc/self/exe"
+    await asyncio.sleep(0.1)
+    # The kernel sees only "/proc/self/exe": allowing it there would allow every applet.
+    assert not any(x.startswith("/proc/") for x in rig.hooks.exec_allow[p.id])

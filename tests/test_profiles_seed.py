@@ -27,7 +27,7 @@ def _topology() -> ComposeTopology:
 
 def _seed(service: str, image_config: dict | None = None, ports: list[PortBinding] | None = None) -> Profile:
     c = Container(id="c" * 64, name=f"shop_{service}_1", app="shop", service=service, image="img",
-                  ports=ports or [])
+                  ports=ports or [], pid=os.getpid())  # running: its root is /proc/<pid>/root
     p = Profile(id=1, app="shop", service=service, image_digest="sha256:x")
     configs = {"db": {"ExposedPorts": {"5432/tcp": {}}}}
     for e in seed_entries(SeedInput(c, image_config or {}, _topology(), lambda s: configs.get(s, {}))):
@@ -124,6 +124,7 @@ def test_written_paths_generalise_to_directory_prefixes_except_in_system_dirs():
     assert generalise("/etc/hostname") == "/etc/hostname"
     assert generalise("/usr/lib/python3/__pycache__/x.pyc") == "/usr/lib/python3/__pycache__/x.pyc"
     assert generalise("/rootfile") == "/rootfile"
+    assert generalise("/") == ""  # never a prefix of everything
     assert seed_prefix("/") is None and seed_prefix("/etc/nginx") is None and seed_prefix("/data/") == "/data/"
 
 
@@ -135,3 +136,28 @@ def test_pseudo_device_and_own_fd_writes_are_noise():
         assert is_noise(normalise(path)), path
     for path in ("/dev/shm/payload", "/proc/self/oom_score_adj", "/etc/passwd"):
         assert not is_noise(normalise(path)), path
+
+
+def test_a_busybox_shell_script_seeds_its_applets_as_self_execs(tmp_path):
+    root = tmp_path / "root"
+    (root / "bin").mkdir(parents=True)
+    for applet in ("sh", "wget"):
+        os.symlink("/bin/busybox", root / "bin" / applet)
+    c = Container(id="d" * 64, name="x", app="x", service="x", image="img")
+    image = {"Cmd": ["sh", "-c", "while true; do wget -q http://web/; done"], "Env": ["PATH=/usr/bin:/bin"]}
+    entries = seed_entries(SeedInput(c, image, None, lambda s: {}, root=str(root)))
+    assert [e.data["path"] for e in entries if e.kind == "process"] == ["/bin/sh", "/bin/wget", "/proc/self/exe:wget"]
+    # Not a busybox shell: no self-exec seeds.
+    (root / "bin" / "sh").unlink()
+    (root / "bin" / "sh").write_text("#!/real/shell\n")
+    entries = seed_entries(SeedInput(c, image, None, lambda s: {}, root=str(root)))
+    assert [e.data["path"] for e in entries if e.kind == "process"] == ["/bin/sh", "/bin/wget"]
+
+
+def test_self_exec_is_profiled_by_its_applet_name():
+    from enforcer.profiles.model import exec_identity
+
+    assert exec_identity("/proc/self/exe", ["wget", "-q"]) == "/proc/self/exe:wget"
+    assert exec_identity("/proc/123/exe", ["/bin/nc"]) == "/proc/self/exe:nc"
+    assert exec_identity("/proc/self/exe", []) == "/proc/self/exe"
+    assert exec_identity("/bin/wget", ["wget"]) == "/bin/wget"

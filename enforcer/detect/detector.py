@@ -24,12 +24,14 @@ import contextlib
 import errno
 import ipaddress
 import logging
-from collections import Counter
+import time
+from collections import Counter, deque
 from typing import Any
 
 from ..models import Alert, Container
 from ..profiles.book import Attachment, ProfileBook
-from ..profiles.model import LOOPBACK, file_entry, listener_entry, peer_entry, process_entry, syscall_entry
+from ..profiles.model import (LOOPBACK, exec_identity, file_entry, listener_entry, peer_entry, process_entry,
+                              syscall_entry)
 from ..profiles.paths import generalise, is_noise, normalise
 from ..sensors.events import (DnsEvent, ExecEvent, FileClosedEvent, FileEvent, NetworkEvent,
                               SensorEvent, SyscallEvent)
@@ -39,6 +41,7 @@ from .alerts import AlertBook
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 2000
+DEFER_SECONDS = 2.0  # how long an unresolved private peer waits for the inventory
 WRITE_OPS = frozenset({"write", "create", "rename", "unlink", "chmod", "mkdir"})
 
 
@@ -48,10 +51,16 @@ class Detector:
         self.inventory = enforcer.inventory
         self.events: asyncio.Queue[Any] = enforcer.events
         self._task: asyncio.Task[None] | None = None
+        self._deferred_task: asyncio.Task[None] | None = None
         self._responses: set[asyncio.Task[None]] = set()
         self._responding: set[int] = set()  # incidents handed to enforcement once (or being)
         self.counts: Counter[str] = Counter()
         self.unattributed = 0  # events of containers the inventory does not know
+        self.runtime_execs = 0  # `runc init` entering a container for docker exec
+        self.runtime_syscalls = 0  # syscalls of runc init, not the app's
+        self.deferred = 0  # network events decided late, once the inventory knew the peer
+        self._deferred: deque[tuple[float, NetworkEvent]] = deque()
+        self._deferred_wake = asyncio.Event()
         self.errors = 0
         self.last_error = ""
 
@@ -66,12 +75,14 @@ class Detector:
     # -- component ------------------------------------------------------------------------
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="detector")
+        self._deferred_task = asyncio.create_task(self._run_deferred(), name="detector-deferred")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._deferred_task):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for t in list(self._responses):
             t.cancel()
 
@@ -81,6 +92,8 @@ class Detector:
     def status(self) -> dict[str, Any]:
         return {"detector": {"events": sum(self.counts.values()), "by_type": dict(self.counts),
                              "unattributed": self.unattributed, "alerts_raised": self.alerts.raised,
+                             "runtime_execs": self.runtime_execs, "runtime_syscalls": self.runtime_syscalls,
+                             "deferred": self.deferred,
                              "queued": self.events.qsize(), "errors": self.errors, "error": self.last_error}}
 
     async def _run(self) -> None:
@@ -101,6 +114,28 @@ class Detector:
                         log.exception("detector: failed on %s", type(ev).__name__)
                     self.last_error = str(e)[:200]
             await asyncio.sleep(0)  # let the socket serve between batches
+
+    async def _run_deferred(self) -> None:
+        while True:
+            if not self._deferred:
+                self._deferred_wake.clear()
+                await self._deferred_wake.wait()
+                continue
+            due, ev = self._deferred[0]
+            wait = due - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            self._deferred.popleft()
+            self.deferred += 1
+            att = self.profiles.for_container(ev.container_id)
+            if att is not None:
+                try:
+                    self._network(att, ev, final=True)
+                except Exception as e:  # noqa: BLE001
+                    self.errors += 1
+                    self.last_error = str(e)[:200]
+                    log.exception("detector: failed on a deferred network event")
 
     # -- one event ------------------------------------------------------------------------
     def handle(self, ev: SensorEvent) -> None:
@@ -169,39 +204,47 @@ class Detector:
 
     # -- process ----------------------------------------------------------------------------
     def _exec(self, att: Attachment, ev: ExecEvent) -> None:
+        if ev.path == "/proc/self/exe" and ev.argv[:2] == ["runc", "init"]:
+            # `docker exec` enters through runc re-executing itself; what it then runs is
+            # checked as usual. (A process re-executing itself gains nothing it did not have.)
+            self.runtime_execs += 1
+            return
+        path = exec_identity(ev.path, ev.argv)
         detail = {"path": ev.path, "sha256": ev.sha256, "binary": ev.binary, "pid": ev.pid, "ppid": ev.ppid,
                   "uid": ev.uid, "argv": ev.argv, "argv_truncated": ev.argv_truncated, "killed": ev.killed}
+        if path != ev.path:
+            detail["applet"] = path
         hit = self._feed("match_hash", ev.sha256)
         if hit is not None:
             self._threat(att, ev, hit, "program", detail)
         p = att.profile
-        verdict = p.process_verdict(ev.path, ev.sha256)
+        verdict = p.process_verdict(path, ev.sha256)
         action = "killed" if ev.killed else "alerted"
         if verdict == "known":
             if ev.sha256:
-                self.profiles.clear_suspect(p, ev.path)
+                self.profiles.clear_suspect(p, path)
             if ev.killed:  # e.g. a path held back for a hash check, in protect mode
-                self._alert(att, ev, "process", rules.SEVERITY["process.unknown"], f"killed process {ev.path}",
-                            detail, subject=ev.path, rule=rules.RULE_PROFILE, action=action)
+                self._alert(att, ev, "process", rules.SEVERITY["process.unknown"], f"killed process {path}",
+                            detail, subject=path, rule=rules.RULE_PROFILE, action=action)
             return
-        suspect = ev.path in p.suspect_paths
+        suspect = path in p.suspect_paths
         if att.learning or (verdict == "pin" and not suspect):
             # Learning trusts what runs; a seeded path is pinned to the first hash seen.
-            self.profiles.record(p, process_entry(ev.path, ev.sha256, binary=ev.binary))
-            self.profiles.clear_suspect(p, ev.path)
+            self.profiles.record(p, process_entry(path, ev.sha256, binary=ev.binary))
+            self.profiles.clear_suspect(p, path)
             return
         if verdict in ("changed", "pin"):
-            self.profiles.mark_suspect(p, [ev.path])  # every later exec of it is checked too
-            learned = p.pinned_sha(ev.path)
+            self.profiles.mark_suspect(p, [path])  # every later exec of it is checked too
+            learned = p.pinned_sha(path)
             detail["learned_sha256"] = learned
             was = f"learned {learned[:12]}" if learned else "rewritten before its first run"
             self._alert(att, ev, "process", rules.SEVERITY["process.changed"],
-                        f"binary changed at learned path {ev.path}: sha256 {ev.sha256[:12]}, {was}",
-                        detail, subject=ev.path, rule=rules.RULE_PROFILE, action=action)
+                        f"binary changed at learned path {path}: sha256 {ev.sha256[:12]}, {was}",
+                        detail, subject=path, rule=rules.RULE_PROFILE, action=action)
         else:
             what = "killed" if ev.killed else "unexpected"
             self._alert(att, ev, "process", rules.SEVERITY["process.unknown"],
-                        f"{what} process {ev.path}", detail, subject=ev.path, rule=rules.RULE_PROFILE,
+                        f"{what} process {path}", detail, subject=path, rule=rules.RULE_PROFILE,
                         action=action)
 
     # -- network ------------------------------------------------------------------------------
@@ -218,7 +261,7 @@ class Detector:
             return LOOPBACK, None
         return ip or "?", None
 
-    def _network(self, att: Attachment, ev: NetworkEvent) -> None:
+    def _network(self, att: Attachment, ev: NetworkEvent, final: bool = False) -> None:
         p = att.profile
         if ev.direction == "listen":
             if not ev.local_port or (ev.proto, ev.local_port) in p.listeners:
@@ -237,10 +280,18 @@ class Detector:
         detail = {"direction": ev.direction, "proto": ev.proto, "local_ip": ev.local_ip,
                   "local_port": ev.local_port, "remote_ip": ev.remote_ip, "remote_port": ev.remote_port,
                   "peer": peer, "peer_container": remote.name if remote else "", "pid": ev.pid, "comm": ev.comm}
-        hit = self._feed("match_ip", _plain_ip(ev.remote_ip))
-        if hit is not None:
-            self._threat(att, ev, hit, "peer address", detail)
         ip = _plain_ip(ev.remote_ip)
+        if not final:
+            hit = self._feed("match_ip", ip)
+            if hit is not None:
+                self._threat(att, ev, hit, "peer address", detail)
+            if remote is None and _may_be_a_container(peer):
+                # A container that has just started can talk before the inventory has its
+                # address: decide a little later, when it is known, rather than learn or
+                # alert on a bare IP that is really a replica.
+                self._deferred.append((time.monotonic() + DEFER_SECONDS, ev))
+                self._deferred_wake.set()
+                return
         if p.allows_peer(ev.direction, ev.proto, peer, port, ip if remote is None else ""):
             return
         if att.learning:
@@ -289,6 +340,8 @@ class Detector:
             if p.allows_write(target):
                 continue
             key = generalise(target)
+            if not key:
+                continue  # "/" itself (mkdir -p walks it)
             if att.learning:
                 self.profiles.record(p, file_entry(key))
                 continue
@@ -312,13 +365,20 @@ class Detector:
         name = ev.name or rules.X86_64_NAMES.get(ev.nr, "")
         detail = {"nr": ev.nr, "name": name, "ret": ev.ret, "pid": ev.pid, "comm": ev.comm, "uid": ev.uid}
         dangerous = ev.dangerous or name in rules.DANGEROUS_SYSCALLS
+        runtime = ev.comm.startswith(rules.RUNTIME_COMM_PREFIX)
+        if runtime:
+            # runc entering for `docker exec`: its Go runtime's syscalls are not the app's
+            # (not learned, not novel); of the dangerous ones only what it always does passes.
+            self.runtime_syscalls += 1
+            if not dangerous or name in rules.RUNTIME_SYSCALLS:
+                return
         if dangerous:
             outcome = f" (failed: {errno.errorcode.get(-ev.ret, -ev.ret)})" if ev.ret < 0 else ""
             self._alert(att, ev, "syscall", rules.syscall_severity(name),
                         f"dangerous syscall {name or ev.nr}{outcome}", detail, subject=name or f"#{ev.nr}",
                         rule=rules.RULE_DANGEROUS)
         p = att.profile
-        if p.allows_syscall(ev.nr, name):
+        if runtime or p.allows_syscall(ev.nr, name):
             return
         if att.learning:
             self.profiles.record(p, syscall_entry(ev.nr, name))
@@ -327,6 +387,20 @@ class Detector:
             self._alert(att, ev, "syscall", rules.SEVERITY["syscall.new"],
                         f"syscall outside the learned set: {name or ev.nr}", detail,
                         subject=name or f"#{ev.nr}", rule=rules.RULE_PROFILE)
+
+
+def _may_be_a_container(peer: str) -> bool:
+    """An unresolved private address: possibly a container the inventory does not know yet."""
+    try:
+        addr = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(addr in net for net in _CONTAINER_RANGES if net.version == addr.version)
+
+
+# Where container networks get their addresses (Docker's default pools are RFC 1918).
+_CONTAINER_RANGES = tuple(ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"))
 
 
 def _plain_ip(ip: str) -> str:

@@ -104,5 +104,13 @@ X86_64_NAMES: dict[int, str] = {
 }
 
 
+# The container runtime entering a container for `docker exec` (runc renames its init
+# process "runc:[2:INIT]"): its syscalls are not the app's, and it always joins a session
+# keyring. A process can rename itself, so a renamed attacker hides at most a novel,
+# harmless syscall and a keyctl: every other dangerous syscall still raises an alert.
+RUNTIME_COMM_PREFIX = "runc:["
+RUNTIME_SYSCALLS = frozenset({"keyctl"})
+
+
 def syscall_severity(name: str) -> str:
     return SEVERITY["syscall.dangerous.kernel" if name in DANGEROUS_KERNEL else "syscall.dangerous"]

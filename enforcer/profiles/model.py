@@ -6,7 +6,8 @@ check well under a microsecond). Both are changed only through `Profile.add`, so
 never disagree.
 
 Entry keys are canonical text, unique per kind:
-  process   "/bin/wget sha256:<hex>"   ("sha256:*" for a seeded path not yet pinned)
+  process   "/bin/wget sha256:<hex>"   ("sha256:*" for a seeded path not yet pinned;
+                                        "/proc/self/exe:wget ..." for a busybox applet)
   listener  "tcp/8080"
   peer      "out tcp blog/db 3306"     (direction, proto, peer, port or "*")
   file      "/var/log/nginx/" (a prefix, ends in "/") or "/etc/hostname" (one file)
@@ -16,6 +17,8 @@ Entry keys are canonical text, unique per kind:
 from __future__ import annotations
 
 import ipaddress
+import posixpath
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +42,19 @@ class Entry:
 
 
 # -- entry constructors: one canonical key per thing -------------------------------------
+_SELF_EXE = re.compile(r"^/proc/(self|thread-self|\d+)/exe$")
+
+
+def exec_identity(path: str, argv: list[str]) -> str:
+    """The name a program is profiled under: the path as executed, except for a process
+    re-executing its own image (busybox sh runs every applet as /proc/self/exe), where the
+    applet name in argv[0] is what tells `wget` from `nc`: "/proc/self/exe:wget"."""
+    if _SELF_EXE.match(path):
+        applet = posixpath.basename(argv[0]) if argv and argv[0] else ""
+        return f"/proc/self/exe:{applet}" if applet else "/proc/self/exe"
+    return path
+
+
 def process_entry(path: str, sha256: str, source: str = "learned", now: float | None = None,
                   binary: str = "") -> Entry:
     key = f"{path} sha256:{sha256 or ANY}"
@@ -186,16 +202,14 @@ class Profile:
         prefixes = self.file_prefixes
         if path in prefixes:
             return True
-        # Walk the parents: /a/b/c -> "/a/b/", "/a/", "/" (a handful of set lookups).
+        # Walk the parents: /a/b/c -> "/a/b/", "/a/" (a handful of set lookups; "/" is never one).
         end = len(path)
         while True:
             end = path.rfind("/", 0, end)
-            if end < 0:
+            if end <= 0:
                 return False
             if path[: end + 1] in prefixes:
                 return True
-            if end == 0:
-                return False
 
     def allows_syscall(self, nr: int, name: str) -> bool:
         return nr in self.syscalls if nr >= 0 else name in self.syscall_names
@@ -206,8 +220,10 @@ class Profile:
 
         Seeded paths not pinned yet are included: protect mode must never kill a program
         the image declares; their hash is pinned at the first exec user space sees.
+        Self-execs ("/proc/self/exe:wget") are not: the kernel sees only "/proc/self/exe",
+        which would allow every applet at once.
         """
-        return {p for p in self.processes if p not in self.suspect_paths}
+        return {p for p in self.processes if p not in self.suspect_paths and not p.startswith("/proc/")}
 
     def summary(self) -> dict[str, Any]:
         return {"id": self.id, "app": self.app, "service": self.service,

@@ -56,8 +56,10 @@ def is_noise(path: str) -> bool:
 
 
 def generalise(path: str) -> str:
-    """The file entry key a write to `path` (normalised, absolute) teaches."""
-    if not path.startswith("/") or path == "/":
+    """The file entry key a write to `path` (normalised, absolute) teaches ("" for "/")."""
+    if path == "/":
+        return ""  # never a prefix: it would allow every write
+    if not path.startswith("/"):
         return path
     for root in TEMP_ROOTS:
         if path.startswith(root):

@@ -10,8 +10,8 @@
 
 Seeded processes are not pinned to a hash: the first exec the detector sees pins it.
 Bare program names are resolved through the image's PATH inside the running container
-(`/proc/<pid>/root`, never following a link out of it); when the container is not
-running, every PATH candidate is seeded.
+(`/proc/<pid>/root`, never following a link out of it); a container that is not running
+yet gets its processes seeded when it starts.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class SeedInput:
     topology: ComposeTopology | None
     # service name -> image config of a running container of that service (for its ports)
     service_image_config: Callable[[str], dict[str, Any]]
+    root: str = ""  # the container's root directory; default /proc/<pid>/root
 
 
 def seed_entries(s: SeedInput) -> list[Entry]:
@@ -112,16 +113,31 @@ def _script_programs(script: str) -> list[str]:
 
 
 def _process_seeds(s: SeedInput, decl: ServiceDecl | None) -> list[Entry]:
+    if not s.container.pid and not s.root:
+        # Not running yet (created): its start seeds them, resolved in its own root.
+        return []
     path_dirs = _path_dirs(s.image_config)
-    root = f"/proc/{s.container.pid}/root" if s.container.pid else ""
-    seen: set[str] = set()
-    out: list[Entry] = []
-    for program in programs_of(command_argv(s.image_config, decl)):
-        for path in resolve_program(program, path_dirs, root, s.image_config.get("WorkingDir") or "/"):
-            if path not in seen:
-                seen.add(path)
-                out.append(process_entry(path, "", source="seed"))
-    return out
+    root = s.root or f"/proc/{s.container.pid}/root"
+    workdir = s.image_config.get("WorkingDir") or "/"
+    argv = command_argv(s.image_config, decl)
+    programs = programs_of(argv)
+    paths: list[str] = []
+    for program in programs:
+        paths += resolve_program(program, path_dirs, root, workdir)
+    # A busybox shell runs the applets of its script as /proc/self/exe (argv[0] = applet).
+    if len(programs) > 1 and paths and _is_busybox(root, paths[0]):
+        paths += [f"/proc/self/exe:{p}" for p in programs[1:] if "/" not in p]
+    return [process_entry(path, "", source="seed") for path in dict.fromkeys(paths)]
+
+
+def _is_busybox(root: str, path: str) -> bool:
+    """Is `path` (inside the container) busybox itself or a link to it?"""
+    if posixpath.basename(path) == "busybox":
+        return True
+    try:
+        return posixpath.basename(os.readlink(root + path)).startswith("busybox")
+    except OSError:
+        return False
 
 
 def _path_dirs(image_config: dict[str, Any]) -> list[str]:
