@@ -169,7 +169,7 @@ class SensorHub:
             self._sync_container(c)
         self._reapply()
         for name, rb in RING_BUFFERS.items():
-            bpf[rb].open_ring_buffer(self._make_callback(name))
+            bpf[rb.encode()].open_ring_buffer(self._make_callback(name))
         self._thread = threading.Thread(target=self._poll, name="stockade-sensors", daemon=True)
         self._thread.start()
         log.info("sensors: loaded (%d containers watched, poll every %.0f ms)", len(self._watched),
@@ -201,7 +201,7 @@ class SensorHub:
         return await done
 
     def _apply_config(self) -> None:
-        cfg = self.bpf["config"]
+        cfg = self.bpf[b"config"]
         cfg[cfg.Key(L.CFG_TTL_NS)] = cfg.Leaf(int(self.dedup_ttl * 1e9))
         for slot, cap in self.rate_caps.items():
             cfg[cfg.Key(slot)] = cfg.Leaf(int(cap))
@@ -364,7 +364,7 @@ class SensorHub:
     def syscall_bitmap(self, cgroup_id: int) -> set[int]:
         if self.bpf is None:
             return set()
-        table = self.bpf["syscalls_seen"]
+        table = self.bpf[b"syscalls_seen"]
         try:
             bits = table[table.Key(cgroup_id)]
         except KeyError:
@@ -382,7 +382,7 @@ class SensorHub:
         gen = self._gens.setdefault(cgroup_id, 1)
         self._map_set("watched", cgroup_id, L.Policy(profile_id, mode, gen, 0))
         if self.bpf is not None:
-            seen = self.bpf["syscalls_seen"]
+            seen = self.bpf[b"syscalls_seen"]
             if seen.Key(cgroup_id) not in seen:
                 seen[seen.Key(cgroup_id)] = L.SyscallBits()
 
@@ -400,7 +400,7 @@ class SensorHub:
     def _map_set(self, name: str, key: Any, value: Any) -> None:
         if self.bpf is None:
             return
-        table = self.bpf[name]
+        table = self.bpf[name.encode()]
         k = key if not isinstance(key, int) else table.Key(key)
         v = value if not isinstance(value, int) else table.Leaf(value)
         table[k] = v
@@ -408,7 +408,7 @@ class SensorHub:
     def _map_del(self, name: str, key: Any) -> None:
         if self.bpf is None:
             return
-        table = self.bpf[name]
+        table = self.bpf[name.encode()]
         k = key if not isinstance(key, int) else table.Key(key)
         try:
             del table[k]
@@ -421,7 +421,7 @@ class SensorHub:
         out = {name: [0] * 5 for name in L.SENSORS}
         if self.bpf is None:
             return out
-        table = self.bpf["counters"]
+        table = self.bpf[b"counters"]
         for s, name in enumerate(L.SENSORS):
             for c in range(5):
                 out[name][c] = int(sum(table[table.Key(s * L.C_SLOTS + c)]))
