@@ -81,6 +81,7 @@ class Step:
     why: str
     command: str
     tool: str  # the program whose exit status the command echoes
+    shown: str = ""  # the command as printed, when the real one is long
 
 
 @dataclass
@@ -102,8 +103,19 @@ class Report:
 
 def attack_steps(demo: Demo) -> list[Step]:
     attacker, db = demo["ATTACKER_IP"], demo["DB_IP"]
-    connect = ("import socket; s = socket.create_connection(('%s', 3306), 3); "
-               "print('the database answered:', s.recv(80)[5:].split(bytes(1))[0].decode())") % db
+    # Two tries a second apart: Stockade sees a connection once its first packet is sent, so in
+    # protect mode the first try can get through before the block lands; the second cannot.
+    connect = ("import socket, sys, time\n"
+               "for n in (1, 2):\n"
+               "    try:\n"
+               "        s = socket.create_connection(('%s', 3306), 3)\n"
+               "        print('try', n, '- the database answered:', s.recv(80)[5:].split(bytes(1))[0].decode())\n"
+               "        ok = True\n"
+               "    except OSError as e:\n"
+               "        print('try', n, '- no connection:', e)\n"
+               "        ok = False\n"
+               "    time.sleep(1)\n"
+               "sys.exit(0 if ok else 1)") % db
     return [
         Step("a syscall the weak app never makes",
              "unshare(CLONE_NEWUSER): the first move of many container escapes",
@@ -116,7 +128,8 @@ def attack_steps(demo: Demo) -> list[Step]:
              f"nc -z -v -n -w 2 {db} 3306 2>&1; echo \"nc exited $?\"", "nc"),
         Step("the blog's database, reached from the weak app",
              "nothing links pinger to the blog's db; the app's own python3 connects anyway",
-             f"python3 -c \"{connect}\" 2>&1; echo \"python3 exited $?\"", "python3"),
+             f"python3 -c \"{connect}\" 2>&1; echo \"python3 exited $?\"", "python3",
+             f"python3 -c '...socket.create_connection((\"{db}\", 3306))...'  (twice, a second apart)"),
     ]
 
 
@@ -237,7 +250,7 @@ def run_attack(demo: Demo, out: Printer) -> Report:
     for n, step in enumerate(steps, 1):
         out.line()
         out.line(f"[{n}/{len(steps)}] {step.title}: {step.why}")
-        out.line(f"      $ {step.command.split(' 2>&1;')[0]}")
+        out.line(f"      $ {step.shown or step.command.split(' 2>&1;')[0]}")
         try:
             output = inject(demo, step.command)
             result = StepResult(step.title, step.command, output, exit_status(output, step.tool))
@@ -250,8 +263,8 @@ def run_attack(demo: Demo, out: Printer) -> Report:
             out.line(f"      => {step.tool} was killed before it ran (SIGKILL, exit 137)")
         if n == 2 and result.exit_status == 0:
             out.line(f"      => the kit's sha256 {hashlib.sha256(KIT.read_bytes()).hexdigest()} is on the demo-kit-sha256 feed")
-        if n == 4 and result.exit_status not in (0, None) and "answered" not in result.output:
-            out.line("      => the connection did not get through")
+        if n == 4 and result.exit_status not in (0, None):
+            out.line("      => the connection was blocked")
     report.alerts = new_alerts(demo, before, settle=20)
     out.line()
     if report.alerts:
@@ -281,8 +294,10 @@ def run_response(demo: Demo, out: Printer) -> Report:
     forensics = stockade_json(demo, "forensics", name, "--out", str(bundle))
     if forensics is None:
         stockade(demo, "forensics", name, "--out", str(bundle))  # raises with the CLI's error line
+    members = forensics.get("members")
+    count = len(members) if isinstance(members, list) else members
     out.line(f"  wrote {forensics.get('path', bundle)} ({forensics.get('size', '?')} bytes, "
-             f"{len(forensics.get('members') or [])} members, sha256 {str(forensics.get('sha256', ''))[:16]}...)")
+             f"{count if count is not None else '?'} members, sha256 {str(forensics.get('sha256', ''))[:16]}...)")
     report.response = {"frozen": name, "forensics": forensics}
     return report
 
@@ -308,6 +323,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     if args.json:
         print(json.dumps(asdict(report)))
+    elif not args.respond and report.mode == "protect":
+        out.line()
+        out.line(f"Next: freeze {demo.app('pinger')}'s container (console: f) and write its forensics bundle (x), "
+                 "or run `make respond` to do it all from here.")
     elif not args.respond:
         out.line()
         out.line(f"Next: switch {demo.app('pinger')} to protect (console: select it, press m) and run `make attack` "

@@ -42,7 +42,7 @@ write_state() {
     {
         for v in STOCKADE_DEMO_INSTANCE STOCKADE_DEMO_PREFIX STOCKADE_DEMO_STATE STOCKADE_SOCKET \
                  STOCKADE_DEMO_BLOG_PORT STOCKADE_DEMO_PINGER_PORT STOCKADE_DEMO_FEED_PORT \
-                 STOCKADE_DEMO_NET STOCKADE_DEMO_SHARED_NET STOCKADE_DEMO_LEARN_SECONDS \
+                 STOCKADE_DEMO_NET STOCKADE_DEMO_SHARED_NET STOCKADE_DEMO_LEARN_SECONDS STOCKADE_NFT_TABLE \
                  STOCKADE_DEMO_DB_IP STOCKADE_DEMO_PINGER_IP STOCKADE_DEMO_ATTACKER_IP; do
             printf '%s=%s\n' "$v" "${!v}"
         done
@@ -213,6 +213,10 @@ down() {
     stop_pidfile "$state/hostside.pid" hostside.py
     if [ -f "$state/enforcer.pid" ]; then
         stop_pidfile "$state/enforcer.pid" stockade-enforcer
+        # Its blocks outlive it by design (protection across restarts); the demo's go with it.
+        for family in inet bridge; do
+            nft delete table "$family" "$STOCKADE_NFT_TABLE" 2>/dev/null || true
+        done
     elif enforcer_answers; then
         say "left the enforcer on $STOCKADE_SOCKET running: the demo did not start it"
     fi

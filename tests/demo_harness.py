@@ -48,6 +48,7 @@ class DemoInstance:
             "STOCKADE_DEMO_NET": self.net,
             "STOCKADE_DEMO_SHARED_NET": f"{self.name}-shared",
             "STOCKADE_DEMO_LEARN_SECONDS": str(learn_seconds),
+            "STOCKADE_NFT_TABLE": f"{self.name}_demo",
         }
         self.blog_url = f"http://127.0.0.1:{self.env['STOCKADE_DEMO_BLOG_PORT']}/"
         self.pinger_url = f"http://127.0.0.1:{self.env['STOCKADE_DEMO_PINGER_PORT']}/"

