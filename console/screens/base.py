@@ -82,6 +82,10 @@ class ConsoleScreen(Screen[None]):
 
     # -- keys on or off --------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("command", "filter"):
+            # While the command line has the focus, `:` and `/` are text for it.
+            bars = self.query(CommandBar)
+            return not (bars and bars.first().has_focus)
         if action in actions.MUTATING_ACTIONS and self.stockade.read_only:
             return False  # read-only: the key does nothing and is not shown
         if action in CONTEXT_ACTIONS and action not in self.current_actions():

@@ -53,10 +53,12 @@ class CommandBar(Input):
     """Hidden until `:` or `/`. Posts Command, FilterChanged and Closed messages up."""
 
     BINDINGS = [
-        Binding("tab", "complete", "Complete", show=False, priority=True, id="command.complete"),
-        Binding("escape", "cancel", "Cancel", show=False, id="command.cancel"),
+        Binding("tab", "complete", "Complete", priority=True, id="command.complete"),
+        Binding("escape", "cancel", "Cancel", id="command.cancel"),
     ]
-    DEFAULT_CSS = "CommandBar { border: none; height: 1; padding: 0 1; width: 1fr; }"
+    DEFAULT_CSS = """
+    CommandBar, CommandBar:focus { border: none; height: 1; padding: 0 1; width: 1fr; }
+    """
 
     class Command(Message):
         def __init__(self, text: str) -> None:
@@ -107,6 +109,11 @@ class CommandBar(Input):
     @property
     def is_open(self) -> bool:
         return bool(self.parent is not None and self.parent.display)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "complete":
+            return self.mode == "command"
+        return True
 
     def action_complete(self) -> None:
         if self.mode == "command" and self._suggestion:
