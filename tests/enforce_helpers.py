@@ -72,3 +72,38 @@ def wait_known(e: EnforcerProcess, *names: str, timeout: float = 20) -> None:
         running = {c["name"] for c in e.call("containers") if c["state"] == "running" and c["networks"]}
         return set(names) <= running
     wait_for(known, timeout=timeout, what=f"the enforcer to know {', '.join(names)}")
+
+
+def sensors_loaded(e: EnforcerProcess) -> object:
+    sensors = e.call("stats")["sensors"]
+    errors = [s["error"] for s in sensors if s["error"]]
+    if errors:
+        raise AssertionError(f"sensors failed to load: {errors[0]}")
+    return bool(sensors) and all(s["loaded"] for s in sensors)
+
+
+def start_with_sensors(workdir: Any, learn_seconds: float) -> EnforcerProcess:
+    """A real enforcer with its eBPF sensors loaded (compiling them takes tens of seconds)."""
+    e = EnforcerProcess(workdir, "--learn-seconds", str(learn_seconds)).start()
+    try:
+        wait_for(lambda: sensors_loaded(e), timeout=150, interval=1, what="the sensors to load")
+    except BaseException:
+        e.stop()
+        e.remove_nft_table()
+        raise
+    return e
+
+
+def wait_active(e: EnforcerProcess, name: str, timeout: float = 60) -> dict[str, Any]:
+    return wait_for(lambda: (c := e.call("container", target=name))["profile_state"] == "active" and c,
+                    timeout=timeout, interval=0.5, what=f"{name}'s profile to become active")
+
+
+def host_fetch(container: str, ip: str, port: int = 8080, timeout: int = 2) -> bool:
+    """Fetch a page from inside `container`'s network namespace, by a host process: the
+    packets are the container's (its address, its veth), but no exec happens in the
+    container, so protect mode has nothing to kill."""
+    pid = container_info(container)["State"]["Pid"]
+    proc = sh("nsenter", "-t", str(pid), "-n", "timeout", str(timeout), "busybox", "wget", "-q", "-O", "-",
+              f"http://{ip}:{port}/", check=False, timeout=timeout + 20)
+    return proc.returncode == 0 and "hello" in proc.stdout
