@@ -14,7 +14,8 @@ from rich.text import Text
 
 from .format import esc
 
-MUTATING_ACTIONS = frozenset({"block", "freeze", "unfreeze", "kill", "mode", "relearn", "sync", "forensics"})
+MUTATING_ACTIONS = frozenset({"block", "unblock", "freeze", "unfreeze", "kill", "mode", "relearn", "sync",
+                              "forensics"})
 
 MODE_MEANING = {
     "learn": "record new behaviour into the profile; alert only on research rules (feeds, sensitive files, dangerous syscalls)",
@@ -107,6 +108,18 @@ def block_plan(c: dict[str, Any], peer_text: str) -> ActionPlan:
     ], "Block", f"{esc(c.get('name'), 128)} ↔ {esc(peer_text, 200)}")
 
 
+def unblock_plan(c: dict[str, Any], block: dict[str, Any]) -> ActionPlan:
+    args: dict[str, Any] = {"target": c["id"], "peer": block.get("peer")}
+    if isinstance(block.get("port"), int):
+        args["port"] = block["port"]
+    port = f" on port {block['port']}" if isinstance(block.get("port"), int) else ""
+    return ActionPlan("unblock", args, "Unblock a peer", [
+        _line("Remove the block #", esc(block.get("id"), 12), " between ", _who(c), " and ",
+              Text(esc(block.get("peer"), 200), style="bold"), port, "."),
+        Text("Traffic between them is allowed again (if the profile allows it)."),
+    ], "Unblock", f"{esc(c.get('name'), 128)} ↔ {esc(block.get('peer'), 200)}")
+
+
 def mode_plan(target: str, scope: str, mode: str, current: str = "", label: str = "") -> ActionPlan:
     where = f"app {esc(target, 128)} (every container of the app without its own override)" if scope == "app" \
         else f"container {esc(label or target, 128)} only"
@@ -155,6 +168,8 @@ def describe_result(plan: ActionPlan, result: Any) -> str:
         return f"killed pid {esc(result.get('pid'), 12)} (signal {esc(result.get('signal'), 12)})"
     if plan.op == "block" and isinstance(result, dict):
         return f"blocked {plan.subject} (block #{esc(result.get('id'), 12)})"
+    if plan.op == "unblock" and isinstance(result, dict):
+        return f"unblocked {plan.subject} ({esc(result.get('removed'), 12)} removed)"
     if plan.op == "mode" and isinstance(result, dict):
         return f"{esc(result.get('scope'), 12)} {esc(result.get('target'), 128)} is now in {esc(result.get('mode'), 12)} mode"
     if plan.op == "relearn" and isinstance(result, dict):

@@ -112,7 +112,7 @@ class StockadeApp(App[None]):
 
     async def after_action(self, op: str) -> None:
         """Re-read what an action changed (events may also say so; a read is cheap and sure)."""
-        if op in ("freeze", "unfreeze", "mode", "relearn", "forensics", "block"):
+        if op in ("freeze", "unfreeze", "mode", "relearn", "forensics", "block", "unblock"):
             await self.session.reload_one("containers")
         if op in ("mode", "relearn"):
             await self.session.reload_one("apps")

@@ -232,6 +232,12 @@ class FakeEnforcerClient:
             return {"container": args.get("target"), "state": "FROZEN" if op == "freeze" else "THAWED"}
         if op == "kill":
             return {"pid": args.get("pid"), "signal": 9}
+        if op == "blocks":
+            return [{"id": 9, "container": "blog_web_1", "container_id": "a1" * 32, "peer": "10.9.8.7/32", "port": 443,
+                     "proto": "tcp", "created": iso(NOW - 50), "reason": "by root", "source": "manual"}] \
+                if args.get("target") == "a1" * 32 else []
+        if op == "unblock":
+            return {"removed": 1}
         if op == "block":
             return {"id": 1, "container": args.get("target"), "peer": args.get("peer"), "port": args.get("port"),
                     "proto": "tcp", "created": iso(NOW), "reason": "console"}

@@ -292,3 +292,45 @@ async def test_each_view_survives_garbage_from_the_enforcer(view: str) -> None:
         app.repaint_now()
         await pilot.pause()
         assert app.is_running and main(app).current_view == view
+
+
+async def test_unblock_from_the_blocks_tab_of_the_detail() -> None:
+    fake = FakeEnforcerClient()
+    app = StockadeApp(client=fake, clock=lambda: NOW)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(app, pilot)
+        await select_container(app, pilot, WEB)
+        await pilot.press("B")  # not on the containers view: nothing selected to unblock
+        assert isinstance(app.screen, MainScreen)
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        await pilot.press("left")  # from Processes back around to Blocks
+        detail = app.screen
+        assert isinstance(detail, ContainerDetailScreen)
+        assert detail.query_one("#detail-blocks").row_count == 1  # type: ignore[attr-defined]
+        await pilot.press("B")
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "10.9.8.7/32" in app.screen.lines[0].plain
+        await pilot.press("right", "enter")
+        await pilot.pause(0.1)
+        assert calls(fake, "unblock") == [{"target": WEB, "peer": "10.9.8.7/32", "port": 443}]
+
+
+async def test_kill_from_the_process_tree_names_the_command(tmp_path: Any) -> None:
+    import os
+
+    me = os.getpid()
+    fake = FakeEnforcerClient()
+    fake.containers[0]["pids"] = [me]
+    app = StockadeApp(client=fake, clock=lambda: NOW)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(app, pilot)
+        await select_container(app, pilot, WEB)
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        await pilot.press("left", "left")  # Process tree
+        await pilot.press("k")
+        assert isinstance(app.screen, ConfirmScreen)
+        assert str(me) in app.screen.lines[0].plain and "python" in app.screen.lines[0].plain.lower()
+        await pilot.press("escape")
+        assert not calls(fake, "kill")

@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from ..app import StockadeApp
 
 # Keys that only mean something in some views are hidden from the footer elsewhere.
-CONTEXT_ACTIONS = frozenset({"block", "freeze", "unfreeze", "kill", "mode", "relearn", "sync", "forensics", "sort",
-                             "sort_reverse"})
+CONTEXT_ACTIONS = frozenset({"block", "unblock", "freeze", "unfreeze", "kill", "mode", "relearn", "sync",
+                             "forensics", "sort", "sort_reverse"})
 
 OWN_BINDING_PREFIXES = ("view", "action", "table.sort", "command", "filter", "help", "quit", "back", "alerts.",
                         "detail.")
@@ -48,6 +48,7 @@ COMMON_BINDINGS = [
     Binding("escape", "back", "Back", show=False, id="back"),
     *VIEW_BINDINGS,
     Binding("b", "block", "Block", id="action.block"),
+    Binding("B", "unblock", "Unblock", id="action.unblock"),
     Binding("f", "freeze", "Freeze", id="action.freeze"),
     Binding("u", "unfreeze", "Unfreeze", id="action.unfreeze"),
     Binding("k", "kill", "Kill", id="action.kill"),
@@ -164,7 +165,7 @@ class ConsoleScreen(Screen[None]):
                     (":quit", "leave the console")]
         sections = [("This screen", keys), ("Moving", table_keys), ("Commands (: then Tab completes)", commands)]
         if self.stockade.read_only:
-            sections.append(("Read-only", [("", "action keys (b f u k m r s x) are off: "
+            sections.append(("Read-only", [("", "action keys (b B f u k m r s x) are off: "
                                                 + self.stockade.read_only_reason)]))
         return sections
 
@@ -208,8 +209,16 @@ class ConsoleScreen(Screen[None]):
             return
         alert = target.alert or {}
         detail = alert.get("detail") if isinstance(alert.get("detail"), dict) else {}
-        what = str(detail.get("path") or alert.get("subject") or "")
+        what = target.process or str(detail.get("path") or alert.get("subject") or "")
         self.run_worker(self._confirm_and_run(actions.kill_plan(c, target.pid, what)), group="action")
+
+    def action_unblock(self) -> None:
+        target = self.current_target()
+        c = self._container(target)
+        if c is None or not target.block:
+            self.notify("unblock: select a block (container detail, Blocks tab) first", severity="warning")
+            return
+        self.run_worker(self._confirm_and_run(actions.unblock_plan(c, target.block)), group="action")
 
     def action_block(self) -> None:
         target = self.current_target()

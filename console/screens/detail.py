@@ -87,7 +87,24 @@ def tree_row(p: Proc) -> Row:
                styles=("bold", "dim", ""), sort=(p.pid, p.ppid, command))
 
 
-TAB_ORDER = [f"tab-{kind}" for kind, _ in PROFILE_KINDS] + ["tab-incidents", "tab-tree"]
+TAB_ORDER = [f"tab-{kind}" for kind, _ in PROFILE_KINDS] + ["tab-incidents", "tab-tree", "tab-blocks"]
+BLOCK_COLUMNS = [
+    Column("id", "ID", min_width=3, max_width=6, align="right"),
+    Column("peer", "PEER", min_width=6, max_width=48),
+    Column("port", "PORT", min_width=4, max_width=6, align="right"),
+    Column("proto", "PROTO", min_width=5, max_width=6),
+    Column("source", "SOURCE", min_width=6, max_width=10),
+    Column("created", "CREATED", min_width=14, max_width=14),
+    Column("reason", "REASON", min_width=6, max_width=200, flex=True),
+]
+
+
+def block_row(b: dict[str, Any]) -> Row:
+    port = b.get("port")
+    cells = (esc(b.get("id"), 8), esc(b.get("peer"), 200), str(port) if isinstance(port, int) and port else "all",
+             esc(b.get("proto") or "any", 8), esc(b.get("source"), 16), date_time(b.get("created")),
+             esc(b.get("reason"), 300))
+    return Row(key=b.get("id"), cells=cells, styles=("dim", "bold bright_red", "", "", "dim", "dim", ""))
 
 
 class ContainerDetailScreen(ConsoleScreen):
@@ -107,6 +124,8 @@ class ContainerDetailScreen(ConsoleScreen):
         self.incidents: dict[int, dict[str, Any]] = {}
         self.incidents_note = "loading…"
         self.procs: list[Proc] = []
+        self.blocks: list[dict[str, Any]] = []
+        self.blocks_note = "loading…"
 
     def compose(self) -> ComposeResult:
         yield StatusHeader(id="status-header")
@@ -124,6 +143,8 @@ class ContainerDetailScreen(ConsoleScreen):
                 yield Static(id="detail-incident")
             with TabPane("Process tree", id="tab-tree"):
                 yield LiveTable(TREE_COLUMNS, sortable=False, empty_text="loading…", id="process-tree")
+            with TabPane("Blocks", id="tab-blocks"):
+                yield LiveTable(BLOCK_COLUMNS, sort_column="id", empty_text="loading…", id="detail-blocks")
         with Horizontal(id="command-line"):
             yield Static(":", id="command-prompt")
             yield CommandBar(id="command-bar")
@@ -146,7 +167,10 @@ class ContainerDetailScreen(ConsoleScreen):
         return pane.query_one(LiveTable) if pane is not None else None
 
     def current_actions(self) -> frozenset[str]:
-        return frozenset({"block", "freeze", "unfreeze", "kill", "mode", "relearn", "forensics", "sort"})
+        base = {"block", "freeze", "unfreeze", "kill", "mode", "relearn", "forensics", "sort"}
+        if self.query_one("#detail-tabs", TabbedContent).active == "tab-blocks":
+            base.add("unblock")
+        return frozenset(base)
 
     def current_target(self) -> Target:
         c = self.container
@@ -155,6 +179,11 @@ class ContainerDetailScreen(ConsoleScreen):
         if active == "tab-tree":
             key = self.query_one("#process-tree", LiveTable).cursor_key
             target.pid = key if isinstance(key, int) else None
+            proc = next((p for p in self.procs if p.pid == target.pid), None)
+            target.process = (proc.cmdline or proc.comm) if proc else ""
+        elif active == "tab-blocks":
+            key = self.query_one("#detail-blocks", LiveTable).cursor_key
+            target.block = next((b for b in self.blocks if b.get("id") == key), None)
         elif active == "tab-incidents":
             key = self.query_one("#detail-incidents", LiveTable).cursor_key
             alert = self.incidents.get(key) if isinstance(key, int) else None
@@ -250,8 +279,21 @@ class ContainerDetailScreen(ConsoleScreen):
         except ProtocolError as e:
             if e.code == protocol.NOT_FOUND:
                 self.profile_note = self.profile_note or "this container is gone"
+        if state.available("blocks"):
+            try:
+                rows = await app.session.call("blocks", target=self.container_id)
+                self.blocks = [b for b in rows if isinstance(b, dict)] if isinstance(rows, list) else []
+                self.blocks_note = ""
+            except ProtocolError as e:
+                if e.code == protocol.UNKNOWN_OP:
+                    state.mark_unavailable("blocks")
+                else:
+                    self.blocks_note = f"blocks: {e}"
+        if not state.available("blocks"):
+            self.blocks_note = "blocks: not available in this enforcer (enforcement has not landed)"
         pids = self.container.get("pids") if isinstance(self.container.get("pids"), list) else []
         self.procs = await asyncio.to_thread(process_tree, pids)
+        self._paint_blocks()
         self._paint_profile()
         self._paint_incidents()
         self._paint_tree()
@@ -333,6 +375,11 @@ class ContainerDetailScreen(ConsoleScreen):
         table.set_empty_text(self.incidents_note or "no incidents for this container")
         table.set_rows(incident_row(a) for a in self.incidents.values())
         self._show_incident()
+
+    def _paint_blocks(self) -> None:
+        table = self.query_one("#detail-blocks", LiveTable)
+        table.set_empty_text(self.blocks_note or "no blocks in force (b blocks a peer)")
+        table.set_rows(block_row(b) for b in self.blocks if b.get("id") is not None)
 
     def _paint_tree(self) -> None:
         table = self.query_one("#process-tree", LiveTable)

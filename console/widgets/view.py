@@ -22,6 +22,8 @@ class Target:
     pid: int | None = None  # from the selected alert's detail, or the process tree
     peer: str | None = None  # from the selected alert's detail
     feed: str | None = None
+    process: str = ""  # what the pid runs, for the kill dialog
+    block: dict[str, Any] | None = None  # a selected block in force (container detail)
 
 
 class View(Vertical):
