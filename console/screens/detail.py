@@ -42,8 +42,8 @@ ENTRY_COLUMNS = [
 ]
 PROCESS_COLUMNS = [
     Column("key", "PATH", min_width=8, max_width=60),
-    Column("sha256", "SHA256", min_width=8, max_width=64),
-    Column("binary", "BINARY", min_width=6, max_width=40, flex=True),
+    Column("sha256", "SHA256", min_width=16, max_width=64, flex=True),
+    Column("binary", "BINARY", min_width=6, max_width=40, hide_below=120),
     Column("source", "SOURCE", min_width=7, max_width=8),
     Column("first_seen", "FIRST SEEN", min_width=14, max_width=14),
 ]

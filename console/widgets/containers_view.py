@@ -13,10 +13,10 @@ from .live_table import Column, LiveTable, Row
 from .view import Target, View
 
 COLUMNS = [
-    Column("name", "NAME", min_width=8, max_width=32),
-    Column("app", "APP", max_width=18),
+    Column("name", "NAME", min_width=8, max_width=32, flex=True),
+    Column("app", "APP", max_width=18, hide_below=100),
     Column("service", "SERVICE", max_width=16, hide_below=120),
-    Column("image", "IMAGE", min_width=8, max_width=40, flex=True),
+    Column("image", "IMAGE", min_width=8, max_width=40, flex=True, hide_below=90),
     Column("mode", "MODE", min_width=7, max_width=8),
     Column("profile", "PROFILE", min_width=8, max_width=18),
     Column("alerts", "ALERTS", min_width=6, max_width=7, align="right"),

@@ -15,7 +15,8 @@ SEVERITY_SHORT = {"critical": "crit", "high": "high", "medium": "med", "low": "l
 
 
 def header_text(state: ConsoleState, read_only: bool) -> Text:
-    """`STOCKADE host up 3h02m · watched 12/14 · 45.2 ev/s · lost 0 · crit 1 high 3 ...`."""
+    """`STOCKADE host ● connected  alerts crit 1 high 3 …  lost 0  45.2 ev/s  watched 12/14  up 3h02m`,
+    most important first, so that a narrow terminal cuts the least useful end."""
     s = state.status
     out = Text(" STOCKADE ", style="bold reverse", end="")
     host = s.get("host") or state.hello.get("host")
@@ -33,34 +34,32 @@ def header_text(state: ConsoleState, read_only: bool) -> Text:
     if read_only:
         out.append("  ")
         out.append(" READ-ONLY ", style="bold black on yellow")
+    if state.hello:
+        counts = state.alert_counts()
+        out.append("  alerts", style=LABEL)
+        if not counts and not state.available("alerts"):
+            out.append(" n/a", style=LABEL)
+        else:
+            for sev in SEVERITY_ORDER:
+                n = counts.get(sev, 0)
+                out.append(" ")
+                out.append(f"{SEVERITY_SHORT[sev]} {n}", style=SEVERITY_STYLE[sev] if n else LABEL)
     if s:
-        uptime = s.get("uptime")
-        out.append("  up ", style=LABEL)
-        out.append(duration(float(uptime)) if isinstance(uptime, (int, float)) else "-")
-        out.append("  watched ", style=LABEL)
-        out.append(f"{s.get('containers_watched', '-')}/{s.get('containers', '-')}")
         sensors = s.get("sensors") if isinstance(s.get("sensors"), list) else []
         rate = sum(float(x.get("rate") or 0) for x in sensors if isinstance(x, dict))
         lost = sum(int(x.get("lost") or 0) for x in sensors if isinstance(x, dict))
+        out.append("  lost ", style=LABEL)
+        out.append(str(lost) if sensors else "-", style="bold bright_red" if lost else "")
         out.append("  ")
         out.append(f"{rate:.1f}" if sensors else "-")
         out.append(" ev/s", style=LABEL)
-        out.append("  lost ", style=LABEL)
-        out.append(str(lost) if sensors else "-", style="bold bright_red" if lost else "")
         if not sensors:
             out.append(" (no sensors)", style=LABEL)
-    if not state.hello:
-        return out
-    counts = state.alert_counts()
-    out.append("  alerts ", style=LABEL)
-    if not counts and not state.available("alerts"):
-        out.append("n/a", style=LABEL)
-    for sev in SEVERITY_ORDER:
-        n = counts.get(sev, 0)
-        if not counts and not state.available("alerts"):
-            break
-        out.append(" ")
-        out.append(f"{SEVERITY_SHORT[sev]} {n}", style=SEVERITY_STYLE[sev] if n else LABEL)
+        out.append("  watched ", style=LABEL)
+        out.append(f"{s.get('containers_watched', '-')}/{s.get('containers', '-')}")
+        uptime = s.get("uptime")
+        out.append("  up ", style=LABEL)
+        out.append(duration(float(uptime)) if isinstance(uptime, (int, float)) else "-")
     return out
 
 

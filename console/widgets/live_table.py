@@ -245,12 +245,18 @@ class LiveTable(ScrollView, can_focus=True):
         width = max(1, self.scrollable_content_region.width)
         widths = [0 if c.hide_below and width < c.hide_below else w for c, w in zip(self.columns, self._widths)]
         gaps = sum(1 for w in widths if w) - 1
-        flex = [i for i, c in enumerate(self.columns) if c.flex]
+        flex = [i for i, c in enumerate(self.columns) if c.flex and widths[i]]
         used = sum(w for i, w in enumerate(widths) if i not in flex) + gaps
         if flex:
-            share = max(0, width - used) // len(flex)
-            for i in flex:
-                widths[i] = max(self.columns[i].min_width, share)
+            room = max(0, width - used)
+            natural = [widths[i] for i in flex]
+            if sum(natural) <= room:
+                # Each flex column gets what its content needs; the last one takes the rest.
+                widths[flex[-1]] += room - sum(natural)
+            else:
+                total = sum(natural) or 1
+                for i, want in zip(flex, natural):
+                    widths[i] = max(self.columns[i].min_width, room * want // total)
         return widths
 
     def _total_width(self) -> int:
