@@ -99,7 +99,30 @@ def compose_version(files: list[str]) -> str | None:
     return None
 
 
-def harden_app(enforcer: Any, app_name: str) -> dict[str, Any]:
+def rootfs_writes(diff: list[dict[str, Any]]) -> list[str]:
+    """Paths `docker diff` reports, without the directories listed only because something
+    inside them changed: what the container wrote to its root file system since it started
+    (including the first milliseconds, which the sensors never see)."""
+    paths = sorted({str(d.get("Path", "")) for d in diff if str(d.get("Path", "")).startswith("/")})
+    return [p for i, p in enumerate(paths)
+            if not (i + 1 < len(paths) and paths[i + 1].startswith(p.rstrip("/") + "/"))]
+
+
+async def _diffs(enforcer: Any, containers: list[Container]) -> list[str]:
+    out: list[str] = []
+    for c in containers:
+        if c.state not in ("running", "paused"):
+            continue
+        try:
+            diff = await enforcer.docker.call(lambda api, cid=c.id: api.diff(cid)) or []
+        except Exception as e:  # noqa: BLE001 - the learned writes still count
+            log.warning("harden: docker diff of %s failed: %s", c.name, e)
+            continue
+        out += rootfs_writes(diff)
+    return out
+
+
+async def harden_app(enforcer: Any, app_name: str) -> dict[str, Any]:
     inv = enforcer.inventory
     apps = inv.apps()
     app = apps.get(app_name)
@@ -138,7 +161,7 @@ def harden_app(enforcer: Any, app_name: str) -> dict[str, Any]:
         facts.append(ServiceFacts(
             name=service, seccomp_path=path,
             syscalls=names | (profile_syscalls(profile) if profile else set()),
-            written=sorted(profile.entries["file"]) if profile else [],
+            written=sorted(set(profile.entries["file"] if profile else []) | set(await _diffs(enforcer, containers))),
             listeners=sorted(profile.listeners) if profile else [],
             volumes=list(decl.volumes) if decl else [], tmpfs=list(decl.tmpfs) if decl else [],
             user=image_user, profile_id=profile.id if profile else 0,

@@ -6,9 +6,11 @@ Per service:
 - `cap_drop: [ALL]` and `cap_add` only for what the profile shows a use of (a listener
   below 1024 -> NET_BIND_SERVICE, set*id syscalls -> SETUID/SETGID, chown -> CHOWN/FOWNER,
   ...), each with the evidence as a comment;
-- `read_only: true` when every learned write is inside a volume, a tmpfs, a place Docker
-  mounts itself (/dev, /etc/hosts...) or a temp directory, which then gets a `tmpfs`.
-  Otherwise the comment names the paths that keep the root writable.
+- `read_only: true` when every write is inside a volume, a tmpfs, a place Docker mounts
+  itself (/dev, /etc/hosts...) or a temp directory, which then gets a `tmpfs`; otherwise
+  the comment names the paths that keep the root writable. Writes are the profile's
+  learned file entries plus what `docker diff` shows of the running containers (that
+  also covers the first milliseconds of a container, before the sensors watch it).
 
 All text a container could influence (paths, names) is written as a JSON-quoted YAML
 string, and comments are escaped to one line: a hostile path cannot add YAML keys.
@@ -44,7 +46,7 @@ class ServiceFacts:
     name: str
     seccomp_path: str  # where its seccomp profile was written
     syscalls: set[str] = field(default_factory=set)
-    written: list[str] = field(default_factory=list)  # learned file entries (prefixes end in "/")
+    written: list[str] = field(default_factory=list)  # learned file entries (prefixes end in "/") + docker diff
     listeners: list[tuple[str, int]] = field(default_factory=list)
     volumes: list[str] = field(default_factory=list)  # container-side mount points
     tmpfs: list[str] = field(default_factory=list)

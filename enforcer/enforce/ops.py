@@ -127,7 +127,7 @@ def register(e: "Enforcement", server: Any) -> None:
         from .exports import harden_app
 
         # On the loop, not a thread: it reads (and may attach) profiles, which are loop-only.
-        return harden_app(enforcer, _text(req.args, "target"))
+        return await harden_app(enforcer, _text(req.args, "target"))
 
     server.register("block", op_block, mutates=True)
     server.register("unblock", op_unblock, mutates=True)
