@@ -334,3 +334,16 @@ async def test_kill_from_the_process_tree_names_the_command(tmp_path: Any) -> No
         assert str(me) in app.screen.lines[0].plain and "python" in app.screen.lines[0].plain.lower()
         await pilot.press("escape")
         assert not calls(fake, "kill")
+
+
+async def test_notifications_never_parse_markup_from_names() -> None:
+    fake = FakeEnforcerClient()
+    app = StockadeApp(client=fake, clock=lambda: NOW)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(app, pilot)
+        await select_container(app, pilot, "f6" * 32)  # the container named [bold red]evil[/]...
+        await pilot.press("f", "right", "enter")
+        await pilot.pause(0.2)
+        shown = [n.message for n in app._notifications]
+        assert any("[bold red]evil[/]\\x1b[31m" in m for m in shown), shown
+        assert all(not n.markup for n in app._notifications)

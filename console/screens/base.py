@@ -68,6 +68,11 @@ class ConsoleScreen(Screen[None]):
     def stockade(self) -> "StockadeApp":
         return self.app  # type: ignore[return-value]
 
+    def notify(self, message: str, *, title: str = "", severity: Any = "information",
+               timeout: float | None = None, markup: bool = False) -> None:
+        """Never markup: messages carry container names and enforcer errors (escaped, inert)."""
+        super().notify(printable(message, 500), title=title, severity=severity, timeout=timeout, markup=False)
+
     # -- what subclasses say -------------------------------------------------------------
     def current_target(self) -> Target:
         return Target()
@@ -234,7 +239,7 @@ class ConsoleScreen(Screen[None]):
         explanation.append(" and the peer below: a container name, an IP or CIDR, with an optional :port.")
         if peer:
             explanation.append("\nPrefilled from the selected incident.", style="dim")
-        value = await self.app.push_screen_wait(PromptScreen("Block a peer", explanation, peer,
+        value = await self.app.push_screen_wait(PromptScreen("Block a peer", explanation, printable(peer, 300),
                                                              "container, 10.0.0.5, 10.0.0.0/24:443 …"))
         if value:
             await self._confirm_and_run(actions.block_plan(c, value))
