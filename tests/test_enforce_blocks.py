@@ -154,3 +154,32 @@ def test_a_stopped_container_leaves_no_address_behind_and_is_blocked_again_on_st
     wait_for(lambda: new_ip in json.dumps(nft_elements("inet", e.nft_table, "blk4")), timeout=10,
              what="the restarted container's address in the block set")
     assert not reaches(a, ip_of(b))
+
+
+def test_protect_mode_drops_traffic_to_threat_feed_addresses_from_the_first_packet(dockerx, busybox_image,
+                                                                                  make_enforcer, feed_server):
+    e = make_enforcer("--no-sensors")
+    net = dockerx.network()
+    bad, victim, bystander = web(dockerx, net), web(dockerx, net), web(dockerx, net)
+    ip_bad, ip_victim = ip_of(bad), ip_of(victim)
+    wait_known(e, bad, victim, bystander)
+    wait_reconciled(e)
+    wait_reaches(victim, ip_bad)
+    url = feed_server.serve("/lab.txt", f"# lab\n{ip_bad}\n")
+    e.cli("feeds", "add", "lab", url, "--format", "ip-list", "--local")
+    assert reaches(victim, ip_bad)  # alert mode: a feed hit is an alert, not a drop
+
+    e.cli("mode", victim, "protect")
+    wait_for(lambda: ip_victim in json.dumps(nft_elements("inet", e.nft_table, "protect4")), timeout=10,
+             what="the protected container in the protect set")
+    assert ip_bad in json.dumps(nft_elements("bridge", e.nft_table, "threat4"))
+    # No sensor runs here: the kernel drops the very first packet, before any alert.
+    assert not reaches(victim, ip_bad)
+    assert not reaches(bad, ip_victim)
+    assert reaches(bystander, ip_bad)  # not protected
+    assert drop_counters("bridge", e.nft_table)["protect-to-threat4"] > 0
+
+    e.cli("mode", victim, "alert")
+    wait_for(lambda: ip_victim not in json.dumps(nft_elements("inet", e.nft_table, "protect4")), timeout=10,
+             what="the container to leave the protect set")
+    assert reaches(victim, ip_bad)
