@@ -42,7 +42,7 @@ def test_block_cuts_two_containers_on_one_bridge_both_ways_and_unblock_restores(
     out = e.cli("unblock", a, "--peer", b).stdout
     assert "removed 1 block" in out
     assert reaches(a, ip_b) and reaches(b, ip_a)
-    assert nft_elements("inet", e.nft_table, "blk4") == []
+    assert nft_elements("inet", e.nft_table, "blkx4") == []
     assert e.cli_json("blocks") == []
     # Both actions are in the audit log with the caller and the result.
     audit = [(x["action"], x["target"], x["result"]) for x in e.call("audit")]
@@ -115,8 +115,8 @@ def test_block_holds_while_the_enforcer_is_down_and_after_restart(dockerx, busyb
     assert not reaches(a, ip_b) and not reaches(a, ip_c)
 
     # While it is down, someone deletes one element and container c goes away.
-    sh("nft", "delete", "element", "bridge", e.nft_table, "blk4", f"{{ {ip_a} . {ip_b} }}")
-    sh("nft", "delete", "element", "inet", e.nft_table, "blk4", f"{{ {ip_a} . {ip_b} }}")
+    sh("nft", "delete", "element", "bridge", e.nft_table, "blkx4", f"{{ {ip_a} . {ip_b} }}")
+    sh("nft", "delete", "element", "inet", e.nft_table, "blkx4", f"{{ {ip_a} . {ip_b} }}")
     assert reaches(a, ip_b)
     docker("rm", "-f", c)
 
@@ -127,7 +127,7 @@ def test_block_holds_while_the_enforcer_is_down_and_after_restart(dockerx, busyb
     assert status["reconcile"]["stale"] == 1  # a <-> c removed: c is gone
     assert not reaches(a, ip_b)
     assert not reaches(b, ip_a)
-    elements = json.dumps(nft_elements("inet", e.nft_table, "blk4"))
+    elements = json.dumps(nft_elements("inet", e.nft_table, "blkx4"))
     assert ip_b in elements and ip_c not in elements
     blocks = {x["peer"]: x for x in e.cli_json("blocks")}
     assert blocks[b]["active"] is True
@@ -145,13 +145,13 @@ def test_a_stopped_container_leaves_no_address_behind_and_is_blocked_again_on_st
     old_ip = ip_of(a)
     docker("stop", "-t", "0", a)
     # Its address may go to another container: no element may keep naming it.
-    wait_for(lambda: old_ip not in json.dumps(nft_elements("inet", e.nft_table, "blk4")), timeout=10,
+    wait_for(lambda: old_ip not in json.dumps(nft_elements("inet", e.nft_table, "blkx4")), timeout=10,
              what="the stopped container's address to leave the block set")
     assert e.cli_json("blocks")[0]["active"] is False
     docker("start", a)
     wait_known(e, a)
     new_ip = ip_of(a)
-    wait_for(lambda: new_ip in json.dumps(nft_elements("inet", e.nft_table, "blk4")), timeout=10,
+    wait_for(lambda: new_ip in json.dumps(nft_elements("inet", e.nft_table, "blkx4")), timeout=10,
              what="the restarted container's address in the block set")
     assert not reaches(a, ip_of(b))
 

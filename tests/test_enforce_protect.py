@@ -85,7 +85,7 @@ def test_protect_blocks_a_connection_to_a_new_peer_automatically(enforcer, docke
     [block] = [b for b in enforcer.call("blocks", target=client) if b["source"] == "protect"]
     assert block["peer"] == stranger and block["port"] == 8080 and block["alert_id"] == alert["id"]
     assert block["active"] is True
-    assert stranger_ip in str(nft_elements("inet", enforcer.nft_table, "blkp4"))
+    assert stranger_ip in str(nft_elements("inet", enforcer.nft_table, "blkpx4"))
     # The stranger is out of reach now; the learned peer still answers.
     assert not host_fetch(client, stranger_ip)
     assert host_fetch(client, known_ip)

@@ -48,9 +48,10 @@ def test_desired_elements_are_keyed_by_the_blocked_address_and_merged():
     ]
     sets, views = desired_ruleset(blocks, lambda n: ADDRS.get(n, []), protect=["172.18.0.2"],
                                   threats=[ipaddress.ip_network("192.0.2.0/25"), ipaddress.ip_network("192.0.2.128/25")])
-    assert sets["blk4"] == {("172.18.0.2", "10.0.0.0/8"), ("172.18.0.2", "172.18.0.3/32")}
+    assert sets["blk4"] == {("172.18.0.2", "10.0.0.0/8")}
+    assert sets["blkx4"] == {("172.18.0.2", "172.18.0.3/32")}  # one address: the hash set
     assert sets["blkp4"] == {("172.18.0.2", "10.2.0.4/31", 6, 443)}
-    assert sets["blkp6"] == {("fd00::9", "fd00::3/128", 6, 53), ("fd00::9", "fd00::3/128", 17, 53)}
+    assert sets["blkpx6"] == {("fd00::9", "fd00::3/128", 6, 53), ("fd00::9", "fd00::3/128", 17, 53)}
     assert sets["protect4"] == {("172.18.0.2",)} and sets["threat4"] == {("192.0.2.0/24",)}
     assert views[1].active and not views[6].active and views[6].own == []
     assert views[3].active  # merged into block 2's element, still in force
@@ -60,7 +61,8 @@ def test_elements_survive_json_and_back():
     samples = {
         "blk4": ("172.18.0.2", "10.0.0.0/8"), "blk6": ("fd00::2", "fd00::/64"),
         "blkp4": ("172.18.0.2", "10.0.0.5/32", 17, 53), "threat4": ("192.0.2.0/24",), "threat6": ("2001:db8::1/128",),
-        "protect4": ("172.18.0.2",),
+        "protect4": ("172.18.0.2",), "blkx4": ("172.18.0.2", "172.18.0.3/32"),
+        "blkpx6": ("fd00::2", "fd00::3/128", 6, 443),
     }
     for name, element in samples.items():
         assert R.parse_element(name, R.element_json(name, element)) == element

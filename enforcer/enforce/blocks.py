@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections import defaultdict
+from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -50,12 +51,25 @@ def check_port(port: int) -> int:
     return port
 
 
+@lru_cache(maxsize=65536)
 def as_network(text: str) -> Network | None:
     """An address or CIDR as a network (host bits dropped), or None if it is not one."""
     try:
         return ipaddress.ip_network(text.strip(), strict=False)
     except ValueError:
         return None
+
+
+@lru_cache(maxsize=65536)
+def _cidr(net: Network) -> str:
+    return str(net)
+
+
+def _merged(nets: list[Network]) -> list[Network]:
+    """Overlapping or adjacent networks as the fewest disjoint ones (one stays as it is)."""
+    if len(nets) == 1:
+        return nets
+    return list(ipaddress.collapse_addresses(nets))  # type: ignore[type-var]
 
 
 @dataclass(slots=True)
@@ -97,16 +111,18 @@ def desired_ruleset(blocks: Iterable[BlockInput], addresses: Callable[[str], lis
             peer_nets = [net] if net is not None else []
         else:
             peer_nets = [n for n in (as_network(a) for a in addresses(b.peer)) if n is not None]
-        view = views[b.id] = BlockView(own=own, peers=[str(n) for n in peer_nets])
+        view = views[b.id] = BlockView(own=own, peers=[_cidr(n) for n in peer_nets])
         if not view.active:
             continue
         protos = [PROTO_NUMBERS[b.proto]] if b.proto in PROTO_NUMBERS else list(PROTO_NUMBERS.values())
         for addr in own:
-            version = ipaddress.ip_address(addr).version
+            own_net = as_network(addr)
+            assert own_net is not None
+            version = own_net.version
             nets = [n for n in peer_nets if n.version == version]
             if not nets:
                 continue
-            key = str(ipaddress.ip_address(addr))
+            key = _cidr(own_net).split("/")[0]
             if b.port:
                 for proto in protos:
                     one_port[(key, proto, b.port)].extend(nets)
@@ -114,13 +130,15 @@ def desired_ruleset(blocks: Iterable[BlockInput], addresses: Callable[[str], lis
                 any_port[key].extend(nets)
     sets: dict[str, set[Element]] = {name: set() for name in empty_ruleset()}
     for addr, nets in any_port.items():
-        v = ipaddress.ip_address(addr).version
-        for net in ipaddress.collapse_addresses(nets):  # type: ignore[type-var]
-            sets[f"blk{v}"].add((addr, str(net)))
+        v = nets[0].version
+        for net in _merged(nets):
+            kind = "x" if net.prefixlen == net.max_prefixlen else ""  # one address: the hash set
+            sets[f"blk{kind}{v}"].add((addr, _cidr(net)))
     for (addr, proto, port), nets in one_port.items():
-        v = ipaddress.ip_address(addr).version
-        for net in ipaddress.collapse_addresses(nets):  # type: ignore[type-var]
-            sets[f"blkp{v}"].add((addr, str(net), proto, port))
+        v = nets[0].version
+        for net in _merged(nets):
+            kind = "x" if net.prefixlen == net.max_prefixlen else ""
+            sets[f"blkp{kind}{v}"].add((addr, _cidr(net), proto, port))
     for addr in protect:
         ip = ipaddress.ip_address(addr)
         sets[f"protect{ip.version}"].add((str(ip),))

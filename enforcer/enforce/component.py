@@ -160,11 +160,6 @@ class Enforcement:
             except fz.FreezerError as e:
                 self._note_error(f"re-freezing {c.name}: {e}")
 
-    def _addresses(self, name: str) -> list[str]:
-        for c in self.inventory.containers.values():
-            if c.name == name:
-                return c.addresses() if c.state in ("running", "paused") else []
-        return []
 
     def _protect_addresses(self) -> frozenset[str]:
         if not self._threats:
@@ -180,7 +175,9 @@ class Enforcement:
 
     def _desired(self) -> Any:
         inputs = [BlockInput(b.id, b.container_name, b.peer, b.peer_kind, b.port, b.proto) for b in self.blocks.values()]
-        ruleset, self.views = desired_ruleset(inputs, self._addresses, self._protect, self._threats)
+        # Only a running (or paused) container has addresses worth blocking.
+        live = {c.name: c.addresses() for c in self.inventory.containers.values() if c.state in ("running", "paused")}
+        ruleset, self.views = desired_ruleset(inputs, lambda name: live.get(name, []), self._protect, self._threats)
         return ruleset
 
     async def sync_firewall(self) -> None:

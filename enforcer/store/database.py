@@ -41,6 +41,9 @@ class Database:
         self.conn: aiosqlite.Connection | None = None
         self._queue: deque[tuple[str, Params]] = deque()
         self._wake = asyncio.Event()
+        # One write at a time: a statement run while a batch's BEGIN..COMMIT is open would
+        # join (or break) that transaction ("cannot start a transaction within a transaction").
+        self._write_lock = asyncio.Lock()
         self._flusher: asyncio.Task[None] | None = None
         self._closing = False
         self.last_error = ""
@@ -130,7 +133,7 @@ class Database:
         """Run one write now, in its own transaction; returns lastrowid."""
         assert self.conn, "database not open"
         try:
-            async with self.conn.execute(sql, params) as cur:
+            async with self._write_lock, self.conn.execute(sql, params) as cur:
                 return cur.lastrowid or 0
         except sqlite3.OperationalError as e:
             self._note_error(e)
@@ -140,14 +143,15 @@ class Database:
         """Run several writes now, in one transaction."""
         assert self.conn, "database not open"
         try:
-            await self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                for sql, params in statements:
-                    await self.conn.execute(sql, params)
-                await self.conn.execute("COMMIT")
-            except BaseException:
-                await self.conn.execute("ROLLBACK")
-                raise
+            async with self._write_lock:
+                await self.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for sql, params in statements:
+                        await self.conn.execute(sql, params)
+                    await self.conn.execute("COMMIT")
+                except BaseException:
+                    await self.conn.execute("ROLLBACK")
+                    raise
         except sqlite3.OperationalError as e:
             self._note_error(e)
             raise StoreError(f"database write failed: {e}") from None

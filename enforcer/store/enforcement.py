@@ -54,18 +54,13 @@ class EnforcementRepo:
                         port: int, proto: str, reason: str = "", source: str = "manual",
                         alert_id: int | None = None) -> BlockRow:
         now = time.time()
-        assert self.db.conn, "database not open"
         try:
-            async with self.db.conn.execute(
+            row_id = await self.db.execute(
                 "INSERT INTO blocks (container_name, container_id, peer, peer_kind, port, proto, created,"
                 " reason, source, alert_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (container_name, container_id, peer, peer_kind, port, proto, now, reason, source, alert_id),
-            ) as cur:
-                row_id = cur.lastrowid or 0
+                (container_name, container_id, peer, peer_kind, port, proto, now, reason, source, alert_id))
         except sqlite3.IntegrityError:
             raise DuplicateBlock(f"{container_name} is already blocked from {peer}") from None
-        except sqlite3.OperationalError as e:
-            raise StoreError(f"database write failed: {e}") from None
         return BlockRow(row_id, container_name, container_id, peer, peer_kind, port, proto, now,
                         reason, source, alert_id)
 
@@ -78,7 +73,7 @@ class EnforcementRepo:
     async def remove_blocks(self, ids: list[int]) -> int:
         if not ids:
             return 0
-        await self.db.execute_many([("DELETE FROM blocks WHERE id = ?", (i,)) for i in ids])
+        await self.db.execute(f"DELETE FROM blocks WHERE id IN ({','.join('?' * len(ids))})", tuple(ids))
         return len(ids)
 
     async def set_block_container_id(self, block_id: int, container_id: str) -> None:
