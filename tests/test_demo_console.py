@@ -20,6 +20,8 @@ sys.path.insert(0, str(REPO / "demo"))
 from attack import Demo  # noqa: E402
 from walkthrough import Story, TmuxConsole  # noqa: E402
 
+pytestmark = pytest.mark.docker
+
 
 def freezer_state(container_id: str) -> str:
     for path in (f"/sys/fs/cgroup/freezer/docker/{container_id}/freezer.state",
@@ -34,7 +36,8 @@ def freezer_state(container_id: str) -> str:
 
 
 def test_the_demo_story_through_the_console_in_tmux(tmp_path: Path, docker_engine: None) -> None:
-    instance = DemoInstance(tmp_path)
+    # Learning long enough that the first screen still shows it, short enough for a test.
+    instance = DemoInstance(tmp_path, learn_seconds=40)
     console: TmuxConsole | None = None
     try:
         instance.up()
@@ -76,5 +79,3 @@ def test_the_demo_story_through_the_console_in_tmux(tmp_path: Path, docker_engin
     assert instance.containers() == []
     assert docker("network", "inspect", instance.env["STOCKADE_DEMO_SHARED_NET"], check=False).returncode != 0
 
-
-pytestmark = pytest.mark.docker
