@@ -24,7 +24,6 @@ real containers on an internal Docker bridge, real nftables and cgroup freezer.
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import random
 import socket
