@@ -177,7 +177,9 @@ class Enforcement:
         inputs = [BlockInput(b.id, b.container_name, b.peer, b.peer_kind, b.port, b.proto) for b in self.blocks.values()]
         # Only a running (or paused) container has addresses worth blocking.
         live = {c.name: c.addresses() for c in self.inventory.containers.values() if c.state in ("running", "paused")}
-        ruleset, self.views = desired_ruleset(inputs, lambda name: live.get(name, []), self._protect, self._threats)
+        # Feed networks go into the kernel only while some container is in protect mode.
+        threats = self._threats if self._protect else []
+        ruleset, self.views = desired_ruleset(inputs, lambda name: live.get(name, []), self._protect, threats)
         return ruleset
 
     async def sync_firewall(self) -> None:
