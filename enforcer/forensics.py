@@ -12,7 +12,8 @@ files hold still while they are read. Members, all under one top folder:
                      with the pids and fds that own them
   changes.json       `docker diff`, each added/changed file with kind, size, sha256, and
                      whether its content is in the bundle
-  files/<path>       the changed files themselves, up to the caps below
+  files/<path>       the changed files themselves, up to the caps below (of a stopped
+                     container: fetched through Docker's archive API instead)
   alerts.json        the container's recent incidents; audit.json the actions taken on it
   blocks.json, profile.json (when present), logs.txt (the log tail), summary.txt
 
@@ -214,9 +215,58 @@ def gather_changes(c: Container, diff: list[dict[str, Any]]) -> tuple[list[dict[
                     entry["member"] = name
             if entry.get("type") == "file" and "member" not in entry:
                 skipped += 1
-        elif kind != "deleted":
-            entry["skipped"] = "container not running: no root to read"
         changes.append(entry)
+    return changes, files, skipped
+
+
+def gather_changes_archived(api: Any, c: Container, diff: list[dict[str, Any]]) -> tuple[
+        list[dict[str, Any]], list[tuple[str, bytes]], int]:
+    """The same for a container that is not running (no /proc root): each changed path is
+    fetched with Docker's archive API (`docker cp`), one tar per path, read in memory."""
+    changes: list[dict[str, Any]] = []
+    files: list[tuple[str, bytes]] = []
+    budget = MAX_TOTAL_BYTES
+    skipped = 0
+    for item in diff:
+        path = str(item.get("Path", ""))
+        kind = DIFF_KINDS.get(int(item.get("Kind", -1)), "unknown")
+        entry: dict[str, Any] = {"path": path, "kind": kind}
+        changes.append(entry)
+        if kind == "deleted":
+            continue
+        try:
+            stream, info = api.get_archive(c.id, path)
+            mode = int(info.get("mode", 0))
+            entry.update(size=int(info.get("size", 0)), mode=oct(mode & 0o7777), target=info.get("linkTarget") or None)
+            if mode & (1 << 31):  # Go's os.ModeDir
+                entry["type"] = "directory"
+                continue
+            if mode & (1 << 27):  # os.ModeSymlink
+                entry["type"] = "symlink"
+                continue
+            entry["type"] = "file"
+            if entry["size"] > min(MAX_FILE_BYTES, budget) or len(files) >= MAX_FILES:
+                entry["skipped"] = "over the size cap" if entry["size"] > MAX_FILE_BYTES else "bundle cap reached"
+                skipped += 1
+                continue
+            raw = b"".join(stream)
+            with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+                member = next((m for m in tar.getmembers() if m.isreg()), None)
+                data = tar.extractfile(member).read() if member is not None else None  # type: ignore[union-attr]
+        except Exception as e:  # noqa: BLE001 - one path must not lose the bundle
+            entry["error"] = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            continue
+        if data is None:
+            continue
+        entry["sha256"] = hashlib.sha256(data).hexdigest()
+        name = member_path(path)
+        if name is None:
+            entry["skipped"] = "unsafe name"
+            skipped += 1
+            continue
+        files.append((name, data))
+        budget -= len(data)
+        entry["member"] = name
     return changes, files, skipped
 
 
@@ -383,7 +433,10 @@ class Forensics:
         except Exception as e:  # noqa: BLE001
             diff = []
             ev.notes.append(f"docker diff failed: {e}")
-        ev.changes, ev.files, skipped = await asyncio.to_thread(gather_changes, c, diff)
+        if c.state in ("running", "paused") and c.pid:
+            ev.changes, ev.files, skipped = await asyncio.to_thread(gather_changes, c, diff)
+        else:
+            ev.changes, ev.files, skipped = await docker.call(lambda api: gather_changes_archived(api, c, diff))
         if skipped:
             ev.notes.append(f"{skipped} changed files listed with their hash but not archived (caps)")
         try:

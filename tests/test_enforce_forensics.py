@@ -114,3 +114,23 @@ def test_member_names_never_leave_the_bundle_folder():
     assert member_path("/") is None
     odd = member_path("/a/b\nc\udcff")
     assert odd is not None and odd.isascii() and odd.isprintable() and odd.startswith("files/a/")
+
+
+def test_a_stopped_container_still_gets_its_changed_files(dockerx, busybox_image, make_enforcer):
+    e = make_enforcer("--no-sensors")
+    name = dockerx.run(command=["sh", "-c", "mkdir -p /tmp; echo left behind > /tmp/note.txt; "
+                                            "ln -s /etc/passwd /tmp/link; sleep 3600"])
+    wait_known(e, name)
+    wait_for(lambda: exec_in(name, "cat", "/tmp/note.txt").stdout == "left behind\n", what="the workload")
+    from harness import docker
+
+    docker("stop", "-t", "0", name)
+    wait_for(lambda: e.call("container", target=name)["state"] == "exited", what="the stop to be seen")
+    result = e.cli_json("forensics", name)
+    assert result["frozen"] is False and result["processes"] == 0
+    members = read_bundle(result["path"])
+    changes = {c["path"]: c for c in json.loads(members["changes.json"])}
+    assert members[changes["/tmp/note.txt"]["member"]] == b"left behind\n"
+    assert changes["/tmp/note.txt"]["sha256"] == hashlib.sha256(b"left behind\n").hexdigest()
+    assert changes["/tmp/link"]["type"] == "symlink" and "member" not in changes["/tmp/link"]
+    assert "container is exited" in json.loads(members["manifest.json"])["notes"][0]
