@@ -33,4 +33,11 @@ if command -v nft >/dev/null; then
         [ $((now - created)) -ge "$min_age" ] && nft delete table "$family" "$name" 2>/dev/null
     done
 fi
+# ... and their ownership locks, unless an enforcer still holds one.
+for lock in /run/stockade/nft-sttest_*_*.lock; do
+    [ -e "$lock" ] || continue
+    created=${lock#/run/stockade/nft-sttest_}; created=${created%%_*}
+    case "$created" in ''|*[!0-9]*) continue ;; esac
+    [ $((now - created)) -ge "$min_age" ] && flock -n "$lock" rm -f "$lock" 2>/dev/null
+done
 exit 0

@@ -238,6 +238,7 @@ class EnforcerProcess:
         """Delete this enforcer's nftables table (it outlives the enforcer on purpose)."""
         for family in ("inet", "bridge"):
             sh("nft", "delete", "table", family, self.nft_table, check=False)
+        Path(f"/run/stockade/nft-{self.nft_table}.lock").unlink(missing_ok=True)
 
     def log(self) -> str:
         try:
