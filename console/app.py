@@ -85,6 +85,8 @@ class StockadeApp(App[None]):
 
     def _repaint(self) -> None:
         self._repaint_timer = None
+        if not self.is_running or not self._screen_stack:
+            return  # closing
         if isinstance(self.screen, ModalScreen):
             # No redraws under a dialog: what it names must not move; catch up when it closes.
             self._repaint_timer = self.set_timer(REPAINT_INTERVAL, self._repaint, name="repaint")
@@ -95,7 +97,7 @@ class StockadeApp(App[None]):
         self._last_repaint = time.monotonic()
         self.repaints += 1
         with self.batch_update():
-            for screen in self.screen_stack:
+            for screen in list(self._screen_stack):
                 if isinstance(screen, ConsoleScreen):
                     screen.repaint(dirty)
 
@@ -119,8 +121,8 @@ class StockadeApp(App[None]):
         if op.startswith("feeds."):
             await self.session.reload_one("feeds")
             await self.session.reload_one("feeds.hits")
-        for screen in self.screen_stack:
-            if isinstance(screen, ContainerDetailScreen):
+        for screen in list(self._screen_stack):
+            if isinstance(screen, ContainerDetailScreen) and screen.is_attached:
                 await screen.refresh_data()
 
 

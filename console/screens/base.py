@@ -194,17 +194,17 @@ class ConsoleScreen(Screen[None]):
     def action_freeze(self) -> None:
         c = self._need_container("freeze")
         if c is not None:
-            self.run_worker(self._confirm_and_run(actions.freeze_plan(c)), group="action")
+            self.run_worker(self._confirm_and_run(actions.freeze_plan(c)), group="action", exit_on_error=False)
 
     def action_unfreeze(self) -> None:
         c = self._need_container("unfreeze")
         if c is not None:
-            self.run_worker(self._confirm_and_run(actions.unfreeze_plan(c)), group="action")
+            self.run_worker(self._confirm_and_run(actions.unfreeze_plan(c)), group="action", exit_on_error=False)
 
     def action_forensics(self) -> None:
         c = self._need_container("forensics")
         if c is not None:
-            self.run_worker(self._confirm_and_run(actions.forensics_plan(c), timeout=120.0), group="action")
+            self.run_worker(self._confirm_and_run(actions.forensics_plan(c), timeout=120.0), group="action", exit_on_error=False)
 
     def action_kill(self) -> None:
         target = self.current_target()
@@ -215,7 +215,7 @@ class ConsoleScreen(Screen[None]):
         alert = target.alert or {}
         detail = alert.get("detail") if isinstance(alert.get("detail"), dict) else {}
         what = target.process or str(detail.get("path") or alert.get("subject") or "")
-        self.run_worker(self._confirm_and_run(actions.kill_plan(c, target.pid, what)), group="action")
+        self.run_worker(self._confirm_and_run(actions.kill_plan(c, target.pid, what)), group="action", exit_on_error=False)
 
     def action_unblock(self) -> None:
         target = self.current_target()
@@ -223,7 +223,7 @@ class ConsoleScreen(Screen[None]):
         if c is None or not target.block:
             self.notify("unblock: select a block (container detail, Blocks tab) first", severity="warning")
             return
-        self.run_worker(self._confirm_and_run(actions.unblock_plan(c, target.block)), group="action")
+        self.run_worker(self._confirm_and_run(actions.unblock_plan(c, target.block)), group="action", exit_on_error=False)
 
     def action_block(self) -> None:
         target = self.current_target()
@@ -231,7 +231,7 @@ class ConsoleScreen(Screen[None]):
         if c is None:
             self.notify("block: select a container (or an incident of one) first", severity="warning")
             return
-        self.run_worker(self._block_flow(c, target.peer or ""), group="action")
+        self.run_worker(self._block_flow(c, target.peer or ""), group="action", exit_on_error=False)
 
     async def _block_flow(self, c: dict[str, Any], peer: str) -> None:
         explanation = Text("Block traffic between ", end="")
@@ -249,7 +249,7 @@ class ConsoleScreen(Screen[None]):
         if not target.container_id and not target.app:
             self.notify("mode: select an app or a container first", severity="warning")
             return
-        self.run_worker(self._mode_flow(target), group="action")
+        self.run_worker(self._mode_flow(target), group="action", exit_on_error=False)
 
     async def _mode_flow(self, target: Target) -> None:
         state = self.stockade.state
@@ -292,11 +292,11 @@ class ConsoleScreen(Screen[None]):
         else:
             self.notify("relearn: select an app or a container first", severity="warning")
             return
-        self.run_worker(self._confirm_and_run(plan), group="action")
+        self.run_worker(self._confirm_and_run(plan), group="action", exit_on_error=False)
 
     def action_sync(self) -> None:
         self.run_worker(self._confirm_and_run(actions.sync_plan(self.stockade.state.feeds), timeout=300.0),
-                        group="action")
+                        group="action", exit_on_error=False)
 
     async def _confirm_and_run(self, plan: ActionPlan, timeout: float = 30.0) -> None:
         if self.stockade.read_only:
@@ -324,4 +324,5 @@ class ConsoleScreen(Screen[None]):
         message = actions.describe_result(plan, result)
         self.stockade.last_action = message
         self.notify(message, timeout=6)
-        await self.stockade.after_action(plan.op)
+        if self.app.is_running:
+            await self.stockade.after_action(plan.op)

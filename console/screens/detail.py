@@ -152,7 +152,7 @@ class ContainerDetailScreen(ConsoleScreen):
 
     def on_mount(self) -> None:
         self.repaint({"status", "hello", "connection", "containers", "alerts"})
-        self.run_worker(self._refresh_loop(), group="detail-refresh", exclusive=True)
+        self.run_worker(self._refresh_loop(), group="detail-refresh", exclusive=True, exit_on_error=False)
         self.call_after_refresh(self._focus_tab_table)
 
     # -- what the keys act on ----------------------------------------------------------------
@@ -293,6 +293,8 @@ class ContainerDetailScreen(ConsoleScreen):
             self.blocks_note = "blocks: not available in this enforcer (enforcement has not landed)"
         pids = self.container.get("pids") if isinstance(self.container.get("pids"), list) else []
         self.procs = await asyncio.to_thread(process_tree, pids)
+        if not self.is_attached or not self.app.is_running:
+            return  # closed (Esc, or the console quitting) while we were asking
         self._paint_blocks()
         self._paint_profile()
         self._paint_incidents()
