@@ -191,3 +191,86 @@ async def test_says_the_enforcer_is_not_there_and_connects_when_it_comes(
         app.repaint_now()
         await pilot.pause()
         assert not main(app).query_one("#connection-banner").display
+
+
+async def test_mode_relearn_and_kill_through_the_keys(
+        make_enforcer: Callable[..., EnforcerProcess], two_containers: tuple[str, list[str]]) -> None:
+    prefix, names = two_containers
+    enforcer = make_enforcer("--no-sensors")
+    ops = enforcer.call("hello").get("ops", [])
+    missing = [op for op in ("mode", "relearn", "kill", "profile") if op not in ops]
+    if missing:
+        pytest.skip(f"this enforcer does not serve {', '.join(missing)} yet (issues 4 and 6)")
+    cid = container_id(names[0])
+    app = StockadeApp(enforcer.socket)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: cid in app.state.containers and app.state.connection.state == "connected",
+                    what="the container in the console")
+        app.repaint_now()
+        await pilot.press("2")
+        assert main(app).view.table.move_cursor_to(cid)
+        # Mode: only this container, protect.
+        await pilot.press("m")
+        await pilot.press("down", "enter")  # scope: only this container
+        await pilot.press("end", "enter")  # protect
+        assert isinstance(app.screen, ConfirmScreen) and "protect" in app.screen.lines[0].plain
+        await pilot.press("right", "enter")
+        await until(pilot, lambda: enforcer.call("container", target=cid).get("mode") == "protect",
+                    what="protect mode in the enforcer")
+        await until(pilot, lambda: app.state.containers[cid].get("mode") == "protect", what="protect in the table")
+        # Relearn: the profile goes back to learning.
+        await pilot.press("r")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("right", "enter")
+        await until(pilot, lambda: "back to learning" in app.last_action, what="the relearn result")
+        assert enforcer.call("container", target=cid).get("profile_state") == "learning"
+        # Kill from the process tree: the background `sleep 3600`.
+        await pilot.press("enter")
+        detail = app.screen
+        assert isinstance(detail, ContainerDetailScreen)
+        tree = detail.query_one("#process-tree")
+        await until(pilot, lambda: tree.row_count >= 3, what="the process tree")  # type: ignore[attr-defined]
+        victim = next(k for k in tree.visible_keys()  # type: ignore[attr-defined]
+                      if tree.rows[k].cells[2].strip().endswith("sleep 3600"))  # type: ignore[attr-defined]
+        await pilot.press("left", "left")  # Processes -> Blocks -> Process tree
+        assert detail.query_one("#detail-tabs").active == "tab-tree"  # type: ignore[attr-defined]
+        assert tree.move_cursor_to(victim)  # type: ignore[attr-defined]
+        await pilot.press("k")
+        assert isinstance(app.screen, ConfirmScreen) and str(victim) in app.screen.lines[0].plain
+        await pilot.press("right", "enter")
+        await until(pilot, lambda: not Path(f"/proc/{victim}").exists(), what="the process to be killed")
+        assert docker("inspect", "-f", "{{.State.Running}}", cid).stdout.strip() == "true", "only the process died"
+
+
+@pytest.mark.bpf
+async def test_a_live_alert_reaches_the_alerts_view(
+        make_enforcer: Callable[..., EnforcerProcess], two_containers: tuple[str, list[str]]) -> None:
+    prefix, names = two_containers
+    enforcer = make_enforcer("--learn-seconds", "3")
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:  # the sensors compile and load in the background
+        sensors = enforcer.call("status").get("sensors") or []
+        if sensors and all(x.get("loaded") or x.get("error") for x in sensors):
+            break
+        time.sleep(1)
+    if not any(x.get("loaded") for x in enforcer.call("status").get("sensors") or []):
+        pytest.skip("no eBPF sensor loaded in this enforcer: no live alerts to show")
+    cid = container_id(names[0])
+    app = StockadeApp(enforcer.socket, initial_view="alerts")
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.state.connection.state == "connected", what="the connection")
+        docker("exec", names[0], "cat", "/etc/shadow", check=False)  # a research rule: alerts in any mode
+
+        def shadow_alert() -> Any:
+            return next((a for a in app.state.incidents.values()
+                         if a.get("container_id") == cid and "/etc/shadow" in str(a.get("summary"))), None)
+
+        alert = await until(pilot, shadow_alert, timeout=30, what="the /etc/shadow alert in the console")
+        app.repaint_now()
+        await pilot.pause()
+        table = main(app).view.table
+        assert alert["id"] in table.visible_keys()
+        assert table.move_cursor_to(alert["id"])
+        await pilot.pause()
+        pane = str(main(app).query_one("#alert-detail").render())
+        assert "/etc/shadow" in pane and names[0] in pane
