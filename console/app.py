@@ -9,6 +9,7 @@ get method calls down (`repaint(dirty)`); widgets send messages up.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Callable
 
@@ -64,6 +65,9 @@ class StockadeApp(App[None]):
 
     # -- life cycle --------------------------------------------------------------------------
     def on_mount(self) -> None:
+        keymap = parse_keymap(os.environ.get("STOCKADE_KEYS", ""))
+        if keymap:
+            self.set_keymap(keymap)
         self.push_screen(MainScreen(self.initial_view))
         self.run_worker(self.session.run(), name="enforcer-session", group="session", exclusive=True)
 
@@ -124,6 +128,16 @@ class StockadeApp(App[None]):
         for screen in list(self._screen_stack):
             if isinstance(screen, ContainerDetailScreen) and screen.is_attached:
                 await screen.refresh_data()
+
+
+def parse_keymap(text: str) -> dict[str, str]:
+    """`action.freeze=F,view.alerts=a` -> {"action.freeze": "F", ...}: remap keys by binding id."""
+    keymap: dict[str, str] = {}
+    for item in text.split(","):
+        binding_id, _, keys = item.partition("=")
+        if binding_id.strip() and keys.strip():
+            keymap[binding_id.strip()] = keys.strip()
+    return keymap
 
 
 def run_console(socket_path: str, read_only: bool = False) -> int:

@@ -347,3 +347,15 @@ async def test_notifications_never_parse_markup_from_names() -> None:
         shown = [n.message for n in app._notifications]
         assert any("[bold red]evil[/]\\x1b[31m" in m for m in shown), shown
         assert all(not n.markup for n in app._notifications)
+
+
+async def test_keys_can_be_remapped_by_binding_id(monkeypatch: Any) -> None:
+    monkeypatch.setenv("STOCKADE_KEYS", "action.freeze=z,view.alerts=a")
+    fake = FakeEnforcerClient()
+    app = StockadeApp(client=fake, clock=lambda: NOW)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(app, pilot)
+        await select_container(app, pilot, WEB)
+        await pilot.press("z")
+        assert isinstance(app.screen, ConfirmScreen) and "Freeze" in app.screen.title_text
+        await pilot.press("escape")
