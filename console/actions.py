@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.text import Text
 
-from .format import esc
+from .format import as_list, esc
 
 MUTATING_ACTIONS = frozenset({"block", "unblock", "freeze", "unfreeze", "kill", "mode", "relearn", "sync",
                               "forensics"})
@@ -50,7 +50,7 @@ def _who(c: dict[str, Any]) -> Text:
     return out
 
 
-def _line(*parts: Text | str) -> Text:
+def _line(*parts: Any) -> Text:
     out = Text(end="")
     for p in parts:
         out.append_text(p) if isinstance(p, Text) else out.append(p)
@@ -173,7 +173,7 @@ def describe_result(plan: ActionPlan, result: Any) -> str:
     if plan.op == "mode" and isinstance(result, dict):
         return f"{esc(result.get('scope'), 12)} {esc(result.get('target'), 128)} is now in {esc(result.get('mode'), 12)} mode"
     if plan.op == "relearn" and isinstance(result, dict):
-        profiles = result.get("profiles") if isinstance(result.get("profiles"), list) else []
+        profiles = as_list(result.get("profiles"))
         return f"{plan.subject}: {len(profiles)} profile(s) back to learning"
     if plan.op == "forensics" and isinstance(result, dict):
         size = result.get("size")

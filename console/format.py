@@ -54,6 +54,16 @@ def cell(value: Any, style: str = "", max_len: int = 512) -> Text:
     return safe_text(value, style=style, max_len=max_len)
 
 
+def as_list(value: Any) -> list[Any]:
+    """A list field from the wire, or [] when it is missing or of another type."""
+    return value if isinstance(value, list) else []
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    """An object field from the wire, or {} when it is missing or of another type."""
+    return value if isinstance(value, dict) else {}
+
+
 def esc(value: Any, max_len: int = 256) -> str:
     """An escaped one-line string for a table cell (LiveTable styles it); "-" when empty."""
     if value is None or value == "":

@@ -131,7 +131,7 @@ class EnforcerSession:
         self.on_change()
 
     async def reload_one(self, op: str) -> None:
-        setters = {"containers": self.state.set_containers, "apps": self.state.set_apps,
+        setters: dict[str, Callable[[Any], None]] = {"containers": self.state.set_containers, "apps": self.state.set_apps,
                    "feeds": self.state.set_feeds, "feeds.hits": self.state.set_feed_hits,
                    "status": self.state.set_status}
         if op in setters:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .format import as_dict, as_list
+
 SRC_KEYS = ("from", "src", "client", "source_service", "service")
 DST_KEYS = ("to", "dst", "server", "target_service", "target", "peer")
 ORIGIN_WORDS = {"seed", "learned", "compose", "link", "links", "depends_on", "network", "observed"}
@@ -100,14 +102,14 @@ def compose_edges(compose: Any) -> list[Edge]:
     if not isinstance(compose, dict):
         return []
     out = []
-    services = compose.get("services") if isinstance(compose.get("services"), dict) else {}
+    services = as_dict(compose.get("services"))
     for name, decl in sorted(services.items()):
         if not isinstance(decl, dict):
             continue
-        for target in decl.get("links") or []:
+        for target in as_list(decl.get("links")):
             if isinstance(target, str):
                 out.append(Edge(str(name), target.split(":", 1)[0], origin="link"))
-        for target in decl.get("depends_on") or []:
+        for target in as_list(decl.get("depends_on")):
             if isinstance(target, str):
                 out.append(Edge(str(name), target, origin="depends_on"))
     return out

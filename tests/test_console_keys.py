@@ -280,7 +280,10 @@ async def test_hostile_names_reach_the_screen_inert() -> None:
 @pytest.mark.parametrize("view", ["apps", "containers", "alerts", "feeds", "audit"])
 async def test_each_view_survives_garbage_from_the_enforcer(view: str) -> None:
     fake = FakeEnforcerClient()
-    fake.containers.append({"id": "zz", "name": None, "networks": "nope", "pids": {"a": 1}, "alerts": "x"})
+    fake.containers.append({"id": "zz", "name": None, "networks": 5, "ports": 7, "pids": {"a": 1}, "alerts": "x",
+                            "learning_left": "soon", "profile_state": "learning", "app": "junk", "service": 3})
+    fake.apps.append({"name": "junk", "services": {"3": ["zz"]}, "compose": {"services": {"x": {"links": 3}}},
+                      "edges": [{"from": 1, "to": None}, "x", [1, 2]]})
     fake.incidents.append({"id": 99, "detail": ["not", "a", "dict"], "count": None, "severity": 7})
     app = StockadeApp(client=fake, clock=lambda: NOW, initial_view=view)
     async with app.run_test(size=SIZE) as pilot:
@@ -292,6 +295,9 @@ async def test_each_view_survives_garbage_from_the_enforcer(view: str) -> None:
         app.repaint_now()
         await pilot.pause()
         assert app.is_running and main(app).current_view == view
+        app.open_detail("zz")  # and the detail of the broken container
+        await pilot.pause(0.3)
+        assert app.is_running
 
 
 async def test_unblock_from_the_blocks_tab_of_the_detail() -> None:

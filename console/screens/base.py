@@ -16,7 +16,7 @@ from enforcer.protocol import ProtocolError
 from .. import actions
 from ..actions import ActionPlan
 from ..escape import printable
-from ..format import esc
+from ..format import as_dict, esc
 from ..widgets.command_bar import CommandBar
 from ..widgets.live_table import LiveTable
 from ..widgets.view import Target
@@ -62,7 +62,7 @@ COMMON_BINDINGS = [
 
 
 class ConsoleScreen(Screen[None]):
-    BINDINGS = COMMON_BINDINGS
+    BINDINGS = list(COMMON_BINDINGS)  # type: ignore[assignment]
 
     @property
     def stockade(self) -> "StockadeApp":
@@ -213,7 +213,7 @@ class ConsoleScreen(Screen[None]):
             self.notify("kill: select an incident (or a process) with a pid first", severity="warning")
             return
         alert = target.alert or {}
-        detail = alert.get("detail") if isinstance(alert.get("detail"), dict) else {}
+        detail = as_dict(alert.get("detail"))
         what = target.process or str(detail.get("path") or alert.get("subject") or "")
         self.run_worker(self._confirm_and_run(actions.kill_plan(c, target.pid, what)), group="action", exit_on_error=False)
 

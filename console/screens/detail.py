@@ -20,7 +20,7 @@ from textual.widgets import Footer, Static, TabbedContent, TabPane
 from enforcer import protocol
 from enforcer.protocol import ProtocolError
 
-from ..format import MODE_STYLE, date_time, esc
+from ..format import MODE_STYLE, as_list, date_time, esc
 from ..output import duration
 from ..proctree import Proc, process_tree
 from ..widgets.alerts_view import COLUMNS as INCIDENT_COLUMNS
@@ -76,7 +76,7 @@ def entry_row(kind: str, i: int, e: dict[str, Any]) -> Row:
         styles = ("bold", "dim" if d.get("sha256") else "yellow", "dim", source_style, "dim")
     else:
         cells = (esc(e.get("key"), 512), esc(_data_text(data), 400), esc(source, 10), first)
-        styles = ("bold", "dim", source_style, "dim")
+        styles = ("bold", "dim", source_style, "dim", "")
     return Row(key=(kind, str(e.get("key")), i), cells=cells, styles=styles)
 
 
@@ -291,7 +291,7 @@ class ContainerDetailScreen(ConsoleScreen):
                     self.blocks_note = f"blocks: {e}"
         if not state.available("blocks"):
             self.blocks_note = "blocks: not available in this enforcer (enforcement has not landed)"
-        pids = self.container.get("pids") if isinstance(self.container.get("pids"), list) else []
+        pids = as_list(self.container.get("pids"))
         self.procs = await asyncio.to_thread(process_tree, pids)
         if not self.is_attached or not self.app.is_running:
             return  # closed (Esc, or the console quitting) while we were asking
@@ -341,11 +341,11 @@ class ContainerDetailScreen(ConsoleScreen):
         fact("mode", esc(mode or "-", 10), MODE_STYLE.get(mode, ""))
         fact("profile", profile, profile_style)
         info.append("\n")
-        nets = [f"{n.get('network')}={n.get('ip') or '-'}" for n in c.get("networks") or [] if isinstance(n, dict)]
-        ports = [f"{p.get('port')}/{p.get('proto', 'tcp')}" for p in c.get("ports") or [] if isinstance(p, dict)]
+        nets = [f"{n.get('network')}={n.get('ip') or '-'}" for n in as_list(c.get("networks")) if isinstance(n, dict)]
+        ports = [f"{p.get('port')}/{p.get('proto', 'tcp')}" for p in as_list(c.get("ports")) if isinstance(p, dict)]
         fact("networks", esc(" ".join(nets) or "-", 300))
         fact("ports", esc(" ".join(ports) or "-", 200))
-        pids = c.get("pids") if isinstance(c.get("pids"), list) else []
+        pids = as_list(c.get("pids"))
         fact("pids", str(len(pids)))
         started = c.get("started_at")
         if isinstance(started, (int, float)) and started > 0:

@@ -17,7 +17,8 @@ from textual.widgets import Static
 
 from enforcer.models import ALERT_KINDS, SEVERITIES
 
-from ..format import KIND_STYLE, SEVERITY_RANK, SEVERITY_STYLE, clock_time, date_time, detail_lines, esc
+from ..format import (KIND_STYLE, SEVERITY_RANK, SEVERITY_STYLE, as_dict, clock_time, date_time, detail_lines,
+                      esc)
 from ..state import ConsoleState
 from .live_table import Column, LiveTable, Row
 from .view import Target, View
@@ -44,7 +45,8 @@ def incident_row(a: dict[str, Any]) -> Row:
     sev = str(a.get("severity") or "")
     kind = str(a.get("kind") or "")
     action = str(a.get("action") or "")
-    count = a.get("count") if isinstance(a.get("count"), int) else 1
+    raw_count = a.get("count")
+    count = raw_count if isinstance(raw_count, int) and not isinstance(raw_count, bool) else 1
     cells = (str(a["id"]), clock_time(a.get("last_seen") or a.get("time")), esc(sev, 10), esc(kind, 10),
              esc(a.get("app"), 128), esc(a.get("container"), 128), esc(a.get("summary"), 512), str(count),
              esc(action, 10))
@@ -57,7 +59,7 @@ def incident_row(a: dict[str, Any]) -> Row:
 
 def alert_peer(alert: dict[str, Any]) -> str | None:
     """The remote end of a network or threat alert, as `block --peer` takes it."""
-    detail = alert.get("detail") if isinstance(alert.get("detail"), dict) else {}
+    detail = as_dict(alert.get("detail"))
     for key in PEER_KEYS:
         value = detail.get(key)
         if isinstance(value, str) and value:
@@ -69,7 +71,7 @@ def alert_peer(alert: dict[str, Any]) -> str | None:
 
 
 def alert_pid(alert: dict[str, Any]) -> int | None:
-    detail = alert.get("detail") if isinstance(alert.get("detail"), dict) else {}
+    detail = as_dict(alert.get("detail"))
     pid = detail.get("pid")
     return pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None
 

@@ -14,7 +14,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Static
 
-from ..format import MODE_STYLE, esc
+from ..format import MODE_STYLE, as_dict, as_list, esc
 from ..state import ConsoleState
 from ..topology import Edge, app_edges, edges_of
 from .containers_view import profile_str, status_str
@@ -96,7 +96,7 @@ class AppsView(View):
         rows: list[Row] = []
         for name in sorted(apps):
             app = apps[name]
-            services = app.get("services") if isinstance(app.get("services"), dict) else {}
+            services = as_dict(app.get("services"))
             edges = app_edges(app)
             members = [state.containers[i] for ids in services.values() for i in ids if i in state.containers]
             st, st_style = _state_summary(members)
@@ -132,15 +132,16 @@ class AppsView(View):
                         search=f"{name} {svc}".lower()))
                     prefix = prefix + stem
                 for ci, cid in enumerate(ids):
-                    c = state.containers.get(cid)
-                    if c is None:
+                    member = state.containers.get(cid)
+                    if member is None:
                         continue
+                    c = member
                     cbranch = "└─ " if ci == len(ids) - 1 else "├─ "
                     status, status_style = status_str(c)
                     profile, profile_style = profile_str(c, state.clock())
                     cmode = str(c.get("mode") or "")
                     n_ctr = state.container_alerts(c, counts_ctr)
-                    ips = [n.get("ip") for n in c.get("networks") or [] if isinstance(n, dict) and n.get("ip")]
+                    ips = [str(n.get("ip")) for n in as_list(c.get("networks")) if isinstance(n, dict) and n.get("ip")]
                     rows.append(Row(("ctr", cid), (
                         prefix + cbranch + esc(c.get("name"), 128), "container", esc(cmode, 10), status, profile,
                         str(n_ctr), esc(" ".join(ips), 100)),
@@ -203,7 +204,7 @@ class AppsView(View):
                 if isinstance(count, int) and count > 1:
                     out.append(f" ×{count}", style="dim")
                 out.append("\n")
-        services = app.get("services") if isinstance(app.get("services"), dict) else {}
+        services = as_dict(app.get("services"))
         compose = app.get("compose") if isinstance(app.get("compose"), dict) else None
         if compose and compose.get("files"):
             out.append("compose: ", style="dim")

@@ -7,7 +7,7 @@ from typing import Any
 
 from textual.app import ComposeResult
 
-from ..format import date_time, esc
+from ..format import as_dict, date_time, esc
 from ..state import ConsoleState
 from .live_table import Column, LiveTable, Row
 from .view import View
@@ -26,7 +26,7 @@ COLUMNS = [
 
 def audit_row(e: dict[str, Any], names: dict[str, str] | None = None) -> Row:
     result = str(e.get("result") or "")
-    args = e.get("args") if isinstance(e.get("args"), dict) else {}
+    args = as_dict(e.get("args"))
     args_text = json.dumps(args, ensure_ascii=True, separators=(",", ":"), default=str) if args else ""
     target = str(e.get("target") or "")
     # Actions name containers by id (the console sends ids): show the name beside it.

@@ -6,7 +6,7 @@ from typing import Any
 
 from textual.app import ComposeResult
 
-from ..format import MODE_STYLE, STATE_STYLE, esc
+from ..format import MODE_STYLE, STATE_STYLE, as_list, esc
 from ..output import duration
 from ..state import ConsoleState
 from .live_table import Column, LiveTable, Row
@@ -58,11 +58,11 @@ def status_str(c: dict[str, Any]) -> tuple[str, str]:
 
 
 def container_row(c: dict[str, Any], alerts: int, now: float | None = None) -> Row:
-    ips = [n.get("ip") for n in c.get("networks") or [] if isinstance(n, dict) and n.get("ip")]
+    ips = [n.get("ip") for n in as_list(c.get("networks")) if isinstance(n, dict) and n.get("ip")]
     profile, profile_style = profile_str(c, now)
     status, status_style = status_str(c)
     mode = str(c.get("mode") or "")
-    pids = c.get("pids") if isinstance(c.get("pids"), list) else []
+    pids = as_list(c.get("pids"))
     cells = (esc(c.get("name"), 128), esc(c.get("app"), 128), esc(c.get("service"), 128),
              esc(c.get("image"), 256), esc(mode, 12), profile, str(alerts), status,
              str(len(pids)) if pids else "-", esc(ips[0] if ips else "", 46), esc(str(c.get("id", ""))[:12]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-from ..format import SEVERITY_STYLE, Clock, esc
+from ..format import SEVERITY_STYLE, Clock, as_list, esc
 from ..output import duration
 from ..state import ConsoleState
 
@@ -45,7 +45,7 @@ def header_text(state: ConsoleState, read_only: bool) -> Text:
                 out.append(" ")
                 out.append(f"{SEVERITY_SHORT[sev]} {n}", style=SEVERITY_STYLE[sev] if n else LABEL)
     if s:
-        sensors = s.get("sensors") if isinstance(s.get("sensors"), list) else []
+        sensors = as_list(s.get("sensors"))
         rate = sum(float(x.get("rate") or 0) for x in sensors if isinstance(x, dict))
         lost = sum(int(x.get("lost") or 0) for x in sensors if isinstance(x, dict))
         out.append("  lost ", style=LABEL)
