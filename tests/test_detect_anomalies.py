@@ -301,3 +301,13 @@ async def test_busybox_applets_run_as_self_exec_are_told_apart_by_name(app):
     await asyncio.sleep(0.1)
     # The kernel sees only "/proc/self/exe": allowing it there would allow every applet.
     assert not any(x.startswith("/proc/") for x in rig.hooks.exec_allow[p.id])
+
+
+async def test_self_exec_applets_go_to_the_kernel_only_when_it_keys_them_by_applet(app):
+    rig, web, client, db, _ = app
+    p = rig.profiles.for_container(client.id).profile
+    rig.profiles.relearn(p)
+    await rig.feed(ExecEvent(container_id=client.id, path="/proc/self/exe", argv=["wget"], sha256=SHA_BUSYBOX))
+    rig.hooks.self_exec_by_applet = True
+    rig.profiles.activate(p)
+    assert "/proc/self/exe:wget" in rig.hooks.exec_allow[p.id]

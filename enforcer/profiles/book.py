@@ -316,7 +316,7 @@ class ProfileBook:
                     self._push_lists(p)
 
     def _push_lists(self, p: Profile) -> None:
-        self.hooks.set_exec_allowlist(p.id, p.kernel_exec_paths())
+        self.hooks.set_exec_allowlist(p.id, p.kernel_exec_paths(getattr(self.hooks, "self_exec_by_applet", False)))
         self.hooks.set_syscall_allowlist(p.id, p.syscalls)
 
     def _push_policy(self, att: Attachment) -> None:

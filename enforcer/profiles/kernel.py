@@ -16,6 +16,12 @@ log = logging.getLogger(__name__)
 
 
 class KernelHooks(Protocol):
+    # True when the kernel keys an exec of /proc/self/exe by its applet too, hashing the
+    # string "/proc/self/exe:" + basename(argv[0]) (FNV-1a continued over ":NAME", which is
+    # what the hub's path_hash gives for the whole string): then "/proc/self/exe:wget"
+    # entries can go into the allow-list without allowing every other applet.
+    self_exec_by_applet: bool
+
     def set_policy(self, cgroup_id: int, profile_id: int, mode: str) -> None:
         """Which profile's allow-lists apply to this cgroup, in which mode (learn|alert|protect)."""
 
@@ -34,6 +40,8 @@ class KernelHooks(Protocol):
 
 class NullKernelHooks:
     """No kernel side: user space sees (and decides on) every event it is given."""
+
+    self_exec_by_applet = False
 
     def set_policy(self, cgroup_id: int, profile_id: int, mode: str) -> None:
         pass
@@ -60,6 +68,7 @@ class RecordingKernelHooks:
     syscall_allow: dict[int, set[int]] = field(default_factory=dict)
     forgotten: list[int] = field(default_factory=list)
     used: dict[int, set[int]] = field(default_factory=dict)  # what used_syscalls answers
+    self_exec_by_applet: bool = False
 
     def set_policy(self, cgroup_id: int, profile_id: int, mode: str) -> None:
         self.policies[cgroup_id] = (profile_id, mode)
@@ -106,6 +115,10 @@ class SensorHubHooks:
                 self._warned.add(name)
                 log.warning("profiles: sensor hub %s failed: %s", name, e)
             return None
+
+    @property
+    def self_exec_by_applet(self) -> bool:
+        return bool(getattr(self.hub, "SELF_EXEC_BY_APPLET", False))
 
     def set_policy(self, cgroup_id: int, profile_id: int, mode: str) -> None:
         self._call("set_policy", cgroup_id, profile_id, mode)

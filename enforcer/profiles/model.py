@@ -215,15 +215,17 @@ class Profile:
         return nr in self.syscalls if nr >= 0 else name in self.syscall_names
 
     # -- what goes into the kernel ----------------------------------------------------------
-    def kernel_exec_paths(self) -> set[str]:
+    def kernel_exec_paths(self, self_exec_by_applet: bool = False) -> set[str]:
         """Paths the kernel may let run without asking: every known path not written to since.
 
         Seeded paths not pinned yet are included: protect mode must never kill a program
         the image declares; their hash is pinned at the first exec user space sees.
-        Self-execs ("/proc/self/exe:wget") are not: the kernel sees only "/proc/self/exe",
-        which would allow every applet at once.
+        Self-execs ("/proc/self/exe:wget") only when the kernel keys them by applet too
+        (`self_exec_by_applet`); a kernel that sees only "/proc/self/exe" would otherwise
+        let every applet through at once.
         """
-        return {p for p in self.processes if p not in self.suspect_paths and not p.startswith("/proc/")}
+        return {p for p in self.processes if p not in self.suspect_paths
+                and (self_exec_by_applet or not p.startswith("/proc/"))}
 
     def summary(self) -> dict[str, Any]:
         return {"id": self.id, "app": self.app, "service": self.service,
