@@ -149,3 +149,18 @@ def test_block_peer_from_an_alert_prefers_a_container_or_address() -> None:
     assert alert_peer(inbound) == "x_y_1"
     assert alert_peer({"detail": ["not a dict"]}) is None
     assert alert_pid({"detail": {"pid": True}}) is None and alert_pid({"detail": {"pid": 7}}) == 7
+
+
+def test_header_says_what_matters_first_and_flags_docker_down() -> None:
+    from console.widgets.header import header_text
+
+    state = ConsoleState()
+    state.set_hello({"protocol": 1, "role": "admin", "host": "node-1", "ops": ["alerts"]})
+    state.set_connection("connected")
+    state.set_status({"host": "node-1", "uptime": 3725, "containers": 3, "containers_watched": 2,
+                      "docker": {"connected": False, "error": "gone"},
+                      "sensors": [{"rate": 1.5, "lost": 4}, {"rate": 2.0, "lost": 0}],
+                      "alerts": {"critical": 1, "high": 2}})
+    line = header_text(state, read_only=True).plain
+    assert line.index("connected") < line.index("READ-ONLY") < line.index("crit 1") < line.index("lost 4")
+    assert "DOCKER DOWN" in line and "3.5 ev/s" in line and "watched 2/3" in line and "up 1h02m" in line

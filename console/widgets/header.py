@@ -44,6 +44,10 @@ def header_text(state: ConsoleState, read_only: bool) -> Text:
                 n = counts.get(sev, 0)
                 out.append(" ")
                 out.append(f"{SEVERITY_SHORT[sev]} {n}", style=SEVERITY_STYLE[sev] if n else LABEL)
+    docker = s.get("docker") if isinstance(s.get("docker"), dict) else {}
+    if docker and not docker.get("connected", True):
+        out.append("  ")
+        out.append(" DOCKER DOWN ", style="bold bright_white on red3")
     if s:
         sensors = as_list(s.get("sensors"))
         rate = sum(float(x.get("rate") or 0) for x in sensors if isinstance(x, dict))
