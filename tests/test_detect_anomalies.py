@@ -311,3 +311,15 @@ async def test_self_exec_applets_go_to_the_kernel_only_when_it_keys_them_by_appl
     rig.hooks.self_exec_by_applet = True
     rig.profiles.activate(p)
     assert "/proc/self/exe:wget" in rig.hooks.exec_allow[p.id]
+
+
+async def test_protect_mode_does_not_let_a_path_keyed_kernel_kill_the_apps_own_applets(app):
+    rig, web, client, db, _ = app
+    p = rig.profiles.for_container(client.id).profile
+    rig.profiles.relearn(p)
+    await rig.feed(ExecEvent(container_id=client.id, path="/proc/self/exe", argv=["wget"], sha256=SHA_BUSYBOX))
+    rig.profiles.activate(p)
+    assert "/proc/self/exe" not in rig.hooks.exec_allow[p.id]  # alert mode: every self-exec is reported
+    await rig.call("mode", target="shop", mode="protect")
+    assert "/proc/self/exe" in rig.hooks.exec_allow[p.id]
+    assert rig.hooks.policies[client.cgroup_id] == (p.id, "protect")

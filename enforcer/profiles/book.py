@@ -144,6 +144,8 @@ class ProfileBook:
             mode = self.container_mode(att.container)
             if mode != att.mode:
                 att.mode = mode
+                if att.profile.state == "active":
+                    self._push_lists(att.profile)  # lists first: protect may widen them
                 self._push_policy(att)
                 changed.append(att.container)
         return changed
@@ -316,7 +318,15 @@ class ProfileBook:
                     self._push_lists(p)
 
     def _push_lists(self, p: Profile) -> None:
-        self.hooks.set_exec_allowlist(p.id, p.kernel_exec_paths(getattr(self.hooks, "self_exec_by_applet", False)))
+        by_applet = bool(getattr(self.hooks, "self_exec_by_applet", False))
+        paths = p.kernel_exec_paths(by_applet)
+        if (not by_applet and any(x.startswith("/proc/self/exe") for x in p.processes)
+                and any(a.mode == "protect" for a in self.attachments_of(p))):
+            # A kernel that keys self-execs by path alone would kill every busybox applet
+            # the app's own shell runs: in protect mode let them all run (user space still
+            # checks what reaches it) rather than break the app.
+            paths.add("/proc/self/exe")
+        self.hooks.set_exec_allowlist(p.id, paths)
         self.hooks.set_syscall_allowlist(p.id, p.syscalls)
 
     def _push_policy(self, att: Attachment) -> None:

@@ -36,7 +36,8 @@ _SHELL_WORDS = frozenset({
     "return", "shift", "trap", "wait", "eval", ".", "source", "local", "test", "[", "ulimit",
     "umask", "break", "continue", "let", "type", "command", "alias",
 })
-_SEPARATORS = frozenset({";", "&&", "||", "|", "&", "do", "then", "else", "elif", "{", "(", "!", "while", "until", "if"})
+_SEPARATORS = frozenset({";", "&&", "||", "|", "&", "do", "then", "else", "elif", "{", "(", "!",
+                         "while", "until", "if"})
 _SHELLS = frozenset({"sh", "bash", "ash", "dash", "zsh", "ksh"})
 
 
