@@ -333,9 +333,15 @@ class SensorHub:
         mode_id = L.MODES[mode] if isinstance(mode, str) else int(mode)
         if mode_id not in L.MODES.values():
             raise ValueError(f"unknown mode {mode!r}")
+        old = self._policies.get(cgroup_id)
         self._policies[cgroup_id] = (int(profile_id), mode_id)
         self._watched.setdefault(cgroup_id, "")
-        self._write_policy(cgroup_id)
+        if old is not None and old[1] != mode_id:
+            # The kernel drops repeats of what it has already seen in this generation: a
+            # connection seen in alert mode must reach user space again in protect mode.
+            self.reset_novelty(cgroup_id)
+        else:
+            self._write_policy(cgroup_id)
 
     def policy(self, cgroup_id: int) -> tuple[int, str] | None:
         p = self._policies.get(cgroup_id)
