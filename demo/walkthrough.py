@@ -160,7 +160,8 @@ class Story:
         for _ in range(3):
             if re.search(r" /.* \(\d+ of \d+\)", c.screen().split("\n")[1]):
                 c.keys("Escape")  # clears the view's old filter (Esc with no filter goes back a view)
-            c.keys("/", pause=0.8)  # the filter line opens
+            c.keys("/", pause=0.8)  # the filter line opens, holding the table's current filter
+            c.keys("End", "C-u")  # which a retry must not append to
             c.type(text)
             c.keys("Enter")
             try:
