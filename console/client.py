@@ -43,6 +43,7 @@ class EnforcerClient:
         self._ids = itertools.count(1)
         self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._read_task: asyncio.Task[None] | None = None
+        self._refusal: ProtocolError | None = None  # the server's connection-level refusal, if any
 
     @property
     def connected(self) -> bool:
@@ -66,6 +67,7 @@ class EnforcerClient:
         except (ConnectionRefusedError, OSError, asyncio.TimeoutError) as e:
             reason = getattr(e, "strerror", None) or type(e).__name__
             raise Unreachable(f"cannot reach the enforcer at {self.path}: {reason}") from None
+        self._refusal = None
         self._read_task = asyncio.create_task(self._read_loop(), name="enforcer-client-read")
         self.hello = await self.call("hello", timeout=timeout)
         if self.hello.get("protocol") != protocol.PROTOCOL_VERSION:
@@ -101,6 +103,12 @@ class EnforcerClient:
             await self._writer.drain()
         except (ConnectionError, OSError) as e:
             self._pending.pop(req_id, None)
+            # The server may have refused the connection (forbidden) and closed it before this
+            # write: its refusal, still to be read, says more than the broken pipe does.
+            if self._read_task is not None:
+                await asyncio.wait({self._read_task}, timeout=2)
+            if self._refusal is not None:
+                raise self._refusal from None
             raise Unreachable(f"cannot reach the enforcer at {self.path}: {e.strerror or e}") from None
         try:
             reply = await asyncio.wait_for(fut, timeout)
@@ -149,6 +157,7 @@ class EnforcerClient:
                     fut.set_result(message)
                 elif message.get("id") is None and not message.get("ok", True):
                     # A connection-level refusal (forbidden, oversize): fail everything waiting.
+                    self._refusal = ProtocolError(str(message.get("error")), str(message.get("code") or protocol.FAILED))
                     self._fail_pending(str(message.get("error")), str(message.get("code") or protocol.FAILED))
         except (ConnectionError, OSError, ValueError):
             pass
