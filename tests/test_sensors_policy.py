@@ -53,6 +53,19 @@ def test_protect_mode_kills_an_exec_that_is_not_allowed(runner, dockerx):
     assert counters["process"][4] >= 2  # killed
 
 
+def test_protect_mode_keys_busybox_applets_by_name(runner, dockerx):
+    # busybox sh runs a bare applet name as /proc/self/exe with argv[0] = the applet: the
+    # kernel must tell an allowed applet (wget) from one that is not (nc).
+    name, c = _watch(runner, dockerx)
+    runner.call(runner.hub.allow_exec, 44, ["/bin/sh", "/proc/self/exe:wget"])
+    runner.call(runner.hub.set_policy, c.cgroup_id, 44, "protect")
+    proc = exec_in(name, "/bin/sh", "-c", "wget --help; echo wget $?; nc --help; echo nc $?")
+    assert "Usage: wget" in proc.stderr and "wget 137" not in proc.stdout, (proc.stdout, proc.stderr)
+    assert "nc 137" in proc.stdout, (proc.stdout, proc.stderr)
+    ev = runner.log.wait_for(type="ExecEvent", container_id=c.id, path="/proc/self/exe")
+    assert ev["killed"] and ev["argv"][0] == "nc"
+
+
 def test_protect_mode_does_not_kill_a_failed_path_search(runner, dockerx):
     # A shell trying $PATH entries that do not exist must survive to find the allowed one.
     name, c = _watch(runner, dockerx)

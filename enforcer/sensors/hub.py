@@ -75,6 +75,10 @@ BUSY_BATCH = 256  # records in one poll above which the next poll comes sooner
 
 
 class SensorHub:
+    # process.c keys an exec of /proc/self/exe by "/proc/self/exe:" + basename(argv[0]), so
+    # profiles may allow one busybox applet without allowing them all.
+    SELF_EXEC_BY_APPLET = True
+
     def __init__(self, inventory: Any, events: asyncio.Queue[Any], server: Any = None, *,
                  poll_interval: float = 0.02, dedup_ttl: float = 20.0,
                  rate_caps: dict[int, int] | None = None, hash_max_bytes: int = 32 << 20,
@@ -442,7 +446,7 @@ class SensorHub:
             out.append(SensorStats(
                 name=name, events=self._delivered[name], lost=lost + self._queue_lost[name],
                 rate=round(rates.get(name, 0.0), 2), loaded=self.loaded, error=self.error,
-                suppressed=suppressed, deduped=deduped,
+                suppressed=suppressed, deduped=deduped, lost_ring=lost, lost_queue=self._queue_lost[name],
             ))
         return out
 
@@ -467,7 +471,9 @@ class SensorHub:
     def _stats_result(self) -> dict[str, Any]:
         stats = self.stats()
         return {"sensors": [s.to_dict() for s in stats], "events_total": sum(s.events for s in stats),
-                "lost_total": sum(s.lost for s in stats)}
+                "lost_total": sum(s.lost for s in stats), "suppressed_total": sum(s.suppressed for s in stats),
+                "queued": self.events.qsize(), "queue_max": self.events.maxsize,
+                "hash_skipped": self.hasher.skipped}
 
     async def _op_stats(self, req: Any) -> dict[str, Any]:
         return self._stats_result()

@@ -56,6 +56,38 @@ static __always_inline int emit_process(void *rec, u32 size)
     return emitted(S_PROCESS, process_events.ringbuf_output(rec, size, BPF_RB_NO_WAKEUP));
 }
 
+/* A busybox shell runs every applet as /proc/self/exe with the applet's name in argv[0], so
+ * the path alone cannot tell `wget` from `sh`. Such an exec is keyed as if its path were
+ * "/proc/self/exe:" + basename(argv[0]): FNV-1a continued over ":NAME", the same value user
+ * space computes for that whole string (profiles hold "/proc/self/exe:wget"). One pass, the
+ * hash restarting after every '/', and a short read: the verifier walks every iteration.
+ * e->args is scratch here; the argv loop below overwrites it. */
+#define APPLET_LEN 48
+static __always_inline u64 self_exec_applet_hash(struct exec_ev *e, const char *const *argv, u64 h)
+{
+    const char self_exe[] = "/proc/self/exe";
+#pragma unroll
+    for (u32 i = 0; i < sizeof(self_exe); i++) {
+        if (e->path[i] != self_exe[i])
+            return h;
+    }
+    const char *arg0 = 0;
+    if (bpf_probe_read_user(&arg0, sizeof(arg0), &argv[0]) != 0 || !arg0)
+        return h;
+    if (bpf_probe_read_user_str(e->args, APPLET_LEN, arg0) <= 1)
+        return h;
+    u64 colon = (h ^ (u8)':') * 0x100000001b3ULL;
+    u64 name = colon;
+#pragma clang loop unroll(disable)
+    for (u32 i = 0; i < APPLET_LEN; i++) {
+        char c = e->args[i];
+        if (c == 0)
+            break;
+        name = c == '/' ? colon : (name ^ (u8)c) * 0x100000001b3ULL;
+    }
+    return name == colon ? h : name;  /* argv[0] ending in '/' names no applet */
+}
+
 static __always_inline int exec_enter(const char *filename, const char *const *argv, u16 extra_flags)
 {
     u64 cg = bpf_get_current_cgroup_id();
@@ -69,6 +101,7 @@ static __always_inline int exec_enter(const char *filename, const char *const *a
     if (bpf_probe_read_user_str(e->path, sizeof(e->path), filename) <= 0)
         return 0;
     u64 h = fnv_str(e->path, PATH_LEN);
+    h = self_exec_applet_hash(e, argv, h);
     u16 flags = extra_flags;
     u64 now = bpf_ktime_get_ns();
     if (pol->mode != MODE_LEARN) {
