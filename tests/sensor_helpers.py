@@ -5,6 +5,7 @@ have no socket op). Both collect events in a list and wait for matches."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import threading
@@ -164,10 +165,16 @@ class HubRunner:
     def close(self) -> None:
         try:
             self.run(self.hub.stop(), timeout=30)
-            self.loop.call_soon_threadsafe(self._drain.cancel)
+            self.run(_cancel(self._drain), timeout=10)  # finished before the loop stops
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(10)
+
+
+async def _cancel(task: "asyncio.Future[Any]") -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _drain(queue: asyncio.Queue[Any]) -> None:
