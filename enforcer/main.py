@@ -22,6 +22,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--learn-seconds", type=float, help="learning period of a new profile (default 600)")
     p.add_argument("--config", help="TOML config file (default /etc/stockade/config.toml if present)")
     p.add_argument("--no-sensors", action="store_true", help="do not load eBPF sensors (control plane only)")
+    p.add_argument("--socket-group", help="group that owns the socket (0660): who may connect (default stockade)")
+    p.add_argument("--admin-group", help="members may act (default stockade-admin; root always may)")
+    p.add_argument("--viewer-group", help="members may only read (default stockade)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--version", action="version", version=f"stockade-enforcer {__version__}")
     return p.parse_args(argv)
@@ -35,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.INFO)
     try:
         settings = Settings.load(args.config, socket=args.socket, db=args.db, learn_seconds=args.learn_seconds,
-                                 sensors=False if args.no_sensors else None)
+                                 sensors=False if args.no_sensors else None, socket_group=args.socket_group,
+                                 admin_group=args.admin_group, viewer_group=args.viewer_group)
     except ConfigError as e:
         print(f"stockade-enforcer: {e}", file=sys.stderr)
         return 2

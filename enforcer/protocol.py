@@ -45,6 +45,8 @@ def decode(line: bytes) -> dict[str, Any]:
         message = json.loads(line)
     except (ValueError, UnicodeDecodeError) as e:
         raise ProtocolError(f"not JSON: {e}", BAD_REQUEST) from None
+    except RecursionError:  # "[[[[...": nested deeper than the parser goes
+        raise ProtocolError("not JSON: nested too deeply", BAD_REQUEST) from None
     if not isinstance(message, dict):
         raise ProtocolError("a message must be a JSON object", BAD_REQUEST)
     return message

@@ -200,7 +200,8 @@ class AlertBook:
         # `alert_id`; without it the request's own id names the alert (docs/protocol.md:
         # an "id" argument cannot be told from the request id on the wire).
         alert_id = req.args.get("alert_id", req.id)
-        if not isinstance(alert_id, int) or isinstance(alert_id, bool) or alert_id < 1:
+        # Bounded: SQLite integers are 64-bit, a larger one would fail inside the query.
+        if not isinstance(alert_id, int) or isinstance(alert_id, bool) or not 1 <= alert_id <= 2**62:
             raise OpError("alert_id must be a positive whole number", "bad_request")
         alert = self.get(alert_id)
         if alert is None:
