@@ -247,3 +247,5 @@ class SensorStats(Record):
     error: str = ""
     suppressed: int = 0  # over a per-container rate cap in the kernel (counted, not sent)
     deduped: int = 0  # repeats of an already sent (container, subject), dropped in the kernel
+    lost_ring: int = 0  # of `lost`: the kernel's ring buffer was full
+    lost_queue: int = 0  # of `lost`: the enforcer's event queue was full

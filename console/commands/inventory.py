@@ -72,12 +72,24 @@ async def run_status(args: argparse.Namespace, client: EnforcerClient) -> int:
     print(f"containers  {s['containers']} ({s['containers_watched']} watched)")
     store = s["store"]
     print(f"store       {store['pending_writes']} writes pending" + (f", error: {store['error']}" if store["error"] else ""))
+    sock = s.get("socket") or {}
+    if sock:
+        print(f"socket      {sock.get('requests', 0)} requests, {sock.get('subscribers', 0)} subscribers, "
+              f"{sock.get('events_dropped', 0)} events dropped (slow subscribers)")
+    det = s.get("detector") or {}
+    if det:
+        print(f"detector    {det.get('events', 0)} events, {det.get('queued', 0)} queued, "
+              f"{det.get('errors', 0)} errors")
     if s.get("alerts"):
         counts = s["alerts"]
         print("alerts      " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    folding = s.get("alert_folding") or {}
+    if folding:
+        print(f"folding     {folding.get('raised', 0)} alerts raised into {folding.get('incidents_opened', 0)} "
+              f"new incidents ({folding.get('burst_folded', 0)} into bursts)")
     if s.get("sensors"):
         print()
         print_table([(x["name"], "loaded" if x.get("loaded") else "off", x.get("events", 0),
-                      f"{x.get('rate', 0.0):.1f}", x.get("lost", 0), x.get("error", ""))
-                     for x in s["sensors"]], ["SENSOR", "STATE", "EVENTS", "EVENTS/S", "LOST", "ERROR"])
+                      f"{x.get('rate', 0.0):.1f}", x.get("lost", 0), x.get("suppressed", 0), x.get("error", ""))
+                     for x in s["sensors"]], ["SENSOR", "STATE", "EVENTS", "EVENTS/S", "LOST", "SUPPRESSED", "ERROR"])
     return 0

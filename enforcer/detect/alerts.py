@@ -5,6 +5,13 @@ one are the same incident (count, first_seen, last_seen grow); after a quiet hou
 next one opens a new incident. The fold index is rebuilt from the database at start, so
 a restarted enforcer keeps counting into the same incidents.
 
+Bursts: a container that keeps opening new incidents of one kind (thousands of distinct
+programs or ports a second) would otherwise turn each into an incident of its own. After
+BURST_NEW new incidents of one (container, kind) within BURST_WINDOW, further new subjects
+fold into one burst incident of that kind (subject "burst"): its count grows, its detail
+keeps the latest alert and a sample of the subjects, its severity is the highest seen.
+Repeats of a subject that already has its own incident still fold there.
+
 Nothing here waits for the database: incident ids are allocated in memory (from the
 largest id stored), new incidents are written behind at once, and a growing count is
 written and published at most every UPDATE_INTERVAL per incident (a loop can never turn
@@ -18,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from dataclasses import replace
 from typing import Any, Callable
 
@@ -31,6 +38,10 @@ log = logging.getLogger(__name__)
 FOLD_WINDOW = 3600.0  # seconds of quiet after which a repeat opens a new incident
 UPDATE_INTERVAL = 0.25  # seconds: how often a growing count is stored and published
 RECENT_KEEP = 20_000  # incidents kept in memory (newest): queries overlay them on the DB
+BURST_NEW = 20  # new incidents of one (container, kind) within BURST_WINDOW before a burst
+BURST_WINDOW = 60.0
+BURST_SUBJECT = "burst"
+BURST_SAMPLE = 20  # distinct subjects kept in a burst incident's detail
 
 _SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 
@@ -54,6 +65,9 @@ class AlertBook:
         self.by_app: Counter[str] = Counter()
         self.by_severity: Counter[str] = Counter()
         self.raised = 0
+        self.opened = 0  # incidents opened since start
+        self.burst_folded = 0  # alerts folded into a burst incident (subjects with no incident of their own)
+        self._births: dict[tuple[str, str], deque[float]] = {}  # (container id, kind) -> recent new incidents
 
     # -- component ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -86,7 +100,9 @@ class AlertBook:
         return {"alerts": self.by_app.get(app.name, 0)}
 
     def status(self) -> dict[str, Any]:
-        return {"alerts": {s: self.by_severity.get(s, 0) for s in SEVERITIES}}
+        return {"alerts": {s: self.by_severity.get(s, 0) for s in SEVERITIES},
+                "alert_folding": {"raised": self.raised, "incidents_opened": self.opened,
+                                  "burst_folded": self.burst_folded}}
 
     # -- raising ----------------------------------------------------------------------------
     def raise_alert(self, container: Container, kind: str, severity: str, summary: str,
@@ -101,6 +117,13 @@ class AlertBook:
         self.raised += 1
         if inc is not None and now - inc.last_seen <= FOLD_WINDOW:
             return self._fold(inc, severity, action, now)
+        if subject != BURST_SUBJECT and self._bursting(container.id, kind, now):
+            return self._fold_burst(container, kind, severity, summary, detail, subject, rule, action, now)
+        return self._open_incident(container, kind, severity, summary, detail, subject, rule, action, now, key)
+
+    def _open_incident(self, container: Container, kind: str, severity: str, summary: str,
+                       detail: dict[str, Any], subject: str, rule: str, action: str, now: float,
+                       key: str) -> Alert:
         stamp = iso_time(now)
         alert = Alert(
             id=self._next_id, time=stamp, host=self.enforcer.settings.host, app=container.app,
@@ -109,6 +132,7 @@ class AlertBook:
             action=action, count=1, first_seen=stamp, last_seen=stamp, subject=subject, rule=rule,
         )
         self._next_id += 1
+        self.opened += 1
         inc = StoredIncident(alert, key, now, now)
         self._open[key] = inc
         self._remember(inc)
@@ -118,6 +142,38 @@ class AlertBook:
         self.repo.insert(inc)
         self.enforcer.server.publish("alert", alert.to_dict())
         return alert
+
+    def _bursting(self, container_id: str, kind: str, now: float) -> bool:
+        """Count a new incident of (container, kind); True once they come too fast."""
+        births = self._births.get((container_id, kind))
+        if births is None:
+            if len(self._births) > 4 * RECENT_KEEP:  # containers come and go: forget quiet ones
+                self._births = {k: v for k, v in self._births.items() if v and now - v[-1] <= BURST_WINDOW}
+            births = self._births[(container_id, kind)] = deque(maxlen=BURST_NEW)
+        if len(births) == BURST_NEW and now - births[0] <= BURST_WINDOW:
+            return True
+        births.append(now)
+        return False
+
+    def _fold_burst(self, container: Container, kind: str, severity: str, summary: str,
+                    detail: dict[str, Any], subject: str, rule: str, action: str, now: float) -> Alert:
+        self.burst_folded += 1
+        key = fold_key(container.id, kind, BURST_SUBJECT)
+        inc = self._open.get(key)
+        if inc is None or now - inc.last_seen > FOLD_WINDOW:
+            text = (f"burst of {kind} alerts: more than {BURST_NEW} new in {BURST_WINDOW:g} s, folded here "
+                    f"(latest: {summary})")
+            burst_detail = {"burst": True, "latest": summary, "latest_detail": detail, "latest_rule": rule,
+                            "sample": [subject]}
+            return self._open_incident(container, kind, severity, text, burst_detail, BURST_SUBJECT,
+                                       "burst", action, now, key)
+        d = inc.alert.detail
+        d["latest"], d["latest_detail"], d["latest_rule"] = summary, detail, rule
+        sample = d.setdefault("sample", [])
+        if subject not in sample:
+            sample.append(subject)
+            del sample[:-BURST_SAMPLE]
+        return self._fold(inc, severity, action, now)
 
     def _fold(self, inc: StoredIncident, severity: str, action: str, now: float) -> Alert:
         a = inc.alert

@@ -36,12 +36,13 @@ from ..profiles.paths import generalise, is_noise, normalise
 from ..sensors.events import (DnsEvent, ExecEvent, FileClosedEvent, FileEvent, NetworkEvent,
                               SensorEvent, SyscallEvent)
 from . import rules
-from .alerts import AlertBook
+from .alerts import BURST_SUBJECT, AlertBook
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 2000
 DEFER_SECONDS = 2.0  # how long an unresolved private peer waits for the inventory
+MAX_DEFERRED = 10_000  # beyond this (a flood to unknown addresses) decide at once: memory stays bounded
 WRITE_OPS = frozenset({"write", "create", "rename", "unlink", "chmod", "mkdir"})
 
 
@@ -53,7 +54,7 @@ class Detector:
         self._task: asyncio.Task[None] | None = None
         self._deferred_task: asyncio.Task[None] | None = None
         self._responses: set[asyncio.Task[None]] = set()
-        self._responding: set[int] = set()  # incidents handed to enforcement once (or being)
+        self._responding: set[tuple[int, str]] = set()  # incidents handed to enforcement once (or being)
         self.counts: Counter[str] = Counter()
         self.unattributed = 0  # events of containers the inventory does not know
         self.runtime_execs = 0  # `runc init` entering a container for docker exec
@@ -163,11 +164,14 @@ class Detector:
         alert = self.alerts.raise_alert(att.container, kind, severity, summary, detail, subject, rule,
                                         action=action, when=ev.time or None)
         enforcement = self.enforcer.enforcement
-        if (att.mode == "protect" and att.profile.state == "active" and alert.action == "alerted"
-                and enforcement is not None and alert.id not in self._responding):
+        # Keyed by subject too: the subjects folded into one burst incident each need a response.
+        once = (alert.id, subject)
+        answered = alert.action != "alerted" and alert.subject != BURST_SUBJECT
+        if (att.mode == "protect" and att.profile.state == "active" and action == "alerted" and not answered
+                and enforcement is not None and once not in self._responding):
             if len(self._responding) > 50_000:
                 self._responding.clear()
-            self._responding.add(alert.id)
+            self._responding.add(once)
             task = asyncio.create_task(self._respond(enforcement, att.container, ev, alert))
             self._responses.add(task)
             task.add_done_callback(self._responses.discard)
@@ -285,7 +289,7 @@ class Detector:
             hit = self._feed("match_ip", ip)
             if hit is not None:
                 self._threat(att, ev, hit, "peer address", detail)
-            if remote is None and _may_be_a_container(peer):
+            if remote is None and _may_be_a_container(peer) and len(self._deferred) < MAX_DEFERRED:
                 # A container that has just started can talk before the inventory has its
                 # address: decide a little later, when it is known, rather than learn or
                 # alert on a bare IP that is really a replica.

@@ -29,8 +29,10 @@ def file_key(st: os.stat_result) -> FileKey:
 
 
 class FileHasher:
-    def __init__(self, max_bytes: int = 32 << 20, workers: int = 1, cache_size: int = 4096) -> None:
+    def __init__(self, max_bytes: int = 32 << 20, workers: int = 1, cache_size: int = 4096,
+                 max_inflight: int = 2048) -> None:
         self.max_bytes = max_bytes
+        self.max_inflight = max_inflight
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stockade-hash")
         self._lock = threading.Lock()
         self._cache: OrderedDict[FileKey, HashResult] = OrderedDict()
@@ -38,6 +40,7 @@ class FileHasher:
         self._inflight: dict[FileKey, Future[HashResult]] = {}
         self.hashed = 0  # files actually read (for tests and stats)
         self.cache_hits = 0
+        self.skipped = 0  # not hashed because too many were waiting
 
     def submit_fd(self, fd: int) -> Future[HashResult]:
         """Hash an open file (the fd is taken over and closed). Returns at once."""
@@ -58,6 +61,12 @@ class FileHasher:
             if running is not None:
                 os.close(fd)
                 return running
+            if len(self._inflight) >= self.max_inflight:
+                # A flood of distinct binaries: the event goes on without its sha256 (the
+                # path still decides) rather than queue without bound behind the hasher.
+                os.close(fd)
+                self.skipped += 1
+                return _done(HashResult("", st.st_size, "hash queue full: not hashed"))
             if st.st_size > self.max_bytes:
                 os.close(fd)
                 result = HashResult("", st.st_size, f"larger than {self.max_bytes >> 20} MiB: not hashed")
