@@ -27,12 +27,25 @@ from .paths import PathEscape, is_sensitive, join_container_path, open_in_root, 
 _PROC_ROOT_PREFIX = re.compile(r"^/proc/(self|thread-self|\d+)/root(?=/)")
 
 
+# x86_64 syscalls newer than Debian bcc's table (which ends at rseq, 334); glibc and runc
+# call several of them (clone3, close_range, openat2, faccessat2) in every container.
+_NEWER_SYSCALLS = dict(enumerate((
+    "pidfd_send_signal", "io_uring_setup", "io_uring_enter", "io_uring_register", "open_tree",
+    "move_mount", "fsopen", "fsconfig", "fsmount", "fspick", "pidfd_open", "clone3", "close_range",
+    "openat2", "pidfd_getfd", "faccessat2", "process_madvise", "epoll_pwait2", "mount_setattr",
+    "quotactl_fd", "landlock_create_ruleset", "landlock_add_rule", "landlock_restrict_self",
+    "memfd_secret", "process_mrelease", "futex_waitv", "set_mempolicy_home_node", "cachestat",
+    "fchmodat2", "map_shadow_stack", "futex_wake", "futex_wait", "futex_requeue", "statmount",
+    "listmount", "lsm_get_self_attr", "lsm_set_self_attr", "lsm_list_modules", "mseal"), start=424))
+
+
 def _syscall_names() -> dict[int, str]:
     try:
         from bcc.syscall import syscalls  # noqa: PLC0415 - Debian's table of x86_64 names
-        return {int(k): v.decode() for k, v in syscalls.items()}
+        names = {int(k): v.decode() for k, v in syscalls.items()}
     except Exception:  # noqa: BLE001 - names are a nicety
-        return {nr: name for name, nr in L.DANGEROUS_SYSCALLS.items()}
+        names = {nr: name for name, nr in L.DANGEROUS_SYSCALLS.items()}
+    return {**_NEWER_SYSCALLS, **names}
 
 
 SYSCALL_NAMES = _syscall_names()
