@@ -132,3 +132,21 @@ def test_unwatched_container_sends_nothing(runner, dockerx):
     exec_in(watched, "/bin/uname")
     runner.log.wait_for(type="ExecEvent", path="/bin/uname")
     assert not [e for e in runner.log.events if e["cgroup_id"] == c.cgroup_id]
+
+
+def test_the_enforcers_own_container_is_not_watched(runner, dockerx):
+    # Run as a container, the enforcer finds itself in the inventory: its own cgroup (here a
+    # container standing in for it) must never be watched, or its bpf() calls are alerts.
+    name = dockerx.run("--network", "none")
+    c = container_model(name)
+    runner.hub.own_cgroup_id = c.cgroup_id
+    try:
+        runner.call(runner.inventory.add, c)
+        assert runner.call(runner.hub.policy, c.cgroup_id) is None
+        exec_in(name, "/bin/ls", "/")
+        watched, _ = _watch(runner, dockerx)
+        exec_in(watched, "/bin/uname", "-a")
+        runner.log.wait_for(type="ExecEvent", path="/bin/uname", argv=["/bin/uname", "-a"])
+        assert not [e for e in runner.log.events if e["cgroup_id"] == c.cgroup_id]
+    finally:
+        runner.hub.own_cgroup_id = 0

@@ -45,12 +45,14 @@ import ctypes
 import dataclasses
 import ipaddress
 import logging
+import os
 import threading
 import time
 from collections import deque
 from concurrent.futures import Future
 from typing import Any, Callable, Iterable
 
+from ..inventory.cgroups import cgroup_for_pid
 from ..models import Container, SensorStats
 from . import layout as L
 from .decode import Decoded, Decoder
@@ -94,6 +96,10 @@ class SensorHub:
         self.error = ""
         self.ready = asyncio.Event()  # set once loaded (or failed: check .loaded)
         self.hasher = FileHasher(max_bytes=hash_max_bytes)
+        # Run as a container itself, the enforcer must not watch its own cgroup: its bpf()
+        # calls would be "dangerous syscalls" and its reads of /proc alerts.
+        own = cgroup_for_pid(os.getpid())
+        self.own_cgroup_id = own.cgroup_id if own else 0
         self.decoder = Decoder(self.hasher, self._root_pid)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -101,6 +107,7 @@ class SensorHub:
         self._tasks: list[asyncio.Task[Any]] = []
         # Python's copy of the kernel state, re-applied when the program loads.
         self._watched: dict[int, str] = {}  # cgroup id -> container id
+        self._self_logged: set[str] = set()  # own container ids already logged
         self._root_pids: dict[int, int] = {}  # cgroup id -> container init pid (for /proc/<pid>/root)
         self._policies: dict[int, tuple[int, int]] = {}  # cgroup id -> (profile id, mode)
         self._gens: dict[int, int] = {}
@@ -302,6 +309,11 @@ class SensorHub:
 
     def _sync_container(self, c: Container) -> None:
         if not c.cgroup_id or c.state not in LIVE_STATES:
+            return
+        if c.cgroup_id == self.own_cgroup_id:
+            if c.id not in self._self_logged:
+                self._self_logged.add(c.id)
+                log.info("sensors: %s is the enforcer's own container: not watched", c.name[:64].encode("unicode_escape").decode())
             return
         self._watched[c.cgroup_id] = c.id
         if c.pid:
