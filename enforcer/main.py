@@ -30,10 +30,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+# C0 and C1 controls (ESC starts every terminal escape) but newline and tab: log lines quote
+# container names, paths and compose errors, and a log is read in terminals.
+_CONTROLS = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)] if c not in (0x09, 0x0A)}
+
+
+class InertFormatter(logging.Formatter):
+    """Log lines with attacker-chosen text made inert (tracebacks keep their line breaks)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).translate(_CONTROLS)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(InertFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=args.log_level, handlers=[handler])
     for noisy in ("aiosqlite", "urllib3", "docker"):  # they log every statement/request at DEBUG
         logging.getLogger(noisy).setLevel(logging.INFO)
     try:

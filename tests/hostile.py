@@ -255,3 +255,35 @@ def tracebacks(log: str) -> list[str]:
     """Unhandled-exception tracebacks in an enforcer log (with the line that introduced them)."""
     lines = log.splitlines()
     return [("\n".join(lines[max(0, i - 2):i + 12])) for i, line in enumerate(lines) if line.startswith("Traceback")]
+
+
+# -- hostile containers --------------------------------------------------------------------
+BIG = 64 * 1024
+HOSTILE_PROJECT = "evil" + OSC_TITLE + MARKUP + "\x7f\u009b" + BIDI
+HOSTILE_SERVICE = "svc" + CLEAR + CLICK + RED
+# Made inside the container with printf, so that the path holds bytes no API would carry:
+# ESC sequences, markup, and bytes that are not UTF-8 (\377\376).
+HOSTILE_DIR_PRINTF = r"/tmp/\033]0;pwned\007[bold red]x[/]\033[2J\377\376[@click=app.quit]q[/]"
+HOSTILE_ARG = "arg" + OSC_TITLE + CLEAR + MARKUP + CLICK + "\x08\x7f"
+
+
+def hostile_command() -> list[str]:
+    """A container command that runs `sh` from a hostile directory (a copy of busybox),
+    with hostile and 64 KiB arguments: the process tree and the profile see them."""
+    script = (f'd="$(printf \'{HOSTILE_DIR_PRINTF}\')" && mkdir -p "$d" && cp /bin/busybox "$d/sh" && '
+              'exec "$d/sh" -c "sleep 3600 & sleep 3600; true" "$1" "$2"')
+    return ["sh", "-c", script, "x", HOSTILE_ARG, "L" * BIG]
+
+
+def screen_text(app: Any) -> str:
+    """What the Textual app has on screen, line by line, checked segment by segment: a
+    control character in any segment would reach the terminal as is."""
+    lines = []
+    for y, strip in enumerate(app.screen._compositor.render_strips()):
+        line = []
+        for seg in strip:
+            assert not seg.control, f"screen line {y}: a control segment {seg!r}"
+            assert_inert(seg.text, f"screen line {y}", allow_newline=False)
+            line.append(seg.text)
+        lines.append("".join(line))
+    return "\n".join(lines)

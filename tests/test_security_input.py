@@ -6,16 +6,19 @@ Textual console, malformed compose files, and containers that go away mid-action
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from console.escape import printable
 from enforcer import protocol
-from harness import EnforcerProcess
-from hostile import (OUTSIDE_EFFECTS, RawConnection, check_reply, encode_loose, line_is_safe, protocol_lines,
-                     request_objects, tracebacks, wait_answers)
+from harness import DockerResources, EnforcerProcess, docker, unique, wait_for
+from hostile import (BIG, CLEAR, HOSTILE_PROJECT, HOSTILE_SERVICE, MARKUP, OSC_TITLE, OUTSIDE_EFFECTS,
+                     RawConnection, assert_inert, check_reply, encode_loose, hostile_command, line_is_safe,
+                     protocol_lines, request_objects, screen_text, tracebacks, wait_answers)
 
 pytestmark = [pytest.mark.slow]
 
@@ -192,3 +195,197 @@ def test_known_open_bugs(make_enforcer: Callable[..., EnforcerProcess]) -> None:
         check_reply(raw, msg, "unsubscribe with a dict topic")
     finally:
         conn.close()
+
+
+# -- hostile text, end to end ------------------------------------------------------------------
+@pytest.fixture
+def hostile_world(make_enforcer: Callable[..., EnforcerProcess], dockerx: DockerResources, busybox_image: str,
+                  tmp_path: Path) -> dict[str, Any]:
+    """A real enforcer (no sensors) and containers whose labels, paths and argv are hostile,
+    one of them deployed with a broken compose file and one with a missing one."""
+    enforcer = make_enforcer("--no-sensors")
+    broken = tmp_path / "broken" / "docker-compose.yml"
+    broken.parent.mkdir()
+    broken.write_text("services:\n  web:\n    image: [unclosed\n  ports: {\n\t- \x1b[2J\n")
+    missing = f"/nonexistent/{CLEAR}[bold]x[/]/docker-compose.yml"
+    world = {"enforcer": enforcer, "broken_app": unique("stbad"), "missing_app": unique("stmiss")}
+    world["hostile"] = dockerx.run(
+        "--label", f"com.docker.compose.project={HOSTILE_PROJECT}",
+        "--label", f"com.docker.compose.service={HOSTILE_SERVICE}",
+        "--label", f"big={'B' * BIG}", "--label", f"esc{CLEAR}={OSC_TITLE}",
+        name=unique("sthostile"), command=hostile_command())
+    world["broken"] = dockerx.run(
+        "--label", f"com.docker.compose.project={world['broken_app']}", "--label", "com.docker.compose.service=web",
+        "--label", f"com.docker.compose.project.config_files={broken}", name=unique("stbroken"))
+    world["missing"] = dockerx.run(
+        "--label", f"com.docker.compose.project={world['missing_app']}", "--label", "com.docker.compose.service=web",
+        "--label", f"com.docker.compose.project.config_files={missing}", name=unique("stmissing"))
+    names = {world["hostile"], world["broken"], world["missing"]}
+    wait_for(lambda: names <= {c["name"] for c in enforcer.call("containers") if c["state"] == "running"},
+             timeout=30, what="the hostile containers in the inventory")
+    # The hostile process tree is up: the copy of busybox runs from the hostile directory.
+    wait_for(lambda: len(enforcer.call("container", target=world["hostile"])["pids"]) >= 3, timeout=30,
+             what="the hostile container's processes")
+    return world
+
+
+def test_hostile_labels_paths_and_argv_are_inert_in_the_cli(hostile_world: dict[str, Any]) -> None:
+    e: EnforcerProcess = hostile_world["enforcer"]
+    hostile, tried = hostile_world["hostile"], 0
+    outputs: dict[str, str] = {}
+    for args in (["containers"], ["apps"], ["profile", hostile], ["status"], ["blocks"], ["alerts"],
+                 ["containers", "--app", HOSTILE_PROJECT]):
+        proc = e.cli(*args)
+        outputs[" ".join(args[:1])] = proc.stdout
+        assert_inert(proc.stdout, f"stockade {args[0]}")
+        assert_inert(proc.stderr, f"stockade {args[0]} (stderr)")
+        tried += 1
+    table = outputs["containers"]
+    assert printable(HOSTILE_PROJECT) in table or printable(HOSTILE_PROJECT)[:150] in table
+    assert "[bold red]x[/]" in table  # markup shown as the characters it is
+    assert "\\x1b]0;pwned\\x07" in table
+    profile = outputs["profile"]
+    assert "\\x1b]0;pwned\\x07" in profile and "[@click=app.quit]" in profile, profile[:2000]
+    # --json: valid JSON, plain ASCII, and the data kept exactly (a script sees the real label).
+    for args in (["containers", "--json"], ["apps", "--json"], ["profile", hostile, "--json"]):
+        proc = e.cli(*args)
+        assert proc.stdout.isascii() and proc.stdout.count("\n") == 1, f"stockade {' '.join(args)}"
+        json.loads(proc.stdout)
+        tried += 1
+    rows = e.cli_json("containers")
+    mine = next(c for c in rows if c["name"] == hostile)
+    assert mine["app"] == HOSTILE_PROJECT and mine["service"] == HOSTILE_SERVICE
+    assert mine["labels"]["big"] == "B" * BIG
+    # Errors that quote what the attacker chose are escaped too.
+    proc = e.cli("profile", f"nx-{OSC_TITLE}{MARKUP}", check=False)
+    assert proc.returncode == 1 and "\\x1b]0;pwned\\x07" in proc.stderr
+    assert_inert(proc.stderr, "stockade profile (error)")
+    print(f"\nhostile CLI: {tried + 1} commands over hostile labels/paths/argv")
+
+
+def test_a_broken_or_missing_compose_file_is_one_line_and_the_container_stays(hostile_world: dict[str, Any]) -> None:
+    e: EnforcerProcess = hostile_world["enforcer"]
+    apps = {a["name"]: a for a in e.call("apps")}
+    broken, missing = apps[hostile_world["broken_app"]], apps[hostile_world["missing_app"]]
+    assert "does not parse" in broken["compose"]["error"] and "\n" not in broken["compose"]["error"]
+    assert "cannot read compose file" in missing["compose"]["error"] and "\n" not in missing["compose"]["error"]
+    names = {c["name"] for c in e.call("containers")}
+    assert hostile_world["broken"] in names and hostile_world["missing"] in names
+    assert broken["services"]["web"] and missing["services"]["web"]
+    # The CLI says so, on one escaped line per app.
+    out = e.cli("apps").stdout + e.cli("apps").stderr
+    assert_inert(out, "stockade apps")
+    lines = [ln for ln in out.splitlines() if hostile_world["broken_app"] in ln and "does not parse" in ln]
+    assert len(lines) == 1, out
+    lines = [ln for ln in out.splitlines() if hostile_world["missing_app"] in ln and "cannot read compose" in ln]
+    assert len(lines) == 1 and "\\x1b[2J[bold]x[/]" in lines[0], out
+    assert not tracebacks(e.log())
+    # The enforcer's own log quotes the compose error too: inert there as well.
+    log = e.log_path.read_bytes()
+    assert b"\x1b" not in log and b"\\x1b[2J[bold]x[/]" in log
+
+
+async def test_hostile_text_in_the_real_console_is_shown_escaped(hostile_world: dict[str, Any]) -> None:
+    from console.app import StockadeApp
+    from console.screens.detail import ContainerDetailScreen
+    from test_console_real import main, until
+
+    e: EnforcerProcess = hostile_world["enforcer"]
+    hostile = hostile_world["hostile"]
+    cid = next(c["id"] for c in e.call("containers") if c["name"] == hostile)
+    app = StockadeApp(e.socket)
+    seen: list[str] = []
+    async with app.run_test(size=(200, 50)) as pilot:
+        await until(pilot, lambda: cid in app.state.containers and app.state.connection.state == "connected",
+                    what="the hostile container in the console")
+        for key in ("1", "2", "3", "4", "5"):
+            await pilot.press(key)
+            app.repaint_now()
+            await pilot.pause()
+            seen.append(screen_text(app))
+        await pilot.press("1")
+        app.repaint_now()
+        assert main(app).view.table.move_cursor_to(("app", HOSTILE_PROJECT))
+        await pilot.pause()
+        seen.append(screen_text(app))  # the topology pane of the hostile app
+        for app_name in (hostile_world["broken_app"], hostile_world["missing_app"]):
+            assert main(app).view.table.move_cursor_to(("app", app_name))
+            await pilot.pause()
+            pane = screen_text(app)
+            seen.append(pane)
+            assert "does not parse" in pane or "cannot read compose" in pane, f"{app_name}: no compose error shown"
+        await pilot.press("2")
+        assert main(app).view.table.move_cursor_to(cid)
+        await pilot.press("enter")
+        detail = app.screen
+        assert isinstance(detail, ContainerDetailScreen)
+        tree = detail.query_one("#process-tree")
+        await until(pilot, lambda: tree.row_count >= 3, what="the hostile process tree")  # type: ignore[attr-defined]
+        for _ in range(8):  # every tab of the detail, round to the first
+            await pilot.press("right")
+            await pilot.pause(0.2)
+            seen.append(screen_text(app))
+        await pilot.press("escape")
+        assert app.is_running
+    text = "\n".join(seen)
+    # Shown as characters: the escapes, the markup (a live [@click] would quit on a click).
+    assert "\\x1b]0;pwned\\x07" in text
+    assert "[bold red]x[/]" in text
+    assert "[@click=app.quit]" in text
+    assert "\\udcff\\udcfe" in text or "\\xff" in text, "the bytes that are not UTF-8 are not shown escaped"
+    print(f"\nhostile console: {len(seen)} screens checked segment by segment")
+
+
+def test_a_container_that_goes_away_mid_action_gives_one_line_errors(
+        hostile_world: dict[str, Any], dockerx: DockerResources) -> None:
+    e: EnforcerProcess = hostile_world["enforcer"]
+    tried = 0
+    for round_ in range(4):
+        name = dockerx.run(name=unique("stgone"))
+        wait_for(lambda: any(c["name"] == name and c["state"] == "running" for c in e.call("containers")),
+                 what="the container in the inventory")
+        pid = max(e.call("container", target=name)["pids"])
+        # Removed (or killed) just before the actions arrive: the inventory may or may not know yet.
+        docker("rm" if round_ % 2 == 0 else "kill", *(["-f"] if round_ % 2 == 0 else []), name)
+        conn = RawConnection(e.socket)
+        try:
+            requests = [
+                {"op": "freeze", "target": name}, {"op": "unfreeze", "target": name},
+                {"op": "kill", "target": name, "pid": pid}, {"op": "kill", "target": name, "pid": pid, "signal": "TERM"},
+                {"op": "block", "target": name, "peer": "10.9.9.9", "port": 80},
+                {"op": "unblock", "target": name, "peer": "10.9.9.9"},
+                {"op": "mode", "target": name, "mode": "protect", "scope": "container"},
+                {"op": "relearn", "target": name}, {"op": "profile", "target": name},
+                {"op": "container", "target": name}, {"op": "seccomp", "target": name},
+            ]
+            conn.send(b"".join(json.dumps({"id": i, **r}).encode() + b"\n" for i, r in enumerate(requests)))
+            replies = conn.replies(len(requests))
+            assert len(replies) == len(requests)
+            for raw, msg in replies:
+                check_reply(raw, msg, f"{requests[msg['id']]} on a container going away")
+            tried += len(requests)
+        finally:
+            conn.close()
+    # And bad arguments against a live container of ours: the same one-line answers.
+    live = hostile_world["broken"]
+    conn = RawConnection(e.socket)
+    try:
+        bad = [{"op": "kill", "target": live, "pid": 2**80}, {"op": "kill", "target": live, "pid": 1, "signal": {}},
+               {"op": "kill", "target": live, "pid": 1, "signal": "NOPE"}, {"op": "kill", "target": live, "pid": 999999999},
+               {"op": "block", "target": live, "peer": "10.9.9.9", "proto": "evil"},
+               {"op": "block", "target": live, "peer": "10.9.9.9", "proto": {}},
+               {"op": "block", "target": live, "peer": "10.9.9.9", "port": "99999"},
+               {"op": "block", "target": live, "peer": f"{OSC_TITLE}{MARKUP}"},
+               {"op": "block", "target": live, "peer": live},
+               {"op": "mode", "target": live, "mode": "protect", "scope": "galaxy"}]
+        conn.send(b"".join(json.dumps({"id": i, **r}).encode() + b"\n" for i, r in enumerate(bad)))
+        replies = conn.replies(len(bad))
+        for raw, msg in replies:
+            check_reply(raw, msg, str(bad[msg["id"]])[:200])
+            assert msg["ok"] is False, (bad[msg["id"]], msg)
+        tried += len(bad)
+    finally:
+        conn.close()
+    assert not e.call("blocks", target=live)
+    print(f"\nmid-action: {tried} requests on containers going away or with bad arguments")
+    assert_healthy(e)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from ..client import EnforcerClient
+from ..escape import printable
 from ..output import ago, duration, print_json, print_table
 
 
@@ -37,6 +39,10 @@ async def run_apps(args: argparse.Namespace, client: EnforcerClient) -> int:
             states = sorted({containers[i]["state"] for i in ids if i in containers}) or ["-"]
             rows.append((app["name"], service, app.get("mode", ""), ",".join(states), " ".join(names)))
     print_table(rows, ["APP", "SERVICE", "MODE", "STATE", "CONTAINERS"])
+    for app in apps:
+        error = (app.get("compose") or {}).get("error")
+        if error:  # the app is still watched, without a seed from its compose file
+            print(f"stockade: app {printable(app['name'], 200)}: {printable(error, 500)}", file=sys.stderr)
     return 0
 
 

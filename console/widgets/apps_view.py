@@ -210,6 +210,11 @@ class AppsView(View):
             out.append("compose: ", style="dim")
             out.append(esc(", ".join(str(f) for f in compose["files"]), 300), style="dim")
             out.append("\n")
+        if compose and compose.get("error"):
+            # Still watched, but learning without the compose file's seed: say why.
+            out.append("compose file problem: ", style="bold yellow")
+            out.append(esc(compose["error"], 500), style="yellow")
+            out.append("\n")
         out.append(f"{len(services)} service(s)", style="dim")
         pane.update(out)
 

@@ -22,11 +22,12 @@ def _text(args: dict[str, Any], name: str, required: bool = True, limit: int = 2
     return value
 
 
-def _int(args: dict[str, Any], name: str) -> int:
+def _int(args: dict[str, Any], name: str, hi: int = 2**62) -> int:
     value = args.get(name)
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isdigit() and len(value) < 20:
         value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    # Bounded: a pid is a C int, an id an SQLite integer; larger ones overflow deep inside.
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= hi:
         raise OpError(f"{name} must be a positive whole number", "bad_request")
     return value
 
@@ -36,7 +37,8 @@ def register(e: "Enforcement", server: Any) -> None:
 
     async def op_block(req: Request) -> dict[str, Any]:
         c = enforcer.container_or_error(req.args.get("target"))
-        proto = req.args.get("proto") or "any"
+        proto = req.args.get("proto")
+        proto = "any" if proto in (None, "") else proto  # a wrong type ({}, 0, []) is an error, not "any"
         peer, kind, port = e.parse_peer(c, req.args.get("peer"), req.args.get("port"))
         reason = _text(req.args, "reason", required=False, limit=500)
         row, created = await e.add_block(c, peer, kind, port, proto, reason=reason or f"by {req.peer.user}")
@@ -95,7 +97,7 @@ def register(e: "Enforcement", server: Any) -> None:
 
     async def op_kill(req: Request) -> dict[str, Any]:
         c = enforcer.container_or_error(req.args.get("target"))
-        return await e.kill(c, _int(req.args, "pid"), req.args.get("signal"))
+        return await e.kill(c, _int(req.args, "pid", hi=2**31 - 1), req.args.get("signal"))
 
     async def op_forensics(req: Request) -> dict[str, Any]:
         from ..forensics import ForensicsError
