@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from console.escape import printable
 from enforcer import protocol
 from harness import DockerResources, EnforcerProcess, docker, unique, wait_for
-from hostile import (BIG, CLEAR, HOSTILE_PROJECT, HOSTILE_SERVICE, MARKUP, OSC_TITLE, OUTSIDE_EFFECTS,
+from hostile import (BIG, CLEAR, HOSTILE_ARG, HOSTILE_DIR_PRINTF, HOSTILE_PROJECT, HOSTILE_SERVICE, MARKUP, OSC_TITLE, OUTSIDE_EFFECTS,
                      RawConnection, assert_inert, check_reply, encode_loose, hostile_command, line_is_safe,
                      protocol_lines, request_objects, screen_text, tracebacks, wait_answers)
 
@@ -389,3 +389,45 @@ def test_a_container_that_goes_away_mid_action_gives_one_line_errors(
     assert not e.call("blocks", target=live)
     print(f"\nmid-action: {tried} requests on containers going away or with bad arguments")
     assert_healthy(e)
+
+
+@pytest.mark.bpf
+@pytest.mark.docker
+async def test_alerts_about_hostile_programs_are_inert_in_the_cli_and_console(
+        tmp_path: Path, dockerx: DockerResources, busybox_image: str) -> None:
+    """Real eBPF sensors: a program run from a hostile path (a copy of busybox, with hostile
+    argv) after learning is a process alert; `stockade alerts` and the console show it inert."""
+    from console.app import StockadeApp
+    from enforce_helpers import start_with_sensors, wait_active
+    from test_console_real import main, until
+
+    e = start_with_sensors(tmp_path / "e", learn_seconds=3)
+    try:
+        name = dockerx.run(name=unique("stevilexec"))
+        wait_active(e, name)
+        script = (f'd="$(printf \'{HOSTILE_DIR_PRINTF}\')" && mkdir -p "$d" && cp /bin/busybox "$d/true" && '
+                  '"$d/true" "$1" "$2"; cat /etc/shadow >/dev/null')
+        docker("exec", name, "sh", "-c", script, "x", HOSTILE_ARG, "A" * BIG, check=False)
+        alerts = wait_for(lambda: [a for a in e.call("alerts", container=name) if "pwned" in json.dumps(a)],
+                          timeout=30, what="a process alert about the hostile path")
+        proc = e.cli("alerts")
+        assert_inert(proc.stdout, "stockade alerts")
+        assert "\\x1b]0;pwned\\x07" in proc.stdout and "[bold red]x[/]" in proc.stdout, proc.stdout[-2000:]
+        proc = e.cli("alerts", "--json")
+        assert proc.stdout.isascii()
+        for line in proc.stdout.splitlines():
+            json.loads(line)
+        app = StockadeApp(e.socket, initial_view="alerts")
+        async with app.run_test(size=(200, 50)) as pilot:
+            await until(pilot, lambda: alerts[0]["id"] in app.state.incidents, what="the alert in the console")
+            app.repaint_now()
+            await pilot.pause()
+            assert main(app).view.table.move_cursor_to(alerts[0]["id"])
+            await pilot.pause(0.3)
+            text = screen_text(app)
+            assert "\\x1b]0;pwned\\x07" in text and "[bold red]x[/]" in text
+            assert app.is_running
+        assert not tracebacks(e.log())
+    finally:
+        e.stop()
+        e.remove_nft_table()
