@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -59,7 +60,9 @@ class TmuxConsole:
         # TERM and size fixed, so the screen (and a screenshot) is the same on every machine.
         subprocess.run(["tmux", "new-session", "-d", "-s", self.session, "-x", str(self.width), "-y", str(self.height),
                         "-e", "TERM=xterm-256color", "-e", "COLORTERM=",
-                        f"{exe} --socket {self.socket_path}"], check=True)
+                        # The window takes its size just after the session starts: a console
+                        # that started first could miss that resize and stay 80 x 24.
+                        f"sleep 0.5; exec {shlex.quote(str(exe))} --socket {shlex.quote(self.socket_path)}"], check=True)
         subprocess.run(["tmux", "set-option", "-t", self.session, "remain-on-exit", "on"], check=False)
         return self
 
