@@ -160,24 +160,13 @@ def protocol_lines(draw: st.DrawFn, ops: list[str]) -> bytes:
     return draw(st.binary(max_size=200)).replace(b"\n", b"")
 
 
-def known_open_bug(msg: Any) -> bool:
-    """A bug this fuzz found whose fix belongs to a file another developer owns
-    (enforcer/server/server.py: `unsubscribe` with topics that are not strings answers
-    an internal error). tests/test_security_input.py::test_known_open_bugs holds it as a
-    strict xfail: when it is fixed, that test fails and this filter goes."""
-    if not isinstance(msg, dict) or msg.get("op") != "unsubscribe":
-        return False
-    topics = msg.get("topics")
-    return isinstance(topics, list) and any(isinstance(t, (list, dict)) for t in topics)
-
-
 def line_is_safe(line: bytes) -> bool:
     """True if the line, however the server reads it, cannot act on anything real."""
     try:
         msg = json.loads(line)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return True  # the server cannot parse it either: a bad_request
-    return _safe_object(msg) and not known_open_bug(msg)
+    return _safe_object(msg)
 
 
 # -- talking raw bytes to the socket --------------------------------------------------------

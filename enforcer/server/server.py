@@ -305,7 +305,9 @@ class Server:
     async def _unsubscribe(self, req: Request) -> dict[str, Any]:
         client = req.client
         topics = req.args.get("topics") or list(client.topics)
-        client.topics.difference_update(topics if isinstance(topics, list) else [])
+        if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
+            raise OpError("topics must be a list of strings", protocol.BAD_REQUEST)
+        client.topics.difference_update(topics)
         return {"topics": sorted(client.topics)}
 
 
