@@ -7,10 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
-
-import pytest
 
 from harness import REPO, EnforcerProcess, docker, wait_for
 
