@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import itertools
 import os
 from typing import Any, AsyncIterator
@@ -63,7 +64,8 @@ class EnforcerClient:
         except FileNotFoundError:
             raise Unreachable(f"cannot reach the enforcer at {self.path}: no such socket (is stockade-enforcer running?)") from None
         except PermissionError:
-            raise Unreachable(f"cannot reach the enforcer at {self.path}: permission denied (join group stockade)") from None
+            raise Unreachable(f"cannot reach the enforcer at {self.path}: permission denied "
+                              f"(join group {_group_of(self.path)})") from None
         except (ConnectionRefusedError, OSError, asyncio.TimeoutError) as e:
             reason = getattr(e, "strerror", None) or type(e).__name__
             raise Unreachable(f"cannot reach the enforcer at {self.path}: {reason}") from None
@@ -184,3 +186,15 @@ async def call_once(path: str | None, op: str, **args: Any) -> Any:
         return await client.call(op, **args)
     finally:
         await client.close()
+
+
+def _group_of(path: str) -> str:
+    """The group that may open the socket, to name in a permission error."""
+    try:
+        gid = os.stat(path).st_gid
+    except OSError:
+        return "stockade"
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
