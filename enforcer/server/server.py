@@ -176,6 +176,8 @@ class Server:
             return
         client = _Client(peer=peer, writer=writer)
         if peer.role == NONE:
+            log.warning("server: refused uid %d (pid %d): not root and not in group %s or %s",
+                        peer.uid, peer.pid, self.viewer_group, self.admin_group)
             await self._send(client, {"id": None, "ok": False, "code": protocol.FORBIDDEN,
                                       "error": f"user {peer.user} (uid {peer.uid}) may not use Stockade: "
                                                f"not root and not in group {self.viewer_group} or {self.admin_group}"})
