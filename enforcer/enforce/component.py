@@ -25,6 +25,7 @@ from typing import Any
 from ..models import Container, iso_time
 from ..server import OpError
 from ..sensors.events import ExecEvent, NetworkEvent
+from ..store import StoreError
 from ..store.enforcement import BlockRow, DuplicateBlock, FreezeRow
 from . import freezer as fz
 from .blocks import BadPeer, BlockInput, BlockView, as_network, check_port, desired_ruleset, split_peer_port
@@ -313,6 +314,9 @@ class Enforcement:
                                                 alert_id)
             except DuplicateBlock as e:
                 raise OpError(str(e), "conflict") from None
+            except StoreError as e:
+                # Stored before applied: a block that could not be recorded is not applied.
+                raise OpError(f"{e}; the block is not applied", "unavailable") from None
             self.blocks[row.id] = row
             try:
                 await self.sync_firewall()
@@ -325,9 +329,12 @@ class Enforcement:
 
     async def remove_blocks(self, rows: list[BlockRow]) -> int:
         async with self._lock("blocks"):
+            try:
+                n = await self.repo.remove_blocks([b.id for b in rows])
+            except StoreError as e:
+                raise OpError(f"{e}; the block stays", "unavailable") from None
             for b in rows:
                 self.blocks.pop(b.id, None)
-            n = await self.repo.remove_blocks([b.id for b in rows])
             await self.sync_firewall()
             return n
 
@@ -345,7 +352,10 @@ class Enforcement:
             raise OpError(str(e), "conflict") from None
         async with self._lock(f"freeze:{c.id}"):
             # Stored first: if the enforcer dies mid-way, the next start finishes the freeze.
-            self.freezes[c.id] = await self.repo.add_freeze(c.id, c.name, f.backend, reason)
+            try:
+                self.freezes[c.id] = await self.repo.add_freeze(c.id, c.name, f.backend, reason)
+            except StoreError as e:
+                raise OpError(f"{e}; {c.name} is not frozen", "unavailable") from None
             try:
                 state = await asyncio.to_thread(f.freeze)
             except fz.FreezerError as e:

@@ -7,11 +7,14 @@ waits for the database. Reads are for the `alerts` / `alert` ops and for loading
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from ..models import SEVERITIES, Alert, iso_time
 from .database import Database
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -85,6 +88,10 @@ class AlertsRepo:
     # -- write-behind ---------------------------------------------------------------------
     def insert(self, inc: StoredIncident) -> None:
         a = inc.alert
+        # The log gets every new incident before the database does: a full disk or a crash
+        # of the write-behind window does not lose its trace (docs/failsafe.md).
+        log.info("alert %d %s %s %s/%s: %s", a.id, a.severity, a.kind, _printable(a.app, 64),
+                 _printable(a.container, 64), _printable(a.summary, 300))
         self.db.enqueue(
             """INSERT INTO alerts (id, fold_key, first_seen, last_seen, count, host, app, service,
                                    container, container_id, image, kind, severity, summary, detail,
@@ -103,6 +110,12 @@ class AlertsRepo:
             (inc.last_seen, a.count, a.severity, a.action,
              json.dumps(a.detail, separators=(",", ":"), default=str), a.id),
         )
+
+
+def _printable(text: str, limit: int) -> str:
+    """Attacker-controlled text for a log line: control characters and escapes as \\x.. ."""
+    text = str(text)[:limit]
+    return text if text.isprintable() else "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 def _incident(r: Any) -> StoredIncident:

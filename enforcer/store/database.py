@@ -1,9 +1,17 @@
 """The one SQLite connection: opening, migrations, and a batched write-behind queue.
 
 Hot paths (events, alerts) never await the database per event: they `enqueue` writes and
-a background task commits them in batches. A failed batch (disk full, database locked)
-is kept and retried, so nothing is lost while the enforcer is up; `pending` and
-`last_error` say how far behind the store is.
+a background task commits them every FLUSH_INTERVAL in batches (one transaction each).
+
+What a crash can lose (docs/failsafe.md): a kill -9 loses the writes still queued, i.e. at
+most about FLUSH_INTERVAL of them plus the batch whose COMMIT had not returned; a
+committed batch survives (WAL, synchronous=NORMAL: only a power cut may lose the last ones).
+
+When the database refuses writes (disk full, read-only, locked), the batch is kept and
+retried with back-off; the queue is bounded (MAX_PENDING): beyond it new writes are
+dropped and counted (`dropped`), never silently. The store says once that it cannot write
+and once that it writes again. Alerts do not depend on it: they are published to socket
+subscribers and logged before they are queued here.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ class Database:
 
     FLUSH_INTERVAL = 0.2
     MAX_BATCH = 5000
+    MAX_PENDING = 200_000  # writes held while the database refuses them (~100 MB at most)
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -49,6 +58,12 @@ class Database:
         self.last_error = ""
         self.last_error_time = 0.0
         self.writes_committed = 0
+        self.dropped = 0  # writes refused because the queue was full (the database could not write)
+        self.rejected = 0  # statements the database refused for good (a bug): dropped alone
+        self.failing_since = 0.0  # when the database last started refusing writes; 0 when it writes
+        self._committed_at_failure = 0
+        self._dropped_at_failure = 0
+        self._drop_logged = False
 
     # -- life cycle -------------------------------------------------------------------
     async def open(self) -> None:
@@ -134,10 +149,13 @@ class Database:
         assert self.conn, "database not open"
         try:
             async with self._write_lock, self.conn.execute(sql, params) as cur:
-                return cur.lastrowid or 0
+                row_id = cur.lastrowid or 0
         except sqlite3.OperationalError as e:
             self._note_error(e)
+            self._failing()
             raise StoreError(f"database write failed: {e}") from None
+        self._writing_again()
+        return row_id
 
     async def execute_many(self, statements: Iterable[tuple[str, Params]]) -> None:
         """Run several writes now, in one transaction."""
@@ -150,15 +168,34 @@ class Database:
                         await self.conn.execute(sql, params)
                     await self.conn.execute("COMMIT")
                 except BaseException:
-                    await self.conn.execute("ROLLBACK")
+                    await self._rollback()
                     raise
         except sqlite3.OperationalError as e:
             self._note_error(e)
+            self._failing()
             raise StoreError(f"database write failed: {e}") from None
+
+    async def _rollback(self) -> None:
+        # After SQLITE_FULL (and some I/O errors) SQLite has already rolled back: a second
+        # ROLLBACK would fail and hide the real error.
+        assert self.conn
+        if self.conn.in_transaction:
+            try:
+                await self.conn.execute("ROLLBACK")
+            except sqlite3.OperationalError as e:
+                log.debug("store: rollback: %s", e)
 
     # -- write-behind -----------------------------------------------------------------
     def enqueue(self, sql: str, params: Params = ()) -> None:
-        """Queue a write for the next batch; never blocks, never raises."""
+        """Queue a write for the next batch; never blocks, never raises. Beyond MAX_PENDING
+        (the database has been refusing writes for a while) the write is dropped and counted."""
+        if len(self._queue) >= self.MAX_PENDING:
+            if not self._drop_logged:
+                self._drop_logged = True
+                log.error("store: %d writes are waiting for the database; dropping new ones (counted in "
+                          "status store.dropped_writes) until it accepts writes again", len(self._queue))
+            self.dropped += 1
+            return
         self._queue.append((sql, params))
         if len(self._queue) >= self.MAX_BATCH:
             self._wake.set()
@@ -169,6 +206,7 @@ class Database:
 
     async def flush(self) -> bool:
         """Commit everything queued so far; False (and kept) if the database refused."""
+        wrote = False
         while self._queue:
             batch = [self._queue[i] for i in range(min(len(self._queue), self.MAX_BATCH))]
             try:
@@ -176,15 +214,51 @@ class Database:
             except StoreError:
                 return False
             except sqlite3.DatabaseError as e:
-                # A statement that can never succeed (a bug) must not block the queue forever.
-                self._note_error(e)
-                log.error("store: dropping a batch that cannot be written: %s", e)
+                # A statement that can never succeed (a bug, a constraint) must not block the
+                # queue forever, nor take the good writes of its batch with it: one by one.
+                log.error("store: a batch was refused (%s); writing its statements one by one", e)
+                try:
+                    await self._write_one_by_one(batch)
+                except StoreError:
+                    return False
             for _ in batch:
                 self._queue.popleft()
             self.writes_committed += len(batch)
-        if self.last_error and time.time() - self.last_error_time > 0:
-            self.last_error = ""
+            wrote = True
+        if wrote:
+            self._writing_again()
         return True
+
+    async def _write_one_by_one(self, batch: list[tuple[str, Params]]) -> None:
+        for sql, params in batch:
+            try:
+                await self.execute_many([(sql, params)])
+            except StoreError:
+                raise
+            except sqlite3.DatabaseError as e:
+                self.rejected += 1
+                log.error("store: dropping a write the database refuses (%s): %s", e, " ".join(sql.split())[:120])
+
+    def _failing(self) -> None:
+        if self.failing_since:
+            return
+        self.failing_since = time.time()
+        self._committed_at_failure = self.writes_committed
+        self._dropped_at_failure = self.dropped
+        log.error("store: cannot write to %s (%s); alerts still reach subscribers and this log; up to %d "
+                  "writes are held and retried until it can", self.path, self.last_error or "refused",
+                  self.MAX_PENDING)
+
+    def _writing_again(self) -> None:
+        if not self.failing_since:
+            self.last_error = ""
+            return
+        self._drop_logged = False
+        log.warning("store: writing to %s again after %.1f s: %d held writes committed, %d dropped",
+                    self.path, time.time() - self.failing_since,
+                    self.writes_committed - self._committed_at_failure, self.dropped - self._dropped_at_failure)
+        self.failing_since = 0.0
+        self.last_error = ""
 
     async def _flush_loop(self) -> None:
         backoff = self.FLUSH_INTERVAL
@@ -202,8 +276,7 @@ class Database:
 
     def _note_error(self, e: Exception) -> None:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if msg != self.last_error:
-            log.warning("store: %s", msg)
+        log.debug("store: %s", msg)  # _failing says it once, clearly
         self.last_error = msg
         self.last_error_time = time.time()
 

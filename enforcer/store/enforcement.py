@@ -94,7 +94,13 @@ class EnforcementRepo:
         return FreezeRow(container_id, container_name, now, backend, reason)
 
     async def remove_freeze(self, container_id: str) -> None:
-        await self.db.execute("DELETE FROM freezes WHERE container_id = ?", (container_id,))
+        sql, params = "DELETE FROM freezes WHERE container_id = ?", (container_id,)
+        try:
+            await self.db.execute(sql, params)
+        except StoreError:
+            # Disk full: the container is already thawed; the record goes when writing resumes
+            # (a crash before that re-freezes it at the next start: frozen never without a record).
+            self.db.enqueue(sql, params)
 
 
 def _block(r: sqlite3.Row) -> BlockRow:
