@@ -448,6 +448,7 @@ def test_disk_full_alerts_still_reach_subscribers_and_the_log_and_are_stored_whe
             time.sleep(3)
             during = e.call("status")["store"]
             assert not during["writing"] and "full" in during["error"] and during["pending_writes"] > 0
+            assert "CANNOT WRITE" in e.cli("status").stdout  # what an operator sees
             assert e.running
             held = during["pending_writes"]
             seen = sub.latest()

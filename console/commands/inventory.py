@@ -77,7 +77,9 @@ async def run_status(args: argparse.Namespace, client: EnforcerClient) -> int:
     print(f"docker      {docker}")
     print(f"containers  {s['containers']} ({s['containers_watched']} watched)")
     store = s["store"]
-    print(f"store       {store['pending_writes']} writes pending" + (f", error: {store['error']}" if store["error"] else ""))
+    state = "writing" if store.get("writing", True) else f"CANNOT WRITE since {ago(store['failing_since'])} ago"
+    print(f"store       {state}, {store['pending_writes']} writes pending, {store.get('dropped_writes', 0)} dropped"
+          + (f", error: {printable(str(store['error']), 200)}" if store["error"] else ""))
     sock = s.get("socket") or {}
     if sock:
         print(f"socket      {sock.get('requests', 0)} requests, {sock.get('subscribers', 0)} subscribers, "
