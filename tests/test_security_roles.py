@@ -268,6 +268,9 @@ def test_admin_acts_viewer_reads_outsider_is_refused_and_every_change_is_audited
     assert not any(r[0] == P.outsider.uid for r in rows), "an outsider's request was read"
     # Reads are not audited; nothing the viewer read shows up.
     assert {r[2] for r in rows} <= {"freeze", "unfreeze", "mode", "relearn", "block"}
+    # `stockade audit` shows the same: who froze what, and the viewer's refusals.
+    text = e.cli("audit").stdout
+    assert f"{P.admin.name} ({P.admin.uid})" in text and "refused: read-only user" in text, text
 
 
 def test_the_console_shows_read_only_for_a_viewer_and_acts_for_an_admin(

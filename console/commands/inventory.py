@@ -1,4 +1,4 @@
-"""stockade apps | containers | status"""
+"""stockade apps | containers | status | audit"""
 
 from __future__ import annotations
 
@@ -24,6 +24,11 @@ def register(sub: Any) -> None:
     p = sub.add_parser("status", help="enforcer health: up time, sensors, events, losses")
     p.add_argument("--json", action="store_true", help="one JSON document")
     p.set_defaults(run=run_status)
+
+    p = sub.add_parser("audit", help="every action taken through the enforcer: who, what, result")
+    p.add_argument("--limit", type=int, default=100, help="at most this many, newest first (default 100)")
+    p.add_argument("--json", action="store_true", help="one JSON document")
+    p.set_defaults(run=run_audit)
 
 
 async def run_apps(args: argparse.Namespace, client: EnforcerClient) -> int:
@@ -100,4 +105,15 @@ async def run_status(args: argparse.Namespace, client: EnforcerClient) -> int:
         print_table([(x["name"], "loaded" if x.get("loaded") else "off", x.get("events", 0),
                       f"{x.get('rate', 0.0):.1f}", x.get("lost", 0), x.get("suppressed", 0), x.get("error", ""))
                      for x in s["sensors"]], ["SENSOR", "STATE", "EVENTS", "EVENTS/S", "LOST", "SUPPRESSED", "ERROR"])
+    return 0
+
+
+async def run_audit(args: argparse.Namespace, client: EnforcerClient) -> int:
+    entries = await client.call("audit", limit=max(1, min(args.limit, 10_000)))
+    if args.json:
+        print_json(entries)
+        return 0
+    print_table([(e["id"], e["time"], f"{e['user']} ({e['uid']})", e["action"], e["target"], e["result"])
+                 for e in entries],
+                ["ID", "TIME", "USER", "ACTION", "TARGET", "RESULT"])
     return 0
