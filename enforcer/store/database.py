@@ -17,6 +17,7 @@ subscribers and logged before they are queued here.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import sqlite3
@@ -50,6 +51,7 @@ class Database:
         self.conn: aiosqlite.Connection | None = None
         self._queue: deque[tuple[str, Params]] = deque()
         self._wake = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
         # One write at a time: a statement run while a batch's BEGIN..COMMIT is open would
         # join (or break) that transaction ("cannot start a transaction within a transaction").
         self._write_lock = asyncio.Lock()
@@ -164,8 +166,10 @@ class Database:
             async with self._write_lock:
                 await self.conn.execute("BEGIN IMMEDIATE")
                 try:
-                    for sql, params in statements:
-                        await self.conn.execute(sql, params)
+                    # A run of the same statement is one executemany: one trip to the
+                    # database thread instead of one per row (a flood queues thousands).
+                    for sql, run in itertools.groupby(statements, key=lambda st: st[0]):
+                        await self.conn.executemany(sql, [params for _, params in run])
                     await self.conn.execute("COMMIT")
                 except BaseException:
                     await self._rollback()
@@ -206,6 +210,10 @@ class Database:
 
     async def flush(self) -> bool:
         """Commit everything queued so far; False (and kept) if the database refused."""
+        async with self._flush_lock:  # two flushes would commit the same batch twice
+            return await self._flush()
+
+    async def _flush(self) -> bool:
         wrote = False
         while self._queue:
             batch = [self._queue[i] for i in range(min(len(self._queue), self.MAX_BATCH))]
