@@ -12,6 +12,7 @@ the alert book and the detector (tests/test_profiles_*.py, tests/test_detect_*.p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 from pathlib import Path
@@ -132,8 +133,20 @@ class Rig:
         as last committed by the write-behind loop."""
         e = self.e
         await asyncio.sleep(1.0)  # count updates: 0.25 s, then the write-behind interval of 0.2 s
+        await self.stop_writes()
         e.store.db._queue.clear()  # whatever was not committed by now is lost
+        e.store.db.enqueue = lambda *args, **kwargs: None  # nor does a dead process write at its stop
         await self.stop()
+
+    async def stop_writes(self) -> None:
+        """From now on nothing is committed, as if the process had died (a batch already
+        handed to SQLite may still commit, as it may on a real kill -9)."""
+        db = self.e.store.db
+        if db._flusher is not None and not db._flusher.done():
+            db._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await db._flusher
+        db._flusher = None  # and the stop has no final flush to wait for
 
     async def restart(self) -> "Rig":
         await self.stop()

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 FOLD_WINDOW = 3600.0  # seconds of quiet after which a repeat opens a new incident
 UPDATE_INTERVAL = 0.25  # seconds: how often a growing count is stored and published
 RECENT_KEEP = 20_000  # incidents kept in memory (newest): queries overlay them on the DB
+ID_BLOCK = 100  # incident ids reserved at a time (a crash skips at most this many)
 BURST_NEW = 20  # new incidents of one (container, kind) within BURST_WINDOW before a burst
 BURST_WINDOW = 60.0
 BURST_SUBJECT = "burst"
@@ -56,6 +57,7 @@ class AlertBook:
         self.repo = enforcer.store.alerts
         self.clock = clock
         self._next_id = 1
+        self._reserved = 0
         self._open: dict[str, StoredIncident] = {}  # fold key -> incident within the window
         self._recent: OrderedDict[int, StoredIncident] = OrderedDict()
         self._dirty: set[int] = set()
@@ -72,6 +74,7 @@ class AlertBook:
     # -- component ------------------------------------------------------------------------
     async def start(self) -> None:
         self._next_id = await self.repo.max_id() + 1
+        self._reserved = self._next_id - 1  # ids up to here are reserved in the database
         for inc in await self.repo.recent_folds(self.clock() - FOLD_WINDOW):
             self._open[inc.fold_key] = inc
         for cid, app, severity, n in await self.repo.counts():
@@ -88,6 +91,8 @@ class AlertBook:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._write_dirty()  # the store's final flush commits them
+        # A clean stop hands back the unused ids, so ids continue without a gap.
+        self.repo.release_ids(self._next_id - 1)
 
     def register_ops(self, server: Any) -> None:
         server.register("alerts", self._op_alerts)
@@ -131,6 +136,9 @@ class AlertBook:
             image=container.image, kind=kind, severity=severity, summary=summary, detail=detail,
             action=action, count=1, first_seen=stamp, last_seen=stamp, subject=subject, rule=rule,
         )
+        if alert.id > self._reserved:
+            self._reserved = alert.id + ID_BLOCK - 1
+            self.repo.reserve_ids(self._reserved)
         self._next_id += 1
         self.opened += 1
         inc = StoredIncident(alert, key, now, now)

@@ -39,6 +39,20 @@ class AlertsRepo:
     def __init__(self, db: Database) -> None:
         self.db = db
 
+    # -- incident ids ---------------------------------------------------------------------
+    def reserve_ids(self, upto: int) -> None:
+        """Queue the mark up to which incident ids are handed out (alerts' sqlite_sequence
+        row, which max_id reads). It is queued before the incidents that use those ids, so
+        whatever of them a crash keeps, the mark is kept too, and an id a crash lost is never
+        handed out again."""
+        self.db.enqueue("UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'alerts'", (upto,))
+        self.db.enqueue("INSERT INTO sqlite_sequence (name, seq) SELECT 'alerts', ? "
+                        "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'alerts')", (upto,))
+
+    def release_ids(self, last_used: int) -> None:
+        """At a clean stop: the mark goes back to the last id used."""
+        self.db.enqueue("UPDATE sqlite_sequence SET seq = ? WHERE name = 'alerts'", (last_used,))
+
     # -- reads ----------------------------------------------------------------------------
     async def max_id(self) -> int:
         row = await self.db.fetchone("SELECT COALESCE(MAX(id), 0) AS m FROM alerts")
