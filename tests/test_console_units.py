@@ -164,3 +164,6 @@ def test_header_says_what_matters_first_and_flags_docker_down() -> None:
     line = header_text(state, read_only=True).plain
     assert line.index("connected") < line.index("READ-ONLY") < line.index("crit 1") < line.index("lost 4")
     assert "DOCKER DOWN" in line and "3.5 ev/s" in line and "watched 2/3" in line and "up 1h02m" in line
+    assert "capped" not in line  # nothing held back by the kernel's rate caps: not shown
+    state.set_status({"sensors": [{"rate": 1.0, "lost": 0, "suppressed": 700}, {"rate": 0, "suppressed": 5}]})
+    assert "lost 0  capped 705" in header_text(state, read_only=False).plain

@@ -54,6 +54,12 @@ def header_text(state: ConsoleState, read_only: bool) -> Text:
         lost = sum(int(x.get("lost") or 0) for x in sensors if isinstance(x, dict))
         out.append("  lost ", style=LABEL)
         out.append(str(lost) if sensors else "-", style="bold bright_red" if lost else "")
+        # Events the kernel held back under its per-container rate caps: a flood (or an
+        # attacker hiding in one) must be visible too. Shown only when there are some.
+        capped = sum(int(x.get("suppressed") or 0) for x in sensors if isinstance(x, dict))
+        if capped:
+            out.append("  capped ", style=LABEL)
+            out.append(str(capped), style="bold yellow")
         out.append("  ")
         out.append(f"{rate:.1f}" if sensors else "-")
         out.append(" ev/s", style=LABEL)
