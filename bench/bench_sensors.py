@@ -14,6 +14,7 @@ Run as root on a machine set up by `make setup`: .venv/bin/python bench/bench_se
 from __future__ import annotations
 
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -39,6 +40,34 @@ def build_workload(tmp: Path) -> Path:
 def run_load(container: str, *args: str) -> float:
     out = docker("exec", container, "/load", *args, timeout=120).stdout.split()
     return int(out[0]) / float(out[1])
+
+
+def bpf_prog_time(pid: int) -> int:
+    """Total run time (ns) of the BPF programs whose fds the process holds (with
+    kernel.bpf_stats_enabled=1 the kernel keeps it in each program fd's fdinfo)."""
+    total = 0
+    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+        try:
+            info = open(f"/proc/{pid}/fdinfo/{fd}").read()
+        except OSError:
+            continue
+        if "prog_id:" in info:
+            m = re.search(r"^run_time_ns:\s+(\d+)", info, re.M)
+            total += int(m.group(1)) if m else 0
+    return total
+
+
+def bpf_time_per_op(pid: int, container: str, workload: list[str]) -> tuple[float, float]:
+    """(ns in the enforcer's BPF programs per op, ns per op) over one run of a workload."""
+    Path("/proc/sys/kernel/bpf_stats_enabled").write_text("1")
+    try:
+        before = bpf_prog_time(pid)
+        ops = run_load(container, *workload)
+        spent = bpf_prog_time(pid) - before
+    finally:
+        Path("/proc/sys/kernel/bpf_stats_enabled").write_text("0")
+    n = ops * SECONDS
+    return spent / n, 1e9 / ops
 
 
 def cpu_seconds(pid: int) -> float:
@@ -124,6 +153,8 @@ def main() -> int:
             if _round == ROUNDS - 1:
                 dd_on = dd_ns_per_syscall()
                 stats = enforcer.call("stats")
+                prog_ns = {name: bpf_time_per_op(enforcer.proc.pid, client, w)  # type: ignore[union-attr]
+                           for name, w in workloads.items()}
             enforcer.stop()
 
         print(f"== workloads in a container ({SECONDS:g} s each, best of {ROUNDS}; sensors on = real enforcer)")
@@ -134,6 +165,10 @@ def main() -> int:
             calls = sum(n for _, n in cpu[name])
             print(f"{name:18} {a:11.0f} {b:11.0f} {b / a:7.3f} {per_op[name]:12.1f} {used / calls * 1e3 * 1e6:27.1f} us")
         print(f"host process (unwatched) syscall: {dd_off:.0f} ns off, {dd_on:.0f} ns on: +{dd_on - dd_off:.0f} ns per syscall")
+        print("time in Stockade's BPF programs per op (kernel.bpf_stats_enabled), the part of the cost "
+              "that is the programs themselves:")
+        for name, (ns, op_ns) in prog_ns.items():
+            print(f"  {name:18} {ns:8.0f} ns per op = {ns / op_ns:6.2%} of an op ({op_ns / 1000:.0f} us)")
         print("sensor counters after the runs:",
               ", ".join(f"{s['name']}: {s['events']} sent, {s['deduped']} repeats dropped, {s['lost']} lost"
                         for s in stats["sensors"]))
