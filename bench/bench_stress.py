@@ -34,9 +34,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from enforce_helpers import ip_of, sensors_loaded, wait_active  # noqa: E402
-from flood_helpers import (Probe, accounted, build_flood, finish_flood, flood_container, pct, rss_kib,  # noqa: E402
-                           sensor, start_flood, timed_call)
-from harness import DockerResources, EnforcerProcess, container_info, ensure_busybox_image, wait_for  # noqa: E402
+from flood_helpers import (Probe, accounted, build_flood, finish_flood, flood_container, make_links, pct,  # noqa: E402
+                           rss_kib, sensor, start_flood, timed_call)
+from harness import DockerResources, EnforcerProcess, ensure_busybox_image, wait_for  # noqa: E402
 
 LEARN_SECONDS = 5
 FLOOD_SECONDS = 8
@@ -55,16 +55,6 @@ def idle_latency(e: EnforcerProcess, n: int = 40) -> list[float]:
         out.append(dt)
         time.sleep(0.02)
     return out
-
-
-def make_links(container: str, n: int) -> None:
-    root = f"/proc/{container_info(container)['State']['Pid']}/root"
-    os.makedirs(f"{root}/tmp/fl", exist_ok=True)
-    for i in range(n):
-        try:
-            os.link(f"{root}/flood", f"{root}/tmp/fl/p{i:05d}")
-        except FileExistsError:
-            pass
 
 
 def flood(e: EnforcerProcess, container: str, sensor_name: str, args: list[str]) -> dict[str, Any]:

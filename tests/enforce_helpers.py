@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from enforcer.inventory.cgroups import freezer_v1_state_file
 from harness import DockerResources, EnforcerProcess, container_info, exec_in, sh, wait_for
 
 # Writes a page and serves it on 8080 (foreground) and 8081 (background).
@@ -74,9 +75,18 @@ def wait_known(e: EnforcerProcess, *names: str, timeout: float = 20) -> None:
     wait_for(known, timeout=timeout, what=f"the enforcer to know {', '.join(names)}")
 
 
+def v1_state(name: str) -> str:
+    """The container's cgroup v1 freezer state, read from the kernel: FROZEN or THAWED."""
+    info = container_info(name)
+    path = freezer_v1_state_file(info["Id"], info["State"]["Pid"])
+    assert path, "no v1 freezer on this host"
+    with open(path) as f:
+        return f.read().strip()
+
+
 def sensors_loaded(e: EnforcerProcess) -> object:
     sensors = e.call("stats")["sensors"]
-    errors = [s["error"] for s in sensors if s["error"]]
+    errors = [s["error"] for s in sensors if s.get("error")]
     if errors:
         raise AssertionError(f"sensors failed to load: {errors[0]}")
     return bool(sensors) and all(s["loaded"] for s in sensors)

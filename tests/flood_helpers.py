@@ -6,6 +6,7 @@ enforcer's RSS), and a subscriber that never reads."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -15,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import BUSYBOX_IMAGE, REPO, TEST_LABEL, DockerResources, EnforcerProcess, docker, socket_call, unique
+from harness import (BUSYBOX_IMAGE, REPO, TEST_LABEL, DockerResources, EnforcerProcess, container_info, docker,
+                     socket_call, unique)
 
 WORKLOAD = REPO / "bench" / "flood_workload.c"
 
@@ -160,3 +162,15 @@ def sensor(stats: dict[str, Any], name: str) -> dict[str, Any]:
 def accounted(s: dict[str, Any]) -> int:
     """Everything a sensor did with what it saw: delivered, lost, suppressed, deduped."""
     return int(s["events"]) + int(s["lost"]) + int(s["suppressed"]) + int(s["deduped"])
+
+
+def make_links(container: str, n: int) -> None:
+    """Hard links of /flood under n distinct paths, made from the host (no exec, no file
+    event in the container: nothing for the profile to learn)."""
+    root = f"/proc/{container_info(container)['State']['Pid']}/root"
+    os.makedirs(f"{root}/tmp/fl", exist_ok=True)
+    for i in range(n):
+        try:
+            os.link(f"{root}/flood", f"{root}/tmp/fl/p{i:05d}")
+        except FileExistsError:
+            pass

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from enforce_helpers import wait_known, wait_reconciled
+from enforce_helpers import v1_state, wait_known, wait_reconciled
 from enforcer.enforce import freezer as fz
 from enforcer.inventory.cgroups import cgroup_for_pid, freezer_v1_state_file
 from enforcer.models import Container
@@ -27,14 +27,6 @@ def count(name: str) -> int:
     pid = container_info(name)["State"]["Pid"]
     with open(f"/proc/{pid}/root/tmp/count") as f:
         return int(f.read().strip() or 0)
-
-
-def v1_state(name: str) -> str:
-    info = container_info(name)
-    path = freezer_v1_state_file(info["Id"], info["State"]["Pid"])
-    assert path, "no v1 freezer on this host"
-    with open(path) as f:
-        return f.read().strip()
 
 
 def as_container(name: str) -> Container:

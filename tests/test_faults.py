@@ -28,8 +28,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from enforce_helpers import host_fetch, ip_of, nft_elements, wait_active, wait_known, wait_reconciled, web
-from enforcer.inventory.cgroups import freezer_v1_state_file
+from enforce_helpers import (host_fetch, ip_of, nft_elements, sensors_loaded, v1_state, wait_active, wait_known,
+                             wait_reconciled, web)
 from harness import EnforcerProcess, container_info, docker, exec_in, sh, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -61,22 +61,6 @@ def integrity(path: str) -> str:
 def db_rows(path: str, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
     with open_db(path) as conn:
         return list(conn.execute(sql, params))
-
-
-def v1_state(name: str) -> str:
-    info = container_info(name)
-    path = freezer_v1_state_file(info["Id"], info["State"]["Pid"])
-    assert path, "no v1 freezer on this host"
-    with open(path) as f:
-        return f.read().strip()
-
-
-def sensors_loaded(e: EnforcerProcess) -> bool:
-    sensors = e.call("stats")["sensors"]
-    errors = [s["error"] for s in sensors if s.get("error")]
-    if errors:
-        raise AssertionError(f"the sensors did not load: {errors[0]}")
-    return bool(sensors) and all(s["loaded"] for s in sensors)
 
 
 def start_and_load(e: EnforcerProcess) -> float:

@@ -11,7 +11,6 @@ anyone up: what it misses is counted."""
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from pathlib import Path
@@ -21,9 +20,9 @@ import pytest
 
 from enforce_helpers import ip_of, sensors_loaded, wait_active
 from enforcer.detect.alerts import BURST_NEW, BURST_SUBJECT
-from flood_helpers import (DeafSubscriber, Probe, accounted, build_flood, finish_flood, flood_container, pct,
-                           rss_kib, sensor, start_flood, timed_call)
-from harness import EnforcerProcess, container_info, wait_for
+from flood_helpers import (DeafSubscriber, Probe, accounted, build_flood, finish_flood, flood_container, make_links,
+                           pct, rss_kib, sensor, start_flood, timed_call)
+from harness import EnforcerProcess, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.bpf, pytest.mark.slow]
 
@@ -45,18 +44,6 @@ def enforcer(make_enforcer: Any, busybox_image: str) -> Iterator[EnforcerProcess
     e = make_enforcer("--learn-seconds", str(LEARN_SECONDS))
     wait_for(lambda: sensors_loaded(e), timeout=150, interval=1, what="the sensors to load")
     yield e
-
-
-def _make_links(container: str, n: int) -> None:
-    """Hard links of /flood under n distinct paths, made from the host (no exec, no file
-    event in the container: nothing for the profile to learn)."""
-    root = f"/proc/{container_info(container)['State']['Pid']}/root"
-    os.makedirs(f"{root}/tmp/fl", exist_ok=True)
-    for i in range(n):
-        try:
-            os.link(f"{root}/flood", f"{root}/tmp/fl/p{i:05d}")
-        except FileExistsError:
-            pass
 
 
 def _idle_latency(e: EnforcerProcess, n: int = 10) -> list[float]:
@@ -145,7 +132,7 @@ def test_exec_flood_of_unknown_programs(enforcer, dockerx, flood_binary):
     name = flood_container(dockerx, flood_binary, net)
     wait_active(e, name)
     assert e.call("container", target=name)["mode"] == "alert"
-    _make_links(name, LINKS)
+    make_links(name, LINKS)
     deaf = DeafSubscriber(e.socket, ["sensor", "alert"])
     try:
         idle = _idle_latency(e)

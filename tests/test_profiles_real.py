@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from enforce_helpers import sensors_loaded
 from harness import DockerResources, EnforcerProcess, docker, ensure_busybox_image, exec_in, unique, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.bpf, pytest.mark.slow]
@@ -93,14 +94,6 @@ class Deployment:
         return found[0], self.alerts_since(since)
 
 
-def _sensors_loaded(enforcer: EnforcerProcess) -> Any:
-    sensors = enforcer.call("stats")["sensors"]
-    errors = [s["error"] for s in sensors if s.get("error")]
-    if errors:
-        raise AssertionError(f"the sensors did not load: {errors[0]}")
-    return bool(sensors) and all(s["loaded"] for s in sensors)
-
-
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     if docker("info", check=False).returncode != 0:
@@ -111,7 +104,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     enforcer = EnforcerProcess(workdir / "enforcer", "--learn-seconds", str(LEARN_SECONDS))
     try:
         enforcer.start()
-        wait_for(lambda: _sensors_loaded(enforcer), timeout=120, what="the sensors to load")
+        wait_for(lambda: sensors_loaded(enforcer), timeout=120, what="the sensors to load")
         project = unique("stpr")
         res.compose_up(project, COMPOSE.format(image=image), Path(workdir) / project)
         d = Deployment(enforcer, res, project)
@@ -232,7 +225,7 @@ def test_profiles_and_alerts_survive_kill_9(app: Deployment):
     profiles = {n: app.call("profile", target=n)["profile"] for n in (app.web, app.client)}
     e.kill9()
     e.start()
-    wait_for(lambda: _sensors_loaded(e), timeout=120, what="the sensors to load again")
+    wait_for(lambda: sensors_loaded(e), timeout=120, what="the sensors to load again")
     after = {a["id"]: (a["kind"], a["subject"], a["count"]) for a in app.alerts_since(0)}
     for alert_id, (kind, subject, count) in before.items():
         assert after[alert_id][:2] == (kind, subject) and after[alert_id][2] >= count
