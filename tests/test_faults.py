@@ -504,6 +504,7 @@ def _alert_on(e: EnforcerProcess, name: str, program: str) -> dict[str, Any]:
 
 
 @pytest.mark.bpf
+@pytest.mark.disruptive
 def test_the_enforcer_survives_a_docker_engine_restart_and_watches_the_containers_again(
         dockerx, busybox_image, make_enforcer):
     """Disturbs every other Docker user of the host for ~10-20 s: run it rarely."""
