@@ -115,6 +115,8 @@ class ConsoleState:
         topic = event.get("event")
         data = event.get("data")
         if topic == "alert" and isinstance(data, dict) and isinstance(data.get("id"), int):
+            if data["id"] not in self.incidents:
+                self._count_new_incident(data)
             self.incidents[data["id"]] = data
             self.changed_incidents.add(data["id"])
             if len(self.incidents) > MAX_INCIDENTS + 500:  # trim in steps, not per event
@@ -147,6 +149,16 @@ class ConsoleState:
             self.dirty.add("status")
         elif topic == "overflow":
             self.overflows += 1
+
+    def _count_new_incident(self, incident: dict[str, Any]) -> None:
+        """The enforcer's per-container and per-app counts came with the last snapshot: a new
+        incident adds one to each, so the columns stay live between snapshots."""
+        c = self.containers.get(str(incident.get("container_id") or ""))
+        if c is not None and isinstance(c.get("alerts"), int) and not isinstance(c.get("alerts"), bool):
+            c["alerts"] += 1
+        app = self.apps.get(str(incident.get("app") or ""))
+        if app is not None and isinstance(app.get("alerts"), int) and not isinstance(app.get("alerts"), bool):
+            app["alerts"] += 1
 
     def take_dirty(self) -> set[str]:
         dirty, self.dirty = self.dirty, set()

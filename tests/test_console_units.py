@@ -73,6 +73,20 @@ def test_state_folds_events_and_caps_incidents() -> None:
     assert state.take_dirty() == set()
 
 
+def test_new_incidents_keep_the_container_and_app_counts_live() -> None:
+    # The containers and apps columns start from the enforcer's counts in the last snapshot;
+    # a new incident adds one, a growing one (same id again) does not.
+    state = ConsoleState()
+    state.set_containers([{"id": "c1", "name": "pinger_app_1", "app": "pinger", "alerts": 2}])
+    state.set_apps([{"name": "pinger", "alerts": 2, "services": {"app": ["c1"]}}])
+    for count in (1, 2, 3):
+        state.apply_event({"event": "alert", "data": {"id": 7, "count": count, "container_id": "c1", "app": "pinger"}})
+    state.apply_event({"event": "alert", "data": {"id": 8, "container_id": "c1", "app": "pinger"}})
+    state.apply_event({"event": "alert", "data": {"id": 9, "container_id": "gone", "app": "other"}})
+    assert state.container_alerts(state.containers["c1"], {}) == 4
+    assert state.apps["pinger"]["alerts"] == 4
+
+
 def test_state_knows_unavailable_ops_from_hello_and_replies() -> None:
     state = ConsoleState()
     state.set_hello({"protocol": 1, "role": "viewer", "ops": ["hello", "containers"]})
