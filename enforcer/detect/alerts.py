@@ -13,7 +13,9 @@ keeps the latest alert and a sample of the subjects, its severity is the highest
 Repeats of a subject that already has its own incident still fold there.
 
 Nothing here waits for the database: incident ids are allocated in memory (from the
-largest id stored), new incidents are written behind at once, and a growing count is
+largest id stored or reserved; blocks of ID_BLOCK are reserved ahead through the same
+write-behind queue, so a crash never hands out an id twice), new incidents are written
+behind at once, and a growing count is
 written and published at most every UPDATE_INTERVAL per incident (a loop can never turn
 into a flood of writes or socket events). The newest incidents are also kept in memory,
 so a query answered while writes are still queued sees them.
