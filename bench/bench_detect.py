@@ -30,9 +30,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from enforcer.components import build_components  # noqa: E402
 from enforcer.config import Settings  # noqa: E402
-from enforcer.daemon import Enforcer  # noqa: E402
+from enforcer.daemon import Daemon  # noqa: E402
 from enforcer.models import parse_iso_time  # noqa: E402
 from enforcer.sensors.events import ExecEvent, FileEvent, NetworkEvent, SyscallEvent  # noqa: E402
 from harness import docker, ensure_busybox_image, unique  # noqa: E402
@@ -83,7 +82,7 @@ async def wait_until(predicate: Any, timeout: float, what: str) -> Any:
     raise RuntimeError(f"timed out waiting for {what}")
 
 
-async def background(e: Enforcer, container_id: str, stop: asyncio.Event, counter: list[int]) -> None:
+async def background(e: Daemon, container_id: str, stop: asyncio.Event, counter: list[int]) -> None:
     """BACKGROUND_RATE allowed events per second, in 10 ms slices."""
     loop = asyncio.get_running_loop()
     per_slice = BACKGROUND_RATE // 100
@@ -112,7 +111,7 @@ async def background(e: Enforcer, container_id: str, stop: asyncio.Event, counte
         await asyncio.sleep(max(0.0, target - loop.time()))
 
 
-async def anomaly_round(e: Enforcer, container: str, tag: str, received: dict[str, float]) -> list[float]:
+async def anomaly_round(e: Daemon, container: str, tag: str, received: dict[str, float]) -> list[float]:
     """Run ANOMALIES unknown programs in the container; latencies (ms) of their alerts."""
     script = (f"mkdir -p /tmp/{tag} && i=0; while [ $i -lt {ANOMALIES} ]; do i=$((i+1)); "
               f"ln -s /bin/busybox /tmp/{tag}/p$i; done; "
@@ -131,9 +130,7 @@ async def latency_bench() -> None:
     work = Path(tempfile.mkdtemp(prefix="stockade-bench-"))
     settings = Settings(socket=str(work / "enforcer.sock"), db=str(work / "stockade.db"),
                         forensics_dir=str(work / "forensics"), learn_seconds=LEARN_SECONDS, host="bench")
-    e = Enforcer(settings)
-    for component in build_components(e):
-        e.add_component(component)
+    e = Daemon(settings)
     name = unique("stbench")
     stop = asyncio.Event()
     await e.start()

@@ -15,7 +15,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
@@ -146,9 +145,12 @@ async def through_a_sync() -> None:
         store = Store(db)
         await store.open()
         events: list[object] = []
-        enforcer = SimpleNamespace(settings=Settings(db=db), store=store, docker=None,
-                                   server=SimpleNamespace(publish=lambda topic, data: events.append(data)))
-        manager = FeedManager(enforcer)  # type: ignore[arg-type]
+        settings = Settings(db=db)
+
+        def publish(topic: str, data: object) -> None:
+            events.append(data)
+
+        manager = FeedManager(settings, store.feeds, publish)
         await manager.start()
         await manager.booted.wait()
         await manager.add(Feed(name="big", url=url, format="ip-list", interval=86400))
@@ -174,7 +176,7 @@ async def through_a_sync() -> None:
         print(f"changed feed: {result.status}; end of download -> new set matched: {result.swap_seconds:.2f} s")
         await manager.stop()
         t = time.perf_counter()
-        manager = FeedManager(enforcer)  # type: ignore[arg-type]
+        manager = FeedManager(settings, store.feeds, publish)
         await manager.start()
         await manager.booted.wait()
         print(f"restart: last good body loaded from SQLite and matched in {time.perf_counter() - t:.2f} s "

@@ -1,8 +1,16 @@
-"""The enforcer: one asyncio process per host that wires the layers together.
+"""The composition root: the one place that builds the enforcer's parts and wires them.
 
 Data flows one way: Docker + kernel events -> inventory / sensors -> profiles and
-detection -> alerts -> store and socket -> console. This module only builds the parts,
-starts them in order, serves the inventory ops and stops everything cleanly.
+detection -> alerts -> store and socket -> console. Each part gets, through its
+constructor, the ports it needs (enforcer/ports.py) and nothing else; none holds this
+daemon. The root also registers every socket op (enforcer/ops/), computes the views
+clients see (views.py) when a part says a container changed, starts the parts in order
+and stops them in reverse.
+
+    sensors (eBPF) --events queue--> detector --AlertSink--> alerts --publish--> server
+                                       |  ^ ProfileLookup        ^ FeedMatcher
+                                       |  profiles --KernelHooks--> sensors' maps
+                                       +--ProtectResponse--> responder (nftables, freezer, kill)
 """
 
 from __future__ import annotations
@@ -10,63 +18,119 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from . import __version__
+from .audit import Audit
 from .config import Settings
+from .detect import AlertBook, Detector
+from .enforce.responder import Responder
+from .forensics import Forensics
 from .inventory import DockerSource, Inventory, InventoryChange
 from .models import Container
-from .server import OpError, Request, Server
-from .server.peers import Peer
+from .ops import alerts as alert_ops
+from .ops import enforce as enforce_ops
+from .ops import feeds as feed_ops
+from .ops import inventory as inventory_ops
+from .ops import profiles as profile_ops
+from .ops import status as status_ops
+from .ports import FeedMatcher, ProtectResponse, StatusSource
+from .profiles import ProfileBook
+from .profiles.kernel import KernelHooks, NullKernelHooks, SensorHubHooks
+from .server import Server
 from .store import Store
+from .views import Views
 
 log = logging.getLogger(__name__)
 
+EVENT_QUEUE = 100_000  # sensor events waiting for the detector; a full queue counts as lost
 
-class Enforcer:
-    def __init__(self, settings: Settings) -> None:
+
+@dataclass
+class Seams:
+    """Parts a test puts in place of the real ones (None: build the real part)."""
+
+    feeds: FeedMatcher | None = None  # instead of the FeedManager (no feed ops then)
+    responder: ProtectResponse | None = None  # instead of the real responder (no enforcement ops)
+    kernel_hooks: KernelHooks | None = None  # instead of the sensors' maps
+    enforcement: bool = True  # False: no real responder (then `responder` or nothing answers)
+
+
+class Daemon:
+    def __init__(self, settings: Settings, seams: Seams | None = None) -> None:
+        seams = seams or Seams()
         self.settings = settings
         self.started = time.time()
         self.store = Store(settings.db)
         self.docker = DockerSource(settings.docker_url)
         self.inventory = Inventory(self.docker)
-        self.server = Server(
-            settings.socket,
-            socket_group=settings.socket_group,
-            admin_group=settings.admin_group,
-            viewer_group=settings.viewer_group,
-            auditor=self._audit,
-        )
-        # The one queue of typed sensor events (enforcer.sensors.events), consumed by the
-        # detector. Bounded: when it is full the producer counts the event as lost.
-        self.events: asyncio.Queue[Any] = asyncio.Queue(maxsize=100_000)
-        # Components that add ops and state; each has start(), stop() and register_ops().
-        self.components: list[Any] = []
-        # The layers by name, so that one can call another through a small interface
-        # (None until built; build_components sets them):
-        self.sensors: Any = None  # sensors.hub.SensorHub: eBPF, watch maps, kernel allow-lists
-        self.profiles: Any = None  # profiles: learned/seeded profiles, modes
-        self.alerts: Any = None  # detect: AlertBook.raise_alert(...) -> Alert (folding, store, publish)
-        self.detector: Any = None  # detect: consumes self.events
-        self.feeds: Any = None  # feeds: match_ip / match_domain / match_hash -> FeedHit | None
-        self.enforcement: Any = None  # enforce: kill, block, freeze, respond(...) in protect mode
-        self.server.register("apps", self._op_apps)
-        self.server.register("containers", self._op_containers)
-        self.server.register("container", self._op_container)
-        self.server.register("status", self._op_status)
-        self.server.register("audit", self._op_audit)
+        self.audit = Audit(self.store.audit, self._publish)
+        self.server = Server(settings.socket, socket_group=settings.socket_group, admin_group=settings.admin_group,
+                             viewer_group=settings.viewer_group, auditor=self.audit.record_request)
+        # The one queue of typed sensor events, consumed by the detector. Bounded: when it
+        # is full the producer counts the event as lost.
+        self.events: asyncio.Queue[Any] = asyncio.Queue(maxsize=EVENT_QUEUE)
 
-    def add_component(self, component: Any) -> None:
-        self.components.append(component)
-        component.register_ops(self.server)
+        self.sensors: Any = None
+        hooks = seams.kernel_hooks
+        if settings.sensors:
+            from .sensors.hub import SensorHub  # bcc is imported only when sensors run
+
+            self.sensors = SensorHub(self.inventory, self.events, self.server)
+            hooks = hooks or SensorHubHooks(self.sensors)
+        self.feed_manager: Any = None
+        feeds = seams.feeds
+        if feeds is None:
+            from .feeds import FeedManager  # httpx: only where feeds are synced
+
+            self.feed_manager = FeedManager(settings, self.store.feeds, self._publish, self.docker)
+            feeds = self.feed_manager
+        self.profiles = ProfileBook(settings, self.store.profiles, self.store.inventory, self.inventory,
+                                    self._publish, self.container_changed, hooks or NullKernelHooks())
+        self.alerts = AlertBook(self.store.alerts, self._publish, settings.host)
+        self.responder: Responder | None = None
+        self.forensics: Forensics | None = None
+        responder = seams.responder
+        if responder is None and seams.enforcement:
+            self.responder = Responder(settings.nft_table, self.inventory, self.store.enforcement, self.profiles,
+                                       self.audit, self.container_changed, threats=self.feed_manager)
+            self.forensics = Forensics(self)
+            responder = self.responder
+        self.detector = Detector(self.events, self.inventory, self.profiles, self.alerts, feeds, responder)
+        self.views = Views(self.profiles, self.alerts, self.responder, settings.default_mode)
+
+        # Started in this order, stopped in reverse.
+        self.parts: list[Any] = [p for p in (self.sensors, self.feed_manager, self.profiles, self.alerts,
+                                             self.detector, self.responder) if p is not None]
+        self._register_ops()
+
+    def _register_ops(self) -> None:
+        s = self.server
+        inventory_ops.register(s, self.inventory, self.views, self.store.inventory)
+        status_ops.register(s, host=self.settings.host, started=self.started, docker=self.docker,
+                            inventory=self.inventory, store=self.store, sources=self._status_sources)
+        alert_ops.register(s, self.alerts)
+        profile_ops.register(s, self.profiles, self.inventory, self.views.container)
+        enforce_ops.register_exports(s, self.profiles, self.inventory, self.docker, self.settings.seccomp_dir)
+        if self.responder is not None and self.forensics is not None:
+            enforce_ops.register(s, self.responder, self.forensics, self.inventory)
+        if self.feed_manager is not None:
+            feed_ops.register(s, self.feed_manager)
+        if self.sensors is not None:
+            self.sensors.register_ops(s)
+
+    def _status_sources(self) -> list[StatusSource]:
+        return [p for p in (self.sensors, self.feed_manager, self.alerts, self.detector, self.responder)
+                if p is not None]
 
     # -- life cycle ---------------------------------------------------------------------
     async def start(self) -> None:
         await self.store.open()
         self.inventory.subscribe(self._on_inventory_change)
         await self.server.start()
-        for component in self.components:
-            await component.start()
+        for part in self.parts:
+            await part.start()
         await self.inventory.start()
         if not await self.docker.ping():
             log.warning("docker: engine at %s does not answer (%s); waiting for it",
@@ -75,11 +139,11 @@ class Enforcer:
 
     async def stop(self) -> None:
         await self.inventory.stop()
-        for component in reversed(self.components):
+        for part in reversed(self.parts):
             try:
-                await asyncio.wait_for(component.stop(), 10)
+                await asyncio.wait_for(part.stop(), 10)
             except Exception:  # noqa: BLE001 - stop the rest regardless
-                log.exception("stopping %s failed", type(component).__name__)
+                log.exception("stopping %s failed", type(part).__name__)
         await self.server.stop()
         await self.store.close()
 
@@ -92,92 +156,13 @@ class Enforcer:
             # Also after a failed start: an open database thread would keep the process alive.
             await self.stop()
 
-    # -- inventory ----------------------------------------------------------------------
+    # -- what clients are told --------------------------------------------------------------
+    def _publish(self, topic: str, data: dict[str, Any]) -> None:
+        self.server.publish(topic, data)
+
+    def container_changed(self, c: Container) -> None:
+        self.server.publish("inventory", {"change": "updated", "container": self.views.container(c)})
+
     def _on_inventory_change(self, change: InventoryChange) -> None:
         self.store.inventory.save_container(change.container, removed=change.change == "removed")
-        self.server.publish("inventory", {"change": change.change, "container": self.describe(change.container)})
-
-    def describe(self, c: Container) -> dict[str, Any]:
-        """A container as clients see it: inventory data plus what components add (mode, profile)."""
-        data = c.to_dict()
-        for component in self.components:
-            decorate = getattr(component, "describe_container", None)
-            if decorate:
-                data.update(decorate(c))
-        return data
-
-    def container_or_error(self, ref: Any) -> Container:
-        if not isinstance(ref, str) or not ref:
-            raise OpError("name a container (name, id or id prefix)", "bad_request")
-        c = self.inventory.resolve(ref)
-        if c is None:
-            raise OpError(f"no container {ref[:128]!r} on this host", "not_found")
-        return c
-
-    # -- ops ----------------------------------------------------------------------------
-    async def _op_apps(self, req: Request) -> list[dict[str, Any]]:
-        settings = await self.store.inventory.app_settings()
-        out = []
-        for app in self.inventory.apps().values():
-            data = app.to_dict()
-            data["mode"] = settings.get(app.name, {}).get("mode", self.settings.default_mode)
-            for component in self.components:
-                decorate = getattr(component, "describe_app", None)
-                if decorate:
-                    data.update(decorate(app))
-            out.append(data)
-        return out
-
-    async def _op_containers(self, req: Request) -> list[dict[str, Any]]:
-        app = req.args.get("app")
-        rows = []
-        for c in sorted(self.inventory.containers.values(), key=lambda c: (c.app, c.service, c.name)):
-            if app and c.app != app:
-                continue
-            c.pids = self.inventory.live_pids(c)
-            rows.append(self.describe(c))
-        return rows
-
-    async def _op_container(self, req: Request) -> dict[str, Any]:
-        c = self.container_or_error(req.args.get("target"))
-        c.pids = self.inventory.live_pids(c)
-        return self.describe(c)
-
-    async def _op_status(self, req: Request) -> dict[str, Any]:
-        now = time.time()
-        status: dict[str, Any] = {
-            "host": self.settings.host,
-            "version": __version__,
-            "started": self.started,
-            "uptime": now - self.started,
-            "docker": {"connected": self.docker.connected, "error": "" if self.docker.connected else self.docker.last_error},
-            "containers": len(self.inventory.containers),
-            "containers_watched": sum(1 for c in self.inventory.containers.values() if c.cgroup_id),
-            "store": {"pending_writes": self.store.db.pending, "error": self.store.db.last_error,
-                      "writing": not self.store.db.failing_since, "failing_since": self.store.db.failing_since,
-                      "dropped_writes": self.store.db.dropped, "committed_writes": self.store.db.writes_committed},
-            "socket": {"subscribers": self.server.subscriber_count, "events_dropped": self.server.events_dropped,
-                       "requests": self.server.requests_served},
-            "sensors": [],
-        }
-        for component in self.components:
-            contribute = getattr(component, "status", None)
-            if contribute:
-                status.update(contribute())
-        return status
-
-    async def _op_audit(self, req: Request) -> list[dict[str, Any]]:
-        limit = _int_arg(req.args, "limit", 500, 1, 10_000)
-        since = _int_arg(req.args, "since", 0, 0, 2**62)
-        return [e.to_dict() for e in await self.store.audit.recent(limit=limit, since_id=since)]
-
-    async def _audit(self, peer: Peer, op: str, target: str, args: dict[str, Any], result: str) -> None:
-        entry = await self.store.audit.record(peer.uid, peer.user, op, target, args, result)
-        self.server.publish("audit", entry.to_dict())
-
-
-def _int_arg(args: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:
-    value = args.get(name, default)
-    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-        raise OpError(f"{name} must be a whole number from {lo} to {hi}", "bad_request")
-    return value
+        self.server.publish("inventory", {"change": change.change, "container": self.views.container(change.container)})

@@ -10,7 +10,7 @@ import sys
 
 from . import __version__
 from .config import ConfigError, Settings
-from .daemon import Enforcer
+from .daemon import Daemon
 from .server import SocketInUse
 from .store import StoreError
 
@@ -65,16 +65,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _run(settings: Settings) -> None:
-    from .components import build_components
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    enforcer = Enforcer(settings)
-    for component in build_components(enforcer):
-        enforcer.add_component(component)
-    await enforcer.run(stop)
+    await Daemon(settings).run(stop)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,9 @@
 - Docker: the inventory is fed containers the way the engine would report them (no engine
   is contacted: the Docker URL points at a socket that does not exist);
 - the kernel: RecordingKernelHooks keep what would have gone into the BPF maps, and events
-  are put on `enforcer.events` as the sensors' hub would.
+  are put on the daemon's event queue as the sensors' hub would.
 
-Everything else is real: the Enforcer, its SQLite store, its unix socket, the profile book,
+Everything else is real: the daemon (its composition root, with seams for the fakes), its SQLite store, its unix socket, the profile book,
 the alert book and the detector (tests/test_profiles_*.py, tests/test_detect_*.py).
 """
 
@@ -20,8 +20,8 @@ from typing import Any
 
 from console.client import EnforcerClient
 from enforcer.config import Settings
-from enforcer.daemon import Enforcer
-from enforcer.detect import AlertBook, Detector
+from enforcer.daemon import Daemon, Seams
+from enforcer.detect import AlertBook
 from enforcer.feeds.models import FeedHit
 from enforcer.inventory import InventoryChange
 from enforcer.models import ComposeTopology, Container, NetworkAttachment, PortBinding, ServiceDecl
@@ -80,14 +80,14 @@ class Rig:
         self.hooks = RecordingKernelHooks()
         self.feeds = FakeFeeds()
         self.enforcement: FakeEnforcement | None = None
-        self.enforcer: Enforcer | None = None
+        self.enforcer: Daemon | None = None
         self.client: EnforcerClient | None = None
         self.containers: list[Container] = []
         self.topologies: dict[str, ComposeTopology] = {}
         self.image_configs: dict[str, dict[str, Any]] = {}
 
     @property
-    def e(self) -> Enforcer:
+    def e(self) -> Daemon:
         assert self.enforcer is not None
         return self.enforcer
 
@@ -101,14 +101,8 @@ class Rig:
 
     async def start(self) -> "Rig":
         settings = Settings(**self.settings_args)
-        e = Enforcer(settings)
-        e.feeds = self.feeds
-        e.enforcement = self.enforcement
-        e.profiles = ProfileBook(e, hooks=self.hooks)
-        e.alerts = AlertBook(e)
-        e.detector = Detector(e)
-        for component in (e.profiles, e.alerts, e.detector):
-            e.add_component(component)
+        e = Daemon(settings, Seams(feeds=self.feeds, responder=self.enforcement, kernel_hooks=self.hooks,
+                                   enforcement=False))
         self.enforcer = e
         # What Docker would have told the inventory before (and across) a restart.
         e.inventory.topologies.update(self.topologies)

@@ -9,7 +9,6 @@ import asyncio
 import gzip
 import hashlib
 import socket
-from types import SimpleNamespace
 from typing import Any, AsyncIterator
 
 import pytest
@@ -30,28 +29,36 @@ class Published:
         self.events.append((topic, data))
 
 
+class ObservedManager(FeedManager):
+    """A real FeedManager that keeps its store and what it published, for the assertions."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.published = Published()
+        super().__init__(settings, store.feeds, self.published.publish)
+        self.store = store
+
+
 @pytest.fixture
 def server(feed_server: FeedServer) -> FeedServer:
     return feed_server
 
 
-async def start_manager(db_path: str, **settings: Any) -> FeedManager:
+async def start_manager(db_path: str, **settings: Any) -> ObservedManager:
     store = Store(db_path)
     await store.open()
-    enforcer = SimpleNamespace(settings=Settings(db=db_path, **settings), store=store, server=Published(), docker=None)
-    manager = FeedManager(enforcer)  # type: ignore[arg-type]
+    manager = ObservedManager(Settings(db=db_path, **settings), store)
     await manager.start()
     await asyncio.wait_for(manager.booted.wait(), 30)
     return manager
 
 
-async def stop_manager(manager: FeedManager) -> None:
+async def stop_manager(manager: ObservedManager) -> None:
     await manager.stop()
-    await manager.enforcer.store.close()
+    await manager.store.close()
 
 
 @pytest.fixture
-async def manager(tmp_path) -> AsyncIterator[FeedManager]:
+async def manager(tmp_path) -> AsyncIterator[ObservedManager]:
     m = await start_manager(str(tmp_path / "s.db"))
     yield m
     await stop_manager(m)
@@ -78,7 +85,7 @@ async def test_first_sync_loads_then_304_keeps_the_set_without_a_body(manager, s
     feed = manager.feeds["feodo"]
     assert feed.status == "ok" and feed.etag == '"abc"' and feed.error == ""
     assert manager.match_ip("162.243.103.246") is not None
-    published = [d for t, d in manager.enforcer.server.events if t == "feed"]
+    published = [d for t, d in manager.published.events if t == "feed"]
     assert published and published[-1]["name"] == "feodo" and published[-1]["entries"] == 5
 
 
@@ -268,16 +275,16 @@ async def test_record_hit_is_kept_published_and_folded_per_minute(manager, serve
     manager.record_hit(hit, "web_1", "c" * 64, 17)
     manager.record_hit(hit, "web_1", "c" * 64, 17)  # a repeat within the minute: counted only
     manager.record_hit(hit, "db_1", "d" * 64, 18)
-    hits = [d["hit"] for t, d in manager.enforcer.server.events if t == "feed" and "hit" in d]
+    hits = [d["hit"] for t, d in manager.published.events if t == "feed" and "hit" in d]
     assert [h["container"] for h in hits] == ["web_1", "db_1"]
     assert hits[0] | {"time": None} == {"time": None, "feed": "f", "indicator": "5.5.5.5", "type": "ip",
                                          "matched": "5.5.5.5", "container": "web_1", "container_id": "c" * 64,
                                          "alert_id": 17}
     assert manager.feeds["f"].hits == 3
-    assert await manager.enforcer.store.db.flush()
-    rows = await manager.enforcer.store.feeds.recent_hits()
+    assert await manager.store.db.flush()
+    rows = await manager.store.feeds.recent_hits()
     assert [r["container"] for r in rows] == ["db_1", "web_1"]
-    assert (await manager.enforcer.store.feeds.get("f")).hits == 3
+    assert (await manager.store.feeds.get("f")).hits == 3
 
 
 async def test_abusech_key_goes_to_abusech_hosts_only(tmp_path):
@@ -305,7 +312,7 @@ async def test_what_the_config_no_longer_says_is_undone_at_start(tmp_path, serve
     m = await start_manager(db)
     try:
         assert "mine" not in m.feeds
-        assert await m.enforcer.store.feeds.get("mine") is None
+        assert await m.store.feeds.get("mine") is None
         # A catalogue feed whose table is gone is back to what the catalogue ships: disabled.
         feodo = m.feeds["feodotracker"]
         assert not feodo.enabled and feodo.url.startswith("https://feodotracker.") and not feodo.configured

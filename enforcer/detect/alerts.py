@@ -1,4 +1,4 @@
-"""The alert book (`enforcer.alerts`): every layer raises alerts here.
+"""The alert book: every layer raises alerts here (the `AlertSink` port).
 
 Folding: repeats of one (container id, kind, subject) within FOLD_WINDOW of the previous
 one are the same incident (count, first_seen, last_seen grow); after a quiet hour the
@@ -32,8 +32,8 @@ from dataclasses import replace
 from typing import Any, Callable
 
 from ..models import ALERT_ACTIONS, ALERT_KINDS, SEVERITIES, Alert, App, Container, iso_time
-from ..server import OpError, Request
-from ..store.alerts import AlertQuery, StoredIncident
+from ..ports import Publish
+from ..store.alerts import AlertQuery, AlertsRepo, StoredIncident
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,11 @@ def fold_key(container_id: str, kind: str, subject: str) -> str:
 
 
 class AlertBook:
-    def __init__(self, enforcer: Any, clock: Callable[[], float] = time.time) -> None:
-        self.enforcer = enforcer
-        self.repo = enforcer.store.alerts
+    def __init__(self, repo: AlertsRepo, publish: Publish, host: str,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.repo = repo
+        self.publish = publish
+        self.host = host
         self.clock = clock
         self._next_id = 1
         self._reserved = 0
@@ -96,10 +98,6 @@ class AlertBook:
         # A clean stop hands back the unused ids, so ids continue without a gap.
         self.repo.release_ids(self._next_id - 1)
 
-    def register_ops(self, server: Any) -> None:
-        server.register("alerts", self._op_alerts)
-        server.register("alert", self._op_alert)
-
     def describe_container(self, c: Container) -> dict[str, Any]:
         return {"alerts": self.by_container.get(c.id, 0)}
 
@@ -133,7 +131,7 @@ class AlertBook:
                        key: str) -> Alert:
         stamp = iso_time(now)
         alert = Alert(
-            id=self._next_id, time=stamp, host=self.enforcer.settings.host, app=container.app,
+            id=self._next_id, time=stamp, host=self.host, app=container.app,
             service=container.service, container=container.name, container_id=container.id,
             image=container.image, kind=kind, severity=severity, summary=summary, detail=detail,
             action=action, count=1, first_seen=stamp, last_seen=stamp, subject=subject, rule=rule,
@@ -150,7 +148,7 @@ class AlertBook:
         self.by_app[container.app] += 1
         self.by_severity[severity] += 1
         self.repo.insert(inc)
-        self.enforcer.server.publish("alert", alert.to_dict())
+        self.publish("alert", alert.to_dict())
         return alert
 
     def _bursting(self, container_id: str, kind: str, now: float) -> bool:
@@ -244,7 +242,7 @@ class AlertBook:
             if inc is None:
                 continue
             self.repo.update(inc)
-            self.enforcer.server.publish("alert", inc.alert.to_dict())
+            self.publish("alert", inc.alert.to_dict())
         # Incidents quiet for longer than the window no longer fold: let them go.
         if len(self._open) > 4 * RECENT_KEEP:
             horizon = self.clock() - FOLD_WINDOW
@@ -255,55 +253,20 @@ class AlertBook:
         stored = {inc.alert.id: inc.alert for inc in await self.repo.query(q)}
         # What is in memory is at least as new as what is stored (writes may be queued).
         for inc in self._recent.values():
-            if _matches(inc.alert, q):
+            if matches(inc.alert, q):
                 stored[inc.alert.id] = inc.alert
         return [replace(stored[i]) for i in sorted(stored, reverse=True)[: q.limit]]
 
-    async def _op_alerts(self, req: Request) -> list[dict[str, Any]]:
-        return [a.to_dict() for a in await self.query(parse_query(req.args))]
-
-    async def _op_alert(self, req: Request) -> dict[str, Any]:
-        # `alert_id`; without it the request's own id names the alert (docs/protocol.md:
-        # an "id" argument cannot be told from the request id on the wire).
-        alert_id = req.args.get("alert_id", req.id)
-        # Bounded: SQLite integers are 64-bit, a larger one would fail inside the query.
-        if not isinstance(alert_id, int) or isinstance(alert_id, bool) or not 1 <= alert_id <= 2**62:
-            raise OpError("alert_id must be a positive whole number", "bad_request")
+    async def find(self, alert_id: int) -> Alert | None:
+        """One incident by id: from memory (newest state), else from the store."""
         alert = self.get(alert_id)
         if alert is None:
             inc = await self.repo.get(alert_id)
             alert = inc.alert if inc else None
-        if alert is None:
-            raise OpError(f"no alert {alert_id}", "not_found")
-        return alert.to_dict()
+        return alert
 
 
-def parse_query(args: dict[str, Any]) -> AlertQuery:
-    q = AlertQuery()
-    for name, lo, hi in (("since", 0, 2**62), ("limit", 1, 100_000)):
-        if name in args and args[name] is not None:
-            v = args[name]
-            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-                raise OpError(f"{name} must be a whole number from {lo} to {hi}", "bad_request")
-            setattr(q, name, v)
-    for name, allowed in (("kind", ALERT_KINDS), ("severity", SEVERITIES)):
-        v = args.get(name)
-        if v in (None, ""):
-            continue
-        if v not in allowed:
-            raise OpError(f"{name} must be one of {', '.join(allowed)}", "bad_request")
-        setattr(q, "min_severity" if name == "severity" else name, v)
-    for name in ("app", "container"):
-        v = args.get(name)
-        if v in (None, ""):
-            continue
-        if not isinstance(v, str) or len(v) > 256:
-            raise OpError(f"{name} must be a name", "bad_request")
-        setattr(q, name, v)
-    return q
-
-
-def _matches(a: Alert, q: AlertQuery) -> bool:
+def matches(a: Alert, q: AlertQuery) -> bool:
     if a.id <= q.since or (q.kind and a.kind != q.kind) or (q.app and a.app != q.app):
         return False
     if q.min_severity and _SEVERITY_RANK[a.severity] < _SEVERITY_RANK[q.min_severity]:

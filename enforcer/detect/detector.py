@@ -1,13 +1,13 @@
-"""The detector (`enforcer.detector`): sensor event x profile x feeds -> alert.
+"""The detector: sensor event x profile x feeds -> alert.
 
-It drains `enforcer.events` in batches and decides each event synchronously, with
+It drains the event queue in batches and decides each event synchronously, with
 dictionary and set lookups only: no database, no await per event. Per event:
 
 1. research rules, in every mode (learning too): feed hits (exec and written-file
    sha256, peer address, DNS name), sensitive files, dangerous syscalls;
 2. the profile: while the container learns (profile learning, or mode `learn`) what is
    seen is added; otherwise a miss is an alert;
-3. protect mode: the alert goes to `enforcer.enforcement.respond(container, event, alert)`
+3. protect mode: the alert goes to the responder's `respond(container, event, alert)`
    in a task of its own (the batch never waits for it), and the incident's action
    becomes what it answered ("killed", "blocked"). An exec the kernel already killed is
    raised with action "killed".
@@ -26,17 +26,21 @@ import ipaddress
 import logging
 import time
 from collections import Counter, deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..models import Alert, Container
-from ..profiles.book import Attachment, ProfileBook
+from ..ports import AlertSink, ContainerIndex, FeedMatcher, ProfileLookup, ProtectResponse
+from ..profiles.book import Attachment
 from ..profiles.model import (LOOPBACK, exec_identity, file_entry, listener_entry, peer_entry, process_entry,
                               syscall_entry)
 from ..profiles.paths import generalise, is_noise, normalise
 from ..sensors.events import (DnsEvent, ExecEvent, FileClosedEvent, FileEvent, NetworkEvent,
                               SensorEvent, SyscallEvent)
 from . import rules
-from .alerts import BURST_SUBJECT, AlertBook
+from .alerts import BURST_SUBJECT
+
+if TYPE_CHECKING:
+    from ..feeds.models import FeedHit
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +51,15 @@ WRITE_OPS = frozenset({"write", "create", "rename", "unlink", "chmod", "mkdir"})
 
 
 class Detector:
-    def __init__(self, enforcer: Any) -> None:
-        self.enforcer = enforcer
-        self.inventory = enforcer.inventory
-        self.events: asyncio.Queue[Any] = enforcer.events
+    def __init__(self, events: asyncio.Queue[Any], inventory: ContainerIndex, profiles: ProfileLookup,
+                 alerts: AlertSink, feeds: FeedMatcher | None = None,
+                 responder: ProtectResponse | None = None) -> None:
+        self.events = events
+        self.inventory = inventory
+        self.profiles = profiles
+        self.alerts = alerts
+        self.feeds = feeds
+        self.responder = responder  # None: nothing can be stopped (alerts only)
         self._task: asyncio.Task[None] | None = None
         self._deferred_task: asyncio.Task[None] | None = None
         self._responses: set[asyncio.Task[None]] = set()
@@ -65,14 +74,6 @@ class Detector:
         self.errors = 0
         self.last_error = ""
 
-    @property
-    def profiles(self) -> ProfileBook:
-        return self.enforcer.profiles
-
-    @property
-    def alerts(self) -> AlertBook:
-        return self.enforcer.alerts
-
     # -- component ------------------------------------------------------------------------
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="detector")
@@ -86,9 +87,6 @@ class Detector:
                     await task
         for t in list(self._responses):
             t.cancel()
-
-    def register_ops(self, server: Any) -> None:
-        pass
 
     def status(self) -> dict[str, Any]:
         return {"detector": {"events": sum(self.counts.values()), "by_type": dict(self.counts),
@@ -163,48 +161,49 @@ class Detector:
                detail: dict[str, Any], subject: str, rule: str, action: str = "alerted") -> Alert:
         alert = self.alerts.raise_alert(att.container, kind, severity, summary, detail, subject, rule,
                                         action=action, when=ev.time or None)
-        enforcement = self.enforcer.enforcement
+        responder = self.responder
         # Keyed by subject too: the subjects folded into one burst incident each need a response.
         once = (alert.id, subject)
         answered = alert.action != "alerted" and alert.subject != BURST_SUBJECT
         if (att.mode == "protect" and att.profile.state == "active" and action == "alerted" and not answered
-                and enforcement is not None and once not in self._responding):
+                and responder is not None and once not in self._responding):
             if len(self._responding) > 50_000:
                 self._responding.clear()
             self._responding.add(once)
-            task = asyncio.create_task(self._respond(enforcement, att.container, ev, alert))
+            task = asyncio.create_task(self._respond(responder, att.container, ev, alert))
             self._responses.add(task)
             task.add_done_callback(self._responses.discard)
         return alert
 
-    async def _respond(self, enforcement: Any, c: Container, ev: SensorEvent, alert: Alert) -> None:
+    async def _respond(self, responder: ProtectResponse, c: Container, ev: SensorEvent, alert: Alert) -> None:
         try:
-            action = await enforcement.respond(c, ev, alert)
+            action = await responder.respond(c, ev, alert)
         except Exception as e:  # noqa: BLE001 - the alert stands; say that the response failed
             log.warning("detector: protect response to alert %d failed: %s", alert.id, e)
             return
         if action:
             self.alerts.set_action(alert.id, action)
 
-    def _threat(self, att: Attachment, ev: SensorEvent, hit: Any, what: str, extra: dict[str, Any]) -> None:
+    def _threat(self, att: Attachment, ev: SensorEvent, hit: FeedHit, what: str, extra: dict[str, Any]) -> None:
         detail = {"feed": hit.feed, "indicator": hit.indicator, "type": hit.type, "matched": hit.matched,
-                  "description": getattr(hit, "description", ""), "what": what, **extra}
+                  "description": hit.description, "what": what, **extra}
         alert = self._alert(att, ev, "threat", rules.SEVERITY["threat"],
                             f"{what} {hit.matched} is on feed {hit.feed} ({hit.indicator})", detail,
                             subject=f"{hit.feed}:{hit.indicator}", rule=rules.rule_feed(hit.feed))
-        feeds = self.enforcer.feeds
-        record = getattr(feeds, "record_hit", None)
-        if record is not None:
+        if self.feeds is not None:
             try:
-                record(hit, att.container.name, att.container.id, alert.id)
+                self.feeds.record_hit(hit, att.container.name, att.container.id, alert.id)
             except Exception as e:  # noqa: BLE001 - the alert is what matters
                 log.debug("detector: record_hit failed: %s", e)
 
-    def _feed(self, method: str, value: str) -> Any:
-        feeds = self.enforcer.feeds
-        if feeds is None or not value:
+    def _feed(self, match: str, value: str) -> FeedHit | None:
+        if self.feeds is None or not value:
             return None
-        return getattr(feeds, method)(value)
+        if match == "ip":
+            return self.feeds.match_ip(value)
+        if match == "domain":
+            return self.feeds.match_domain(value)
+        return self.feeds.match_hash(value)
 
     # -- process ----------------------------------------------------------------------------
     def _exec(self, att: Attachment, ev: ExecEvent) -> None:
@@ -218,7 +217,7 @@ class Detector:
                   "uid": ev.uid, "argv": ev.argv, "argv_truncated": ev.argv_truncated, "killed": ev.killed}
         if path != ev.path:
             detail["applet"] = path
-        hit = self._feed("match_hash", ev.sha256)
+        hit = self._feed("hash", ev.sha256)
         if hit is not None:
             self._threat(att, ev, hit, "program", detail)
         p = att.profile
@@ -286,7 +285,7 @@ class Detector:
                   "peer": peer, "peer_container": remote.name if remote else "", "pid": ev.pid, "comm": ev.comm}
         ip = _plain_ip(ev.remote_ip)
         if not final:
-            hit = self._feed("match_ip", ip)
+            hit = self._feed("ip", ip)
             if hit is not None:
                 self._threat(att, ev, hit, "peer address", detail)
             if remote is None and _may_be_a_container(peer) and len(self._deferred) < MAX_DEFERRED:
@@ -311,7 +310,7 @@ class Detector:
                     subject=f"{ev.direction} {ev.proto} {peer} {port}", rule=rules.RULE_PROFILE)
 
     def _dns(self, att: Attachment, ev: DnsEvent) -> None:
-        hit = self._feed("match_domain", ev.name)
+        hit = self._feed("domain", ev.name)
         if hit is not None:
             self._threat(att, ev, hit, "DNS name", {"name": ev.name, "qtype": ev.qtype,
                                                      "server_ip": ev.server_ip, "pid": ev.pid, "comm": ev.comm})
@@ -355,7 +354,7 @@ class Detector:
                         subject=f"write {key}", rule=rules.RULE_PROFILE)
 
     def _file_closed(self, att: Attachment, ev: FileClosedEvent) -> None:
-        hit = self._feed("match_hash", ev.sha256)
+        hit = self._feed("hash", ev.sha256)
         if hit is not None:
             self._threat(att, ev, hit, "written file", {"path": ev.path, "size": ev.size, "sha256": ev.sha256,
                                                          "pid": ev.pid, "comm": ev.comm})

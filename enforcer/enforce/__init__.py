@@ -1,5 +1,4 @@
 """Enforcement: nftables blocks, cgroup freezes, process kills, forensics, seccomp and
-hardening exports, and the protect-mode response (`component.Enforcement`).
-
-Kept import-light: the CLI imports `enforce.blocks` (peer parsing) without the daemon.
+hardening exports, and the protect-mode response (`responder.Responder`).
+The pure cores (blocks, ruleset, seccomp, harden) import nothing of the daemon.
 """

@@ -1,6 +1,6 @@
 """What enforcement exports from learned profiles: a container's seccomp profile and an
-app's hardening override. Reads the profiles layer (`enforcer.profiles`) and writes the
-seccomp files the override names (setting `seccomp_dir`)."""
+app's hardening override. Reads the profile book and writes the seccomp files the
+override names (setting `seccomp_dir`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,11 @@ from typing import Any
 
 import yaml
 
+from ..inventory import Inventory
 from ..models import Container, iso_time
+from ..ports import DockerCalls
+from ..profiles.book import ProfileBook
+from ..profiles.model import Profile
 from ..server import OpError
 from .harden import ServiceFacts, render_override
 from .seccomp import build_seccomp
@@ -26,7 +30,7 @@ def _syscall_name(nr: int) -> str:
     return syscall_name(nr)
 
 
-def profile_syscalls(profile: Any) -> set[str]:
+def profile_syscalls(profile: Profile) -> set[str]:
     names: set[str] = set()
     for e in profile.entries.get("syscall", {}).values():
         name = e.data.get("name") or (_syscall_name(int(e.data["nr"])) if e.data.get("nr", -1) >= 0 else "")
@@ -35,10 +39,9 @@ def profile_syscalls(profile: Any) -> set[str]:
     return names
 
 
-def used_syscalls(enforcer: Any, c: Container) -> set[str]:
+def used_syscalls(book: ProfileBook, c: Container) -> set[str]:
     """What the kernel saw this container use (covers events lost before they were learned)."""
-    book = enforcer.profiles
-    if book is None or not c.cgroup_id:
+    if not c.cgroup_id:
         return set()
     try:
         numbers = book.hooks.used_syscalls(c.cgroup_id)
@@ -47,19 +50,16 @@ def used_syscalls(enforcer: Any, c: Container) -> set[str]:
     return {n for n in (_syscall_name(nr) for nr in numbers) if n}
 
 
-def container_profile(enforcer: Any, c: Container) -> Any:
-    book = enforcer.profiles
-    if book is None:
-        raise OpError("profiles are not running", "unavailable")
+def container_profile(book: ProfileBook, c: Container) -> Profile:
     att = book.for_container(c.id)
     if att is None:
         raise OpError(f"container {c.name} has no profile ({c.state})", "conflict")
     return att.profile
 
 
-def seccomp_for_container(enforcer: Any, c: Container) -> dict[str, Any]:
-    profile = container_profile(enforcer, c)
-    names = profile_syscalls(profile) | used_syscalls(enforcer, c)
+def seccomp_for_container(book: ProfileBook, c: Container) -> dict[str, Any]:
+    profile = container_profile(book, c)
+    names = profile_syscalls(profile) | used_syscalls(book, c)
     if not names:
         raise OpError(f"no syscalls learned for {c.name} yet (are the sensors loaded? see stockade status)",
                       "unavailable")
@@ -108,13 +108,13 @@ def rootfs_writes(diff: list[dict[str, Any]]) -> list[str]:
             if not (i + 1 < len(paths) and paths[i + 1].startswith(p.rstrip("/") + "/"))]
 
 
-async def _diffs(enforcer: Any, containers: list[Container]) -> list[str]:
+async def _diffs(docker: DockerCalls, containers: list[Container]) -> list[str]:
     out: list[str] = []
     for c in containers:
         if c.state not in ("running", "paused"):
             continue
         try:
-            diff = await enforcer.docker.call(lambda api, cid=c.id: api.diff(cid)) or []
+            diff = await docker.call(lambda api, cid=c.id: api.diff(cid)) or []
         except Exception as e:  # noqa: BLE001 - the learned writes still count
             log.warning("harden: docker diff of %s failed: %s", c.name, e)
             continue
@@ -122,15 +122,12 @@ async def _diffs(enforcer: Any, containers: list[Container]) -> list[str]:
     return out
 
 
-async def harden_app(enforcer: Any, app_name: str) -> dict[str, Any]:
-    inv = enforcer.inventory
+async def harden_app(book: ProfileBook, inv: Inventory, docker: DockerCalls, seccomp_dir: str,
+                     app_name: str) -> dict[str, Any]:
     apps = inv.apps()
     app = apps.get(app_name)
     if app is None:
         raise OpError(f"no app {app_name[:128]!r} on this host", "not_found")
-    book = enforcer.profiles
-    if book is None:
-        raise OpError("profiles are not running", "unavailable")
     topo = inv.topologies.get(app_name)
     facts: list[ServiceFacts] = []
     files: dict[str, str] = {}
@@ -142,7 +139,7 @@ async def harden_app(enforcer: Any, app_name: str) -> dict[str, Any]:
             att = book.for_container(c.id)
             if att is not None:
                 profile = att.profile
-                names |= used_syscalls(enforcer, c)
+                names |= used_syscalls(book, c)
         if profile is None:
             candidates = [p for p in book.profiles.values() if p.app == app_name and p.service == service]
             profile = max(candidates, key=lambda p: p.created, default=None)
@@ -150,9 +147,9 @@ async def harden_app(enforcer: Any, app_name: str) -> dict[str, Any]:
         seccomp = build_seccomp(names | (profile_syscalls(profile) if profile else set()),
                                 source=f"{app_name}/{service}" + (f" profile {profile.id}" if profile else ""))
         try:
-            path = write_seccomp_file(enforcer.settings.seccomp_dir, app_name, service, seccomp)
+            path = write_seccomp_file(seccomp_dir, app_name, service, seccomp)
         except OSError as e:
-            raise OpError(f"cannot write the seccomp profile in {enforcer.settings.seccomp_dir}: {e.strerror}",
+            raise OpError(f"cannot write the seccomp profile in {seccomp_dir}: {e.strerror}",
                           "failed") from None
         files[service] = path
         image_user = ""
@@ -161,7 +158,7 @@ async def harden_app(enforcer: Any, app_name: str) -> dict[str, Any]:
         facts.append(ServiceFacts(
             name=service, seccomp_path=path,
             syscalls=names | (profile_syscalls(profile) if profile else set()),
-            written=sorted(set(profile.entries["file"] if profile else []) | set(await _diffs(enforcer, containers))),
+            written=sorted(set(profile.entries["file"] if profile else []) | set(await _diffs(docker, containers))),
             listeners=sorted(profile.listeners) if profile else [],
             volumes=list(decl.volumes) if decl else [], tmpfs=list(decl.tmpfs) if decl else [],
             user=image_user, profile_id=profile.id if profile else 0,

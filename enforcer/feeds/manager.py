@@ -27,8 +27,9 @@ from .parsers import FeedFormatError, parse
 from .ranges import ProtectedRanges, host_networks
 
 if TYPE_CHECKING:
-    from ..daemon import Enforcer
-    from ..server import Server
+    from ..config import Settings
+    from ..ports import DockerCalls, Publish
+    from ..store.feeds import FeedRepo
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,12 @@ PROTECTED_REFRESH = 60.0  # re-read this host's Docker networks at most this oft
 
 
 class FeedManager:
-    def __init__(self, enforcer: "Enforcer") -> None:
-        self.enforcer = enforcer
-        self.settings = enforcer.settings
+    def __init__(self, settings: "Settings", repo: "FeedRepo", publish: "Publish",
+                 docker: "DockerCalls | None" = None) -> None:
+        self.settings = settings
+        self.repo = repo
+        self.publish = publish
+        self.docker = docker  # to read this host's own networks (never listed as threats)
         self.matcher = Matcher()
         self.catalogue: dict[str, FeedSpec] = {}
         self.specs: dict[str, FeedSpec] = {}
@@ -100,7 +104,7 @@ class FeedManager:
         key = (hit.feed, hit.indicator, hit.matched, container_id)
         last = self._last_hit.get(key)
         if last is not None and now - last < HIT_REPEAT_WINDOW:
-            self.enforcer.store.feeds.count_hit(hit.feed)
+            self.repo.count_hit(hit.feed)
             return
         if len(self._last_hit) > 10_000:
             self._last_hit = {k: t for k, t in self._last_hit.items() if now - t < HIT_REPEAT_WINDOW}
@@ -108,16 +112,16 @@ class FeedManager:
         data = {"time": iso_time(now), "feed": hit.feed, "indicator": hit.indicator, "type": hit.type,
                 "matched": hit.matched, "container": container_name, "container_id": container_id,
                 "alert_id": alert_id}
-        self.enforcer.store.feeds.record_hit({**data, "time_epoch": now})
+        self.repo.record_hit({**data, "time_epoch": now})
         self.recent_hits.appendleft(data)
-        self.enforcer.server.publish("feed", {"hit": data})
+        self.publish("feed", {"hit": data})
 
     # -- component life cycle -------------------------------------------------------------
     async def start(self) -> None:
         self.catalogue = load_catalogue()
         self.specs = merge_config(self.catalogue, self.settings.feeds)
         await self._reconcile()
-        for row in reversed(await self.enforcer.store.feeds.recent_hits(RECENT_HITS)):
+        for row in reversed(await self.repo.recent_hits(RECENT_HITS)):
             row = dict(row)
             row["time"] = iso_time(row["time"])
             row.pop("id", None)
@@ -145,14 +149,9 @@ class FeedManager:
             "hits": sum(f.hits for f in self.feeds.values()),
         }}
 
-    def register_ops(self, server: "Server") -> None:
-        from .ops import FeedOps
-
-        FeedOps(self).register(server)
-
     async def _reconcile(self) -> None:
         """Bring the registry in line with the catalogue and the config."""
-        repo = self.enforcer.store.feeds
+        repo = self.repo
         stored = {f.name: f for f in await repo.all()}
         for name, feed in list(stored.items()):
             # A feed the config (or an older catalogue) defined, and no longer does: gone.
@@ -202,7 +201,7 @@ class FeedManager:
         self._scheduler = self._spawn(self._schedule(), "feeds-scheduler")
 
     async def _load_stored(self, feed: Feed) -> None:
-        body = await self.enforcer.store.feeds.last_body(feed.name)
+        body = await self.repo.last_body(feed.name)
         if body is None:
             return
         try:
@@ -307,7 +306,7 @@ class FeedManager:
     async def _refresh_protected(self, force: bool = False) -> None:
         if not force and time.monotonic() - self._protected_at < PROTECTED_REFRESH:
             return
-        self._protected = ProtectedRanges.build(await host_networks(self.enforcer))
+        self._protected = ProtectedRanges.build(await host_networks(self.docker))
         self._protected_at = time.monotonic()
 
     def _install(self) -> None:
@@ -351,10 +350,10 @@ class FeedManager:
         if self.feeds.get(feed.name) is not feed:
             return  # removed meanwhile
         try:
-            await self.enforcer.store.feeds.record_sync(feed, body)
+            await self.repo.record_sync(feed, body)
         except Exception as e:  # noqa: BLE001 - the set is in force; the store says why it lags
             log.warning("feeds: cannot store the sync of %s: %s", feed.name, e)
-        self.enforcer.server.publish("feed", self.describe(feed))
+        self.publish("feed", self.describe(feed))
 
     # -- registry changes (called by the ops) ---------------------------------------------
     def describe(self, feed: Feed) -> dict[str, Any]:
@@ -367,7 +366,7 @@ class FeedManager:
     async def add(self, feed: Feed) -> Feed:
         feed.interval = polite_interval(feed.url, feed.interval, self.catalogue, feed.name)
         feed.created = time.time()
-        await self.enforcer.store.feeds.add(feed)
+        await self.repo.add(feed)
         self.feeds[feed.name] = feed
         return feed
 
@@ -379,13 +378,13 @@ class FeedManager:
         self.indexes.pop(name, None)
         self._digests.pop(name, None)
         self._install()
-        await self.enforcer.store.feeds.remove(name)
+        await self.repo.remove(name)
 
     async def change(self, feed: Feed, **values: Any) -> None:
         """enabled / local / interval: stored, then applied to what is matched."""
         if "interval" in values:
             values["interval"] = polite_interval(feed.url, values["interval"], self.catalogue, feed.name)
-        await self.enforcer.store.feeds.update_settings(feed.name, **values)
+        await self.repo.update_settings(feed.name, **values)
         reload = "local" in values and values["local"] != feed.local
         for key, value in values.items():
             setattr(feed, key, value)

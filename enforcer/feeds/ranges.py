@@ -13,7 +13,10 @@ import ipaddress
 import logging
 from bisect import bisect_right
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
+
+if TYPE_CHECKING:
+    from ..ports import DockerCalls
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +81,13 @@ class ProtectedRanges:
         return i >= 0 and self.ends[family][i] >= start
 
 
-async def host_networks(enforcer: object) -> list[str]:
+async def host_networks(docker_source: "DockerCalls | None") -> list[str]:
     """This host's Docker network subnets and interface addresses, best effort.
 
     Docker's default pools are private already, but a daemon can be configured with any
     pool; and a feed listing this host's own public address must not make it cut itself.
     """
     out: list[str] = []
-    docker_source = getattr(enforcer, "docker", None)
     if docker_source is not None:
         try:
             networks = await docker_source.call(lambda api: api.networks())

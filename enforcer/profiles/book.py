@@ -1,4 +1,4 @@
-"""The profile book (`enforcer.profiles`): every profile in memory, which container uses
+"""The profile book: every profile in memory, which container uses
 which, the modes, learning deadlines, and what the kernel is told.
 
 Life of a profile: created (and seeded) when the first container of its (app, service,
@@ -21,10 +21,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..inventory import InventoryChange
+from ..config import Settings
+from ..inventory import Inventory, InventoryChange
 from ..models import MODES, App, Container
-from ..store.profiles import EntryRow, ProfileRow
-from .kernel import KernelHooks, hooks_for
+from ..ports import ContainerChanged, Publish
+from ..store.inventory import InventoryRepo
+from ..store.profiles import EntryRow, ProfileRow, ProfilesRepo
+from .kernel import KernelHooks, NullKernelHooks
 from .model import ANY, Entry, Profile, syscall_entry
 from .seed import SeedInput, command_argv, seed_entries
 
@@ -52,13 +55,17 @@ class Attachment:
 
 
 class ProfileBook:
-    def __init__(self, enforcer: Any, hooks: KernelHooks | None = None,
+    def __init__(self, settings: Settings, repo: ProfilesRepo, modes: InventoryRepo, inventory: Inventory,
+                 publish: Publish, changed: ContainerChanged, hooks: KernelHooks | None = None,
                  clock: Callable[[], float] = time.time) -> None:
-        self.enforcer = enforcer
-        self.settings = enforcer.settings
-        self.repo = enforcer.store.profiles
+        self.settings = settings
+        self.repo = repo
+        self.modes = modes  # the apps' and containers' chosen modes, as stored
+        self.inventory = inventory
+        self.publish = publish
+        self.changed = changed
+        self.hooks: KernelHooks = hooks or NullKernelHooks()
         self.clock = clock
-        self._hooks = hooks
         self.profiles: dict[int, Profile] = {}
         self.by_key: dict[tuple[str, str, str], Profile] = {}
         self.attached: dict[str, Attachment] = {}  # container id -> attachment
@@ -69,13 +76,6 @@ class ProfileBook:
         self._push_wake = asyncio.Event()
         self._deadline_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-
-    @property
-    def hooks(self) -> KernelHooks:
-        # Resolved late: the sensors' hub may be built after this book.
-        if self._hooks is None:
-            self._hooks = hooks_for(self.enforcer)
-        return self._hooks
 
     # -- component ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -89,8 +89,8 @@ class ProfileBook:
             self.profiles[p.id] = p
             self.by_key[p.key] = p
         await self.reload_modes()
-        self.enforcer.inventory.subscribe(self._on_inventory_change)
-        for c in list(self.enforcer.inventory.containers.values()):
+        self.inventory.subscribe(self._on_inventory_change)
+        for c in list(self.inventory.containers.values()):
             self.attach(c)
         self._tasks = [asyncio.create_task(self._deadline_loop(), name="profile-deadlines"),
                        asyncio.create_task(self._push_loop(), name="profile-kernel-push")]
@@ -104,14 +104,9 @@ class ProfileBook:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
 
-    def register_ops(self, server: Any) -> None:
-        from .ops import register
-
-        register(self, server)
-
     async def reload_modes(self) -> None:
-        self.app_rows = await self.enforcer.store.inventory.app_settings()
-        self.container_modes = await self.enforcer.store.inventory.container_modes()
+        self.app_rows = await self.modes.app_settings()
+        self.container_modes = await self.modes.container_modes()
 
     # -- modes ------------------------------------------------------------------------------
     def _app_config(self, app: str) -> dict[str, Any]:
@@ -152,12 +147,10 @@ class ProfileBook:
 
     # -- containers and profiles --------------------------------------------------------------
     def for_container(self, container_id: str) -> Attachment | None:
-        """The hot-path lookup: a dict read (attaching on first sight)."""
-        att = self.attached.get(container_id)
-        if att is not None:
-            return att
-        c = self.enforcer.inventory.containers.get(container_id)
-        return self.attach(c) if c is not None else None
+        """The hot-path lookup, a dict read. Every container the inventory knows is
+        attached when it is announced (and those present at start), so a miss is a
+        container that is gone or not yet known."""
+        return self.attached.get(container_id)
 
     def _on_inventory_change(self, change: InventoryChange) -> None:
         if change.change == "removed":
@@ -192,11 +185,11 @@ class ProfileBook:
         self._deadline_wake.set()
         log.info("profiles: new profile %d for %s/%s (%s), learning for %gs", p.id, p.app, p.service,
                  p.image_digest[:19], p.learn_until - now)
-        self.enforcer.server.publish("profile", p.summary())
+        self.publish("profile", p.summary())
         return p
 
     def _seed(self, profile: Profile, c: Container) -> None:
-        inv = self.enforcer.inventory
+        inv = self.inventory
         entries = seed_entries(SeedInput(
             container=c, image_config=inv.image_config(c.image_id),
             topology=inv.topologies.get(c.app),
@@ -206,7 +199,7 @@ class ProfileBook:
             self.record(profile, e)
 
     def _service_image_config(self, app: str, service: str) -> dict[str, Any]:
-        inv = self.enforcer.inventory
+        inv = self.inventory
         for other in inv.containers.values():
             if other.app == app and other.service == service:
                 return inv.image_config(other.image_id)
@@ -276,11 +269,10 @@ class ProfileBook:
         self._deadline_wake.set()
 
     def _after_state_change(self, profile: Profile) -> None:
-        server = self.enforcer.server
-        server.publish("profile", profile.summary())
+        self.publish("profile", profile.summary())
         for att in self.attachments_of(profile):
             self._push_policy(att)
-            server.publish("inventory", {"change": "updated", "container": self.enforcer.describe(att.container)})
+            self.changed(att.container)
 
     def attachments_of(self, profile: Profile) -> list[Attachment]:
         return [a for a in self.attached.values() if a.profile is profile]
@@ -318,7 +310,7 @@ class ProfileBook:
                     self._push_lists(p)
 
     def _push_lists(self, p: Profile) -> None:
-        by_applet = bool(getattr(self.hooks, "self_exec_by_applet", False))
+        by_applet = self.hooks.self_exec_by_applet
         paths = p.kernel_exec_paths(by_applet)
         if (not by_applet and any(x.startswith("/proc/self/exe") for x in p.processes)
                 and any(a.mode == "protect" for a in self.attachments_of(p))):
@@ -363,8 +355,8 @@ class ProfileBook:
 
     def profile_view(self, att: Attachment) -> dict[str, Any]:
         p = att.profile
-        cfg = self.enforcer.inventory.image_config(att.container.image_id)
-        topo = self.enforcer.inventory.topologies.get(att.container.app)
+        cfg = self.inventory.image_config(att.container.image_id)
+        topo = self.inventory.topologies.get(att.container.app)
         decl = topo.services.get(att.container.service) if topo else None
         out = p.to_dict()
         out.update({

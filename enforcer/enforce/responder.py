@@ -1,5 +1,5 @@
-"""Enforcement (`enforcer.enforcement`): blocks, freezes, kills, forensics, seccomp and
-hardening, and the protect-mode response the detector calls.
+"""The responder: blocks, freezes and kills, and the protect-mode response the detector
+calls (the `ProtectResponse` port).
 
 State lives in the database (blocks, freezes) and is pushed into the kernel (nftables,
 cgroup freezer). At start the kernel is left exactly as it is until the inventory has
@@ -18,15 +18,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from typing import Any
 
+from ..inventory import Inventory
 from ..models import Container, iso_time
+from ..ports import AuditTrail, ContainerChanged, ModeLookup, Network, ThreatNetworks
 from ..server import OpError
 from ..sensors.events import ExecEvent, NetworkEvent
 from ..store import StoreError
-from ..store.enforcement import BlockRow, DuplicateBlock, FreezeRow
+from ..store.enforcement import BlockRow, DuplicateBlock, EnforcementRepo, FreezeRow
 from . import freezer as fz
 from .blocks import BadPeer, BlockInput, BlockView, as_network, check_port, desired_ruleset, split_peer_port
 from .firewall import Firewall
@@ -44,13 +45,16 @@ SYNC_WAIT = 60.0  # seconds to wait for the first inventory sync before reconcil
 MAX_AUTO_BLOCKS = 64  # per container: protect mode never grows the ruleset without bound
 
 
-class Enforcement:
-    def __init__(self, enforcer: Any) -> None:
-        self.enforcer = enforcer
-        self.settings = enforcer.settings
-        self.inventory = enforcer.inventory
-        self.repo = enforcer.store.enforcement
-        self.firewall = Firewall(self.settings.nft_table)
+class Responder:
+    def __init__(self, nft_table: str, inventory: Inventory, repo: EnforcementRepo, modes: ModeLookup,
+                 audit: AuditTrail, changed: ContainerChanged, threats: ThreatNetworks | None = None) -> None:
+        self.inventory = inventory
+        self.repo = repo
+        self.modes = modes
+        self.audit = audit
+        self.changed = changed
+        self.threat_source = threats
+        self.firewall = Firewall(nft_table)
         self.blocks: dict[int, BlockRow] = {}
         self.views: dict[int, BlockView] = {}
         self.freezes: dict[str, FreezeRow] = {}  # container id -> freeze
@@ -60,14 +64,11 @@ class Enforcement:
         self.auto_actions = 0
         self.errors = 0
         self.last_error = ""
-        self._threats: list[Any] = []
+        self._threats: list[Network] = []
         self._protect: frozenset[str] = frozenset()
         self._dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._action_locks: dict[str, asyncio.Lock] = {}
-        from ..forensics import Forensics
-
-        self.forensics = Forensics(enforcer)
 
     # -- component ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -84,9 +85,8 @@ class Enforcement:
             log.warning("enforcement: net.bridge.bridge-nf-call-iptables is %s; container-to-container "
                         "blocks rely on the bridge table", self.bridge_netfilter or "unavailable")
         self.inventory.subscribe(self._on_inventory_change)
-        feeds = self.enforcer.feeds
-        if feeds is not None and hasattr(feeds, "on_change"):
-            feeds.on_change(self._on_feeds_change)
+        if self.threat_source is not None:
+            self.threat_source.on_change(self._on_feeds_change)
         self._tasks = [asyncio.create_task(self._startup_reconcile(), name="enforce-reconcile")]
 
     async def stop(self) -> None:
@@ -97,11 +97,6 @@ class Enforcement:
                 await t
         # The table stays in the kernel: blocks hold while the enforcer is down.
         await self.firewall.stop()
-
-    def register_ops(self, server: Any) -> None:
-        from .ops import register
-
-        register(self, server)
 
     def describe_container(self, c: Container) -> dict[str, Any]:
         blocked = sum(1 for b in self.blocks.values() if b.container_name == c.name)
@@ -165,12 +160,9 @@ class Enforcement:
     def _protect_addresses(self) -> frozenset[str]:
         if not self._threats:
             return frozenset()
-        profiles = self.enforcer.profiles
-        if profiles is None:
-            return frozenset()
         out: set[str] = set()
         for c in self.inventory.containers.values():
-            if c.state == "running" and profiles.container_mode(c) == "protect":
+            if c.state == "running" and self.modes.container_mode(c) == "protect":
                 out.update(c.addresses())
         return frozenset(out)
 
@@ -206,11 +198,10 @@ class Enforcement:
         asyncio.get_running_loop().create_task(self._refresh_threats(mark=True))
 
     async def _refresh_threats(self, mark: bool = False) -> None:
-        feeds = self.enforcer.feeds
-        if feeds is None or not hasattr(feeds, "ip_networks"):
+        if self.threat_source is None:
             return
         try:
-            self._threats = await asyncio.to_thread(feeds.ip_networks)
+            self._threats = await asyncio.to_thread(self.threat_source.ip_networks)
         except Exception as e:  # noqa: BLE001 - the per-event response still works
             self._note_error(f"reading threat-feed networks: {e}")
             return
@@ -360,7 +351,7 @@ class Enforcement:
                 state = await asyncio.to_thread(f.freeze)
             except fz.FreezerError as e:
                 raise OpError(f"freezing {c.name} failed: {e}", "failed") from None
-        self.enforcer.server.publish("inventory", {"change": "updated", "container": self.enforcer.describe(c)})
+        self.changed(c)
         return {"container": c.name, "state": state, "backend": f.backend}
 
     async def unfreeze(self, c: Container) -> dict[str, Any]:
@@ -384,7 +375,7 @@ class Enforcement:
                 except fz.FreezerError as e:
                     raise OpError(f"thawing {c.name} failed: {e}", "failed") from None
             await self._drop_freeze(c.id)
-        self.enforcer.server.publish("inventory", {"change": "updated", "container": self.enforcer.describe(c)})
+        self.changed(c)
         return {"container": c.name, "state": state}
 
     # -- processes ------------------------------------------------------------------------------
@@ -456,9 +447,7 @@ class Enforcement:
     async def _audit_auto(self, action: str, c: Container, args: dict[str, Any], result: str) -> None:
         self.auto_actions += 1
         try:
-            entry = await self.enforcer.store.audit.record(SYSTEM_UID, SYSTEM_USER, action, c.name,
-                                                           {**args, "automatic": True}, result)
-            self.enforcer.server.publish("audit", entry.to_dict())
+            await self.audit.record(SYSTEM_UID, SYSTEM_USER, action, c.name, {**args, "automatic": True}, result)
         except Exception as e:  # noqa: BLE001 - the action stands; say the record failed
             log.warning("enforcement: audit of automatic %s failed: %s", action, e)
 
@@ -471,12 +460,3 @@ def _bridge_netfilter() -> str:
     except OSError:
         return ""
 
-
-def peer_groups(uid: int, gid: int) -> set[int]:
-    """The groups of a socket peer (for creating a bundle where they asked)."""
-    import pwd
-
-    try:
-        return {gid, *os.getgrouplist(pwd.getpwuid(uid).pw_name, gid)}
-    except KeyError:
-        return {gid}
