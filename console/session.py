@@ -3,7 +3,6 @@
 One long-running loop: connect, say hello, subscribe, load every list, then fold events
 into `ConsoleState` until the connection drops; then say so and try again every second.
 The state survives a reconnect, so views keep their place while the enforcer restarts.
-Ops the enforcer does not serve yet (`unknown_op`) are remembered and shown as such.
 """
 
 from __future__ import annotations
@@ -80,7 +79,6 @@ class EnforcerSession:
         self.on_change()
         hello = await self.client.connect()
         self.state.set_hello(hello)
-        self.state.unavailable.clear()  # a restarted enforcer may serve more ops now
         await self._subscribe()
         await self.reload()
         self.state.set_connection("connected", f"enforcer on {hello.get('host', '?')}")
@@ -139,9 +137,6 @@ class EnforcerSession:
             self.on_change()
 
     async def _load(self, op: str, setter: Callable[[Any], None], **args: Any) -> None:
-        if not self.state.available(op):
-            self.state.mark_unavailable(op)
-            return
         try:
             try:
                 result = await self.client.call(op, **args)
@@ -151,12 +146,9 @@ class EnforcerSession:
                 # An enforcer with a smaller maximum: take its default page instead.
                 result = await self.client.call(op, **{k: v for k, v in args.items() if k != "limit"})
         except ProtocolError as e:
-            if e.code == protocol.UNKNOWN_OP:
-                self.state.mark_unavailable(op)
-            elif isinstance(e, Unreachable):
+            if isinstance(e, Unreachable):
                 raise
-            else:
-                self.state.errors[op] = str(e)
+            self.state.errors[op] = str(e)
             return
         self.state.errors.pop(op, None)
         setter(result if result is not None else [])

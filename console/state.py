@@ -41,9 +41,7 @@ class ConsoleState:
     feed_hits: list[dict[str, Any]] = field(default_factory=list)
     audit: dict[int, dict[str, Any]] = field(default_factory=dict)
     connection: Connection = field(default_factory=Connection)
-    # Ops that answered unknown_op (or are missing from hello's list): their views say so.
-    unavailable: set[str] = field(default_factory=set)
-    # Per-op load errors other than unknown_op (e.g. "unavailable: docker down").
+    # Per-op load errors (e.g. "unavailable: docker down").
     errors: dict[str, str] = field(default_factory=dict)
     dirty: set[str] = field(default_factory=set)
     # Incident ids changed since the alerts view last repainted (it upserts only those).
@@ -96,17 +94,6 @@ class ConsoleState:
         self.audit = {e["id"]: e for e in rows if isinstance(e, dict) and isinstance(e.get("id"), int)}
         self._trim_audit()
         self.dirty.add("audit")
-
-    def mark_unavailable(self, op: str) -> None:
-        self.unavailable.add(op)
-        self.dirty.update(("alerts", "feeds", "apps", "containers", "audit"))
-
-    def available(self, op: str) -> bool:
-        """An op is usable if hello lists it (when hello has a list) and it never said unknown_op."""
-        if op in self.unavailable:
-            return False
-        ops = self.hello.get("ops")
-        return not isinstance(ops, list) or op in ops
 
     # -- events -------------------------------------------------------------------------
     def apply_event(self, event: dict[str, Any]) -> None:

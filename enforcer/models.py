@@ -8,6 +8,7 @@ field names. Nothing here imports Docker, bcc or Textual: the console imports it
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -27,8 +28,45 @@ ALERT_ACTIONS: tuple[str, ...] = ("alerted", "killed", "blocked", "frozen")
 
 ProfileState = Literal["learning", "active"]
 
+# A threat feed's body format (the feeds layer parses them; the CLI offers them as choices).
+FeedFormat = Literal["ip-list", "domain-list", "sha256-list", "md5-list", "sha1-list", "csv", "stix"]
+FORMATS: tuple[str, ...] = ("ip-list", "domain-list", "sha256-list", "md5-list", "sha1-list", "csv", "stix")
+
 # A lone container (no compose project label) is an app of one service, named after it.
 LONE_APP_PREFIX = ""
+
+
+# A block's peer as typed: here, not in the enforcer's blocks module, because the CLI checks
+# it before it asks (and the console imports nothing of the enforcer but this and the protocol).
+_PORT_SUFFIX = re.compile(r"^(?P<host>.+):(?P<port>\d{1,5})$")
+_BRACKETED = re.compile(r"^\[(?P<host>[^\]]+)\](?::(?P<port>\d{1,5}))?$")
+
+
+class BadPeer(ValueError):
+    """A peer or port that cannot be used; the message is one line."""
+
+
+def split_peer_port(text: str) -> tuple[str, int | None]:
+    """`db:5432` -> ("db", 5432); `10.0.0.0/8:53` -> ("10.0.0.0/8", 53); `[fd00::1]:80`;
+    a bare IPv6 address keeps its colons (`fd00::1` has no port)."""
+    text = text.strip()
+    if not text:
+        raise BadPeer("name a peer: a container, an address or a CIDR")
+    m = _BRACKETED.match(text)
+    if m:
+        return m["host"], check_port(int(m["port"])) if m["port"] else None
+    if text.count(":") > 1:  # IPv6 without brackets: no port
+        return text, None
+    m = _PORT_SUFFIX.match(text)
+    if m:
+        return m["host"], check_port(int(m["port"]))
+    return text, None
+
+
+def check_port(port: int) -> int:
+    if not 1 <= port <= 65535:
+        raise BadPeer(f"port {port} is not from 1 to 65535")
+    return port
 
 
 def iso_time(epoch: float | None = None) -> str:

@@ -144,14 +144,14 @@ def sample_profile(c: dict[str, Any]) -> dict[str, Any]:
 
 
 class FakeEnforcerClient:
-    """Answers the ops from fixed data; `unknown` lists ops it pretends not to have."""
+    """Answers the ops from fixed data; `errors` maps ops to the error they answer with."""
 
-    def __init__(self, *, role: str = "admin", unknown: set[str] | None = None, incidents: int | None = None,
-                 containers: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, *, role: str = "admin", errors: dict[str, ProtocolError] | None = None,
+                 incidents: int | None = None, containers: list[dict[str, Any]] | None = None) -> None:
         self.path = "/run/stockade/enforcer.sock"
         self.hello: dict[str, Any] = {}
         self.role = role
-        self.unknown = set(unknown or ())
+        self.errors = dict(errors or {})
         self.containers = containers if containers is not None else sample_containers()
         self.apps = sample_apps(self.containers)
         if incidents is None:
@@ -171,7 +171,7 @@ class FakeEnforcerClient:
                "blocks", "freeze", "unfreeze", "kill", "forensics"]
         self.hello = {"protocol": 1, "server": "stockade-enforcer", "version": "0.1.0", "host": "node-1",
                       "started": NOW - 7322, "uid": 0, "user": "root", "role": self.role,
-                      "ops": [op for op in ops if op not in self.unknown]}
+                      "ops": ops}
         return self.hello
 
     async def close(self) -> None:
@@ -192,8 +192,8 @@ class FakeEnforcerClient:
 
     async def call(self, op: str, timeout: float | None = 30.0, **args: Any) -> Any:
         self.calls.append((op, args))
-        if op in self.unknown:
-            raise ProtocolError(f"unknown op {op!r}", protocol.UNKNOWN_OP)
+        if op in self.errors:
+            raise self.errors[op]
         if op == "status":
             return {"host": "node-1", "version": "0.1.0", "started": NOW - 7322, "uptime": 7322.0,
                     "docker": {"connected": True, "error": ""}, "containers": len(self.containers),
@@ -254,8 +254,8 @@ class FakeEnforcerClient:
 
 class FakeEnforcerServer:
     """A small server on a unix socket that speaks the protocol (docs/protocol.md) with the
-    answers of FakeEnforcerClient, so the REAL console client can be driven with ops that
-    the real enforcer does not serve yet, and with event bursts on demand."""
+    answers of FakeEnforcerClient, so the REAL console client can be driven with fixed data
+    and with event bursts on demand."""
 
     def __init__(self, path: str, data: FakeEnforcerClient | None = None) -> None:
         self.path = path

@@ -15,6 +15,8 @@ from console.screens.detail import ContainerDetailScreen
 from console.screens.main import MainScreen
 from console.screens.modals import ChoiceScreen, ConfirmScreen, PromptScreen
 from console_fake import NOW, FakeEnforcerClient, container
+from enforcer import protocol
+from enforcer.protocol import ProtocolError
 
 SIZE = (160, 45)
 WEB = "a1" * 32
@@ -157,24 +159,31 @@ async def test_viewer_role_from_hello_is_read_only() -> None:
         assert isinstance(app.screen, MainScreen)
 
 
-async def test_views_say_when_an_op_is_not_in_this_enforcer() -> None:
-    fake = FakeEnforcerClient(unknown={"alerts", "feeds", "feeds.hits", "profile", "freeze"})
+async def test_a_failing_op_is_one_line_where_its_data_would_be() -> None:
+    fake = FakeEnforcerClient(errors={
+        "alerts": ProtocolError("store: database is locked", protocol.UNAVAILABLE),
+        "feeds": ProtocolError("unknown op 'feeds'", protocol.UNKNOWN_OP),
+        "profile": ProtocolError("no profile for this image", protocol.NOT_FOUND),
+        "freeze": ProtocolError("cgroup freezer: permission denied", protocol.FAILED)})
     app = StockadeApp(client=fake, clock=lambda: NOW)
     async with app.run_test(size=SIZE) as pilot:
         await ready(app, pilot)
         await pilot.press("3")
-        assert "not available in this enforcer" in main(app).view.table.empty_text
+        assert main(app).view.table.empty_text == "alerts: store: database is locked"
         await pilot.press("4")
-        assert "not available in this enforcer" in main(app).view.table.empty_text
+        assert main(app).view.table.empty_text == "feeds: unknown op 'feeds'"
         await select_container(app, pilot, WEB)
-        await pilot.press("f")  # freeze unknown: says so, no dialog, no call
-        assert isinstance(app.screen, MainScreen)
-        assert not calls(fake, "freeze")
+        await pilot.press("f")  # asked like any action; the error is the outcome
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("right", "enter")
+        await pilot.pause(0.1)
+        assert calls(fake, "freeze") == [{"target": WEB}]
+        assert app.last_action.endswith("failed: cgroup freezer: permission denied")
+        assert "\n" not in app.last_action
         await pilot.press("enter")
         assert isinstance(app.screen, ContainerDetailScreen)
         await pilot.pause(0.2)
-        table = app.screen.current_table()
-        assert table is not None and "not available in this enforcer" in table.empty_text
+        assert app.screen.profile_note == "profile: no profile for this image"
 
 
 async def test_drill_down_to_detail_and_back_keeps_view_and_cursor() -> None:

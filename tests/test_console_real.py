@@ -87,10 +87,7 @@ async def test_every_view_filter_and_detail_against_a_real_enforcer(
             if view in ("apps", "containers"):
                 assert table.row_count >= 2, f"{view}: {table.row_count} rows"
             else:
-                # Either real rows or an honest "not available in this enforcer" (ops not landed yet).
                 assert table.row_count > 0 or table.empty_text, view
-                if not app.state.available(view):
-                    assert "not available in this enforcer" in table.empty_text
         await pilot.press("1")
         apps_keys = main(app).view.table.visible_keys()
         assert ("ctr", container_id(names[0])) in apps_keys
@@ -117,9 +114,6 @@ async def test_freeze_and_unfreeze_through_the_keys(
         make_enforcer: Callable[..., EnforcerProcess], two_containers: tuple[str, list[str]]) -> None:
     prefix, names = two_containers
     enforcer = make_enforcer("--no-sensors")
-    if "freeze" not in enforcer.call("hello").get("ops", []):
-        pytest.skip("this enforcer does not serve the freeze op yet (issue 6, enforcement); "
-                    "the console shows 'not available' for f/u until it lands")
     cid = container_id(names[0])
     app = StockadeApp(enforcer.socket)
     async with app.run_test(size=SIZE) as pilot:
@@ -197,10 +191,6 @@ async def test_mode_relearn_and_kill_through_the_keys(
         make_enforcer: Callable[..., EnforcerProcess], two_containers: tuple[str, list[str]]) -> None:
     prefix, names = two_containers
     enforcer = make_enforcer("--no-sensors")
-    ops = enforcer.call("hello").get("ops", [])
-    missing = [op for op in ("mode", "relearn", "kill", "profile") if op not in ops]
-    if missing:
-        pytest.skip(f"this enforcer does not serve {', '.join(missing)} yet (issues 4 and 6)")
     cid = container_id(names[0])
     app = StockadeApp(enforcer.socket)
     async with app.run_test(size=SIZE) as pilot:

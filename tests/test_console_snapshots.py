@@ -70,11 +70,6 @@ def test_snapshot_read_only_viewer(snap_compare: Any) -> None:
     assert snap_compare(make(client=FakeEnforcerClient(role="viewer")), terminal_size=SIZE, run_before=settle("3"))
 
 
-def test_snapshot_ops_not_landed(snap_compare: Any) -> None:
-    fake = FakeEnforcerClient(unknown={"alerts", "feeds", "feeds.hits", "profile"})
-    assert snap_compare(make(client=fake), terminal_size=SIZE, run_before=settle("3"))
-
-
 class AbsentEnforcer(FakeEnforcerClient):
     async def connect(self, timeout: float = 3.0) -> dict[str, Any]:
         raise Unreachable(f"cannot reach the enforcer at {self.path}: no such socket (is stockade-enforcer running?)")

@@ -87,13 +87,13 @@ def test_new_incidents_keep_the_container_and_app_counts_live() -> None:
     assert state.apps["pinger"]["alerts"] == 4
 
 
-def test_state_knows_unavailable_ops_from_hello_and_replies() -> None:
+def test_state_is_read_only_unless_hello_says_admin() -> None:
     state = ConsoleState()
-    state.set_hello({"protocol": 1, "role": "viewer", "ops": ["hello", "containers"]})
-    assert state.available("containers") and not state.available("freeze")
+    assert not state.read_only_role  # no hello yet: nothing to go by
+    state.set_hello({"protocol": 1, "role": "viewer"})
     assert state.read_only_role
-    state.mark_unavailable("containers")
-    assert not state.available("containers")
+    state.set_hello({"protocol": 1, "role": "admin"})
+    assert not state.read_only_role
 
 
 def test_edges_from_profile_field_in_several_shapes_and_from_compose() -> None:
@@ -169,7 +169,7 @@ def test_header_says_what_matters_first_and_flags_docker_down() -> None:
     from console.widgets.header import header_text
 
     state = ConsoleState()
-    state.set_hello({"protocol": 1, "role": "admin", "host": "node-1", "ops": ["alerts"]})
+    state.set_hello({"protocol": 1, "role": "admin", "host": "node-1"})
     state.set_connection("connected")
     state.set_status({"host": "node-1", "uptime": 3725, "containers": 3, "containers_watched": 2,
                       "docker": {"connected": False, "error": "gone"},

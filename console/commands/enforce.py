@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any
 
-from enforcer.enforce.blocks import BadPeer, split_peer_port
+from enforcer.models import BadPeer, split_peer_port
 from enforcer.protocol import ProtocolError
 
 from ..client import EnforcerClient

@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import Any
 
-from enforcer.feeds.models import FORMATS
+from enforcer.models import FORMATS
 from enforcer.protocol import ProtocolError
 
 from ..client import EnforcerClient

@@ -9,7 +9,6 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.screen import Screen
 
-from enforcer import protocol
 from enforcer.models import MODES
 from enforcer.protocol import ProtocolError
 
@@ -302,9 +301,6 @@ class ConsoleScreen(Screen[None]):
         if self.stockade.read_only:
             self.notify("read-only: actions are off", severity="warning")
             return
-        if not self.stockade.state.available(plan.op):
-            self.notify(f"{plan.op}: not available in this enforcer", severity="warning")
-            return
         confirmed = await self.app.push_screen_wait(
             ConfirmScreen(plan.title, plan.lines, plan.confirm_label, plan.request_text()))
         if not confirmed:
@@ -313,11 +309,7 @@ class ConsoleScreen(Screen[None]):
         try:
             result = await self.stockade.session.call(plan.op, timeout=timeout, **plan.args)
         except ProtocolError as e:
-            if e.code == protocol.UNKNOWN_OP:
-                self.stockade.state.mark_unavailable(plan.op)
-                message = f"{plan.op}: not available in this enforcer"
-            else:
-                message = f"{plan.title} failed: {printable(str(e), 300)}"
+            message = f"{plan.title} failed: {printable(str(e), 300)}"
             self.notify(message, severity="error", timeout=8)
             self.stockade.last_action = message
             return

@@ -248,29 +248,17 @@ class ContainerDetailScreen(ConsoleScreen):
         state = app.state
         if state.connection.state != "connected":
             return
-        if state.available("profile"):
-            try:
-                self.profile = await app.session.call("profile", target=self.container_id)
-                self.profile_note = ""
-            except ProtocolError as e:
-                if e.code == protocol.UNKNOWN_OP:
-                    state.mark_unavailable("profile")
-                else:
-                    self.profile_note = f"profile: {e}"
-        if not state.available("profile"):
-            self.profile_note = "profile: not available in this enforcer (profiles have not landed)"
-        if state.available("alerts"):
-            try:
-                rows = await app.session.call("alerts", container=self.container_id, limit=1000)
-                self.incidents = {a["id"]: a for a in rows if isinstance(a, dict) and isinstance(a.get("id"), int)}
-                self.incidents_note = ""
-            except ProtocolError as e:
-                if e.code == protocol.UNKNOWN_OP:
-                    state.mark_unavailable("alerts")
-                else:
-                    self.incidents_note = f"incidents: {e}"
-        if not state.available("alerts"):
-            self.incidents_note = "incidents: not available in this enforcer (detection has not landed)"
+        try:
+            self.profile = await app.session.call("profile", target=self.container_id)
+            self.profile_note = ""
+        except ProtocolError as e:
+            self.profile_note = f"profile: {e}"
+        try:
+            rows = await app.session.call("alerts", container=self.container_id, limit=1000)
+            self.incidents = {a["id"]: a for a in rows if isinstance(a, dict) and isinstance(a.get("id"), int)}
+            self.incidents_note = ""
+        except ProtocolError as e:
+            self.incidents_note = f"incidents: {e}"
         try:
             fresh = await app.session.call("container", target=self.container_id)
             if isinstance(fresh, dict) and fresh.get("id"):
@@ -279,18 +267,12 @@ class ContainerDetailScreen(ConsoleScreen):
         except ProtocolError as e:
             if e.code == protocol.NOT_FOUND:
                 self.profile_note = self.profile_note or "this container is gone"
-        if state.available("blocks"):
-            try:
-                rows = await app.session.call("blocks", target=self.container_id)
-                self.blocks = [b for b in rows if isinstance(b, dict)] if isinstance(rows, list) else []
-                self.blocks_note = ""
-            except ProtocolError as e:
-                if e.code == protocol.UNKNOWN_OP:
-                    state.mark_unavailable("blocks")
-                else:
-                    self.blocks_note = f"blocks: {e}"
-        if not state.available("blocks"):
-            self.blocks_note = "blocks: not available in this enforcer (enforcement has not landed)"
+        try:
+            rows = await app.session.call("blocks", target=self.container_id)
+            self.blocks = [b for b in rows if isinstance(b, dict)] if isinstance(rows, list) else []
+            self.blocks_note = ""
+        except ProtocolError as e:
+            self.blocks_note = f"blocks: {e}"
         pids = as_list(self.container.get("pids"))
         self.procs = await asyncio.to_thread(process_tree, pids)
         if not self.is_attached or not self.app.is_running:

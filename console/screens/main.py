@@ -187,11 +187,8 @@ class MainScreen(ConsoleScreen):
     def _show_tabs(self) -> None:
         state = self.stockade.state
         counts = {"containers": len(state.containers), "apps": len(state.apps) or len(
-            {c.get("app") for c in state.containers.values()})}
-        if state.available("alerts"):
-            counts["alerts"] = len(state.incidents)
-        if state.available("feeds"):
-            counts["feeds"] = len(state.feeds)
+            {c.get("app") for c in state.containers.values()}),
+            "alerts": len(state.incidents), "feeds": len(state.feeds)}
         self.query_one(ViewTabs).show(self.current_view, self.current_table(), counts)
 
 

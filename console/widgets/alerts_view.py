@@ -158,9 +158,7 @@ class AlertsView(View):
     def repaint(self, state: ConsoleState, full: bool = False) -> None:
         self._state = state
         table = self.table
-        if "alerts" in state.unavailable:
-            table.set_empty_text("alerts: not available in this enforcer (profiles and detection have not landed)")
-        elif "alerts" in state.errors:
+        if "alerts" in state.errors:
             table.set_empty_text(f"alerts: {esc(state.errors['alerts'], 200)}")
         elif state.connection.state != "connected" and not state.incidents:
             table.set_empty_text("waiting for the enforcer…")

@@ -48,8 +48,6 @@ class AuditView(View):
                         id="audit-table")
 
     def repaint(self, state: ConsoleState) -> None:
-        if "audit" in state.unavailable:
-            self.table.set_empty_text("audit: not available in this enforcer")
         names = {cid: str(c.get("name") or "") for cid, c in state.containers.items()}
         self.table.set_rows(audit_row(e, names) for e in state.audit.values())
         self.stale = False

@@ -88,9 +88,7 @@ class ContainersView(View):
         now = state.clock()
         rows = [container_row(c, state.container_alerts(c, loaded), now) for c in state.containers.values()]
         table = self.table
-        if not rows and "containers" in state.unavailable:
-            table.set_empty_text("containers: not available in this enforcer")
-        elif not rows and state.connection.state != "connected":
+        if not rows and state.connection.state != "connected":
             table.set_empty_text("waiting for the enforcer…")
         else:
             table.set_empty_text("no containers on this host")

@@ -89,12 +89,8 @@ class FeedsView(View):
     def repaint(self, state: ConsoleState) -> None:
         feeds = self.table
         hits = self.query_one("#hits-table", LiveTable)
-        if "feeds" in state.unavailable:
-            feeds.set_empty_text("feeds: not available in this enforcer (threat feeds have not landed)")
-        elif "feeds" in state.errors:
+        if "feeds" in state.errors:
             feeds.set_empty_text(f"feeds: {esc(state.errors['feeds'], 200)}")
-        if "feeds.hits" in state.unavailable:
-            hits.set_empty_text("feed hits: not available in this enforcer")
         feeds.set_rows(feed_row(f, self.clock) for f in state.feeds)
         hits.set_rows(hit_row(i, h) for i, h in enumerate(state.feed_hits))
         self.stale = False

@@ -37,13 +37,10 @@ def header_text(state: ConsoleState, read_only: bool) -> Text:
     if state.hello:
         counts = state.alert_counts()
         out.append("  alerts", style=LABEL)
-        if not counts and not state.available("alerts"):
-            out.append(" n/a", style=LABEL)
-        else:
-            for sev in SEVERITY_ORDER:
-                n = counts.get(sev, 0)
-                out.append(" ")
-                out.append(f"{SEVERITY_SHORT[sev]} {n}", style=SEVERITY_STYLE[sev] if n else LABEL)
+        for sev in SEVERITY_ORDER:
+            n = counts.get(sev, 0)
+            out.append(" ")
+            out.append(f"{SEVERITY_SHORT[sev]} {n}", style=SEVERITY_STYLE[sev] if n else LABEL)
     docker = s.get("docker") if isinstance(s.get("docker"), dict) else {}
     if docker and not docker.get("connected", True):
         out.append("  ")

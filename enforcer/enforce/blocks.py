@@ -9,46 +9,16 @@ CIDR, on every port or on one port (tcp, udp or both).
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections import defaultdict
 from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from ..models import BadPeer, check_port, split_peer_port  # re-exported: the enforcer's callers import them from here
 from .ruleset import PROTO_NUMBERS, Element, Ruleset, empty_ruleset
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 PROTOS = ("tcp", "udp", "any")
-
-_PORT_SUFFIX = re.compile(r"^(?P<host>.+):(?P<port>\d{1,5})$")
-_BRACKETED = re.compile(r"^\[(?P<host>[^\]]+)\](?::(?P<port>\d{1,5}))?$")
-
-
-class BadPeer(ValueError):
-    """A peer or port that cannot be used; the message is one line."""
-
-
-def split_peer_port(text: str) -> tuple[str, int | None]:
-    """`db:5432` -> ("db", 5432); `10.0.0.0/8:53` -> ("10.0.0.0/8", 53); `[fd00::1]:80`;
-    a bare IPv6 address keeps its colons (`fd00::1` has no port)."""
-    text = text.strip()
-    if not text:
-        raise BadPeer("name a peer: a container, an address or a CIDR")
-    m = _BRACKETED.match(text)
-    if m:
-        return m["host"], check_port(int(m["port"])) if m["port"] else None
-    if text.count(":") > 1:  # IPv6 without brackets: no port
-        return text, None
-    m = _PORT_SUFFIX.match(text)
-    if m:
-        return m["host"], check_port(int(m["port"]))
-    return text, None
-
-
-def check_port(port: int) -> int:
-    if not 1 <= port <= 65535:
-        raise BadPeer(f"port {port} is not from 1 to 65535")
-    return port
 
 
 @lru_cache(maxsize=65536)

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-FeedFormat = Literal["ip-list", "domain-list", "sha256-list", "md5-list", "sha1-list", "csv", "stix"]
-FORMATS: tuple[str, ...] = ("ip-list", "domain-list", "sha256-list", "md5-list", "sha1-list", "csv", "stix")
+from ..models import FORMATS, FeedFormat  # defined with the data model: the CLI offers them too
 
 IndicatorType = Literal["ip", "cidr", "domain", "url", "sha256", "md5", "sha1"]
 INDICATOR_TYPES: tuple[str, ...] = ("ip", "cidr", "domain", "url", "sha256", "md5", "sha1")
