@@ -12,7 +12,8 @@ import pytest
 
 from enforce_helpers import nft_elements, nft_table
 from enforcer.enforce import ruleset as R
-from enforcer.enforce.blocks import BadPeer, BlockInput, desired_ruleset, split_peer_port
+from enforcer.enforce.blocks import BlockInput, desired_ruleset
+from enforcer.models import BadPeer, split_peer_port
 from enforcer.enforce.firewall import Firewall
 from enforcer.enforce.nft import Nft, NftError
 from harness import sh

@@ -14,7 +14,6 @@ from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from ..models import BadPeer, check_port, split_peer_port  # re-exported: the enforcer's callers import them from here
 from .ruleset import PROTO_NUMBERS, Element, Ruleset, empty_ruleset
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -29,7 +29,8 @@ from ..sensors.events import ExecEvent, NetworkEvent
 from ..store import StoreError
 from ..store.enforcement import BlockRow, DuplicateBlock, EnforcementRepo, FreezeRow
 from . import freezer as fz
-from .blocks import BadPeer, BlockInput, BlockView, as_network, check_port, desired_ruleset, split_peer_port
+from ..models import BadPeer, check_port, split_peer_port
+from .blocks import BlockInput, BlockView, as_network, desired_ruleset
 from .firewall import Firewall
 from .nft import NftError
 from .processes import ProcessError, kill_in_container, parse_signal

@@ -9,7 +9,8 @@ import pwd
 from typing import Any
 
 from ..enforce import freezer as fz
-from ..enforce.blocks import BadPeer, as_network, split_peer_port
+from ..enforce.blocks import as_network
+from ..models import BadPeer, split_peer_port
 from ..enforce.exports import harden_app, seccomp_for_container
 from ..enforce.responder import Responder
 from ..forensics import Forensics, ForensicsError
