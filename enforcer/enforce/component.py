@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -65,9 +66,15 @@ class Enforcement:
         self._dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._action_locks: dict[str, asyncio.Lock] = {}
-        from ..forensics import Forensics
+        from .forensics import Forensics, audit_of, incidents_of, profile_of, stored_alerts
 
-        self.forensics = Forensics(enforcer)
+        alert_query = (enforcer.alerts.query if enforcer.alerts is not None
+                       else functools.partial(stored_alerts, enforcer.store.alerts.query))
+        self.forensics = Forensics(
+            enforcer.docker, self.settings.forensics_dir,
+            incidents=functools.partial(incidents_of, alert_query),
+            audit_entries=functools.partial(audit_of, enforcer.store.audit.recent),
+            profile_view=functools.partial(profile_of, enforcer.profiles))
 
     # -- component ------------------------------------------------------------------------
     async def start(self) -> None:

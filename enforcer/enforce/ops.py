@@ -100,7 +100,7 @@ def register(e: "Enforcement", server: Any) -> None:
         return await e.kill(c, _int(req.args, "pid", hi=2**31 - 1), req.args.get("signal"))
 
     async def op_forensics(req: Request) -> dict[str, Any]:
-        from ..forensics import ForensicsError
+        from .forensics import ForensicsError
         from .component import peer_groups
 
         c = enforcer.container_or_error(req.args.get("target"))
