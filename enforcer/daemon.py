@@ -16,6 +16,7 @@ and stops them in reverse.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from .audit import Audit
 from .config import Settings
 from .detect import AlertBook, Detector
 from .enforce.responder import Responder
-from .forensics import Forensics
+from .enforce.forensics import Forensics, audit_of, incidents_of, profile_of
 from .inventory import DockerSource, Inventory, InventoryChange
 from .models import Container
 from .ops import alerts as alert_ops
@@ -86,16 +87,20 @@ class Daemon:
 
             self.feed_manager = FeedManager(settings, self.store.feeds, self._publish, self.docker)
             feeds = self.feed_manager
+        self.alerts = AlertBook(self.store.alerts, self._publish, settings.host)
         self.profiles = ProfileBook(settings, self.store.profiles, self.store.inventory, self.inventory,
                                     self._publish, self.container_changed, hooks or NullKernelHooks())
-        self.alerts = AlertBook(self.store.alerts, self._publish, settings.host)
         self.responder: Responder | None = None
         self.forensics: Forensics | None = None
         responder = seams.responder
         if responder is None and seams.enforcement:
             self.responder = Responder(settings.nft_table, self.inventory, self.store.enforcement, self.profiles,
                                        self.audit, self.container_changed, threats=self.feed_manager)
-            self.forensics = Forensics(self)
+            self.forensics = Forensics(
+                self.docker, settings.forensics_dir,
+                incidents=functools.partial(incidents_of, self.alerts.query),
+                audit_entries=functools.partial(audit_of, self.store.audit.recent),
+                profile_view=functools.partial(profile_of, self.profiles))
             responder = self.responder
         self.detector = Detector(self.events, self.inventory, self.profiles, self.alerts, feeds, responder)
         self.views = Views(self.profiles, self.alerts, self.responder, settings.default_mode)

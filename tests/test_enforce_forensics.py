@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from enforce_helpers import wait_known
-from enforcer.forensics import member_path
+from enforcer.enforce.forensics import member_path
 from harness import container_info, exec_in, wait_for
 
 pytestmark = pytest.mark.docker

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from ..models import FORMATS, FeedFormat  # defined with the data model: the CLI offers them too
+from ..models import FORMATS, FeedFormat  # noqa: F401 - defined with the data model (the CLI offers them too)
 
 IndicatorType = Literal["ip", "cidr", "domain", "url", "sha256", "md5", "sha1"]
 INDICATOR_TYPES: tuple[str, ...] = ("ip", "cidr", "domain", "url", "sha256", "md5", "sha1")

@@ -13,7 +13,7 @@ from ..enforce.blocks import as_network
 from ..models import BadPeer, split_peer_port
 from ..enforce.exports import harden_app, seccomp_for_container
 from ..enforce.responder import Responder
-from ..forensics import Forensics, ForensicsError
+from ..enforce.forensics import Forensics, ForensicsError
 from ..inventory import Inventory
 from ..ports import DockerCalls
 from ..profiles.book import ProfileBook
