@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import tarfile
-from functools import partial
+
 from types import SimpleNamespace
 
 from enforcer.enforce.forensics import Forensics, audit_of, incidents_of, profile_of
