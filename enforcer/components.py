@@ -15,8 +15,13 @@ def build_components(enforcer: "Enforcer") -> list[Any]:
     components: list[Any] = []
     if enforcer.settings.sensors:
         from .sensors.hub import SensorHub
+        from .sensors.wiring import queue_deliver, queue_depth, sensor_topic_tap, stats_topic
 
-        enforcer.sensors = SensorHub.from_enforcer(enforcer)  # eBPF sensors -> enforcer.events
+        server = enforcer.server
+        enforcer.sensors = SensorHub(  # eBPF sensors -> enforcer.events
+            enforcer.inventory, queue_deliver(enforcer.events), queue_depth=queue_depth(enforcer.events),
+            tap=sensor_topic_tap(server.publish, server.has_subscribers),
+            publish_stats=stats_topic(server.publish, server.has_subscribers))
         components.append(enforcer.sensors)
     enforcer.feeds = FeedManager(enforcer)  # match_ip / match_domain / match_hash for the detector
     components.append(enforcer.feeds)

@@ -118,7 +118,7 @@ class SensorHubHooks:
 
     @property
     def self_exec_by_applet(self) -> bool:
-        return bool(getattr(self.hub, "SELF_EXEC_BY_APPLET", False))
+        return bool(getattr(self.hub, "self_exec_by_applet", False))
 
     def set_policy(self, cgroup_id: int, profile_id: int, mode: str) -> None:
         self._call("set_policy", cgroup_id, profile_id, mode)
@@ -157,4 +157,4 @@ class SensorHubHooks:
 
 def hooks_for(enforcer: Any) -> KernelHooks:
     hub = getattr(enforcer, "sensors", None)
-    return SensorHubHooks(hub) if hub is not None else NullKernelHooks()
+    return SensorHubHooks(hub.maps) if hub is not None else NullKernelHooks()
