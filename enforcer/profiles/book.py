@@ -318,7 +318,7 @@ class ProfileBook:
                     self._push_lists(p)
 
     def _push_lists(self, p: Profile) -> None:
-        by_applet = bool(getattr(self.hooks, "self_exec_by_applet", False))
+        by_applet = self.hooks.self_exec_by_applet
         paths = p.kernel_exec_paths(by_applet)
         if (not by_applet and any(x.startswith("/proc/self/exe") for x in p.processes)
                 and any(a.mode == "protect" for a in self.attachments_of(p))):
