@@ -185,9 +185,9 @@ def sustained_rate_and_latency(res: DockerResources, load: Path) -> None:
     flood = res.run("--network", "none", command=["sleep", "3600"])
     docker("cp", str(load), f"{flood}:/load")
     docker("exec", flood, "/bin/sh", "-c", "mkdir -p /tmp")
-    runner = HubRunner(rate_caps={k: 0 for k in range(1, 7)}, dedup_ttl=30.0)
     latencies: list[float] = []
-    runner.hub.listeners.append(lambda ev: latencies.append(time.time() - ev.time))
+    runner = HubRunner(on_event=lambda ev: latencies.append(time.time() - ev.time),
+                       rate_caps={k: 0 for k in range(1, 7)}, dedup_ttl=30.0)
     try:
         c = container_model(flood)
         runner.call(runner.inventory.add, c)

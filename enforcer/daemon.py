@@ -35,10 +35,11 @@ from .ops import enforce as enforce_ops
 from .ops import feeds as feed_ops
 from .ops import inventory as inventory_ops
 from .ops import profiles as profile_ops
+from .ops import sensors as sensor_ops
 from .ops import status as status_ops
 from .ports import FeedMatcher, ProtectResponse, StatusSource
 from .profiles import ProfileBook
-from .profiles.kernel import KernelHooks, NullKernelHooks, SensorHubHooks
+from .profiles.kernel import KernelHooks, NullKernelHooks, hooks_for_maps
 from .server import Server
 from .store import Store
 from .views import Views
@@ -77,9 +78,13 @@ class Daemon:
         hooks = seams.kernel_hooks
         if settings.sensors:
             from .sensors.hub import SensorHub  # bcc is imported only when sensors run
+            from .sensors.wiring import queue_deliver, queue_depth, sensor_topic_tap, stats_topic
 
-            self.sensors = SensorHub(self.inventory, self.events, self.server)
-            hooks = hooks or SensorHubHooks(self.sensors)
+            self.sensors = SensorHub(
+                self.inventory, queue_deliver(self.events), queue_depth=queue_depth(self.events),
+                tap=sensor_topic_tap(self.server.publish, self.server.has_subscribers),
+                publish_stats=stats_topic(self.server.publish, self.server.has_subscribers))
+            hooks = hooks or hooks_for_maps(self.sensors.maps)
         self.feed_manager: Any = None
         feeds = seams.feeds
         if feeds is None:
@@ -123,7 +128,7 @@ class Daemon:
         if self.feed_manager is not None:
             feed_ops.register(s, self.feed_manager)
         if self.sensors is not None:
-            self.sensors.register_ops(s)
+            sensor_ops.register(s, self.sensors)
 
     def _status_sources(self) -> list[StatusSource]:
         return [p for p in (self.sensors, self.feed_manager, self.alerts, self.detector, self.responder)

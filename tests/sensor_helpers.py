@@ -131,8 +131,10 @@ def container_model(name: str) -> Any:
 class HubRunner:
     """A SensorHub on a private event loop thread, fed by a FakeInventory."""
 
-    def __init__(self, **hub_args: Any) -> None:
+    def __init__(self, on_event: Callable[[Any], None] | None = None, **hub_args: Any) -> None:
+        """on_event(ev) is called on the loop for every event, after the log has it."""
         from enforcer.sensors.hub import SensorHub
+        from enforcer.sensors.wiring import queue_deliver, sensor_event_dict
 
         self.inventory = FakeInventory()
         self.log = EventLog()
@@ -142,9 +144,13 @@ class HubRunner:
 
         async def make() -> SensorHub:
             queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=100_000)
-            hub = SensorHub(self.inventory, queue, None, **hub_args)
+            def tap(ev: Any, sensor: str) -> None:
+                self.log.add(sensor_event_dict(ev, sensor))
+                if on_event is not None:
+                    on_event(ev)
+
+            hub = SensorHub(self.inventory, queue_deliver(queue), tap=tap, **hub_args)
             self._drain = asyncio.ensure_future(_drain(queue))  # the detector's part
-            hub.listeners.append(lambda ev: self.log.add(_as_dict(ev)))
             await hub.start()
             await asyncio.wait_for(hub.ready.wait(), 120)
             return hub
@@ -181,11 +187,3 @@ async def _drain(queue: asyncio.Queue[Any]) -> None:
     while True:
         await queue.get()
 
-
-def _as_dict(ev: Any) -> dict[str, Any]:
-    import dataclasses
-
-    d = dataclasses.asdict(ev)
-    d["type"] = type(ev).__name__
-    d["sensor"] = ev.sensor
-    return d

@@ -37,9 +37,9 @@ def _watch(runner: HubRunner, dockerx: DockerResources) -> tuple[str, object]:
 
 def test_protect_mode_kills_an_exec_that_is_not_allowed(runner, dockerx):
     name, c = _watch(runner, dockerx)
-    runner.call(runner.hub.allow_exec, 41, ["/bin/ls"])
-    runner.call(runner.hub.set_policy, c.cgroup_id, 41, "protect")
-    assert runner.call(runner.hub.policy, c.cgroup_id) == (41, "protect")
+    runner.call(runner.hub.maps.allow_exec, 41, ["/bin/ls"])
+    runner.call(runner.hub.maps.set_policy, c.cgroup_id, 41, "protect")
+    assert runner.call(runner.hub.maps.policy, c.cgroup_id) == (41, "protect")
     assert exec_in(name, "/bin/ls", "/").returncode == 0
     assert exec_in(name, "/bin/touch", "/tmp/ran").returncode == 137
     ev = runner.log.wait_for(type="ExecEvent", container_id=c.id, path="/bin/touch")
@@ -57,8 +57,8 @@ def test_protect_mode_keys_busybox_applets_by_name(runner, dockerx):
     # busybox sh runs a bare applet name as /proc/self/exe with argv[0] = the applet: the
     # kernel must tell an allowed applet (wget) from one that is not (nc).
     name, c = _watch(runner, dockerx)
-    runner.call(runner.hub.allow_exec, 44, ["/bin/sh", "/proc/self/exe:wget"])
-    runner.call(runner.hub.set_policy, c.cgroup_id, 44, "protect")
+    runner.call(runner.hub.maps.allow_exec, 44, ["/bin/sh", "/proc/self/exe:wget"])
+    runner.call(runner.hub.maps.set_policy, c.cgroup_id, 44, "protect")
     proc = exec_in(name, "/bin/sh", "-c", "wget --help; echo wget $?; nc --help; echo nc $?")
     assert "Usage: wget" in proc.stderr and "wget 137" not in proc.stdout, (proc.stdout, proc.stderr)
     assert "nc 137" in proc.stdout, (proc.stdout, proc.stderr)
@@ -71,18 +71,18 @@ def test_protect_mode_does_not_kill_a_failed_path_search(runner, dockerx):
     name, c = _watch(runner, dockerx)
     exec_in(name, "sh", "-c", "mkdir -p /tmp; printf '#!/bin/sh\\necho found\\n' > /tmp/found; chmod +x /tmp/found",
             check=True)
-    runner.call(runner.hub.allow_exec, 43, ["/bin/sh", "/tmp/found"])
-    runner.call(runner.hub.set_policy, c.cgroup_id, 43, "protect")
+    runner.call(runner.hub.maps.allow_exec, 43, ["/bin/sh", "/tmp/found"])
+    runner.call(runner.hub.maps.set_policy, c.cgroup_id, 43, "protect")
     proc = exec_in(name, "/bin/sh", "-c", "PATH=/nowhere:/tmp; found")
     assert proc.returncode == 0 and proc.stdout.strip() == "found", proc.stderr
 
 
 def test_alert_mode_sends_only_what_the_allow_lists_miss(runner, dockerx):
     name, c = _watch(runner, dockerx)
-    runner.call(runner.hub.allow_exec, 42, ["/bin/ls"])
-    runner.call(runner.hub.allow_syscalls, 42, [n for n in range(512) if n != NR_UNSHARE])
-    runner.call(runner.hub.reset_novelty, c.cgroup_id)
-    runner.call(runner.hub.set_policy, c.cgroup_id, 42, "alert")
+    runner.call(runner.hub.maps.allow_exec, 42, ["/bin/ls"])
+    runner.call(runner.hub.maps.allow_syscalls, 42, [n for n in range(512) if n != NR_UNSHARE])
+    runner.call(runner.hub.maps.reset_novelty, c.cgroup_id)
+    runner.call(runner.hub.maps.set_policy, c.cgroup_id, 42, "alert")
     assert exec_in(name, "/bin/ls", "/").returncode == 0
     assert exec_in(name, "/bin/date").returncode == 0  # alert mode: reported, not killed
     ev = runner.log.wait_for(type="ExecEvent", container_id=c.id, path="/bin/date")
@@ -106,7 +106,7 @@ def test_learn_mode_sends_a_repeated_exec_once_and_keeps_the_syscall_set(runner,
     assert len(execs) == 1
     deduped = runner.call(runner.hub.kernel_counters)["process"][3] - before
     assert deduped >= 39
-    used = runner.call(runner.hub.syscall_bitmap, c.cgroup_id)
+    used = runner.call(runner.hub.maps.syscall_bitmap, c.cgroup_id)
     assert {NR_EXECVE, NR_EXIT_GROUP} <= used
     firsts = {e["nr"] for e in runner.log.matching(type="SyscallEvent", container_id=c.id, first=True)}
     assert firsts <= used and NR_EXECVE in firsts
@@ -116,8 +116,8 @@ def test_relearn_forgets_what_was_sent(runner, dockerx):
     name, c = _watch(runner, dockerx)
     exec_in(name, "/bin/hostname")
     runner.log.wait_for(type="ExecEvent", container_id=c.id, path="/bin/hostname")
-    runner.call(runner.hub.reset_novelty, c.cgroup_id)
-    assert runner.call(runner.hub.syscall_bitmap, c.cgroup_id) == set()
+    runner.call(runner.hub.maps.reset_novelty, c.cgroup_id)
+    assert runner.call(runner.hub.maps.syscall_bitmap, c.cgroup_id) == set()
     exec_in(name, "/bin/hostname")
     runner.log.wait_for(type="ExecEvent", container_id=c.id, path="/bin/hostname",
                         pid=lambda p: p != runner.log.matching(type="ExecEvent", container_id=c.id)[0]["pid"])
@@ -139,14 +139,14 @@ def test_the_enforcers_own_container_is_not_watched(runner, dockerx):
     # container standing in for it) must never be watched, or its bpf() calls are alerts.
     name = dockerx.run("--network", "none")
     c = container_model(name)
-    runner.hub.own_cgroup_id = c.cgroup_id
+    runner.hub.maps.own_cgroup_id = c.cgroup_id
     try:
         runner.call(runner.inventory.add, c)
-        assert runner.call(runner.hub.policy, c.cgroup_id) is None
+        assert runner.call(runner.hub.maps.policy, c.cgroup_id) is None
         exec_in(name, "/bin/ls", "/")
         watched, _ = _watch(runner, dockerx)
         exec_in(watched, "/bin/uname", "-a")
         runner.log.wait_for(type="ExecEvent", path="/bin/uname", argv=["/bin/uname", "-a"])
         assert not [e for e in runner.log.events if e["cgroup_id"] == c.cgroup_id]
     finally:
-        runner.hub.own_cgroup_id = 0
+        runner.hub.maps.own_cgroup_id = 0

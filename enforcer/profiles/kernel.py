@@ -1,18 +1,21 @@
 """The one boundary between profiles and the kernel: policies and allow-lists in BPF maps.
 
-The profiles layer decides, the sensors' hub writes the maps. `KernelHooks` is everything
-the profiles need from the kernel side; `NullKernelHooks` stands in when no sensors are
+The profiles layer decides, the sensors' kernel maps (`KernelMaps`) are written.
+`KernelHooks` is everything the profiles need from the kernel side; `KernelMapHooks`
+provides it over the sensors' maps, `NullKernelHooks` stands in when no sensors are
 loaded (--no-sensors, unit tests), and `RecordingKernelHooks` lets tests see what was
-pushed. `hooks_for(enforcer)` picks the right one at start.
+pushed. The composition root picks one with `hooks_for_maps(maps)`.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Protocol
+from typing import Callable, Iterable, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class KernelHooks(Protocol):
@@ -86,42 +89,54 @@ class RecordingKernelHooks:
         return set(self.used.get(cgroup_id, ()))
 
 
-class SensorHubHooks:
-    """The sensors' hub (enforcer/sensors/hub.py) behind KernelHooks.
+class KernelMaps(Protocol):
+    """What the sensors keep in the kernel's maps (enforcer/sensors/kernel_maps.py)."""
 
-    The hub's allow-lists only grow (`allow_exec`, `allow_syscalls`); to take a path out
+    self_exec_by_applet: bool
+
+    def set_policy(self, cgroup_id: int, profile_id: int, mode: str) -> None: ...
+
+    def allow_exec(self, profile_id: int, paths: Iterable[str]) -> None: ...
+
+    def allow_syscalls(self, profile_id: int, nrs: Iterable[int]) -> None: ...
+
+    def clear_profile(self, profile_id: int) -> None: ...
+
+    def syscall_bitmap(self, cgroup_id: int) -> set[int]: ...
+
+    def reset_novelty(self, cgroup_id: int) -> None: ...
+
+
+class KernelMapHooks:
+    """The sensors' kernel maps (enforcer/sensors/kernel_maps.py) behind KernelHooks.
+
+    The maps' allow-lists only grow (`allow_exec`, `allow_syscalls`); to take a path out
     (a binary written to, a relearn) the profile's lists are cleared and written again.
     A failing map update is logged once per kind and never raised into the event path:
     the user-space check still decides on whatever the kernel lets through.
     """
 
-    def __init__(self, hub: Any) -> None:
-        self.hub = hub
+    def __init__(self, maps: KernelMaps) -> None:
+        self.maps = maps
         self._exec: dict[int, set[str]] = {}
         self._syscalls: dict[int, set[int]] = {}
         self._warned: set[str] = set()
 
-    def _call(self, name: str, *args: Any) -> Any:
-        method = getattr(self.hub, name, None)
-        if method is None:
-            if name not in self._warned:
-                self._warned.add(name)
-                log.warning("profiles: the sensor hub has no %s(); kernel allow-lists are incomplete", name)
-            return None
+    def _guard(self, kind: str, call: Callable[[], T]) -> T | None:
         try:
-            return method(*args)
+            return call()
         except Exception as e:  # noqa: BLE001 - the kernel side is best effort
-            if name not in self._warned:
-                self._warned.add(name)
-                log.warning("profiles: sensor hub %s failed: %s", name, e)
+            if kind not in self._warned:
+                self._warned.add(kind)
+                log.warning("profiles: kernel map update %s failed: %s", kind, e)
             return None
 
     @property
     def self_exec_by_applet(self) -> bool:
-        return bool(getattr(self.hub, "SELF_EXEC_BY_APPLET", False))
+        return bool(self.maps.self_exec_by_applet)
 
     def set_policy(self, cgroup_id: int, profile_id: int, mode: str) -> None:
-        self._call("set_policy", cgroup_id, profile_id, mode)
+        self._guard("set_policy", lambda: self.maps.set_policy(cgroup_id, profile_id, mode))
 
     def set_exec_allowlist(self, profile_id: int, paths: Iterable[str]) -> None:
         new = set(paths)
@@ -129,7 +144,7 @@ class SensorHubHooks:
         if old - new:
             self._rewrite(profile_id, new, self._syscalls.get(profile_id, set()))
         elif new - old:
-            self._call("allow_exec", profile_id, sorted(new - old))
+            self._allow_exec(profile_id, sorted(new - old))
         self._exec[profile_id] = new
 
     def set_syscall_allowlist(self, profile_id: int, numbers: Iterable[int]) -> None:
@@ -138,23 +153,30 @@ class SensorHubHooks:
         if old - new:
             self._rewrite(profile_id, self._exec.get(profile_id, set()), new)
         elif new - old:
-            self._call("allow_syscalls", profile_id, sorted(new))
+            self._allow_syscalls(profile_id, sorted(new))
         self._syscalls[profile_id] = new
 
+    def _allow_exec(self, profile_id: int, paths: list[str]) -> None:
+        self._guard("allow_exec", lambda: self.maps.allow_exec(profile_id, paths))
+
+    def _allow_syscalls(self, profile_id: int, numbers: list[int]) -> None:
+        self._guard("allow_syscalls", lambda: self.maps.allow_syscalls(profile_id, numbers))
+
     def _rewrite(self, profile_id: int, paths: set[str], numbers: set[int]) -> None:
-        self._call("clear_profile", profile_id)
+        self._guard("clear_profile", lambda: self.maps.clear_profile(profile_id))
         if paths:
-            self._call("allow_exec", profile_id, sorted(paths))
+            self._allow_exec(profile_id, sorted(paths))
         if numbers:
-            self._call("allow_syscalls", profile_id, sorted(numbers))
+            self._allow_syscalls(profile_id, sorted(numbers))
 
     def forget_novelty(self, cgroup_id: int) -> None:
-        self._call("reset_novelty", cgroup_id)
+        self._guard("reset_novelty", lambda: self.maps.reset_novelty(cgroup_id))
 
     def used_syscalls(self, cgroup_id: int) -> set[int]:
-        return set(self._call("syscall_bitmap", cgroup_id) or ())
+        return set(self._guard("syscall_bitmap", lambda: self.maps.syscall_bitmap(cgroup_id)) or ())
 
 
-def hooks_for(enforcer: Any) -> KernelHooks:
-    hub = getattr(enforcer, "sensors", None)
-    return SensorHubHooks(hub) if hub is not None else NullKernelHooks()
+def hooks_for_maps(maps: KernelMaps | None) -> KernelHooks:
+    """The hooks over the sensors' kernel maps; without sensors, the null hooks."""
+    return KernelMapHooks(maps) if maps is not None else NullKernelHooks()
+
