@@ -11,7 +11,7 @@ from pathlib import Path
 
 from console.app import StockadeApp
 from console.client import EnforcerClient
-from console_fake import FakeEnforcerServer, incident, sample_containers
+from support.fake_client import FakeEnforcerServer, incident, sample_containers
 
 BURST = 1000
 

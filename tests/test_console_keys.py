@@ -14,7 +14,7 @@ from console.app import StockadeApp
 from console.screens.detail import ContainerDetailScreen
 from console.screens.main import MainScreen
 from console.screens.modals import ChoiceScreen, ConfirmScreen, PromptScreen
-from console_fake import NOW, FakeEnforcerClient, container
+from support.fake_client import NOW, FakeEnforcerClient, container
 from enforcer import protocol
 from enforcer.protocol import ProtocolError
 

@@ -17,7 +17,7 @@ from console.app import StockadeApp
 from console.screens.detail import ContainerDetailScreen
 from console.screens.main import MainScreen
 from console.screens.modals import ConfirmScreen
-from harness import DockerResources, EnforcerProcess, docker, unique
+from support.harness import DockerResources, EnforcerProcess, docker, unique
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 SIZE = (160, 45)

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from console.app import StockadeApp
 from console.client import Unreachable
-from console_fake import NOW, FakeEnforcerClient
+from support.fake_client import NOW, FakeEnforcerClient
 
 SIZE = (160, 45)
 

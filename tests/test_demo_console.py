@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from demo_harness import DemoInstance
-from harness import REPO, docker
+from support.demo import DemoInstance
+from support.harness import REPO, docker
 
 sys.path.insert(0, str(REPO / "demo"))
 

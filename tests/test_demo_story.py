@@ -1,5 +1,5 @@
 """The demo end to end, as `make demo` + `make attack` + `make respond` + `make demo-down` run it,
-on a private copy of the demo (tests/demo_harness.py): real images, real compose apps, a real
+on a private copy of the demo (tests/support/demo.py): real images, real compose apps, a real
 enforcer with its eBPF sensors, feeds served from 127.0.0.1.
 
 The tests of this module run in order on one deployment: deploy, attack in alert mode, the
@@ -17,8 +17,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from demo_harness import DemoInstance, pid_running
-from harness import REPO, docker, wait_for
+from support.demo import DemoInstance, pid_running
+from support.harness import REPO, docker, wait_for
 
 
 @pytest.fixture(scope="module")

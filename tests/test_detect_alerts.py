@@ -10,11 +10,11 @@ import sys
 
 import pytest
 
-from detect_support import Rig
+from support.rig import Rig
 from enforcer.detect.alerts import FOLD_WINDOW
 from enforcer.protocol import ProtocolError
 from enforcer.sensors.events import ExecEvent, FileEvent, NetworkEvent
-from harness import REPO
+from support.harness import REPO
 
 SHA = "c" * 64
 

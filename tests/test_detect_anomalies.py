@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 
-from detect_support import FakeEnforcement, Rig
+from support.rig import FakeEnforcement, Rig
 from enforcer.sensors.events import (DnsEvent, ExecEvent, FileClosedEvent, FileEvent, NetworkEvent,
                                      SyscallEvent)
 

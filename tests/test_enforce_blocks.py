@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 
-from enforce_helpers import (drop_counters, ip_of, nft_elements, reaches, wait_known, wait_reaches,
+from support.enforce import (drop_counters, ip_of, nft_elements, reaches, wait_known, wait_reaches,
                              wait_reconciled, web)
-from harness import docker, sh, wait_for
+from support.harness import docker, sh, wait_for
 
 import pytest
 

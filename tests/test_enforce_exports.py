@@ -11,10 +11,10 @@ from typing import Iterator
 import pytest
 import yaml
 
-from enforce_helpers import WEB_COMMAND, host_fetch, ip_of, start_with_sensors, wait_active, wait_known
+from support.enforce import WEB_COMMAND, host_fetch, ip_of, start_with_sensors, wait_active, wait_known
 from enforcer.enforce.harden import ServiceFacts, decide, render_override
 from enforcer.enforce.seccomp import allowed_names, build_seccomp
-from harness import EnforcerProcess, container_info, docker, exec_in, sh, unique, wait_for
+from support.harness import EnforcerProcess, container_info, docker, exec_in, sh, unique, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.bpf, pytest.mark.slow]
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from enforce_helpers import wait_known
+from support.enforce import wait_known
 from enforcer.enforce.forensics import member_path
-from harness import container_info, exec_in, wait_for
+from support.harness import container_info, exec_in, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -122,7 +122,7 @@ def test_a_stopped_container_still_gets_its_changed_files(dockerx, busybox_image
                                             "ln -s /etc/passwd /tmp/link; sleep 3600"])
     wait_known(e, name)
     wait_for(lambda: exec_in(name, "cat", "/tmp/note.txt").stdout == "left behind\n", what="the workload")
-    from harness import docker
+    from support.harness import docker
 
     docker("stop", "-t", "0", name)
     wait_for(lambda: e.call("container", target=name)["state"] == "exited", what="the stop to be seen")

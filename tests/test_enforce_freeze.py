@@ -10,11 +10,11 @@ import time
 
 import pytest
 
-from enforce_helpers import v1_state, wait_known, wait_reconciled
+from support.enforce import v1_state, wait_known, wait_reconciled
 from enforcer.enforce import freezer as fz
 from enforcer.inventory.cgroups import cgroup_for_pid, freezer_v1_state_file
 from enforcer.models import Container
-from harness import container_info, docker, exec_in, wait_for
+from support.harness import container_info, docker, exec_in, wait_for
 
 pytestmark = pytest.mark.docker
 

@@ -10,8 +10,8 @@ from typing import Iterator
 
 import pytest
 
-from enforce_helpers import WEB_COMMAND, host_fetch, ip_of, nft_elements, start_with_sensors, wait_active, wait_known
-from harness import EnforcerProcess, container_info, exec_in, wait_for
+from support.enforce import WEB_COMMAND, host_fetch, ip_of, nft_elements, start_with_sensors, wait_active, wait_known
+from support.harness import EnforcerProcess, container_info, exec_in, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.bpf, pytest.mark.slow]
 

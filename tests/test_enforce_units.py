@@ -10,13 +10,13 @@ import uuid
 
 import pytest
 
-from enforce_helpers import nft_elements, nft_table
+from support.enforce import nft_elements, nft_table
 from enforcer.enforce import ruleset as R
 from enforcer.enforce.blocks import BlockInput, desired_ruleset
 from enforcer.models import BadPeer, split_peer_port
 from enforcer.enforce.firewall import Firewall
 from enforcer.enforce.nft import Nft, NftError
-from harness import sh
+from support.harness import sh
 
 
 @pytest.mark.parametrize("text,expected", [

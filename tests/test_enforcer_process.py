@@ -9,7 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from harness import REPO, EnforcerProcess, docker, wait_for
+from support.harness import REPO, EnforcerProcess, docker, wait_for
 
 PROXY = textwrap.dedent("""
     # A unix-socket proxy in front of the real Docker engine, so a test can make the

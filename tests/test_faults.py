@@ -28,9 +28,9 @@ from typing import Any, Iterator
 
 import pytest
 
-from enforce_helpers import (host_fetch, ip_of, nft_elements, sensors_loaded, v1_state, wait_active, wait_known,
+from support.enforce import (host_fetch, ip_of, nft_elements, sensors_loaded, v1_state, wait_active, wait_known,
                              wait_reconciled, web)
-from harness import EnforcerProcess, container_info, docker, exec_in, sh, wait_for
+from support.harness import EnforcerProcess, container_info, docker, exec_in, sh, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

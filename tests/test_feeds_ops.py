@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from harness import EnforcerProcess, wait_for
+from support.harness import EnforcerProcess, wait_for
 
 
 def feeds_by_name(enforcer: EnforcerProcess) -> dict[str, dict]:

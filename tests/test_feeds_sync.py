@@ -18,7 +18,7 @@ from enforcer.feeds import FeedManager
 from enforcer.feeds.fetch import FetchError, fetch
 from enforcer.feeds.models import Feed, FeedHit
 from enforcer.store import Store
-from feed_server import FeedServer
+from support.feed_server import FeedServer
 
 
 class Published:

@@ -9,7 +9,7 @@ import hashlib
 
 import pytest
 
-from harness import container_info, exec_in, wait_for
+from support.harness import container_info, exec_in, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.bpf, pytest.mark.slow]
 

@@ -18,11 +18,11 @@ from typing import Any, Iterator
 
 import pytest
 
-from enforce_helpers import ip_of, sensors_loaded, wait_active
+from support.enforce import ip_of, sensors_loaded, wait_active
 from enforcer.detect.alerts import BURST_NEW, BURST_SUBJECT
-from flood_helpers import (DeafSubscriber, Probe, accounted, build_flood, finish_flood, flood_container, make_links,
+from support.floods import (DeafSubscriber, Probe, accounted, build_flood, finish_flood, flood_container, make_links,
                            pct, rss_kib, sensor, start_flood, timed_call)
-from harness import EnforcerProcess, wait_for
+from support.harness import EnforcerProcess, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.bpf, pytest.mark.slow]
 

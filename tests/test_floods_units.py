@@ -1,5 +1,5 @@
 """Burst folding on synthetic events through the real alert book and detector (Docker and
-the kernel faked at their boundary, tests/detect_support.py): many distinct subjects fold
+the kernel faked at their boundary, tests/support/rig.py): many distinct subjects fold
 into one burst incident, repeats of an early subject still fold into their own, and in
 protect mode every subject folded into a burst is still answered."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from detect_support import FakeEnforcement, Rig
+from support.rig import FakeEnforcement, Rig
 from enforcer.detect.alerts import BURST_NEW, BURST_SUBJECT
 from enforcer.sensors.events import ExecEvent
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from harness import EnforcerProcess, container_info, docker, unique, wait_for
+from support.harness import EnforcerProcess, container_info, docker, unique, wait_for
 
 TWO_SERVICES = """
 version: "2.4"

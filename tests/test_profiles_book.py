@@ -1,5 +1,5 @@
 """Profiles in a real enforcer (real store and socket; Docker and the kernel faked at their
-boundary, see detect_support.py): learning, activation, restart, modes, relearn, ops."""
+boundary, see tests/support/rig.py): learning, activation, restart, modes, relearn, ops."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from detect_support import Rig
+from support.rig import Rig
 from enforcer.protocol import ProtocolError
 from enforcer.sensors.events import ExecEvent, NetworkEvent, SyscallEvent
 

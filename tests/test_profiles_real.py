@@ -16,8 +16,8 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from enforce_helpers import sensors_loaded
-from harness import DockerResources, EnforcerProcess, docker, ensure_busybox_image, exec_in, unique, wait_for
+from support.enforce import sensors_loaded
+from support.harness import DockerResources, EnforcerProcess, docker, ensure_busybox_image, exec_in, unique, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.bpf, pytest.mark.slow]
 

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from console.escape import printable
 from enforcer import protocol
-from harness import DockerResources, EnforcerProcess, docker, unique, wait_for
-from hostile import (BIG, CLEAR, HOSTILE_ARG, HOSTILE_DIR_PRINTF, HOSTILE_PROJECT, HOSTILE_SERVICE, MARKUP, OSC_TITLE, OUTSIDE_EFFECTS,
+from support.harness import DockerResources, EnforcerProcess, docker, unique, wait_for
+from support.hostile import (BIG, CLEAR, HOSTILE_ARG, HOSTILE_DIR_PRINTF, HOSTILE_PROJECT, HOSTILE_SERVICE, MARKUP, OSC_TITLE, OUTSIDE_EFFECTS,
                      RawConnection, assert_inert, check_reply, encode_loose, hostile_command, line_is_safe,
                      protocol_lines, request_objects, screen_text, tracebacks, wait_answers)
 
@@ -387,7 +387,7 @@ async def test_alerts_about_hostile_programs_are_inert_in_the_cli_and_console(
     """Real eBPF sensors: a program run from a hostile path (a copy of busybox, with hostile
     argv) after learning is a process alert; `stockade alerts` and the console show it inert."""
     from console.app import StockadeApp
-    from enforce_helpers import start_with_sensors, wait_active
+    from support.enforce import start_with_sensors, wait_active
     from test_console_real import main, until
 
     e = start_with_sensors(tmp_path / "e", learn_seconds=3)

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from harness import REPO, DockerResources, EnforcerProcess, docker, sh, unique, wait_for
+from support.harness import REPO, DockerResources, EnforcerProcess, docker, sh, unique, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

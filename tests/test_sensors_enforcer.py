@@ -13,8 +13,8 @@ from typing import Iterator
 
 import pytest
 
-from harness import DockerResources, EnforcerProcess, container_info, exec_in, wait_for
-from sensor_helpers import SensorSubscriber
+from support.harness import DockerResources, EnforcerProcess, container_info, exec_in, wait_for
+from support.sensors import SensorSubscriber
 
 pytestmark = [pytest.mark.docker, pytest.mark.bpf]
 

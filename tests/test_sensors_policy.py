@@ -9,8 +9,8 @@ from typing import Iterator
 
 import pytest
 
-from harness import DockerResources, exec_in
-from sensor_helpers import HubRunner, container_model
+from support.harness import DockerResources, exec_in
+from support.sensors import HubRunner, container_model
 
 pytestmark = [pytest.mark.docker, pytest.mark.bpf]
 

@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from harness import container_info
+from support.harness import container_info
 
 
 class EventLog:

@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from enforcer.inventory.cgroups import freezer_v1_state_file
-from harness import DockerResources, EnforcerProcess, container_info, exec_in, sh, wait_for
+from support.harness import DockerResources, EnforcerProcess, container_info, exec_in, sh, wait_for
 
 # Writes a page and serves it on 8080 (foreground) and 8081 (background).
 WEB_COMMAND = ["sh", "-c", "mkdir -p /var/www; echo hello from $(hostname) > /var/www/index.html; httpd -p 8081 -h /var/www; "

@@ -228,7 +228,7 @@ def check_reply(raw: bytes, msg: Any, where: str) -> None:
 
 
 def wait_answers(path: str, op: str = "status", timeout: float = 20.0) -> Any:
-    from harness import socket_call
+    from support.harness import socket_call
 
     deadline = time.monotonic() + timeout
     while True:

@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from harness import REPO, docker, wait_for
+from support.harness import REPO, docker, wait_for
 
 
 def free_port() -> int:

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TEST_LABEL = "stockade.test"
 BUSYBOX_IMAGE = "stockade-test/busybox:latest"
 

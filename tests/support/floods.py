@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import (BUSYBOX_IMAGE, REPO, TEST_LABEL, DockerResources, EnforcerProcess, container_info, docker,
+from support.harness import (BUSYBOX_IMAGE, REPO, TEST_LABEL, DockerResources, EnforcerProcess, container_info, docker,
                      socket_call, unique)
 
 WORKLOAD = REPO / "bench" / "flood_workload.c"

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "feeds"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "feeds"
 
 
 @dataclass
