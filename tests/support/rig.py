@@ -6,7 +6,7 @@
   are put on the daemon's event queue as the sensors' hub would.
 
 Everything else is real: the daemon (its composition root, with seams for the fakes), its SQLite store, its unix socket, the profile book,
-the alert book and the detector (tests/test_profiles_*.py, tests/test_detect_*.py).
+the alert book and the detector (tests/unit/test_profiles_*.py, tests/unit/test_detect_*.py).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CONSOLE = REPO / "console"
 
 HEAVY = ("bcc", "httpx", "aiosqlite", "docker")

@@ -19,7 +19,7 @@ import yaml
 from enforcer.feeds.parsers import parse as parse_feed
 from enforcer.inventory.compose import load_topology
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "demo"
 COMPOSE = DEMO / "compose"
 DEFAULT_NET = "10.199.77"

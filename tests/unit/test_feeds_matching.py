@@ -12,7 +12,7 @@ from enforcer.feeds.matcher import Matcher
 from enforcer.feeds.parsers import parse
 from enforcer.feeds.ranges import ProtectedRanges
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "feeds"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "feeds"
 PROTECTED = ProtectedRanges.build()
 
 

@@ -1,7 +1,7 @@
 """SVG snapshots of every view (pytest-textual-snapshot), from fixed data at the client boundary.
 
-Update after a deliberate change of looks: `pytest tests/test_console_snapshots.py --snapshot-update`,
-then look at the SVGs under tests/__snapshots__/ before committing them.
+Update after a deliberate change of looks: `pytest tests/unit/test_console_snapshots.py --snapshot-update`,
+then look at the SVGs under tests/unit/__snapshots__/ before committing them.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import pytest
 from enforcer.feeds.parsers import FeedFormatError, check_columns, parse
 from enforcer.feeds.parsers.common import ParseResult, normalise_domain
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "feeds"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "feeds"
 EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 
 
