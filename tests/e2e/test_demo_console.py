@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO / "demo"))
 from attack import Demo  # noqa: E402
 from walkthrough import Story, TmuxConsole  # noqa: E402
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.bpf, pytest.mark.nftables]  # the demo runs a real enforcer with sensors
 
 
 def freezer_state(container_id: str) -> str:

@@ -20,6 +20,9 @@ import pytest
 from support.demo import DemoInstance, pid_running
 from support.harness import REPO, docker, wait_for
 
+# The demo: real images and compose apps, a real enforcer with its sensors and nftables table.
+pytestmark = [pytest.mark.docker, pytest.mark.bpf, pytest.mark.nftables]
+
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory, docker_engine: None) -> Iterator[DemoInstance]:

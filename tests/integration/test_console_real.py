@@ -19,7 +19,7 @@ from console.screens.main import MainScreen
 from console.screens.modals import ConfirmScreen
 from support.harness import DockerResources, EnforcerProcess, docker, unique
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+pytestmark = [pytest.mark.docker, pytest.mark.nftables, pytest.mark.slow]
 SIZE = (160, 45)
 
 

@@ -13,7 +13,7 @@ from support.harness import docker, sh, wait_for
 
 import pytest
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.nftables]
 
 
 def test_block_cuts_two_containers_on_one_bridge_both_ways_and_unblock_restores(dockerx, busybox_image, make_enforcer):

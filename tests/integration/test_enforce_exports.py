@@ -16,7 +16,7 @@ from enforcer.enforce.harden import ServiceFacts, decide, render_override
 from enforcer.enforce.seccomp import allowed_names, build_seccomp
 from support.harness import EnforcerProcess, container_info, docker, exec_in, sh, unique, wait_for
 
-pytestmark = [pytest.mark.docker, pytest.mark.bpf, pytest.mark.slow]
+pytestmark = [pytest.mark.docker, pytest.mark.bpf, pytest.mark.nftables, pytest.mark.slow]
 
 LEARN_SECONDS = 12
 

@@ -34,6 +34,7 @@ def read_bundle(path: str) -> dict[str, bytes]:
         return out
 
 
+@pytest.mark.nftables
 def test_bundle_holds_process_tree_changed_files_and_a_manifest(dockerx, busybox_image, make_enforcer, tmp_path):
     host_secret = Path("/etc/stockade-host-only-file")
     host_secret.write_text("HOST SECRET: must never enter a bundle\n")
@@ -116,6 +117,7 @@ def test_member_names_never_leave_the_bundle_folder():
     assert odd is not None and odd.isascii() and odd.isprintable() and odd.startswith("files/a/")
 
 
+@pytest.mark.nftables
 def test_a_stopped_container_still_gets_its_changed_files(dockerx, busybox_image, make_enforcer):
     e = make_enforcer("--no-sensors")
     name = dockerx.run(command=["sh", "-c", "mkdir -p /tmp; echo left behind > /tmp/note.txt; "

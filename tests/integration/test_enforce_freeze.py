@@ -37,6 +37,7 @@ def as_container(name: str) -> Container:
                      pid=info["State"]["Pid"], cgroup_id=cg.cgroup_id, cgroup_path=cg.path)
 
 
+@pytest.mark.nftables
 def test_freeze_stops_every_process_and_unfreeze_resumes(dockerx, busybox_image, make_enforcer):
     e = make_enforcer("--no-sensors")
     name = dockerx.run(command=COUNTER)
@@ -79,6 +80,7 @@ def test_cgroup_v2_freezer_freezes_and_thaws(dockerx, busybox_image):
     assert not fz.is_frozen(c)
 
 
+@pytest.mark.nftables
 def test_docker_pause_is_respected(dockerx, busybox_image, make_enforcer):
     e = make_enforcer("--no-sensors")
     name = dockerx.run(command=COUNTER)
@@ -94,6 +96,7 @@ def test_docker_pause_is_respected(dockerx, busybox_image, make_enforcer):
     assert v1_state(name) == "THAWED"
 
 
+@pytest.mark.nftables
 def test_freeze_survives_restart_and_is_reapplied(dockerx, busybox_image, make_enforcer):
     e = make_enforcer("--no-sensors")
     name = dockerx.run(command=COUNTER)
@@ -114,6 +117,7 @@ def test_freeze_survives_restart_and_is_reapplied(dockerx, busybox_image, make_e
     assert v1_state(name) == "THAWED"  # unfreeze was stored too
 
 
+@pytest.mark.nftables
 def test_kill_only_inside_the_container(dockerx, busybox_image, make_enforcer):
     e = make_enforcer("--no-sensors")
     name = dockerx.run(command=["sh", "-c", "sleep 1000 & sleep 1001 & wait"])

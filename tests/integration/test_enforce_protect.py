@@ -13,7 +13,7 @@ import pytest
 from support.enforce import WEB_COMMAND, host_fetch, ip_of, nft_elements, start_with_sensors, wait_active, wait_known
 from support.harness import EnforcerProcess, container_info, exec_in, wait_for
 
-pytestmark = [pytest.mark.docker, pytest.mark.bpf, pytest.mark.slow]
+pytestmark = [pytest.mark.docker, pytest.mark.bpf, pytest.mark.nftables, pytest.mark.slow]
 
 LEARN_SECONDS = 12
 # Fetches from whatever address /tmp/target names, twice a second. Full paths: busybox sh

@@ -9,6 +9,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from support.harness import REPO, EnforcerProcess, docker, wait_for
 
 PROXY = textwrap.dedent("""
@@ -41,6 +43,8 @@ def start_proxy(path: Path) -> subprocess.Popen[str]:
     return proc
 
 
+@pytest.mark.docker
+@pytest.mark.nftables
 def test_sigterm_stops_cleanly_and_removes_the_socket(make_enforcer, docker_engine):
     enforcer: EnforcerProcess = make_enforcer("--no-sensors")
     assert enforcer.stop(signal.SIGTERM) == 0
@@ -48,6 +52,8 @@ def test_sigterm_stops_cleanly_and_removes_the_socket(make_enforcer, docker_engi
     assert "Traceback" not in enforcer.log()
 
 
+@pytest.mark.docker
+@pytest.mark.nftables
 def test_a_second_enforcer_on_a_taken_socket_says_so_in_one_line(make_enforcer, docker_engine):
     first = make_enforcer("--no-sensors")
     proc = subprocess.run([sys.executable, "-m", "enforcer.main", "--no-sensors", "--socket", first.socket,
@@ -86,6 +92,8 @@ def test_cli_without_an_enforcer_says_where_it_looked(tmp_path):
     assert proc.stderr == f"stockade: cannot reach the enforcer at {tmp_path / 'x.sock'}: no such socket (is stockade-enforcer running?)\n"
 
 
+@pytest.mark.docker
+@pytest.mark.nftables
 def test_engine_down_at_start_then_away_and_back(dockerx, busybox_image, make_enforcer, tmp_path):
     proxy_path = tmp_path / "docker.sock"
     enforcer = make_enforcer("--no-sensors", start=False, env={"STOCKADE_DOCKER_URL": f"unix://{proxy_path}"})

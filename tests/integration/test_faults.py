@@ -131,6 +131,7 @@ def _stored_freeze(e: EnforcerProcess, cid: str) -> bool:
     return bool(db_rows(e.db, "SELECT container_id FROM freezes WHERE container_id = ?", (cid,)))
 
 
+@pytest.mark.nftables
 def test_kill_9_in_the_middle_of_blocks_and_freezes_leaves_kernel_and_store_agreeing(dockerx, busybox_image,
                                                                                       make_enforcer):
     e = make_enforcer("--no-sensors")
@@ -262,6 +263,7 @@ def count(name: str) -> int:
 
 
 @pytest.mark.bpf
+@pytest.mark.nftables
 def test_what_stays_enforced_when_the_enforcer_is_stopped_or_crashes(dockerx, busybox_image, make_enforcer):
     e = make_enforcer("--learn-seconds", "5", start=False)
     start_and_load(e)
@@ -344,6 +346,7 @@ def _missing(before: dict[int, int], after: dict[int, int]) -> tuple[list[int], 
 
 
 @pytest.mark.bpf
+@pytest.mark.nftables
 def test_kill_9_while_learning_keeps_the_database_whole_and_loses_only_the_write_behind_window(
         dockerx, busybox_image, make_enforcer):
     e = make_enforcer("--learn-seconds", "600", start=False)
@@ -402,6 +405,7 @@ def _truncate_wal(db: str) -> None:
 
 
 @pytest.mark.bpf
+@pytest.mark.nftables
 def test_disk_full_alerts_still_reach_subscribers_and_the_log_and_are_stored_when_space_returns(
         tmp_path, dockerx, busybox_image, make_enforcer):
     with small_tmpfs(tmp_path / "dbfs", "64m") as mnt:
@@ -505,6 +509,7 @@ def _alert_on(e: EnforcerProcess, name: str, program: str) -> dict[str, Any]:
 
 @pytest.mark.bpf
 @pytest.mark.disruptive
+@pytest.mark.nftables
 def test_the_enforcer_survives_a_docker_engine_restart_and_watches_the_containers_again(
         dockerx, busybox_image, make_enforcer):
     """Disturbs every other Docker user of the host for ~10-20 s: run it rarely."""

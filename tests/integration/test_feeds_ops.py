@@ -10,6 +10,8 @@ import pytest
 
 from support.harness import EnforcerProcess, wait_for
 
+pytestmark = pytest.mark.nftables  # every test starts a real enforcer: its own nftables table
+
 
 def feeds_by_name(enforcer: EnforcerProcess) -> dict[str, dict]:
     return {f["name"]: f for f in enforcer.call("feeds")}

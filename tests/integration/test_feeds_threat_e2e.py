@@ -11,7 +11,7 @@ import pytest
 
 from support.harness import container_info, exec_in, wait_for
 
-pytestmark = [pytest.mark.docker, pytest.mark.bpf, pytest.mark.slow]
+pytestmark = [pytest.mark.docker, pytest.mark.bpf, pytest.mark.nftables, pytest.mark.slow]
 
 KIT = b"#!/bin/sh\n# stockade e2e kit: harmless, but on a feed\necho pwned\n"
 

@@ -24,7 +24,7 @@ from support.floods import (DeafSubscriber, Probe, accounted, build_flood, finis
                            pct, rss_kib, sensor, start_flood, timed_call)
 from support.harness import EnforcerProcess, wait_for
 
-pytestmark = [pytest.mark.docker, pytest.mark.bpf, pytest.mark.slow]
+pytestmark = [pytest.mark.docker, pytest.mark.bpf, pytest.mark.nftables, pytest.mark.slow]
 
 LEARN_SECONDS = 6
 FLOOD_SECONDS = 6  # one round; rounds repeat until enough has reached user space

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from support.harness import EnforcerProcess, container_info, docker, unique, wait_for
+
+pytestmark = [pytest.mark.docker, pytest.mark.nftables]
 
 TWO_SERVICES = """
 version: "2.4"

@@ -19,7 +19,7 @@ import pytest
 from support.enforce import sensors_loaded
 from support.harness import DockerResources, EnforcerProcess, docker, ensure_busybox_image, exec_in, unique, wait_for
 
-pytestmark = [pytest.mark.docker, pytest.mark.bpf, pytest.mark.slow]
+pytestmark = [pytest.mark.docker, pytest.mark.bpf, pytest.mark.nftables, pytest.mark.slow]
 
 LEARN_SECONDS = 10
 QUIET_SECONDS = 15  # how long the steady workload must run without a single alert

@@ -48,6 +48,7 @@ def assert_healthy(enforcer: EnforcerProcess) -> None:
     assert not found, "unhandled exceptions in the enforcer log:\n" + "\n----\n".join(found[:3])
 
 
+@pytest.mark.nftables
 def test_fuzzed_requests_get_one_line_replies_and_the_enforcer_survives(
         make_enforcer: Callable[..., EnforcerProcess]) -> None:
     enforcer = make_enforcer("--no-sensors")
@@ -104,6 +105,7 @@ def test_fuzzed_requests_get_one_line_replies_and_the_enforcer_survives(
     assert_healthy(enforcer)
 
 
+@pytest.mark.nftables
 def test_oversize_deep_and_endless_lines_are_refused_and_the_connection_goes_on(
         make_enforcer: Callable[..., EnforcerProcess]) -> None:
     enforcer = make_enforcer("--no-sensors")
@@ -172,6 +174,7 @@ REGRESSIONS = [
 ]
 
 
+@pytest.mark.nftables
 def test_requests_that_once_broke_the_enforcer(make_enforcer: Callable[..., EnforcerProcess]) -> None:
     enforcer = make_enforcer("--no-sensors")
     conn = RawConnection(enforcer.socket)
@@ -218,6 +221,8 @@ def hostile_world(make_enforcer: Callable[..., EnforcerProcess], dockerx: Docker
     return world
 
 
+@pytest.mark.docker
+@pytest.mark.nftables
 def test_hostile_labels_paths_and_argv_are_inert_in_the_cli(hostile_world: dict[str, Any]) -> None:
     e: EnforcerProcess = hostile_world["enforcer"]
     hostile, tried = hostile_world["hostile"], 0
@@ -252,6 +257,8 @@ def test_hostile_labels_paths_and_argv_are_inert_in_the_cli(hostile_world: dict[
     print(f"\nhostile CLI: {tried + 1} commands over hostile labels/paths/argv")
 
 
+@pytest.mark.docker
+@pytest.mark.nftables
 def test_a_broken_or_missing_compose_file_is_one_line_and_the_container_stays(hostile_world: dict[str, Any]) -> None:
     e: EnforcerProcess = hostile_world["enforcer"]
     apps = {a["name"]: a for a in e.call("apps")}
@@ -274,6 +281,8 @@ def test_a_broken_or_missing_compose_file_is_one_line_and_the_container_stays(ho
     assert b"\x1b" not in log and b"\\x1b[2J[bold]x[/]" in log
 
 
+@pytest.mark.docker
+@pytest.mark.nftables
 async def test_hostile_text_in_the_real_console_is_shown_escaped(hostile_world: dict[str, Any]) -> None:
     from console.app import StockadeApp
     from console.screens.detail import ContainerDetailScreen
@@ -325,6 +334,8 @@ async def test_hostile_text_in_the_real_console_is_shown_escaped(hostile_world: 
     print(f"\nhostile console: {len(seen)} screens checked segment by segment")
 
 
+@pytest.mark.docker
+@pytest.mark.nftables
 def test_a_container_that_goes_away_mid_action_gives_one_line_errors(
         hostile_world: dict[str, Any], dockerx: DockerResources) -> None:
     e: EnforcerProcess = hostile_world["enforcer"]
@@ -382,6 +393,7 @@ def test_a_container_that_goes_away_mid_action_gives_one_line_errors(
 
 @pytest.mark.bpf
 @pytest.mark.docker
+@pytest.mark.nftables
 async def test_alerts_about_hostile_programs_are_inert_in_the_cli_and_console(
         tmp_path: Path, dockerx: DockerResources, busybox_image: str) -> None:
     """Real eBPF sensors: a program run from a hostile path (a copy of busybox, with hostile

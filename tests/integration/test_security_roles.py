@@ -22,7 +22,7 @@ import pytest
 
 from support.harness import REPO, DockerResources, EnforcerProcess, docker, sh, unique, wait_for
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+pytestmark = [pytest.mark.docker, pytest.mark.nftables, pytest.mark.slow]
 
 
 @dataclass

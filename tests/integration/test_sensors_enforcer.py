@@ -16,7 +16,7 @@ import pytest
 from support.harness import DockerResources, EnforcerProcess, container_info, exec_in, wait_for
 from support.sensors import SensorSubscriber
 
-pytestmark = [pytest.mark.docker, pytest.mark.bpf]
+pytestmark = [pytest.mark.docker, pytest.mark.bpf, pytest.mark.nftables]
 
 
 @pytest.fixture(scope="module")
