@@ -2,7 +2,7 @@
 
 It fakes the one boundary the console has (the client), so the SVG snapshots are stable:
 fixed times, fixed ids, and hostile names to prove that nothing reaches the screen raw.
-Tests that need the real thing use a real enforcer (tests/test_console_real.py).
+Tests that need the real thing use a real enforcer (tests/integration/test_console_real.py).
 """
 
 from __future__ import annotations

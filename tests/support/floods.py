@@ -1,4 +1,4 @@
-"""Floods against a real enforcer (tests/test_floods.py, bench/bench_stress.py): the flood
+"""Floods against a real enforcer (tests/integration/test_floods.py, bench/bench_stress.py): the flood
 program (bench/flood_workload.c, built static and copied into busybox containers), a probe
 that keeps asking the enforcer's socket while a flood runs (latency of each answer and the
 enforcer's RSS), and a subscriber that never reads."""

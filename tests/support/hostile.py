@@ -1,7 +1,7 @@
 """Hostile input for the security tests: strings an attacker controls (container labels,
 process paths, argv), raw protocol lines, and checks that what we print is inert.
 
-Used by tests/test_security_input.py and tests/test_security_roles.py.
+Used by tests/integration/test_security_input.py and tests/integration/test_security_roles.py.
 """
 
 from __future__ import annotations
