@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from console.app import StockadeApp  # noqa: E402
 from console.client import EnforcerClient  # noqa: E402
 from console.state import MAX_INCIDENTS  # noqa: E402
-from console_fake import (NOW, FakeEnforcerClient, FakeEnforcerServer, container, incident,  # noqa: E402
+from support.fake_client import (NOW, FakeEnforcerClient, FakeEnforcerServer, container, incident,  # noqa: E402
                           sample_containers)
 
 SIZE = (160, 45)
@@ -101,7 +101,7 @@ def idle_cpu_tmux(seconds: float) -> None:
     if not shutil.which("tmux"):
         print("  tmux not installed: skipped the real-terminal measurement")
         return
-    from harness import EnforcerProcess
+    from support.harness import EnforcerProcess
 
     workdir = Path(tempfile.mkdtemp(prefix="stockade-bench-console-"))
     enforcer = EnforcerProcess(workdir, "--no-sensors").start()

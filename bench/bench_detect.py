@@ -34,7 +34,7 @@ from enforcer.config import Settings  # noqa: E402
 from enforcer.daemon import Daemon  # noqa: E402
 from enforcer.models import parse_iso_time  # noqa: E402
 from enforcer.sensors.events import ExecEvent, FileEvent, NetworkEvent, SyscallEvent  # noqa: E402
-from harness import docker, ensure_busybox_image, unique  # noqa: E402
+from support.harness import docker, ensure_busybox_image, unique  # noqa: E402
 
 ANOMALIES = 1000
 BACKGROUND_RATE = 10_000  # allowed events per second
@@ -203,7 +203,7 @@ async def latency_bench() -> None:
 
 async def memory_bench() -> None:
     """200 containers, each with its own profile (no replicas sharing), of a realistic size."""
-    from detect_support import Rig
+    from support.rig import Rig
 
     work = Path(tempfile.mkdtemp(prefix="stockade-bench-mem-"))
     rig = Rig(work / "rig", learn_seconds=3600.0)

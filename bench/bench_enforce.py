@@ -39,10 +39,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from enforce_helpers import WEB_COMMAND, ip_of, wait_known, wait_reconciled  # noqa: E402
+from support.enforce import WEB_COMMAND, ip_of, wait_known, wait_reconciled  # noqa: E402
 from enforcer.enforce.nft import Nft  # noqa: E402
 from enforcer.inventory.cgroups import freezer_v1_state_file  # noqa: E402
-from harness import (DockerResources, EnforcerProcess, container_info, ensure_busybox_image,  # noqa: E402
+from support.harness import (DockerResources, EnforcerProcess, container_info, ensure_busybox_image,  # noqa: E402
                      socket_call, wait_for)
 
 ROUNDS = 20

@@ -27,7 +27,7 @@ from enforcer.feeds.models import Feed  # noqa: E402
 from enforcer.feeds.parsers import parse  # noqa: E402
 from enforcer.feeds.ranges import ProtectedRanges  # noqa: E402
 from enforcer.store import Store  # noqa: E402
-from feed_server import FeedServer  # noqa: E402
+from support.feed_server import FeedServer  # noqa: E402
 
 N = 1_000_000
 LOOKUPS = 300_000

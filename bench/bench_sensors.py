@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from harness import DockerResources, EnforcerProcess, container_info, docker, ensure_busybox_image, wait_for  # noqa: E402
+from support.harness import DockerResources, EnforcerProcess, container_info, docker, ensure_busybox_image, wait_for  # noqa: E402
 
 SECONDS = 4.0
 ROUNDS = 2
@@ -180,7 +180,7 @@ def main() -> int:
 
 def sustained_rate_and_latency(res: DockerResources, load: Path) -> None:
     """An in-process hub with the rate caps off, fed by a container creating new files."""
-    from sensor_helpers import HubRunner, container_model
+    from support.sensors import HubRunner, container_model
 
     flood = res.run("--network", "none", command=["sleep", "3600"])
     docker("cp", str(load), f"{flood}:/load")

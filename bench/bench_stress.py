@@ -33,10 +33,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from enforce_helpers import ip_of, sensors_loaded, wait_active  # noqa: E402
-from flood_helpers import (Probe, accounted, build_flood, finish_flood, flood_container, make_links, pct,  # noqa: E402
+from support.enforce import ip_of, sensors_loaded, wait_active  # noqa: E402
+from support.floods import (Probe, accounted, build_flood, finish_flood, flood_container, make_links, pct,  # noqa: E402
                            rss_kib, sensor, start_flood, timed_call)
-from harness import DockerResources, EnforcerProcess, ensure_busybox_image, wait_for  # noqa: E402
+from support.harness import DockerResources, EnforcerProcess, ensure_busybox_image, wait_for  # noqa: E402
 
 LEARN_SECONDS = 5
 FLOOD_SECONDS = 8

@@ -1,4 +1,4 @@
-/* Floods for tests/test_floods.py and bench/bench_stress.py, run inside a container
+/* Floods for tests/integration/test_floods.py and bench/bench_stress.py, run inside a container
  * (static, nothing else needed there).
  *   flood links N [SELF]          make N hard links /tmp/fl/pNNNNN of this binary (SELF,
  *                                 default /flood)

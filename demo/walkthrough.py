@@ -5,7 +5,7 @@ keys sent with `tmux send-keys`, the screen read with `tmux capture-pane`.
 
 against the demo that runs (`make demo`; it reads $STOCKADE_DEMO_STATE/demo.env). Each step
 waits for what a person would wait for on the screen, and with --screenshots saves the
-screen as SVG and PNG (the README's walkthrough pictures). tests/test_demo_console.py runs
+screen as SVG and PNG (the README's walkthrough pictures). tests/e2e/test_demo_console.py runs
 the same story on a private copy of the demo and checks every step.
 
 The steps: the containers learning; the apps and their allowed connections; the attack

@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 from console.app import StockadeApp  # noqa: E402
-from harness import (DockerResources, EnforcerProcess, container_info, docker, ensure_busybox_image,  # noqa: E402
+from support.harness import (DockerResources, EnforcerProcess, container_info, docker, ensure_busybox_image,  # noqa: E402
                      exec_in, unique)
 
 SIZE = (160, 45)

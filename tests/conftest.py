@@ -1,4 +1,4 @@
-"""Fixtures over tests/harness.py: the engine, images, networks, compose apps, enforcers."""
+"""Fixtures over tests/support/harness.py: the engine, images, networks, compose apps, enforcers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from harness import (REPO, DockerResources, EnforcerProcess, ensure_busybox_image, sh)
+from support.harness import (REPO, DockerResources, EnforcerProcess, ensure_busybox_image, sh)
 
 
 @pytest.fixture(scope="session")
@@ -59,8 +59,8 @@ def make_enforcer(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Ca
 
 @pytest.fixture
 def feed_server() -> Iterator["FeedServer"]:
-    """A threat-feed publisher on 127.0.0.1 (tests/feed_server.py): serve("/x.txt", body)."""
-    from feed_server import FeedServer
+    """A threat-feed publisher on 127.0.0.1 (tests/support/feed_server.py): serve("/x.txt", body)."""
+    from support.feed_server import FeedServer
 
     server = FeedServer()
     try:
