@@ -15,7 +15,7 @@ from enforcer.sensors.hub import SensorHub
 from enforcer.sensors.kernel_maps import KernelMaps
 from enforcer.sensors.program import SensorLoadError
 from enforcer.sensors.wiring import queue_deliver, queue_depth, sensor_topic_tap, stats_topic
-from sensor_helpers import FakeInventory
+from support.sensors import FakeInventory
 
 
 def _no_kernel() -> Any:
