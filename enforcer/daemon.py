@@ -20,7 +20,7 @@ import functools
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .audit import Audit
@@ -43,6 +43,10 @@ from .profiles.kernel import KernelHooks, NullKernelHooks, hooks_for_maps
 from .server import Server
 from .store import Store
 from .views import Views
+
+if TYPE_CHECKING:  # imported where built: bcc and httpx load only when these parts run
+    from .feeds import FeedManager
+    from .sensors.hub import SensorHub
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +78,7 @@ class Daemon:
         # is full the producer counts the event as lost.
         self.events: asyncio.Queue[Any] = asyncio.Queue(maxsize=EVENT_QUEUE)
 
-        self.sensors: Any = None
+        self.sensors: SensorHub | None = None
         hooks = seams.kernel_hooks
         if settings.sensors:
             from .sensors.hub import SensorHub  # bcc is imported only when sensors run
@@ -85,8 +89,8 @@ class Daemon:
                 tap=sensor_topic_tap(self.server.publish, self.server.has_subscribers),
                 publish_stats=stats_topic(self.server.publish, self.server.has_subscribers))
             hooks = hooks or hooks_for_maps(self.sensors.maps)
-        self.feed_manager: Any = None
-        feeds = seams.feeds
+        self.feed_manager: FeedManager | None = None
+        feeds: FeedMatcher | None = seams.feeds
         if feeds is None:
             from .feeds import FeedManager  # httpx: only where feeds are synced
 
