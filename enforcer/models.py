@@ -25,6 +25,7 @@ SEVERITIES: tuple[str, ...] = ("low", "medium", "high", "critical")
 
 AlertAction = Literal["alerted", "killed", "blocked", "frozen"]
 ALERT_ACTIONS: tuple[str, ...] = ("alerted", "killed", "blocked", "frozen")
+ALERT_WOULD: tuple[str, ...] = ("killed", "blocked")
 
 ProfileState = Literal["learning", "active"]
 
@@ -241,6 +242,7 @@ class Alert(Record):
 
     Field names are the alert contract of DESIGN.md; `first_seen`, `last_seen`, `subject`
     and `rule` are additions that the contract allows (consumers ignore unknown keys).
+    `would` and `tags` are the contract's dry run of protect mode and ATT&CK techniques.
     """
 
     id: int
@@ -261,6 +263,9 @@ class Alert(Record):
     last_seen: str = ""
     subject: str = ""  # the folding key's last part, e.g. "/usr/bin/wget"
     rule: str = ""  # what fired: "profile", "research:sensitive-file", "feed:NAME", ...
+    # In learn and alert modes: what protect mode would have done (killed | blocked | None).
+    would: str | None = None
+    tags: list[str] = field(default_factory=list)  # MITRE ATT&CK technique ids
 
 
 @dataclass(slots=True)

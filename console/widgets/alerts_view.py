@@ -92,7 +92,9 @@ def alert_detail_text(a: dict[str, Any] | None, actions: bool = True) -> Text:
              ("id", str(a.get("container_id") or "")[:12]), ("image", a.get("image")),
              ("count", a.get("count")), ("first", date_time(a.get("first_seen"))),
              ("last", date_time(a.get("last_seen") or a.get("time"))), ("action", a.get("action")),
-             ("rule", a.get("rule")), ("host", a.get("host"))]
+             ("protect would have", a.get("would")), ("rule", a.get("rule")),
+             ("ATT&CK", ", ".join(str(t) for t in a.get("tags") or []) if isinstance(a.get("tags"), list) else ""),
+             ("host", a.get("host"))]
     first = True
     for label, value in facts:
         if value in (None, ""):

@@ -196,6 +196,14 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         """,
     ),
+    (
+        5,
+        """
+        -- What protect mode would have done (learn and alert modes), and ATT&CK techniques.
+        ALTER TABLE alerts ADD COLUMN would TEXT;
+        ALTER TABLE alerts ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
