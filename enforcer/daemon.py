@@ -125,7 +125,7 @@ class Daemon:
         status_ops.register(s, host=self.settings.host, started=self.started, docker=self.docker,
                             inventory=self.inventory, store=self.store, sources=self._status_sources)
         alert_ops.register(s, self.alerts)
-        profile_ops.register(s, self.profiles, self.inventory, self.views.container)
+        profile_ops.register(s, self.profiles, self.inventory, self.views.container, self.alerts)
         enforce_ops.register_exports(s, self.profiles, self.inventory, self.docker, self.settings.seccomp_dir)
         if self.responder is not None and self.forensics is not None:
             enforce_ops.register(s, self.responder, self.forensics, self.inventory)
