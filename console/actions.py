@@ -122,9 +122,10 @@ def unblock_plan(c: dict[str, Any], block: dict[str, Any]) -> ActionPlan:
 
 
 def mode_plan(target: str, scope: str, mode: str, current: str = "", label: str = "",
-              preview: dict[str, Any] | str | None = None) -> ActionPlan:
+              preview: dict[str, Any] | str | None = None, gaps: list[str] | None = None) -> ActionPlan:
     """`preview`: for protect, the enforcer's dry run (what protect would have stopped over
-    its window), or the one-line reason it could not be had."""
+    its window), or the one-line reason it could not be had. `gaps`: why the profiles it
+    would enforce may be incomplete (warned about before protect)."""
     where = f"app {esc(target, 128)} (every container of the app without its own override)" if scope == "app" \
         else f"container {esc(label or target, 128)} only"
     lines = [
@@ -132,6 +133,11 @@ def mode_plan(target: str, scope: str, mode: str, current: str = "", label: str 
               " to ", Text(mode, style="bold"), "."),
         Text(f"{mode}: {MODE_MEANING.get(mode, '')}"),
     ]
+    if mode == "protect" and gaps:
+        lines.append(Text(f"Warning: {len(gaps)} reason(s) the learned profile may be incomplete "
+                          "(protect may stop what is normal):", style="bold yellow"))
+        for gap in gaps[:4]:
+            lines.append(Text(f"  - {esc(gap, 160)}", style="yellow"))
     if isinstance(preview, str):
         lines.append(Text(f"what protect would stop: unknown ({esc(preview, 200)})", style="yellow"))
     elif preview is not None:

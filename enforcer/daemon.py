@@ -39,6 +39,7 @@ from .ops import sensors as sensor_ops
 from .ops import status as status_ops
 from .ports import FeedMatcher, ProtectResponse, StatusSource
 from .profiles import ProfileBook
+from .profiles.book import SensorHealth
 from .profiles.kernel import KernelHooks, NullKernelHooks, hooks_for_maps
 from .server import Server
 from .store import Store
@@ -98,7 +99,8 @@ class Daemon:
             feeds = self.feed_manager
         self.alerts = AlertBook(self.store.alerts, self._publish, settings.host)
         self.profiles = ProfileBook(settings, self.store.profiles, self.store.inventory, self.inventory,
-                                    self._publish, self.container_changed, hooks or NullKernelHooks())
+                                    self._publish, self.container_changed, hooks or NullKernelHooks(),
+                                    sensors=self._sensor_health(), started=self.started)
         self.responder: Responder | None = None
         self.forensics: Forensics | None = None
         responder = seams.responder
@@ -118,6 +120,18 @@ class Daemon:
         self.parts: list[Any] = [p for p in (self.sensors, self.feed_manager, self.profiles, self.alerts,
                                              self.detector, self.responder) if p is not None]
         self._register_ops()
+
+    def _sensor_health(self) -> SensorHealth | None:
+        hub = self.sensors
+        if hub is None:
+            return None
+
+        def not_loaded() -> str:
+            if hub.loaded:
+                return ""
+            return (hub.error or "not loaded") if hub.ready.is_set() else "loading"
+
+        return SensorHealth(events_lost=lambda: sum(s.lost for s in hub.stats()), not_loaded=not_loaded)
 
     def _register_ops(self) -> None:
         s = self.server

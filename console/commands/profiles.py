@@ -85,6 +85,8 @@ async def run_profile(args: argparse.Namespace, client: EnforcerClient) -> int:
         return 0
     c, p = result["container"], result["profile"]
     state = p["state"] + (f" ({duration(p.get('learning_left', 0))} left)" if p["state"] == "learning" else "")
+    if p["state"] == "learning" and p.get("learning_reason"):
+        state += f"; {printable(p['learning_reason'], 200)}"
     print(f"container  {printable(c['name'])}  ({printable(c['app'])}/{printable(c['service'])})")
     print(f"profile    {p['id']}  {state}  mode {p.get('mode', '-')}")
     print(f"image      {printable(c['image'])}  {printable(p['image_digest'][:19])}")
@@ -93,6 +95,10 @@ async def run_profile(args: argparse.Namespace, client: EnforcerClient) -> int:
         print(f"command    {printable(' '.join(image['command']), 200)}")
     if image.get("user"):
         print(f"user       {printable(image['user'])}")
+    if p.get("complete") is False:
+        print("complete   NO: " + "; ".join(printable(g, 200) for g in p.get("gaps") or []))
+    elif p.get("complete"):
+        print("complete   yes (nothing was missed while it learned)")
     for kind, entries in p["entries"].items():
         print()
         print(f"{kind} ({len(entries)})")

@@ -287,7 +287,10 @@ class ConsoleScreen(Screen[None]):
                                                            preview=True)
             except ProtocolError as e:
                 preview = str(e)
-        await self._confirm_and_run(actions.mode_plan(ref, scope, mode, current, label, preview))
+        members = [c] if scope == "container" and c is not None else \
+            [x for x in state.containers.values() if x.get("app") == ref]
+        gaps = sorted({str(g) for x in members for g in (x.get("profile_gaps") or []) if isinstance(g, str)})
+        await self._confirm_and_run(actions.mode_plan(ref, scope, mode, current, label, preview, gaps))
 
     def action_allow(self) -> None:
         alert = self.current_target().alert

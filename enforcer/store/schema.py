@@ -199,11 +199,16 @@ MIGRATIONS: list[tuple[int, str]] = [
     (
         5,
         """
-        -- What protect mode would have done (learn and alert modes), ATT&CK techniques, resolution.
+        -- Alerts: what protect mode would have done (learn and alert modes), ATT&CK techniques,
+        -- resolution.
         ALTER TABLE alerts ADD COLUMN would TEXT;
         ALTER TABLE alerts ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
         -- An incident accepted into its profile (stockade allow): who and when.
         ALTER TABLE alerts ADD COLUMN resolved TEXT NOT NULL DEFAULT '';
+        -- Why a profile may be incomplete (JSON list of reasons), and when learning last
+        -- added an entry (learning ends once the profile has been stable).
+        ALTER TABLE profiles ADD COLUMN gaps TEXT NOT NULL DEFAULT '[]';
+        ALTER TABLE profiles ADD COLUMN last_change REAL NOT NULL DEFAULT 0;
         """,
     ),
 ]

@@ -281,6 +281,22 @@ async def test_mode_asks_scope_then_mode_then_confirms() -> None:
                                        {"target": API2, "mode": "protect", "scope": "container"}]
 
 
+async def test_protect_warns_when_the_profile_may_be_incomplete() -> None:
+    fake = FakeEnforcerClient()
+    for c in fake.containers:
+        if c["id"] == API2:
+            c["profile_gaps"] = ["a container started before the enforcer: its start-up was not seen"]
+    app = StockadeApp(client=fake, clock=lambda: NOW)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(app, pilot)
+        await select_container(app, pilot, API2)
+        await pilot.press("m", "down", "enter", "end", "enter")  # this container, protect
+        await pilot.pause(0.1)
+        assert isinstance(app.screen, ConfirmScreen)
+        text = "\n".join(line.plain for line in app.screen.lines)
+        assert "may be incomplete" in text and "start-up was not seen" in text
+
+
 async def test_help_lists_the_keys_of_this_screen() -> None:
     app = StockadeApp(client=FakeEnforcerClient(), clock=lambda: NOW)
     async with app.run_test(size=SIZE) as pilot:
