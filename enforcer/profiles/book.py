@@ -27,7 +27,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..config import Settings
 from ..inventory import Inventory, InventoryChange
@@ -38,6 +38,9 @@ from ..store.profiles import EntryRow, ProfileRow, ProfilesRepo
 from .kernel import KernelHooks, NullKernelHooks
 from .model import ANY, Entry, Profile, syscall_entry
 from .seed import SeedInput, command_argv, seed_entries
+
+if TYPE_CHECKING:
+    from .export import ProfileDocument
 
 log = logging.getLogger(__name__)
 
@@ -253,6 +256,31 @@ class ProfileBook:
         if entry.kind in ("process", "syscall"):
             self.mark_dirty(profile)  # learning or not: the kernel's lists follow the profile
         return added
+
+    def import_document(self, doc: "ProfileDocument") -> Profile:
+        """Install a profile from a file (profiles as code): its entries replace what this host
+        had for that (app, service, digest), and it is active at once, with no learning."""
+        p = self.by_key.get(doc.key)
+        now = self.clock()
+        if p is None:
+            p = Profile(id=self._next_id, app=doc.app, service=doc.service, image_digest=doc.image_digest,
+                        state="active", created=now, learn_until=now, activated=now)
+            self._next_id += 1
+            self.profiles[p.id] = p
+            self.by_key[p.key] = p
+            self.repo.insert_profile(ProfileRow(p.id, p.app, p.service, p.image_digest, p.state, p.created,
+                                                p.learn_until, p.activated))
+        p.replace_entries(doc.entries)
+        self.repo.replace_entries(p.id, [EntryRow(e.kind, e.key, e.data, e.source, e.first_seen)
+                                         for kind in p.entries.values() for e in kind.values()])
+        p.state, p.activated, p.learn_until, p.gaps = "active", now, min(p.learn_until, now), list(doc.gaps)
+        p.last_change = now
+        self._save_state(p)
+        log.info("profiles: profile %d (%s/%s) imported: %d entries, active", p.id, p.app, p.service,
+                 sum(len(v) for v in p.entries.values()))
+        self._push_lists(p)
+        self._after_state_change(p)
+        return p
 
     # -- binaries that changed under a learned path -------------------------------------------
     def paths_for_written(self, profile: Profile, path: str) -> list[str]:

@@ -130,10 +130,14 @@ class Profile:
         self._index(entry)
         return True
 
-    def clear_learned(self) -> None:
-        """Forget what was learned; keep the seed and what a person allowed (relearn)."""
-        seeds = [e for kind in self.entries.values() for e in kind.values() if e.source != "learned"]
+    def replace_entries(self, entries: list[Entry]) -> None:
+        """Every entry replaced by these (an imported profile)."""
         self.entries = {k: {} for k in PROFILE_KINDS}
+        self._clear_indexes()
+        for e in entries:
+            self.add(e)
+
+    def _clear_indexes(self) -> None:
         self.processes.clear()
         self.binaries.clear()
         self.listeners.clear()
@@ -143,6 +147,12 @@ class Profile:
         self.syscalls.clear()
         self.syscall_names.clear()
         self.suspect_paths.clear()
+
+    def clear_learned(self) -> None:
+        """Forget what was learned; keep the seed and what a person allowed (relearn)."""
+        seeds = [e for kind in self.entries.values() for e in kind.values() if e.source != "learned"]
+        self.entries = {k: {} for k in PROFILE_KINDS}
+        self._clear_indexes()
         for e in seeds:
             self.add(e)
 

@@ -87,6 +87,13 @@ class ProfilesRepo:
             (state, learn_until, activated, json.dumps(gaps or []), last_change, profile_id),
         )
 
+    def replace_entries(self, profile_id: int, rows: list[EntryRow]) -> None:
+        """Every entry of a profile replaced (an import). Queued as one run, so the flusher
+        commits it in one transaction."""
+        self.db.enqueue("DELETE FROM profile_entries WHERE profile_id = ?", (profile_id,))
+        for e in rows:
+            self.add_entry(profile_id, e)
+
     def add_entry(self, profile_id: int, e: EntryRow) -> None:
         """Insert one entry; a seed outranks a learned entry of the same key (relearn keeps seeds)."""
         self.db.enqueue(
