@@ -267,6 +267,9 @@ class Alert(Record):
     would: str | None = None
     tags: list[str] = field(default_factory=list)  # MITRE ATT&CK technique ids
     resolved: str = ""  # "allowed by USER at TIME" once accepted into the profile
+    # The root of the process's lineage in the container ({"pid", "path", "start"}): the
+    # entrypoint or a `docker exec`; what groups an intrusion into one story.
+    lineage: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)

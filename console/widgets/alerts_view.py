@@ -76,6 +76,13 @@ def alert_pid(alert: dict[str, Any]) -> int | None:
     return pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None
 
 
+def _lineage_text(lineage: Any) -> str:
+    """The root of the alert's process lineage: the entrypoint or a docker exec."""
+    if not isinstance(lineage, dict) or not lineage.get("pid"):
+        return ""
+    return f"{lineage.get('path') or '?'} (pid {lineage.get('pid')})"
+
+
 def alert_detail_text(a: dict[str, Any] | None, actions: bool = True) -> Text:
     if a is None:
         return Text("select an incident to see its detail", style="dim italic")
@@ -94,7 +101,7 @@ def alert_detail_text(a: dict[str, Any] | None, actions: bool = True) -> Text:
              ("last", date_time(a.get("last_seen") or a.get("time"))), ("action", a.get("action")),
              ("protect would have", a.get("would")), ("resolved", a.get("resolved")), ("rule", a.get("rule")),
              ("ATT&CK", ", ".join(str(t) for t in a.get("tags") or []) if isinstance(a.get("tags"), list) else ""),
-             ("host", a.get("host"))]
+             ("story", _lineage_text(a.get("lineage"))), ("host", a.get("host"))]
     first = True
     for label, value in facts:
         if value in (None, ""):

@@ -113,9 +113,10 @@ class AlertBook:
     def raise_alert(self, container: Container, kind: str, severity: str, summary: str,
                     detail: dict[str, Any], subject: str, rule: str, action: str = "alerted",
                     when: float | None = None, *, would: str | None = None,
-                    tags: Sequence[str] = ()) -> Alert:
+                    tags: Sequence[str] = (), lineage: dict[str, Any] | None = None) -> Alert:
         """Record an anomaly: a new incident, or one more occurrence of an open one.
-        `would`: what protect mode would have done (learn and alert modes); `tags`: ATT&CK ids."""
+        `would`: what protect mode would have done (learn and alert modes); `tags`: ATT&CK ids;
+        `lineage`: the root of the process's lineage in the container (kept from the first)."""
         if kind not in ALERT_KINDS or severity not in SEVERITIES or action not in ALERT_ACTIONS:
             raise ValueError(f"bad alert: kind={kind!r} severity={severity!r} action={action!r}")
         if would is not None and would not in ALERT_WOULD:
@@ -130,18 +131,19 @@ class AlertBook:
             return self._fold_burst(container, kind, severity, summary, detail, subject, rule, action, now,
                                     would, tags)
         return self._open_incident(container, kind, severity, summary, detail, subject, rule, action, now, key,
-                                   would, tags)
+                                   would, tags, lineage)
 
     def _open_incident(self, container: Container, kind: str, severity: str, summary: str,
                        detail: dict[str, Any], subject: str, rule: str, action: str, now: float,
-                       key: str, would: str | None = None, tags: Sequence[str] = ()) -> Alert:
+                       key: str, would: str | None = None, tags: Sequence[str] = (),
+                       lineage: dict[str, Any] | None = None) -> Alert:
         stamp = iso_time(now)
         alert = Alert(
             id=self._next_id, time=stamp, host=self.host, app=container.app,
             service=container.service, container=container.name, container_id=container.id,
             image=container.image, kind=kind, severity=severity, summary=summary, detail=detail,
             action=action, count=1, first_seen=stamp, last_seen=stamp, subject=subject, rule=rule,
-            would=would, tags=sorted(set(tags)),
+            would=would, tags=sorted(set(tags)), lineage=lineage,
         )
         if alert.id > self._reserved:
             self._reserved = alert.id + ID_BLOCK - 1

@@ -37,6 +37,7 @@ from ..profiles.paths import generalise, is_noise, normalise
 from ..sensors.events import (DnsEvent, ExecEvent, FileClosedEvent, FileEvent, NetworkEvent,
                               SensorEvent, SyscallEvent)
 from . import attack, rules
+from .lineage import Lineage
 from .alerts import BURST_SUBJECT
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ class Detector:
         self.alerts = alerts
         self.feeds = feeds
         self.responder = responder  # None: nothing can be stopped (alerts only)
+        self.lineage = Lineage()
         self._task: asyncio.Task[None] | None = None
         self._deferred_task: asyncio.Task[None] | None = None
         self._responses: set[asyncio.Task[None]] = set()
@@ -143,6 +145,7 @@ class Detector:
         if att is None:
             self.unattributed += 1
             return
+        self.lineage.observe(ev, att.container.pid)
         if isinstance(ev, ExecEvent):
             self._exec(att, ev)
         elif isinstance(ev, NetworkEvent):
@@ -163,7 +166,8 @@ class Detector:
         would = None if att.mode == "protect" else _would_stop(ev)
         alert = self.alerts.raise_alert(att.container, kind, severity, summary, detail, subject, rule,
                                         action=action, when=ev.time or None, would=would,
-                                        tags=attack.techniques(kind, rule, subject, detail))
+                                        tags=attack.techniques(kind, rule, subject, detail),
+                                        lineage=self.lineage.root_of(att.container.id, ev.pid))
         responder = self.responder
         # Keyed by subject too: the subjects folded into one burst incident each need a response.
         once = (alert.id, subject)

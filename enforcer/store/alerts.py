@@ -109,13 +109,13 @@ class AlertsRepo:
         self.db.enqueue(
             """INSERT INTO alerts (id, fold_key, first_seen, last_seen, count, host, app, service,
                                    container, container_id, image, kind, severity, summary, detail,
-                                   action, subject, rule, would, tags)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                   action, subject, rule, would, tags, lineage)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT(id) DO NOTHING""",
             (a.id, inc.fold_key, inc.first_seen, inc.last_seen, a.count, a.host, a.app, a.service,
              a.container, a.container_id, a.image, a.kind, a.severity, a.summary,
              json.dumps(a.detail, separators=(",", ":"), default=str), a.action, a.subject, a.rule,
-             a.would, json.dumps(a.tags)),
+             a.would, json.dumps(a.tags), json.dumps(a.lineage) if a.lineage else None),
         )
 
     def update(self, inc: StoredIncident) -> None:
@@ -143,6 +143,14 @@ def _tags(text: str) -> list[str]:
     return [str(t) for t in tags] if isinstance(tags, list) else []
 
 
+def _lineage(text: str | None) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def _incident(r: Any) -> StoredIncident:
     try:
         detail = json.loads(r["detail"])
@@ -154,6 +162,6 @@ def _incident(r: Any) -> StoredIncident:
         severity=r["severity"], summary=r["summary"], detail=detail if isinstance(detail, dict) else {},
         action=r["action"], count=r["count"], first_seen=iso_time(r["first_seen"]),
         last_seen=iso_time(r["last_seen"]), subject=r["subject"], rule=r["rule"],
-        would=r["would"], tags=_tags(r["tags"]), resolved=r["resolved"],
+        would=r["would"], tags=_tags(r["tags"]), resolved=r["resolved"], lineage=_lineage(r["lineage"]),
     )
     return StoredIncident(alert, r["fold_key"], r["first_seen"], r["last_seen"])

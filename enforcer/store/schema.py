@@ -205,6 +205,7 @@ MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE alerts ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
         -- An incident accepted into its profile (stockade allow): who and when.
         ALTER TABLE alerts ADD COLUMN resolved TEXT NOT NULL DEFAULT '';
+        ALTER TABLE alerts ADD COLUMN lineage TEXT;  -- JSON {"pid", "path", "start"} or NULL
         -- Why a profile may be incomplete (JSON list of reasons), and when learning last
         -- added an entry (learning ends once the profile has been stable).
         ALTER TABLE profiles ADD COLUMN gaps TEXT NOT NULL DEFAULT '[]';

@@ -145,3 +145,23 @@ async def test_preview_lists_what_protect_would_stop_and_changes_nothing(rig):
     assert rig.profiles.for_container(c.id).mode == "alert"  # nothing changed
     with pytest.raises(ProtocolError):
         await rig.call("mode", target="weak", mode="alert", preview=True)
+
+
+# -- lineage: the story an alert belongs to ----------------------------------------------------
+async def test_alerts_carry_the_root_of_their_process_lineage(rig):
+    from enforcer.sensors.events import ForkEvent
+
+    c = await _active(rig, "weak", "alert")
+    init = c.pid  # the entrypoint: its own exec ran before the container was watched
+    # The entrypoint forks a shell that runs wget (an injected command).
+    await rig.feed(ForkEvent(container_id=c.id, pid=init, child_pid=9001),
+                   ExecEvent(container_id=c.id, pid=9001, ppid=init, path="/bin/sh", sha256="a" * 64, argv=["sh"]),
+                   ForkEvent(container_id=c.id, pid=9001, child_pid=9002),
+                   ExecEvent(container_id=c.id, pid=9002, ppid=9001, path="/usr/bin/wget", sha256="b" * 64,
+                             argv=["wget"]))
+    # A `docker exec`: its parent (runc) is outside the container, so it roots a story of its own.
+    await rig.feed(ExecEvent(container_id=c.id, pid=9100, ppid=77, path="/bin/nc", sha256="c" * 64, argv=["nc"]))
+    by_subject = {a["subject"]: a for a in await rig.alerts_of(c)}
+    assert by_subject["/usr/bin/wget"]["lineage"]["pid"] == init
+    assert by_subject["/usr/bin/wget"]["lineage"]["path"] == "(entrypoint)"
+    assert by_subject["/bin/nc"]["lineage"]["pid"] == 9100 and by_subject["/bin/nc"]["lineage"]["path"] == "/bin/nc"
