@@ -1,0 +1,247 @@
+"""Where an output sends: the URL schemes (docs/outputs.md).
+
+- `http://`, `https://`: one JSON object per POST (httpx, bounded timeouts); any 2xx is
+  delivered, anything else (a refused connection, a timeout, a 4xx or 5xx) is retried.
+- `file:///abs/path`: JSON lines appended in a worker thread; when the file would pass
+  `max_bytes` (query parameter, default 10 MiB) it is rotated to PATH.1 ... PATH.`keep`
+  (default 5).
+- `syslog://host:port`: RFC 5424 over UDP, one message per datagram;
+  `syslog+tcp://host:port`: RFC 5424 over TCP framed by octet counting (RFC 6587 3.4.1),
+  which survives any byte in a message. Query `facility` (a number 0-23 or a name such as
+  `local0`, the default, or `auth`).
+
+`parse(url)` checks a URL and returns a Target or raises ValueError with one line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+HTTP_TIMEOUT = 5.0  # seconds for connect, write and read of one POST
+SYSLOG_TIMEOUT = 5.0
+FILE_MAX_BYTES = 10 * 1024 * 1024
+FILE_KEEP = 5
+UDP_MAX = 65_000  # bytes: a longer message is cut (most syslog daemons cut far earlier, e.g. rsyslog at 8 KiB)
+
+FACILITIES = {"kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6, "news": 7,
+              "uucp": 8, "cron": 9, "authpriv": 10, "ftp": 11, **{f"local{i}": 16 + i for i in range(8)}}
+# Stockade severity -> syslog severity (2 crit, 3 err, 4 warning, 5 notice).
+SYSLOG_SEVERITY = {"critical": 2, "high": 3, "medium": 4, "low": 5}
+# RFC 5612's enterprise number for documentation examples: no private number is registered.
+SD_ID = "stockade@32473"
+
+
+class DeliveryError(Exception):
+    """One attempt failed; the message is one line (the worker retries)."""
+
+
+def _sd_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
+
+
+def _header_problem(headers: dict[str, str]) -> str:
+    for k, v in headers.items():
+        if not k or any(c in k for c in " :\r\n\t") or any(c in v for c in "\r\n"):
+            return f"bad header {k!r}: want NAME:VALUE with no line breaks"
+    return ""
+
+
+@dataclass
+class Target:
+    url: str
+    scheme: str  # http | file | syslog | syslog+tcp
+    headers: dict[str, str] = field(default_factory=dict)
+    path: str = ""
+    host: str = ""
+    port: int = 0
+    max_bytes: int = FILE_MAX_BYTES
+    keep: int = FILE_KEEP
+    facility: int = 16
+
+    # -- life cycle (the worker owns one Target) ----------------------------------------
+    def __post_init__(self) -> None:
+        self._http: Any = None
+        self._tcp: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._udp: socket.socket | None = None
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+        await self._close_tcp()
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+
+    async def _close_tcp(self) -> None:
+        if self._tcp is not None:
+            self._tcp[1].close()
+            try:
+                await self._tcp[1].wait_closed()
+            except OSError:
+                pass
+            self._tcp = None
+
+    # -- sending --------------------------------------------------------------------------
+    async def send(self, payloads: list[dict[str, Any]], alerts: list[dict[str, Any]]) -> None:
+        """Deliver payloads in order; raise DeliveryError at the first that fails (the ones
+        before it are delivered: the caller acknowledges `self.sent` of them)."""
+        self.sent = 0
+        if self.scheme == "http":
+            await self._send_http(payloads)
+        elif self.scheme == "file":
+            await asyncio.to_thread(self._append_lines, payloads)
+            self.sent = len(payloads)
+        else:
+            await self._send_syslog(payloads, alerts)
+
+    async def _send_http(self, payloads: list[dict[str, Any]]) -> None:
+        import httpx  # only where an HTTP output exists
+
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=httpx.Timeout(HTTP_TIMEOUT), follow_redirects=False,
+                                           headers={"User-Agent": "stockade-outputs"})
+        for payload in payloads:
+            body = json.dumps(payload, separators=(",", ":")).encode()
+            try:
+                r = await self._http.post(self.url, content=body,
+                                          headers={"Content-Type": "application/json", **self.headers})
+            except httpx.HTTPError as e:
+                raise DeliveryError(f"{type(e).__name__}: {e}".strip(": ")[:200]) from None
+            if not 200 <= r.status_code < 300:
+                raise DeliveryError(f"HTTP {r.status_code} from the receiver")
+            self.sent += 1
+
+    def _append_lines(self, payloads: list[dict[str, Any]]) -> None:
+        data = b"".join(json.dumps(p, separators=(",", ":")).encode() + b"\n" for p in payloads)
+        path = Path(self.path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                size = 0
+            if size and size + len(data) > self.max_bytes:
+                self._rotate(path)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise DeliveryError(f"cannot write {path}: {e.strerror or e}") from None
+
+    def _rotate(self, path: Path) -> None:
+        for i in range(self.keep - 1, 0, -1):
+            older = path.with_name(f"{path.name}.{i}")
+            if older.exists():
+                os.replace(older, path.with_name(f"{path.name}.{i + 1}"))
+        if self.keep > 0:
+            os.replace(path, path.with_name(f"{path.name}.1"))
+        else:
+            path.unlink()
+
+    def syslog_message(self, payload: dict[str, Any], alert: dict[str, Any], hostname: str = "") -> bytes:
+        """One RFC 5424 message: header, structured data naming the incident, the payload as MSG."""
+        severity = SYSLOG_SEVERITY.get(alert.get("severity", ""), 4)
+        now = datetime.now(timezone.utc)
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+        host = (hostname or alert.get("host") or "-").replace(" ", "_")[:255] or "-"
+        sd = (f'[{SD_ID} id="{alert.get("id")}" count="{alert.get("count", 1)}"'
+              f' kind="{_sd_escape(str(alert.get("kind", "")))}" severity="{_sd_escape(str(alert.get("severity", "")))}"'
+              f' container="{_sd_escape(str(alert.get("container", "")))}"]')
+        body = json.dumps(payload, separators=(",", ":"))  # ASCII: no BOM needed
+        return f"<{self.facility * 8 + severity}>1 {stamp} {host} stockade {os.getpid()} alert {sd} {body}".encode()
+
+    async def _send_syslog(self, payloads: list[dict[str, Any]], alerts: list[dict[str, Any]]) -> None:
+        messages = [self.syslog_message(p, a) for p, a in zip(payloads, alerts)]
+        if self.scheme == "syslog":
+            if self._udp is None:
+                self._udp = await asyncio.to_thread(self._udp_socket)
+            for m in messages:
+                try:
+                    self._udp.send(m[:UDP_MAX])
+                except OSError as e:  # e.g. ECONNREFUSED reported from an earlier datagram
+                    raise DeliveryError(f"syslog udp {self.host}:{self.port}: {e.strerror or e}") from None
+                self.sent += 1
+            return
+        try:
+            if self._tcp is None:
+                self._tcp = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), SYSLOG_TIMEOUT)
+            writer = self._tcp[1]
+            for m in messages:
+                writer.write(str(len(m)).encode() + b" " + m)
+            await asyncio.wait_for(writer.drain(), SYSLOG_TIMEOUT)
+            if self._tcp[0].at_eof():
+                raise ConnectionResetError("the syslog server closed the connection")
+        except (OSError, asyncio.TimeoutError) as e:
+            await self._close_tcp()
+            raise DeliveryError(f"syslog tcp {self.host}:{self.port}: {getattr(e, 'strerror', None) or e or 'timeout'}") from None
+        self.sent = len(messages)
+
+    def _udp_socket(self) -> socket.socket:
+        info = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)[0]
+        s = socket.socket(info[0], socket.SOCK_DGRAM)
+        s.setblocking(False)
+        s.connect(info[4])
+        return s
+
+
+def parse(url: Any, headers: dict[str, str] | None = None) -> Target:
+    """A checked Target, or ValueError with one line."""
+    if not isinstance(url, str) or not url or len(url) > 2048 or any(c in url for c in "\r\n\t "):
+        raise ValueError("url must be one http(s)://, file:// or syslog:// URL without spaces")
+    headers = dict(headers or {})
+    problem = _header_problem(headers)
+    if problem:
+        raise ValueError(problem)
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    if scheme in ("http", "https"):
+        if not parts.hostname:
+            raise ValueError(f"{url[:120]}: an http URL needs a host")
+        try:
+            parts.port
+        except ValueError:
+            raise ValueError(f"{url[:120]}: bad port") from None
+        return Target(url=url, scheme="http", headers=headers)
+    if headers:
+        raise ValueError("--header is for http(s) outputs only")
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+            raise ValueError(f"{url[:120]}: want file:///absolute/path")
+        path = os.path.normpath(parts.path)
+        try:
+            max_bytes = int(query.get("max_bytes", FILE_MAX_BYTES))
+            keep = int(query.get("keep", FILE_KEEP))
+        except ValueError:
+            raise ValueError("file output: max_bytes and keep must be whole numbers") from None
+        if not 4096 <= max_bytes <= 1 << 40 or not 0 <= keep <= 100:
+            raise ValueError("file output: max_bytes from 4096, keep from 0 to 100")
+        return Target(url=url, scheme="file", path=path, max_bytes=max_bytes, keep=keep)
+    if scheme in ("syslog", "syslog+udp", "syslog+tcp"):
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError(f"{url[:120]}: bad port") from None
+        if not parts.hostname or not port:
+            raise ValueError(f"{url[:120]}: want syslog://host:port (UDP) or syslog+tcp://host:port")
+        facility_text = query.get("facility", "local0")
+        facility = FACILITIES.get(facility_text) if not facility_text.isdigit() else int(facility_text)
+        if facility is None or not 0 <= facility <= 23:
+            raise ValueError(f"syslog facility {facility_text[:20]!r}: a number 0-23 or a name such as local0")
+        return Target(url=url, scheme="syslog+tcp" if scheme == "syslog+tcp" else "syslog", host=parts.hostname,
+                      port=port, facility=facility)
+    raise ValueError(f"{url[:120]}: unknown scheme {scheme[:20]!r} (want http, https, file, syslog or syslog+tcp)")
