@@ -15,15 +15,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import socket
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from . import formats
 
 HTTP_TIMEOUT = 5.0  # seconds for connect, write and read of one POST
 SYSLOG_TIMEOUT = 5.0
@@ -69,51 +72,57 @@ class Target:
     # -- life cycle (the worker owns one Target) ----------------------------------------
     def __post_init__(self) -> None:
         self._http: Any = None
-        self._tcp: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._tcp: socket.socket | None = None
         self._udp: socket.socket | None = None
+        self._lock = threading.Lock()  # one delivery at a time; close waits for it
+        self.sent = 0
 
-    async def close(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
-        await self._close_tcp()
-        if self._udp is not None:
-            self._udp.close()
-            self._udp = None
+    def close(self) -> None:
+        """Blocking (run in a thread): waits for a delivery in flight (bounded by the timeouts)."""
+        with self._lock:
+            if self._http is not None:
+                self._http.close()
+                self._http = None
+            self._close_tcp()
+            if self._udp is not None:
+                self._udp.close()
+                self._udp = None
 
-    async def _close_tcp(self) -> None:
+    def _close_tcp(self) -> None:
         if self._tcp is not None:
-            self._tcp[1].close()
-            try:
-                await self._tcp[1].wait_closed()
-            except OSError:
-                pass
+            self._tcp.close()
             self._tcp = None
 
-    # -- sending --------------------------------------------------------------------------
-    async def send(self, payloads: list[dict[str, Any]], alerts: list[dict[str, Any]]) -> None:
-        """Deliver payloads in order; raise DeliveryError at the first that fails (the ones
-        before it are delivered: the caller acknowledges `self.sent` of them)."""
-        self.sent = 0
-        if self.scheme == "http":
-            await self._send_http(payloads)
-        elif self.scheme == "file":
-            await asyncio.to_thread(self._append_lines, payloads)
-            self.sent = len(payloads)
-        else:
-            await self._send_syslog(payloads, alerts)
+    # -- sending (blocking: the worker runs it in a thread, off the event loop) ------------
+    def deliver(self, fmt: str, alerts: list[Any]) -> None:
+        """Encode and deliver incidents in order (dicts, or their JSON text as the outbox keeps
+        them); raise DeliveryError at the first that fails. `self.sent` says how many went
+        (those before the failure are delivered: the caller acknowledges them)."""
+        with self._lock:
+            self.sent = 0
+            decoded, payloads = [], []
+            for a in alerts:
+                decoded.append(json.loads(a) if isinstance(a, str) else a)
+                payloads.append(formats.encode(fmt, decoded[-1]))
+                time.sleep(0)  # let go of the GIL: the event loop (detection, socket) never waits long for it
+            if self.scheme == "http":
+                self._send_http(payloads)
+            elif self.scheme == "file":
+                self._append_lines(payloads)
+                self.sent = len(payloads)
+            else:
+                self._send_syslog(payloads, decoded)
 
-    async def _send_http(self, payloads: list[dict[str, Any]]) -> None:
+    def _send_http(self, payloads: list[dict[str, Any]]) -> None:
         import httpx  # only where an HTTP output exists
 
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=httpx.Timeout(HTTP_TIMEOUT), follow_redirects=False,
-                                           headers={"User-Agent": "stockade-outputs"})
+            self._http = httpx.Client(timeout=httpx.Timeout(HTTP_TIMEOUT), follow_redirects=False,
+                                      headers={"User-Agent": "stockade-outputs"})
         for payload in payloads:
             body = json.dumps(payload, separators=(",", ":")).encode()
             try:
-                r = await self._http.post(self.url, content=body,
-                                          headers={"Content-Type": "application/json", **self.headers})
+                r = self._http.post(self.url, content=body, headers={"Content-Type": "application/json", **self.headers})
             except httpx.HTTPError as e:
                 raise DeliveryError(f"{type(e).__name__}: {e}".strip(": ")[:200]) from None
             if not 200 <= r.status_code < 300:
@@ -164,38 +173,32 @@ class Target:
         body = json.dumps(payload, separators=(",", ":"))  # ASCII: no BOM needed
         return f"<{self.facility * 8 + severity}>1 {stamp} {host} stockade {os.getpid()} alert {sd} {body}".encode()
 
-    async def _send_syslog(self, payloads: list[dict[str, Any]], alerts: list[dict[str, Any]]) -> None:
+    def _send_syslog(self, payloads: list[dict[str, Any]], alerts: list[dict[str, Any]]) -> None:
         messages = [self.syslog_message(p, a) for p, a in zip(payloads, alerts)]
         if self.scheme == "syslog":
-            if self._udp is None:
-                self._udp = await asyncio.to_thread(self._udp_socket)
-            for m in messages:
-                try:
+            try:
+                if self._udp is None:
+                    info = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)[0]
+                    self._udp = socket.socket(info[0], socket.SOCK_DGRAM)
+                    self._udp.settimeout(SYSLOG_TIMEOUT)
+                    self._udp.connect(info[4])
+                for m in messages:
                     self._udp.send(m[:UDP_MAX])
-                except OSError as e:  # e.g. ECONNREFUSED reported from an earlier datagram
-                    raise DeliveryError(f"syslog udp {self.host}:{self.port}: {e.strerror or e}") from None
-                self.sent += 1
+                    self.sent += 1
+            except OSError as e:  # e.g. ECONNREFUSED reported for an earlier datagram
+                if self._udp is not None:
+                    self._udp.close()
+                    self._udp = None
+                raise DeliveryError(f"syslog udp {self.host}:{self.port}: {e.strerror or e}") from None
             return
         try:
             if self._tcp is None:
-                self._tcp = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), SYSLOG_TIMEOUT)
-            writer = self._tcp[1]
-            for m in messages:
-                writer.write(str(len(m)).encode() + b" " + m)
-            await asyncio.wait_for(writer.drain(), SYSLOG_TIMEOUT)
-            if self._tcp[0].at_eof():
-                raise ConnectionResetError("the syslog server closed the connection")
-        except (OSError, asyncio.TimeoutError) as e:
-            await self._close_tcp()
-            raise DeliveryError(f"syslog tcp {self.host}:{self.port}: {getattr(e, 'strerror', None) or e or 'timeout'}") from None
+                self._tcp = socket.create_connection((self.host, self.port), timeout=SYSLOG_TIMEOUT)
+            self._tcp.sendall(b"".join(str(len(m)).encode() + b" " + m for m in messages))
+        except OSError as e:
+            self._close_tcp()
+            raise DeliveryError(f"syslog tcp {self.host}:{self.port}: {e.strerror or e or 'timeout'}") from None
         self.sent = len(messages)
-
-    def _udp_socket(self) -> socket.socket:
-        info = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)[0]
-        s = socket.socket(info[0], socket.SOCK_DGRAM)
-        s.setblocking(False)
-        s.connect(info[4])
-        return s
 
 
 def parse(url: Any, headers: dict[str, str] | None = None) -> Target:

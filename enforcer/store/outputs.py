@@ -64,11 +64,12 @@ class OutputsRepo:
                         (output, n))
         self.db.enqueue("UPDATE outputs SET dropped = dropped + ? WHERE name = ?", (n, output))
 
-    async def pending(self, output: str, after_id: int, limit: int) -> list[tuple[int, float, dict[str, Any]]]:
+    async def pending(self, output: str, after_id: int, limit: int) -> list[tuple[int, float, str]]:
+        """(id, queued, the incident's JSON text): decoded by the delivery thread, not the loop."""
         rows = await self.db.fetchall(
             "SELECT id, queued, alert FROM outbox WHERE output = ? AND id > ? ORDER BY id LIMIT ?",
             (output, after_id, limit))
-        return [(r["id"], r["queued"], json.loads(r["alert"])) for r in rows]
+        return [(r["id"], r["queued"], r["alert"]) for r in rows]
 
     def delivered(self, output: str, ids: list[int]) -> None:
         """Write-behind: the worker remembers the last id it delivered, so a row whose delete is
