@@ -27,9 +27,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from enforcer.sensors.events import ExecEvent  # noqa: E402
-from support.receivers import free_port  # noqa: E402
-from support.rig import Rig  # noqa: E402
+from support.receivers import free_port
+from support.rig import Rig
+
+from enforcer.sensors.events import ExecEvent
 
 SHA = "c" * 64
 THROUGHPUT_ALERTS = 2000
@@ -71,7 +72,7 @@ class Receiver:
 
 def percentile(values: list[float], q: float) -> float:
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))]
 
 
 async def make_rig(workdir: Path, containers: int) -> Rig:

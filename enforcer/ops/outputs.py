@@ -8,8 +8,7 @@ import time
 from typing import Any
 
 from ..models import OUTPUT_FORMATS, SEVERITIES, Alert, iso_time
-from ..outputs import OutputManager
-from ..outputs import targets
+from ..outputs import OutputManager, targets
 from ..server import OpError, Request, Server
 from ..store.outputs import OutputConfig
 from . import args

@@ -13,8 +13,9 @@ sends, so the outbox keeps the incident and a format is never frozen into stored
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from .. import __version__
 from ..models import parse_iso_time
@@ -46,7 +47,7 @@ def _epoch(alert: dict[str, Any], key: str = "time") -> float:
 
 def _rfc3339_nanos(epoch: float) -> str:
     """Falco's time: RFC 3339, UTC, nanoseconds (from our milliseconds)."""
-    t = datetime.fromtimestamp(int(epoch), tz=timezone.utc)
+    t = datetime.fromtimestamp(int(epoch), tz=UTC)
     nanos = round((epoch - int(epoch)) * 1000) * 1_000_000
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{nanos:09d}Z"
 

@@ -19,9 +19,8 @@ import json
 import os
 import socket
 import threading
-import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -71,18 +70,16 @@ class Target:
 
     # -- life cycle (the worker owns one Target) ----------------------------------------
     def __post_init__(self) -> None:
-        self._http: Any = None
+        self._ahttp: Any = None
         self._tcp: socket.socket | None = None
         self._udp: socket.socket | None = None
         self._lock = threading.Lock()  # one delivery at a time; close waits for it
         self.sent = 0
 
     def close(self) -> None:
-        """Blocking (run in a thread): waits for a delivery in flight (bounded by the timeouts)."""
+        """Blocking (run in a thread): sockets; waits for a delivery in flight (bounded by the
+        timeouts). The HTTP client is closed by aclose()."""
         with self._lock:
-            if self._http is not None:
-                self._http.close()
-                self._http = None
             self._close_tcp()
             if self._udp is not None:
                 self._udp.close()
@@ -93,44 +90,59 @@ class Target:
             self._tcp.close()
             self._tcp = None
 
-    # -- sending (blocking: the worker runs it in a thread, off the event loop) ------------
-    def deliver(self, fmt: str, alerts: list[Any]) -> None:
-        """Encode and deliver incidents in order (dicts, or their JSON text as the outbox keeps
-        them); raise DeliveryError at the first that fails. `self.sent` says how many went
-        (those before the failure are delivered: the caller acknowledges them)."""
+    # -- sending ----------------------------------------------------------------------------
+    def prepare(self, fmt: str, alert: Any) -> bytes:
+        """One incident (a dict, or its JSON text as the outbox keeps it) as the bytes this
+        target sends: the encoded payload's JSON (a JSON line for files, an RFC 5424 message
+        for syslog). Pure CPU: the worker runs it on the loop, one incident at a time, so a
+        batch never holds the interpreter against detection (a thread would: the GIL)."""
+        decoded = json.loads(alert) if isinstance(alert, str) else alert
+        payload = formats.encode(fmt, decoded)
+        if self.scheme in ("syslog", "syslog+tcp"):
+            return self.syslog_message(payload, decoded)
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        return body + b"\n" if self.scheme == "file" else body
+
+    def send(self, bodies: list[bytes]) -> None:
+        """Blocking, for files and syslog (the worker runs it in a thread; HTTP goes through
+        send_http_async): deliver prepared bodies in order; raise DeliveryError at the first
+        that fails. `self.sent` says how many went (those before the failure are delivered:
+        the caller acknowledges them)."""
         with self._lock:
             self.sent = 0
-            decoded, payloads = [], []
-            for a in alerts:
-                decoded.append(json.loads(a) if isinstance(a, str) else a)
-                payloads.append(formats.encode(fmt, decoded[-1]))
-                time.sleep(0)  # let go of the GIL: the event loop (detection, socket) never waits long for it
-            if self.scheme == "http":
-                self._send_http(payloads)
-            elif self.scheme == "file":
-                self._append_lines(payloads)
-                self.sent = len(payloads)
+            if self.scheme == "file":
+                self._append_lines(bodies)
+                self.sent = len(bodies)
             else:
-                self._send_syslog(payloads, decoded)
+                self._send_syslog(bodies)
 
-    def _send_http(self, payloads: list[dict[str, Any]]) -> None:
-        import httpx  # only where an HTTP output exists
+    async def send_http_async(self, bodies: list[bytes]) -> None:
+        """HTTP on the event loop (httpx's async client): no thread contends for the GIL."""
+        import httpx
 
-        if self._http is None:
-            self._http = httpx.Client(timeout=httpx.Timeout(HTTP_TIMEOUT), follow_redirects=False,
-                                      headers={"User-Agent": "stockade-outputs"})
-        for payload in payloads:
-            body = json.dumps(payload, separators=(",", ":")).encode()
+        self.sent = 0
+        if self._ahttp is None:
+            self._ahttp = httpx.AsyncClient(timeout=httpx.Timeout(HTTP_TIMEOUT), follow_redirects=False,
+                                            headers={"User-Agent": "stockade-outputs"})
+        for body in bodies:
             try:
-                r = self._http.post(self.url, content=body, headers={"Content-Type": "application/json", **self.headers})
+                r = await self._ahttp.post(self.url, content=body,
+                                           headers={"Content-Type": "application/json", **self.headers})
             except httpx.HTTPError as e:
                 raise DeliveryError(f"{type(e).__name__}: {e}".strip(": ")[:200]) from None
             if not 200 <= r.status_code < 300:
                 raise DeliveryError(f"HTTP {r.status_code} from the receiver")
             self.sent += 1
 
-    def _append_lines(self, payloads: list[dict[str, Any]]) -> None:
-        data = b"".join(json.dumps(p, separators=(",", ":")).encode() + b"\n" for p in payloads)
+    async def aclose(self) -> None:
+        if self._ahttp is not None:
+            await self._ahttp.aclose()
+            self._ahttp = None
+
+    def _append_lines(self, lines: list[Any]) -> None:
+        """Append JSON lines (bytes, or payloads to dump) in one write, rotating first if needed."""
+        data = b"".join(x if isinstance(x, bytes) else json.dumps(x, separators=(",", ":")).encode() + b"\n"
+                        for x in lines)
         path = Path(self.path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -164,7 +176,7 @@ class Target:
     def syslog_message(self, payload: dict[str, Any], alert: dict[str, Any], hostname: str = "") -> bytes:
         """One RFC 5424 message: header, structured data naming the incident, the payload as MSG."""
         severity = SYSLOG_SEVERITY.get(alert.get("severity", ""), 4)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         stamp = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
         host = (hostname or alert.get("host") or "-").replace(" ", "_")[:255] or "-"
         sd = (f'[{SD_ID} id="{alert.get("id")}" count="{alert.get("count", 1)}"'
@@ -173,8 +185,7 @@ class Target:
         body = json.dumps(payload, separators=(",", ":"))  # ASCII: no BOM needed
         return f"<{self.facility * 8 + severity}>1 {stamp} {host} stockade {os.getpid()} alert {sd} {body}".encode()
 
-    def _send_syslog(self, payloads: list[dict[str, Any]], alerts: list[dict[str, Any]]) -> None:
-        messages = [self.syslog_message(p, a) for p, a in zip(payloads, alerts)]
+    def _send_syslog(self, messages: list[bytes]) -> None:
         if self.scheme == "syslog":
             try:
                 if self._udp is None:
@@ -216,7 +227,7 @@ def parse(url: Any, headers: dict[str, str] | None = None) -> Target:
         if not parts.hostname:
             raise ValueError(f"{url[:120]}: an http URL needs a host")
         try:
-            parts.port
+            _ = parts.port
         except ValueError:
             raise ValueError(f"{url[:120]}: bad port") from None
         return Target(url=url, scheme="http", headers=headers)

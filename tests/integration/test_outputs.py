@@ -13,12 +13,13 @@ import re
 import time
 
 import pytest
-
-from enforcer.outputs import formats, manager as outputs_manager
-from enforcer.protocol import ProtocolError
-from enforcer.sensors.events import ExecEvent, FileEvent, NetworkEvent
 from support.receivers import HttpReceiver, Rsyslog
 from support.rig import Rig
+
+from enforcer.outputs import formats
+from enforcer.outputs import manager as outputs_manager
+from enforcer.protocol import ProtocolError
+from enforcer.sensors.events import ExecEvent, FileEvent, NetworkEvent
 
 pytestmark = [pytest.mark.nftables]
 
@@ -107,9 +108,6 @@ async def test_every_alert_reaches_http_and_rsyslog_exactly_as_encoded(rig, http
     await wait_until(lambda: len(http.bodies) >= n_http, what="http deliveries")
     await wait_until(lambda: len(rsyslog.lines()) >= 2 * len(alerts), what="rsyslog lines")
     await asyncio.sleep(0.3)  # nothing more arrives
-    by_path: dict[str, list] = {}
-    for body, headers in zip(http.json(), http.headers):
-        by_path.setdefault(headers["x-team"] if "x-team" in headers else "", []).append(body)
     assert len(http.bodies) == n_http
     # The receiver sees, per output and in order, exactly the encodings of what was published.
     json_bodies = [b for b, h in zip(http.json(), http.headers) if h.get("authorization") == "Bearer t0k3n"]

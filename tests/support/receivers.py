@@ -42,7 +42,7 @@ class HttpReceiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/alerts"
 
-    def up(self) -> "HttpReceiver":
+    def up(self) -> HttpReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -51,7 +51,7 @@ class HttpReceiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if receiver.delay:
                     time.sleep(receiver.delay)
@@ -102,12 +102,13 @@ class Rsyslog:
         self.log = workdir / "messages.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "Rsyslog":
+    def start(self) -> Rsyslog:
         binary = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
         conf = self.dir / "rsyslog.conf"
         conf.write_text(RSYSLOG_CONF.format(dir=self.dir, udp=self.udp, tcp=self.tcp))
-        self.proc = subprocess.Popen([binary, "-n", "-f", str(conf), "-i", str(self.dir / "rsyslogd.pid")],
-                                     stdout=open(self.dir / "rsyslogd.out", "wb"), stderr=subprocess.STDOUT)
+        with open(self.dir / "rsyslogd.out", "wb") as out:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen([binary, "-n", "-f", str(conf), "-i", str(self.dir / "rsyslogd.pid")],
+                                         stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

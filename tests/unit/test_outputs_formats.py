@@ -111,9 +111,8 @@ def test_bad_urls_are_one_line_errors(url, headers, message):
 
 def test_file_rotation(tmp_path):
     t = targets.parse(f"file://{tmp_path}/out/alerts.jsonl?max_bytes=4096&keep=2")
-    line = formats.encode("json", ALERT)
     for _ in range(40):
-        t._append_lines([line])
+        t._append_lines([t.prepare("json", ALERT)])
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == ["alerts.jsonl", "alerts.jsonl.1", "alerts.jsonl.2"]
     for p in (tmp_path / "out").iterdir():
