@@ -30,7 +30,6 @@ from .enforce.responder import Responder
 from .enforce.forensics import Forensics, audit_of, incidents_of, profile_of
 from .inventory import DockerSource, Inventory, InventoryChange
 from .models import Container
-from .outputs import OutputManager
 from .ops import alerts as alert_ops
 from .ops import enforce as enforce_ops
 from .ops import feeds as feed_ops
@@ -39,6 +38,7 @@ from .ops import outputs as output_ops
 from .ops import profiles as profile_ops
 from .ops import sensors as sensor_ops
 from .ops import status as status_ops
+from .outputs import OutputManager
 from .ports import FeedMatcher, ProtectResponse, StatusSource
 from .profiles import ProfileBook
 from .profiles.kernel import KernelHooks, NullKernelHooks, hooks_for_maps
@@ -141,7 +141,7 @@ class Daemon:
 
     def _status_sources(self) -> list[StatusSource]:
         return [p for p in (self.sensors, self.feed_manager, self.alerts, self.outputs, self.detector,
-                                   self.responder) if p is not None]
+                            self.responder) if p is not None]
 
     # -- life cycle ---------------------------------------------------------------------
     async def start(self) -> None:

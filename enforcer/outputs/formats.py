@@ -73,6 +73,7 @@ def _falco_fields(alert: dict[str, Any]) -> dict[str, Any]:
         "stockade.service": alert.get("service") or "",
         "stockade.kind": alert.get("kind") or "",
         "stockade.action": alert.get("action") or "",
+        "stockade.would": alert.get("would"),
         "stockade.count": alert.get("count", 1),
         "stockade.alert_id": alert.get("id"),
     }

@@ -19,6 +19,7 @@ ALERT = {
                "argv": ["wget", "http://example.test/x"]},
     "action": "alerted", "count": 1, "first_seen": "2026-11-28T21:05:58.123Z",
     "last_seen": "2026-11-28T21:05:58.123Z", "subject": "/usr/bin/wget", "rule": "profile",
+    "would": "killed", "tags": ["T1105"],
 }
 
 
@@ -33,7 +34,7 @@ def test_falco_alert():
     assert f["priority"] == "Error" and f["source"] == "stockade" and f["hostname"] == "node-1"
     assert f["time"] == "2026-11-28T21:05:58.123000000Z"
     assert f["rule"] == "stockade: process profile"
-    assert f["tags"] == ["stockade", "process"]
+    assert f["tags"] == ["stockade", "process", "T1105"]
     assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}", f["uuid"])
     assert f["output"].startswith("21:05:58.123000000: Error unexpected process /usr/bin/wget (container=blog_wordpress_1")
     o = f["output_fields"]
@@ -41,7 +42,7 @@ def test_falco_alert():
     assert o["container.image.repository"] == "local/wordpress" and o["container.image.tag"] == "6.4"
     assert o["proc.name"] == "wget" and o["proc.exepath"] == "/usr/bin/wget"
     assert o["proc.cmdline"] == "wget http://example.test/x" and o["proc.pid"] == 4411 and o["proc.ppid"] == 4402
-    assert o["user.uid"] == 33 and o["stockade.alert_id"] == 42
+    assert o["user.uid"] == 33 and o["stockade.alert_id"] == 42 and o["stockade.would"] == "killed"
     # Severities map to Falco's priority names; the uuid names (host, id, count): a repeat
     # of one publication is recognisable, a grown count is a new event.
     assert [formats.encode("falco", {**ALERT, "severity": s})["priority"]
@@ -66,6 +67,7 @@ def test_ocsf_detection_finding():
     assert (o["severity_id"], o["severity"]) == (4, "High")
     assert o["time"] == 1795899958123
     assert o["finding_info"]["uid"] == "node-1/42"
+    assert o["finding_info"]["attacks"] == [{"technique": {"uid": "T1105"}}]
     assert o["finding_info"]["title"] == "unexpected process /usr/bin/wget"
     assert "blog_wordpress_1" in o["finding_info"]["desc"]
     assert o["finding_info"]["first_seen_time"] == o["finding_info"]["last_seen_time"] == 1795899958123
