@@ -68,7 +68,6 @@ def _falco_fields(alert: dict[str, Any]) -> dict[str, Any]:
         "container.image": image,
         "container.image.repository": repo,
         "container.image.tag": tag,
-        "k8s.ns.name": None,
         "stockade.app": alert.get("app") or "",
         "stockade.service": alert.get("service") or "",
         "stockade.kind": alert.get("kind") or "",

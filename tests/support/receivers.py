@@ -37,6 +37,7 @@ class HttpReceiver:
         self.lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._conns: set[socket.socket] = set()
 
     @property
     def url(self) -> str:
@@ -50,6 +51,11 @@ class HttpReceiver:
 
             def log_message(self, *args: Any) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with receiver.lock:
+                    receiver._conns.add(self.connection)
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -72,10 +78,18 @@ class HttpReceiver:
         return self
 
     def down(self) -> None:
+        """Gone: the listening socket closed and every kept-alive connection cut."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        with self.lock:
+            conns, self._conns = self._conns, set()
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def json(self) -> list[dict[str, Any]]:
         with self.lock:
