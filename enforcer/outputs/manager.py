@@ -119,7 +119,7 @@ class OutputManager:
             self.offered += 1
             if out.backlog >= MAX_OUTBOX:
                 excess = out.backlog - MAX_OUTBOX + 1
-                self.repo.drop_oldest(out.config.name, excess)
+                self.repo.drop_oldest(out.config.name, excess, out.last_id)
                 out.backlog -= excess
                 out.dropped += excess
                 if out.dropped == excess or out.dropped % 10_000 < excess:

@@ -58,9 +58,11 @@ class OutputsRepo:
         """Write-behind: on the alert path."""
         self.db.enqueue("INSERT INTO outbox (output, queued, alert) VALUES (?, ?, ?)", (output, queued, alert_json))
 
-    def drop_oldest(self, output: str, n: int) -> None:
-        self.db.enqueue("DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE output = ? ORDER BY id LIMIT ?)",
-                        (output, n))
+    def drop_oldest(self, output: str, n: int, after_id: int) -> None:
+        """Drop the n oldest rows not yet delivered (ids past `after_id`: a delivered row whose
+        delete is still queued is not one)."""
+        self.db.enqueue("DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE output = ? AND id > ?"
+                        " ORDER BY id LIMIT ?)", (output, after_id, n))
         self.db.enqueue("UPDATE outputs SET dropped = dropped + ? WHERE name = ?", (n, output))
 
     async def pending(self, output: str, after_id: int, limit: int) -> list[tuple[int, float, str]]:
