@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -133,6 +134,7 @@ class Target:
             if not 200 <= r.status_code < 300:
                 raise DeliveryError(f"HTTP {r.status_code} from the receiver")
             self.sent += 1
+            await asyncio.sleep(0)  # a fast receiver answers at once: let detection in between POSTs
 
     async def aclose(self) -> None:
         if self._ahttp is not None:
