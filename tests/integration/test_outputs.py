@@ -249,6 +249,11 @@ async def test_test_sends_one_test_alert_and_bad_input_is_one_line(rig, http):
     assert await rig.call("outputs") == []
     audit = await rig.call("audit")
     assert {"outputs.add", "outputs.test", "outputs.remove"} <= {a["action"] for a in audit}
+    # Header values are secrets (tokens): the audit log, which viewers read, keeps the names only.
+    await rig.call("outputs.add", name="auth", url=http.url, format="json", headers={"Authorization": "Bearer s3cr3t"})
+    (entry,) = [a for a in await rig.call("audit") if a["action"] == "outputs.add" and a["target"] == "auth"]
+    assert entry["args"]["headers"] == {"Authorization": "<redacted>"}
+    assert "s3cr3t" not in json.dumps(await rig.call("audit")) and "s3cr3t" not in json.dumps(await rig.call("outputs"))
 
 
 def test_the_cli_against_a_real_enforcer(make_enforcer, http, tmp_path):
