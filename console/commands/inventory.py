@@ -104,7 +104,7 @@ async def run_status(args: argparse.Namespace, client: EnforcerClient) -> int:
     if outputs.get("configured"):
         failing = outputs.get("failing") or []
         print(f"outputs     {outputs['configured']}, {outputs.get('delivered', 0)} delivered, "
-              f"{outputs.get('pending', 0)} pending, {outputs.get('dropped', 0)} dropped (outbox full)"
+              f"{outputs.get('pending', 0)} pending, {outputs.get('dropped', 0)} dropped (outbox was full)"
               + (f", failing: {printable(', '.join(failing), 200)}" if failing else ""))
     if s.get("sensors"):
         print()

@@ -269,7 +269,7 @@ def test_the_cli_against_a_real_enforcer(make_enforcer, http, tmp_path):
     assert o["name"] == "hook" and o["min_severity"] == "high" and o["headers"] == ["Authorization"]
     assert "hook" in e.cli("outputs").stdout
     assert e.cli_json("status")["outputs"]["configured"] == 1
-    assert "outputs     1, 0 delivered, 0 pending, 0 dropped (outbox full)" in e.cli("status").stdout
+    assert "outputs     1, 0 delivered, 0 pending, 0 dropped (outbox was full)" in e.cli("status").stdout
     for argv, message in [
         (("outputs", "add", "x", "ftp://127.0.0.1/", "--format", "json"), "unknown scheme"),
         (("outputs", "add", "x", http.url, "--format", "json", "--header", "nocolon"), "--header wants NAME:VALUE"),
