@@ -130,7 +130,7 @@ class Daemon:
                             inventory=self.inventory, store=self.store, sources=self._status_sources)
         alert_ops.register(s, self.alerts)
         output_ops.register(s, self.outputs, self.settings.host)
-        profile_ops.register(s, self.profiles, self.inventory, self.views.container)
+        profile_ops.register(s, self.profiles, self.inventory, self.views.container, self.alerts)
         enforce_ops.register_exports(s, self.profiles, self.inventory, self.docker, self.settings.seccomp_dir)
         if self.responder is not None and self.forensics is not None:
             enforce_ops.register(s, self.responder, self.forensics, self.inventory)

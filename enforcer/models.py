@@ -269,6 +269,7 @@ class Alert(Record):
     # In learn and alert modes: what protect mode would have done (killed | blocked | None).
     would: str | None = None
     tags: list[str] = field(default_factory=list)  # MITRE ATT&CK technique ids
+    resolved: str = ""  # "allowed by USER at TIME" once accepted into the profile
 
 
 @dataclass(slots=True)

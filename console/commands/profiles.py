@@ -1,4 +1,5 @@
-"""stockade profile CONTAINER | alerts [--follow] [--since ID] | mode TARGET MODE | relearn TARGET"""
+"""stockade profile CONTAINER | alerts [--follow] [--since ID] | mode TARGET MODE [--preview] |
+relearn TARGET | allow ALERT_ID"""
 
 from __future__ import annotations
 
@@ -38,8 +39,17 @@ def register(sub: Any) -> None:
     scope.add_argument("--app", dest="scope", action="store_const", const="app", help="TARGET is an app")
     scope.add_argument("--container", dest="scope", action="store_const", const="container",
                        help="TARGET is a container (a per-container override)")
+    p.add_argument("--preview", action="store_true",
+                   help="with protect: list what protect would have stopped over the window; change nothing")
+    p.add_argument("--window", type=float, default=24 * 3600, metavar="SECONDS",
+                   help="how far back --preview looks (default 24 h)")
     p.add_argument("--json", action="store_true", help="one JSON document")
     p.set_defaults(run=run_mode)
+
+    p = sub.add_parser("allow", help="accept an incident into its profile (it stops recurring; audited)")
+    p.add_argument("alert_id", type=int, help="the incident's id (stockade alerts)")
+    p.add_argument("--json", action="store_true", help="one JSON document")
+    p.set_defaults(run=run_allow)
 
     p = sub.add_parser("relearn", help="reset the profiles of an app or a container to learning (seed kept)")
     p.add_argument("target", help="app, or container name/id")
@@ -60,6 +70,14 @@ def _entry_text(kind: str, e: dict[str, Any]) -> str:
     return str(e["key"])
 
 
+def _origin(e: dict[str, Any]) -> str:
+    """Where an entry came from: seed, learned, or allowed by whom (and from which incident)."""
+    d = e.get("data") or {}
+    if e.get("source") == "allowed":
+        return f"allowed by {d.get('by', '?')} (incident {d.get('alert_id', '?')})"
+    return str(e.get("source", ""))
+
+
 async def run_profile(args: argparse.Namespace, client: EnforcerClient) -> int:
     result = await client.call("profile", target=args.container)
     if args.json:
@@ -78,7 +96,7 @@ async def run_profile(args: argparse.Namespace, client: EnforcerClient) -> int:
     for kind, entries in p["entries"].items():
         print()
         print(f"{kind} ({len(entries)})")
-        rows = [(_entry_text(kind, e), e["source"]) for e in entries]
+        rows = [(_entry_text(kind, e), _origin(e)) for e in entries]
         if rows:
             print_table([("  " + printable(text, 300), src) for text, src in rows], ["  ENTRY", "SOURCE"])
     if p.get("suspect_paths"):
@@ -168,11 +186,30 @@ async def run_mode(args: argparse.Namespace, client: EnforcerClient) -> int:
     kwargs: dict[str, Any] = {"target": args.target, "mode": args.mode}
     if args.scope:
         kwargs["scope"] = args.scope
+    if args.preview:
+        kwargs.update(preview=True, window=args.window)
     result = await client.call("mode", **kwargs)
     if args.json:
         print_json(result)
+    elif args.preview:
+        stops = result["would_stop"]
+        print(f"{result['scope']} {printable(result['target'])}: protect would have stopped {len(stops)} "
+              f"incident(s) in the last {duration(result['window'])} (nothing changed)")
+        print_table([(a["id"], a["last_seen"][:19].replace("T", " "), printable(a["container"], 40), a["would"],
+                      a["count"], printable(a["summary"], 100)) for a in stops],
+                    ["ID", "LAST SEEN", "CONTAINER", "WOULD", "COUNT", "SUMMARY"])
     else:
         print(f"{result['scope']} {printable(result['target'])}: mode {result['mode']}")
+    return 0
+
+
+async def run_allow(args: argparse.Namespace, client: EnforcerClient) -> int:
+    result = await client.call("allow", alert_id=args.alert_id)
+    if args.json:
+        print_json(result)
+    else:
+        print(f"incident {result['alert_id']}: profile {result['profile']} may now {printable(result['allowed'], 300)}"
+              f" ({printable(result['resolved'])})")
     return 0
 
 

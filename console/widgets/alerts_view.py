@@ -92,7 +92,7 @@ def alert_detail_text(a: dict[str, Any] | None, actions: bool = True) -> Text:
              ("id", str(a.get("container_id") or "")[:12]), ("image", a.get("image")),
              ("count", a.get("count")), ("first", date_time(a.get("first_seen"))),
              ("last", date_time(a.get("last_seen") or a.get("time"))), ("action", a.get("action")),
-             ("protect would have", a.get("would")), ("rule", a.get("rule")),
+             ("protect would have", a.get("would")), ("resolved", a.get("resolved")), ("rule", a.get("rule")),
              ("ATT&CK", ", ".join(str(t) for t in a.get("tags") or []) if isinstance(a.get("tags"), list) else ""),
              ("host", a.get("host"))]
     first = True
@@ -118,6 +118,8 @@ def alert_detail_text(a: dict[str, Any] | None, actions: bool = True) -> Text:
     if alert_pid(a):
         hints.append(f"k kills pid {alert_pid(a)}")
     hints.append("f freezes the container")
+    if a.get("rule") == "profile" and a.get("subject") != "burst" and not a.get("resolved"):
+        hints.append("A allows it into the profile")
     out.append("  ·  ".join(hints), style="dim italic")
     return out
 
@@ -126,7 +128,7 @@ class AlertsView(View):
     VIEW_NAME = "alerts"
     TITLE = "Alerts"
     DOMAINS = frozenset({"alerts"})
-    ACTIONS = frozenset({"block", "freeze", "unfreeze", "kill", "mode", "relearn", "forensics", "sort"})
+    ACTIONS = frozenset({"block", "freeze", "unfreeze", "kill", "mode", "relearn", "forensics", "allow", "sort"})
     BINDINGS = [
         Binding("t", "cycle_kind", "Kind", id="alerts.kind"),
         Binding("v", "cycle_severity", "Severity", id="alerts.severity"),

@@ -222,6 +222,16 @@ class AlertBook:
         self._mark_dirty(alert_id)
         return inc.alert
 
+    async def resolve(self, alert_id: int, note: str) -> Alert | None:
+        """Mark an incident resolved (e.g. "allowed by alice at ..."); None if there is none."""
+        inc = self._recent.get(alert_id) or await self.repo.get(alert_id)
+        if inc is None:
+            return None
+        inc.alert.resolved = note
+        self._remember(inc)
+        self._mark_dirty(alert_id)
+        return inc.alert
+
     def get(self, alert_id: int) -> Alert | None:
         inc = self._recent.get(alert_id)
         return replace(inc.alert) if inc else None

@@ -1,20 +1,29 @@
-"""Ops of the profiles: profile, mode, relearn (docs/protocol.md)."""
+"""Ops of the profiles: profile, mode (and its preview), relearn, allow (docs/protocol.md)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
+from ..detect.alerts import AlertBook
 from ..inventory import Inventory
-from ..models import MODES, Container
-from ..profiles.book import ProfileBook
+from ..models import MODES, Alert, Container, iso_time
+from ..profiles import allow
+from ..profiles.book import ProfileBook, profile_key
 from ..profiles.model import Profile
+from ..store.alerts import AlertQuery
 from ..server import OpError, Request, Server
 from . import args
 
 ContainerView = Callable[[Container], dict[str, Any]]
 
 
-def register(server: Server, book: ProfileBook, inventory: Inventory, view: ContainerView) -> None:
+PREVIEW_WINDOW = 24 * 3600.0
+PREVIEW_LIMIT = 10_000
+
+
+def register(server: Server, book: ProfileBook, inventory: Inventory, view: ContainerView,
+             alerts: AlertBook) -> None:
     async def op_profile(req: Request) -> dict[str, Any]:
         c = args.container(inventory, req.args.get("target"))
         att = book.for_container(c.id)
@@ -28,6 +37,13 @@ def register(server: Server, book: ProfileBook, inventory: Inventory, view: Cont
         if req.args.get("scope") not in (None, "app", "container"):
             raise args.bad("scope must be app or container")
         scope = req.args.get("scope") or ("app" if _app_exists(book, inventory, target) else "container")
+        if args.boolean(req.args, "preview", False):
+            if mode != "protect":
+                raise args.bad("only a change to protect can be previewed")
+            window = args.number(req.args, "window", PREVIEW_WINDOW, 60, 90 * 86400)
+            name = target if scope == "app" else args.container(inventory, target).name
+            return {"target": name, "scope": scope, "mode": mode, "preview": True, "window": window,
+                    "would_stop": await _would_stop(alerts, scope, name, window)}
         if scope == "app":
             await book.modes.set_app_mode(target, mode)
             name = target
@@ -55,9 +71,55 @@ def register(server: Server, book: ProfileBook, inventory: Inventory, view: Cont
             book.relearn(p)
         return {"profiles": sorted(p.id for p in profiles)}
 
+    async def op_allow(req: Request) -> dict[str, Any]:
+        alert_id = args.whole(req.args, "alert_id", digits=True)
+        alert = await alerts.find(alert_id)
+        if alert is None:
+            raise OpError(f"no alert {alert_id}", args.NOT_FOUND)
+        if alert.resolved:
+            raise OpError(f"incident {alert_id} is already resolved: {alert.resolved}", args.CONFLICT)
+        profile = _profile_of(book, inventory, alert)
+        if profile is None:
+            raise OpError(f"no profile of {alert.app}/{alert.service} to add to", args.CONFLICT)
+        try:
+            entry = allow.entry_for(alert, by=req.peer.user)
+        except allow.NotAllowable as e:
+            raise OpError(str(e), args.CONFLICT) from None
+        if args.boolean(req.args, "dry_run", False):  # what the confirmation shows
+            return {"alert_id": alert_id, "profile": profile.id, "app": profile.app, "service": profile.service,
+                    "allowed": allow.describe(entry), "dry_run": True}
+        added = book.allow(profile, entry)
+        note = f"allowed by {req.peer.user} at {iso_time()}"
+        await alerts.resolve(alert_id, note)
+        return {"alert_id": alert_id, "profile": profile.id, "app": profile.app, "service": profile.service,
+                "allowed": allow.describe(entry), "entry": {"kind": entry.kind, **entry.to_dict()}, "new": added,
+                "resolved": note}
+
     server.register("profile", op_profile)
     server.register("mode", op_mode, mutates=True)
     server.register("relearn", op_relearn, mutates=True)
+    server.register("allow", op_allow, mutates=True, target_arg="alert_id")
+
+
+async def _would_stop(alerts: AlertBook, scope: str, name: str, window: float) -> list[dict[str, Any]]:
+    """The incidents of the window that protect mode would have stopped (their `would`)."""
+    q = AlertQuery(limit=PREVIEW_LIMIT, **({"app": name} if scope == "app" else {"container": name}))
+    since = iso_time(time.time() - window)
+    return [{"id": a.id, "container": a.container, "kind": a.kind, "subject": a.subject, "summary": a.summary,
+             "would": a.would, "count": a.count, "last_seen": a.last_seen}
+            for a in await alerts.query(q) if a.would and a.last_seen >= since and not a.resolved]
+
+
+def _profile_of(book: ProfileBook, inventory: Inventory, alert: Alert) -> Profile | None:
+    """The profile the incident was judged against: its container's, else the newest of its
+    app and service (the container may be gone)."""
+    c = inventory.containers.get(alert.container_id)
+    if c is not None:
+        p = book.by_key.get(profile_key(c))
+        if p is not None:
+            return p
+    candidates = [p for p in book.profiles.values() if p.app == alert.app and p.service == alert.service]
+    return max(candidates, key=lambda p: p.created, default=None)
 
 
 def _app_exists(book: ProfileBook, inventory: Inventory, name: str) -> bool:

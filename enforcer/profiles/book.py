@@ -214,6 +214,16 @@ class ProfileBook:
             self.mark_dirty(profile)
         return True
 
+    def allow(self, profile: Profile, entry: Entry) -> bool:
+        """A person accepted an incident into the profile: add the entry (in the kernel too)
+        and clear a suspect mark on its path; True if it was new."""
+        added = self.record(profile, entry)
+        if entry.kind == "process":
+            self.clear_suspect(profile, entry.data["path"])
+        if entry.kind in ("process", "syscall"):
+            self.mark_dirty(profile)  # learning or not: the kernel's lists follow the profile
+        return added
+
     # -- binaries that changed under a learned path -------------------------------------------
     def paths_for_written(self, profile: Profile, path: str) -> list[str]:
         """Learned exec paths a write to `path` may have changed (the path, or its binary)."""

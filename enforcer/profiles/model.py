@@ -34,7 +34,7 @@ class Entry:
     kind: str
     key: str
     data: dict[str, Any]
-    source: str = "learned"  # seed | learned
+    source: str = "learned"  # seed | learned | allowed (by a person: data has "by", "alert_id")
     first_seen: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,8 +127,8 @@ class Profile:
         return True
 
     def clear_learned(self) -> None:
-        """Forget what was learned, keep the seed (relearn)."""
-        seeds = [e for kind in self.entries.values() for e in kind.values() if e.source == "seed"]
+        """Forget what was learned; keep the seed and what a person allowed (relearn)."""
+        seeds = [e for kind in self.entries.values() for e in kind.values() if e.source != "learned"]
         self.entries = {k: {} for k in PROFILE_KINDS}
         self.processes.clear()
         self.binaries.clear()

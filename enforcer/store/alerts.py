@@ -121,10 +121,11 @@ class AlertsRepo:
     def update(self, inc: StoredIncident) -> None:
         a = inc.alert
         self.db.enqueue(
-            "UPDATE alerts SET last_seen = ?, count = ?, severity = ?, action = ?, detail = ?, would = ?, tags = ? "
-            "WHERE id = ?",
+            "UPDATE alerts SET last_seen = ?, count = ?, severity = ?, action = ?, detail = ?, would = ?, tags = ?, "
+            "resolved = ? WHERE id = ?",
             (inc.last_seen, a.count, a.severity, a.action,
-             json.dumps(a.detail, separators=(",", ":"), default=str), a.would, json.dumps(a.tags), a.id),
+             json.dumps(a.detail, separators=(",", ":"), default=str), a.would, json.dumps(a.tags), a.resolved,
+             a.id),
         )
 
 
@@ -153,6 +154,6 @@ def _incident(r: Any) -> StoredIncident:
         severity=r["severity"], summary=r["summary"], detail=detail if isinstance(detail, dict) else {},
         action=r["action"], count=r["count"], first_seen=iso_time(r["first_seen"]),
         last_seen=iso_time(r["last_seen"]), subject=r["subject"], rule=r["rule"],
-        would=r["would"], tags=_tags(r["tags"]),
+        would=r["would"], tags=_tags(r["tags"]), resolved=r["resolved"],
     )
     return StoredIncident(alert, r["fold_key"], r["first_seen"], r["last_seen"])

@@ -199,9 +199,11 @@ MIGRATIONS: list[tuple[int, str]] = [
     (
         5,
         """
-        -- What protect mode would have done (learn and alert modes), and ATT&CK techniques.
+        -- What protect mode would have done (learn and alert modes), ATT&CK techniques, resolution.
         ALTER TABLE alerts ADD COLUMN would TEXT;
         ALTER TABLE alerts ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
+        -- An incident accepted into its profile (stockade allow): who and when.
+        ALTER TABLE alerts ADD COLUMN resolved TEXT NOT NULL DEFAULT '';
         """,
     ),
     (

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from enforcer.detect.attack import techniques
+from enforcer.protocol import ProtocolError
 from enforcer.sensors.events import DnsEvent, ExecEvent, FileEvent, NetworkEvent, SyscallEvent
 from support.rig import FakeEnforcement, Rig
 
@@ -86,3 +89,59 @@ async def test_would_and_tags_survive_a_restart(rig):
     await rig.restart()
     after = {a["id"]: (a["would"], a["tags"]) for a in await rig.alerts_of(c)}
     assert after == before and ("killed", ["T1105"]) in after.values()  # the kit's hash is on a feed
+
+
+# -- accepting an incident into the profile, and the preview of protect ----------------------
+async def test_allow_adds_the_subject_resolves_the_incident_and_stops_it_recurring(rig):
+    c = await _active(rig, "weak", "alert")
+    wget = ExecEvent(container_id=c.id, path="/usr/bin/wget", sha256="b" * 64, argv=["wget", "x"])
+    call = NetworkEvent(container_id=c.id, direction="out", proto="tcp", remote_ip="203.0.113.9", remote_port=443)
+    await rig.feed(wget, call)
+    by_kind = {a["kind"]: a for a in await rig.alerts_of(c)}
+    out = await rig.call("allow", alert_id=by_kind["process"]["id"])
+    assert out["allowed"] == "run /usr/bin/wget with sha256 " + "b" * 16 and out["new"] is True
+    out = await rig.call("allow", alert_id=by_kind["network"]["id"])
+    assert out["allowed"] == "connect to 203.0.113.9 on tcp/443"
+    again = await rig.call("alert", alert_id=by_kind["process"]["id"])
+    assert again["resolved"].startswith("allowed by ")
+    count = {a["id"]: a["count"] for a in await rig.alerts_of(c)}
+    await rig.feed(wget, call)  # the same again: now normal, no new alert and no count
+    assert {a["id"]: a["count"] for a in await rig.alerts_of(c)} == count
+    profile = (await rig.call("profile", target=c.name))["profile"]
+    allowed = [e for kind in profile["entries"].values() for e in kind if e["source"] == "allowed"]
+    assert {e["data"]["alert_id"] for e in allowed} == {by_kind["process"]["id"], by_kind["network"]["id"]}
+    audit = [e for e in await rig.call("audit") if e["action"] == "allow"]
+    assert len(audit) == 2 and all(e["result"] == "ok" for e in audit)
+    # The kernel's exec allow-list has the program now (pushed with the profile).
+    p = rig.profiles.for_container(c.id).profile
+    for _ in range(50):
+        if "/usr/bin/wget" in rig.hooks.exec_allow.get(p.id, set()):
+            break
+        await asyncio.sleep(0.02)
+    assert "/usr/bin/wget" in rig.hooks.exec_allow[p.id]
+    # Allowed entries survive a relearn (a person chose them).
+    await rig.call("relearn", target=c.name)
+    assert any(e.source == "allowed" for e in p.entries["process"].values())
+
+
+async def test_allow_refuses_what_a_profile_cannot_hold(rig):
+    c = await _active(rig, "weak", "alert")
+    await rig.feed(FileEvent(container_id=c.id, op="open", path="/etc/shadow", sensitive=True))
+    (a,) = await rig.alerts_of(c)
+    with pytest.raises(ProtocolError) as e:
+        await rig.call("allow", alert_id=a["id"])
+    assert e.value.code == "conflict" and "fires in every mode" in str(e.value)
+    with pytest.raises(ProtocolError) as e:
+        await rig.call("allow", alert_id=999999)
+    assert e.value.code == "not_found"
+
+
+async def test_preview_lists_what_protect_would_stop_and_changes_nothing(rig):
+    c = await _active(rig, "weak", "alert")
+    await rig.feed(ExecEvent(container_id=c.id, path="/bin/nc", sha256="c" * 64, argv=["nc"]),
+                   FileEvent(container_id=c.id, op="create", path="/srv/drop/x.sh"))
+    out = await rig.call("mode", target="weak", mode="protect", preview=True)
+    assert out["preview"] is True and [(a["subject"], a["would"]) for a in out["would_stop"]] == [("/bin/nc", "killed")]
+    assert rig.profiles.for_container(c.id).mode == "alert"  # nothing changed
+    with pytest.raises(ProtocolError):
+        await rig.call("mode", target="weak", mode="alert", preview=True)
