@@ -34,9 +34,11 @@ from .ops import alerts as alert_ops
 from .ops import enforce as enforce_ops
 from .ops import feeds as feed_ops
 from .ops import inventory as inventory_ops
+from .ops import outputs as output_ops
 from .ops import profiles as profile_ops
 from .ops import sensors as sensor_ops
 from .ops import status as status_ops
+from .outputs import OutputManager
 from .ports import FeedMatcher, ProtectResponse, StatusSource
 from .profiles import ProfileBook
 from .profiles.book import SensorHealth
@@ -98,6 +100,8 @@ class Daemon:
             self.feed_manager = FeedManager(settings, self.store.feeds, self._publish, self.docker)
             feeds = self.feed_manager
         self.alerts = AlertBook(self.store.alerts, self._publish, settings.host)
+        # Alert outputs (docs/outputs.md): fed every `alert` publication by _publish.
+        self.outputs = OutputManager(self.store.outputs, self.store.db.flush)
         self.profiles = ProfileBook(settings, self.store.profiles, self.store.inventory, self.inventory,
                                     self._publish, self.container_changed, hooks or NullKernelHooks(),
                                     sensors=self._sensor_health(), started=self.started)
@@ -118,7 +122,7 @@ class Daemon:
 
         # Started in this order, stopped in reverse.
         self.parts: list[Any] = [p for p in (self.sensors, self.feed_manager, self.profiles, self.alerts,
-                                             self.detector, self.responder) if p is not None]
+                                             self.outputs, self.detector, self.responder) if p is not None]
         self._register_ops()
 
     def _sensor_health(self) -> SensorHealth | None:
@@ -139,6 +143,7 @@ class Daemon:
         status_ops.register(s, host=self.settings.host, started=self.started, docker=self.docker,
                             inventory=self.inventory, store=self.store, sources=self._status_sources)
         alert_ops.register(s, self.alerts)
+        output_ops.register(s, self.outputs, self.settings.host)
         profile_ops.register(s, self.profiles, self.inventory, self.views.container, self.alerts)
         enforce_ops.register_exports(s, self.profiles, self.inventory, self.docker, self.settings.seccomp_dir)
         if self.responder is not None and self.forensics is not None:
@@ -149,8 +154,8 @@ class Daemon:
             sensor_ops.register(s, self.sensors)
 
     def _status_sources(self) -> list[StatusSource]:
-        return [p for p in (self.sensors, self.feed_manager, self.alerts, self.detector, self.responder)
-                if p is not None]
+        return [p for p in (self.sensors, self.feed_manager, self.alerts, self.outputs, self.detector,
+                            self.responder) if p is not None]
 
     # -- life cycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -187,6 +192,7 @@ class Daemon:
     # -- what clients are told --------------------------------------------------------------
     def _publish(self, topic: str, data: dict[str, Any]) -> None:
         self.server.publish(topic, data)
+        self.outputs.offer(topic, data)  # alerts into the outbox of every output
 
     def container_changed(self, c: Container) -> None:
         self.server.publish("inventory", {"change": "updated", "container": self.views.container(c)})

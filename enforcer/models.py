@@ -33,6 +33,9 @@ ProfileState = Literal["learning", "active"]
 FeedFormat = Literal["ip-list", "domain-list", "sha256-list", "md5-list", "sha1-list", "csv", "stix"]
 FORMATS: tuple[str, ...] = ("ip-list", "domain-list", "sha256-list", "md5-list", "sha1-list", "csv", "stix")
 
+# An alert output's payload format (enforcer/outputs/formats.py; the CLI offers them as choices).
+OUTPUT_FORMATS: tuple[str, ...] = ("json", "falco", "ocsf")
+
 # A lone container (no compose project label) is an app of one service, named after it.
 LONE_APP_PREFIX = ""
 

@@ -212,6 +212,32 @@ MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE profiles ADD COLUMN last_change REAL NOT NULL DEFAULT 0;
         """,
     ),
+    (
+        6,
+        """
+        -- Alert outputs (docs/outputs.md): where incidents are sent and in which format.
+        CREATE TABLE outputs (
+            name          TEXT PRIMARY KEY,
+            url           TEXT NOT NULL,
+            format        TEXT NOT NULL CHECK (format IN ('json', 'falco', 'ocsf')),
+            min_severity  TEXT NOT NULL DEFAULT 'low',
+            headers       TEXT NOT NULL DEFAULT '{}',  -- JSON name -> value (http only)
+            created       REAL NOT NULL,
+            delivered     INTEGER NOT NULL DEFAULT 0,
+            dropped       INTEGER NOT NULL DEFAULT 0   -- outbox rows dropped (oldest first) when full
+        );
+
+        -- The outbox: one row per (output, incident publication) not yet delivered. A row is
+        -- deleted once its receiver took it, so a restart sends what is left (at least once).
+        CREATE TABLE outbox (
+            id      INTEGER PRIMARY KEY AUTOINCREMENT,
+            output  TEXT NOT NULL REFERENCES outputs(name) ON DELETE CASCADE,
+            queued  REAL NOT NULL,
+            alert   TEXT NOT NULL  -- JSON of the incident as published
+        );
+        CREATE INDEX outbox_output ON outbox(output, id);
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
