@@ -99,6 +99,10 @@ def sample_incidents(containers: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows[0].update(would="killed", tags=["T1105"], subject="/usr/bin/wget")
     rows[1].update(would="blocked", tags=["T1210"])
     rows[4].update(tags=["T1611"], rule="research:dangerous-syscall")
+    # One injected shell in web did both the download and the cron write: one story.
+    shell = {"pid": 4402, "path": "/bin/sh", "start": iso(NOW - 700)}
+    rows[0]["lineage"] = rows[2]["lineage"] = shell
+    rows[4]["lineage"] = {"pid": 5100, "path": "(entrypoint)", "start": ""}
     return rows
 
 

@@ -242,6 +242,30 @@ async def test_allow_says_exactly_what_will_be_allowed_then_allows() -> None:
         assert calls(fake, "allow")[-1] == {"alert_id": 1}
 
 
+async def test_stories_fold_an_intrusion_into_one_row_one_enter_away() -> None:
+    fake = FakeEnforcerClient()
+    app = StockadeApp(client=fake, clock=lambda: NOW)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(app, pilot)
+        await pilot.press("3", "g")
+        await pilot.pause(0.1)
+        view = main(app).view
+        keys = view.table.visible_keys()
+        assert all(isinstance(k, str) and k.startswith("story:") for k in keys)
+        assert len(keys) == 4  # web's shell (2 findings), api's entrypoint, api's listener, evil
+        web_story = f"story:{WEB}:4402"
+        assert web_story in keys and view.table.move_cursor_to(web_story)
+        await pilot.press("enter")
+        await pilot.pause(0.1)
+        assert sorted(view.table.visible_keys()) == [1, 3]  # its incidents, each one row
+        await pilot.press("escape")
+        await pilot.pause(0.1)
+        assert web_story in view.table.visible_keys()  # back to the stories
+        await pilot.press("g")
+        await pilot.pause(0.1)
+        assert sorted(view.table.visible_keys()) == [1, 2, 3, 4, 5]
+
+
 async def test_block_offers_the_peer_of_the_selected_alert() -> None:
     fake = FakeEnforcerClient()
     app = StockadeApp(client=fake, clock=lambda: NOW)
