@@ -4,9 +4,9 @@ root and members of the admin group may act; members of the viewer group (the gr
 socket belongs to) may only read; anyone else who somehow connects is refused.
 
 User and group lookups go through NSS (files, but also LDAP or sssd), which can be slow or
-hang. They never run on the event loop: `Identifier` runs them in a few daemon threads
-(a hung lookup cannot stall the enforcer nor hold up its exit), answers within a deadline
-or refuses the peer, and keeps each answer for GROUPS_TTL seconds.
+hang. They never run on the event loop: `Identifier` runs them in at most MAX_LOOKUPS
+daemon threads (a hung lookup stalls neither the enforcer nor its exit), answers within
+LOOKUP_DEADLINE or refuses the peer, and keeps each answer for GROUPS_TTL seconds.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ import os
 import pwd
 import socket
 import struct
-import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
+
+from ..threads import in_daemon_thread
 
 ADMIN = "admin"
 VIEWER = "viewer"
@@ -29,8 +30,6 @@ NONE = "none"
 GROUPS_TTL = 5.0  # seconds a peer's role is reused: a removed member keeps it this long at most
 LOOKUP_DEADLINE = 5.0  # seconds a connecting peer waits for NSS before it is refused
 MAX_LOOKUPS = 4  # NSS threads at once; more peers waiting on stuck lookups are refused
-
-T = TypeVar("T")
 
 
 @dataclass(slots=True, frozen=True)
@@ -135,7 +134,8 @@ class Identifier:
     async def _lookup(self, key: tuple[int, int]) -> tuple[str, str]:
         self.threads_busy += 1
         try:
-            user, role = await in_daemon_thread(user_and_role, key[0], key[1], self.admin_group, self.viewer_group)
+            user, role = await in_daemon_thread(user_and_role, key[0], key[1], self.admin_group,
+                                                self.viewer_group, name="stockade-nss")
         finally:
             self.threads_busy -= 1
         self._cache[key] = (self.clock(), user, role)
@@ -147,37 +147,9 @@ class Identifier:
     async def gid_of(self, name: str) -> int | None:
         """A group's gid, off the loop (the socket's group at start)."""
         try:
-            return await asyncio.wait_for(in_daemon_thread(_gid, name), self.deadline)
+            return await asyncio.wait_for(in_daemon_thread(_gid, name, name="stockade-nss"), self.deadline)
         except asyncio.TimeoutError:
             raise LookupStalled(f"looking up group {name} took longer than {self.deadline:g}s") from None
 
     def status(self) -> dict[str, Any]:
         return {"lookups_busy": self.threads_busy, "lookups_stalled": self.stalled}
-
-
-async def in_daemon_thread(fn: Callable[..., T], *args: Any) -> T:
-    """fn(*args) in a daemon thread of its own: unlike the default executor's workers, a
-    call that never returns neither takes a worker from other parts nor blocks exit."""
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[T] = loop.create_future()
-
-    def settle(ok: bool, value: Any) -> None:
-        if fut.done():
-            return
-        if ok:
-            fut.set_result(value)
-        else:
-            fut.set_exception(value)
-
-    def run() -> None:
-        try:
-            ok, value = True, fn(*args)
-        except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
-            ok, value = False, e
-        try:
-            loop.call_soon_threadsafe(settle, ok, value)
-        except RuntimeError:
-            pass  # the loop closed while we waited on NSS
-
-    threading.Thread(target=run, name="stockade-nss", daemon=True).start()
-    return await fut
