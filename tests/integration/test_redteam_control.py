@@ -343,7 +343,7 @@ def _status_or_none(e: EnforcerProcess) -> dict[str, Any] | None:
 
 
 # -- 7: a spent automatic-block budget fails closed ----------------------------------------------
-LEARN_SECONDS = 12
+LEARN_SECONDS = 20
 # Fetches every address listed in /tmp/go (written from the host), then removes the list.
 # Full paths: busybox sh runs bare applet names through /proc/self/exe.
 FETCHER = ["sh", "-c", "while true; do if [ -f /tmp/go ]; then for t in $(/bin/cat /tmp/go); do "
@@ -394,10 +394,13 @@ def test_a_spent_block_budget_cuts_the_container_off_with_a_critical_alert(sensi
     pid = str(json.loads(docker("inspect", "-f", "{{.State.Pid}}", web).stdout))
     for a in spare:
         sh("nsenter", "-t", pid, "-n", "ip", "addr", "add", f"{a}/32", "dev", "eth0")
-    # Learning: the fetcher runs its loop (every program in it) against its one known peer.
-    for _ in range(3):
+    # Learning: the fetcher runs its loop (every program in it) against its one known peer,
+    # until the profile has every program of the loop (else protect kills the loop itself).
+    def learned() -> bool:
         _write_in(fetcher, "/tmp/go", web_ip)
-        time.sleep(1.0)
+        keys = " ".join(e["key"] for e in sensing.call("profile", target=fetcher)["profile"]["entries"]["process"])
+        return all(p in keys for p in ("/bin/cat", "/bin/timeout", "/bin/wget", "/bin/rm", "/bin/sleep"))
+    wait_for(learned, timeout=LEARN_SECONDS, interval=1, what="the fetcher's programs in its profile")
     sensing.cli("mode", fetcher, "protect")
     wait_active(sensing, fetcher)
     assert host_fetch(fetcher, web_ip)
