@@ -114,10 +114,10 @@ class Server:
         os.chmod(self.path, 0o660)
         try:
             gid = await self.identifier.gid_of(self.socket_group)
-            if gid is not None:
+            if gid is not None:  # no such group: root only
                 os.chown(self.path, 0, gid)
         except (LookupStalled, PermissionError) as e:
-            log.warning("server: socket %s stays root-only: %s", self.path, e)  # no such group: root only
+            log.warning("server: socket %s stays root-only: %s", self.path, e)
         self.started = time.time()
 
     async def stop(self) -> None:
@@ -249,7 +249,7 @@ class Server:
             writer.close()
 
     async def _admit(self, client: _Client) -> str:
-        """"" once a new request of this client may start; why not after ADMIT_WAIT."""
+        """Empty once a new request of this client may start; else, after ADMIT_WAIT, why not."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ADMIT_WAIT
         while True:
