@@ -331,6 +331,8 @@ def test_requests_in_flight_are_bounded_and_refused_as_busy(plain: EnforcerProce
         for s in hogs:
             s.close()
     wait_for(lambda: plain.call("status")["socket"]["in_flight"] <= 1, timeout=10, what="the slots to drain")
+    line = next(ln for ln in plain.cli("status").stdout.splitlines() if ln.startswith("socket"))
+    assert "refused as busy" in line and " 0 refused as busy" not in line, line
 
 
 def _status_or_none(e: EnforcerProcess) -> dict[str, Any] | None:
