@@ -23,8 +23,12 @@ FORBIDDEN = "forbidden"
 CONFLICT = "conflict"
 UNAVAILABLE = "unavailable"
 FAILED = "failed"
+BUSY = "busy"  # too many requests in flight: retry once replies have come back
 
 TOPICS = ("alert", "inventory", "feed", "stats", "audit", "profile", "sensor")
+# Topics only the admin role may follow: `sensor` carries every argv (and the secrets
+# people put in argv) of every container.
+ADMIN_TOPICS = ("sensor",)
 
 
 class ProtocolError(Exception):

@@ -88,7 +88,10 @@ async def run_status(args: argparse.Namespace, client: EnforcerClient) -> int:
     sock = s.get("socket") or {}
     if sock:
         print(f"socket      {sock.get('requests', 0)} requests, {sock.get('subscribers', 0)} subscribers, "
-              f"{sock.get('events_dropped', 0)} events dropped (slow subscribers)")
+              f"{sock.get('events_dropped', 0)} events dropped (slow subscribers)"
+              + (f", {sock['in_flight']} in flight, {sock.get('busy_refused', 0)} refused as busy"
+                 if "in_flight" in sock else "")
+              + (f", {sock['lookups_stalled']} peers refused: user lookups stalled" if sock.get("lookups_stalled") else ""))
     det = s.get("detector") or {}
     if det:
         print(f"detector    {det.get('events', 0)} events, {det.get('queued', 0)} queued, "

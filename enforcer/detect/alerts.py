@@ -112,11 +112,12 @@ class AlertBook:
     # -- raising ----------------------------------------------------------------------------
     def raise_alert(self, container: Container, kind: str, severity: str, summary: str,
                     detail: dict[str, Any], subject: str, rule: str, action: str = "alerted",
-                    when: float | None = None, *, would: str | None = None,
+                    when: float | None = None, fold_burst: bool = True, *, would: str | None = None,
                     tags: Sequence[str] = (), lineage: dict[str, Any] | None = None) -> Alert:
         """Record an anomaly: a new incident, or one more occurrence of an open one.
         `would`: what protect mode would have done (learn and alert modes); `tags`: ATT&CK ids;
-        `lineage`: the root of the process's lineage in the container (kept from the first)."""
+        `lineage`: the root of the process's lineage in the container (kept from the first).
+        fold_burst=False: never folded into a burst (what the enforcer says of itself)."""
         if kind not in ALERT_KINDS or severity not in SEVERITIES or action not in ALERT_ACTIONS:
             raise ValueError(f"bad alert: kind={kind!r} severity={severity!r} action={action!r}")
         if would is not None and would not in ALERT_WOULD:
@@ -127,7 +128,7 @@ class AlertBook:
         self.raised += 1
         if inc is not None and now - inc.last_seen <= FOLD_WINDOW:
             return self._fold(inc, severity, action, now, would, tags)
-        if subject != BURST_SUBJECT and self._bursting(container.id, kind, now):
+        if fold_burst and subject != BURST_SUBJECT and self._bursting(container.id, kind, now):
             return self._fold_burst(container, kind, severity, summary, detail, subject, rule, action, now,
                                     would, tags)
         return self._open_incident(container, kind, severity, summary, detail, subject, rule, action, now, key,

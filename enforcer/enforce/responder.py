@@ -11,6 +11,14 @@ periodic check repairs the table if someone else changed it.
 
 Actions the enforcer takes on its own (protect mode) are written to the audit log as
 uid 0, user "stockade"; actions asked over the socket are audited by the server.
+
+The automatic blocks of one container are a budget (MAX_AUTO_BLOCKS) so that protect mode
+never grows the ruleset without bound. A spent budget fails closed, never open: the
+container is cut off from every peer (one block of 0.0.0.0/0 and ::/0, both directions;
+frozen instead if it cannot be blocked), with a critical alert and an audit record.
+Blocking rather than freezing: it closes exactly what the budget guards, it follows the
+container across restarts (a restarted container is thawed, a block finds its new
+address), and it is listed and lifted like every other block.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from typing import Any
 
 from ..inventory import Inventory
 from ..models import Container, iso_time
-from ..ports import AuditTrail, ContainerChanged, ModeLookup, Network, ThreatNetworks
+from ..ports import AlertSink, AuditTrail, ContainerChanged, ModeLookup, Network, ThreatNetworks
 from ..server import OpError
 from ..sensors.events import ExecEvent, NetworkEvent
 from ..store import StoreError
@@ -44,17 +52,21 @@ MODE_POLL = 2.0  # seconds between checks of which containers are in protect mod
 VERIFY_INTERVAL = 30.0  # seconds between checks that our table is still what we applied
 SYNC_WAIT = 60.0  # seconds to wait for the first inventory sync before reconciling anyway
 MAX_AUTO_BLOCKS = 64  # per container: protect mode never grows the ruleset without bound
+CUT_OFF_PEERS = ("0.0.0.0/0", "::/0")  # a spent budget blocks these (every port, both ways)
 
 
 class Responder:
     def __init__(self, nft_table: str, inventory: Inventory, repo: EnforcementRepo, modes: ModeLookup,
-                 audit: AuditTrail, changed: ContainerChanged, threats: ThreatNetworks | None = None) -> None:
+                 audit: AuditTrail, changed: ContainerChanged, threats: ThreatNetworks | None = None,
+                 alerts: AlertSink | None = None) -> None:
         self.inventory = inventory
         self.repo = repo
         self.modes = modes
         self.audit = audit
         self.changed = changed
         self.threat_source = threats
+        self.alert_sink = alerts  # for what the responder itself must report (a spent budget)
+        self.cut_offs = 0
         self.firewall = Firewall(nft_table)
         self.blocks: dict[int, BlockRow] = {}
         self.views: dict[int, BlockView] = {}
@@ -111,7 +123,7 @@ class Responder:
                          "repairs": fw.stats.repairs, "last_apply_ms": round(fw.stats.last_apply_ms, 3)},
             "bridge_nf_call_iptables": self.bridge_netfilter,
             "blocks": len(self.blocks), "blocks_active": sum(1 for v in self.views.values() if v.active),
-            "freezes": len(self.freezes), "auto_actions": self.auto_actions,
+            "freezes": len(self.freezes), "auto_actions": self.auto_actions, "cut_offs": self.cut_offs,
             "reconciled": self.reconciled.is_set(), "reconcile": self.reconcile_report,
             "errors": self.errors, "error": self.last_error,
         }}
@@ -430,20 +442,57 @@ class Responder:
                 peer_text = remote.name
             # A threat-feed address is cut off on every port; an unexpected peer only on that one.
             port = 0 if alert.kind == "threat" else (ev.remote_port if ev.direction == "out" else ev.local_port)
-        if sum(1 for b in self.blocks_of(c.name) if b.source == "protect") >= MAX_AUTO_BLOCKS:
-            log.warning("enforcement: %s has %d automatic blocks; not adding more", c.name, MAX_AUTO_BLOCKS)
-            return None
         args = {"peer": peer_text, "port": port or None, "proto": proto if port else "any", "alert_id": alert.id}
-        try:
-            peer, kind, port_n = self.parse_peer(c, peer_text, port or None)
-            row, _ = await self.add_block(c, peer, kind, port_n, proto if port_n else "any",
-                                          reason=f"protect: alert {alert.id}: {alert.summary}"[:500],
-                                          source="protect", alert_id=alert.id)
-        except OpError as e:
-            await self._audit_auto("block", c, args, f"error: {e}")
-            return None
+        # Counted and added under one lock: concurrent responses cannot overshoot the budget.
+        async with self._lock(f"budget:{c.id}"):
+            if sum(1 for b in self.blocks_of(c.name) if b.source == "protect") >= MAX_AUTO_BLOCKS:
+                return await self._cut_off(c, alert)
+            try:
+                peer, kind, port_n = self.parse_peer(c, peer_text, port or None)
+                row, _ = await self.add_block(c, peer, kind, port_n, proto if port_n else "any",
+                                              reason=f"protect: alert {alert.id}: {alert.summary}"[:500],
+                                              source="protect", alert_id=alert.id)
+            except OpError as e:
+                await self._audit_auto("block", c, args, f"error: {e}")
+                return None
         await self._audit_auto("block", c, {**args, "block_id": row.id}, "ok")
         return "blocked"
+
+    async def _cut_off(self, c: Container, alert: Any) -> str | None:
+        """The automatic-block budget is spent: fail closed (see the module's comment)."""
+        reason = f"protect: {MAX_AUTO_BLOCKS} automatic blocks spent: cut off (alert {alert.id})"
+        created: list[int] = []
+        errors: list[str] = []
+        for net in CUT_OFF_PEERS:
+            try:
+                row, new = await self.add_block(c, net, "network", 0, "any", reason=reason, source="protect",
+                                                alert_id=alert.id)
+            except OpError as e:
+                errors.append(str(e))
+                continue
+            if new:
+                created.append(row.id)
+        if not created and not errors:
+            return "blocked"  # already cut off: this alert's peer is blocked with everything else
+        action, how = "blocked", "cut off from every peer (blocked both ways, every port)"
+        if errors:
+            try:
+                await self.freeze(c, reason=reason)
+                action, how = "frozen", f"frozen: it could not be blocked ({errors[0]})"
+            except OpError as e:
+                action, how = "alerted", f"NOT stopped: blocking failed ({errors[0]}), freezing failed ({e})"
+        self.cut_offs += 1
+        log.error("enforcement: %s spent its %d automatic blocks; %s", c.name, MAX_AUTO_BLOCKS, how)
+        await self._audit_auto("cut_off", c, {"budget": MAX_AUTO_BLOCKS, "peers": list(CUT_OFF_PEERS),
+                                              "block_ids": created, "alert_id": alert.id},
+                               "ok" if action != "alerted" else f"error: {how}")
+        if self.alert_sink is not None:
+            self.alert_sink.raise_alert(
+                c, "network", "critical", f"{MAX_AUTO_BLOCKS} automatic blocks spent: {how}",
+                {"budget": MAX_AUTO_BLOCKS, "peers": list(CUT_OFF_PEERS), "block_ids": created,
+                 "errors": errors, "alert_id": alert.id, "action": action},
+                subject="budget:auto-blocks", rule="budget", action=action, fold_burst=False)
+        return None if action == "alerted" else action
 
     async def _audit_auto(self, action: str, c: Container, args: dict[str, Any], result: str) -> None:
         self.auto_actions += 1

@@ -5,13 +5,23 @@ docker-compose labels each container with the files it came from
 networks, published ports and expose, which seed the profiles. A file that is missing or
 does not parse gives a topology with `error` set (one line) and no services: the app is
 still watched, it just starts learning without a seed.
+
+The paths come from labels, chosen by whoever started the container, and the folder they
+name is often mounted into the container, which can then put anything there. So a file is
+read only if it is a regular file (a FIFO, /dev/zero or a socket is refused without being
+opened: opening some devices acts), not a symbolic link (it could point the root enforcer
+at any file of the host), at most MAX_COMPOSE_BYTES, within READ_DEADLINE. The caller
+runs all this off the event loop under a deadline of its own (a FUSE read can block).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shlex
+import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +30,8 @@ import yaml
 from ..models import ComposeTopology, PortBinding, ServiceDecl
 
 MAX_COMPOSE_BYTES = 4 * 1024 * 1024
+MAX_DOTENV_BYTES = 256 * 1024
+READ_DEADLINE = 2.0  # seconds for all of a project's files
 
 _VAR = re.compile(r"\$(?:\$|\{([^}]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 
@@ -34,10 +46,11 @@ def load_topology(project: str, files: list[str], working_dir: str = "") -> Comp
     if not files:
         return topo
     merged: dict[str, Any] = {"services": {}, "networks": {}}
-    env = _dotenv(Path(working_dir or os.path.dirname(files[0])) / ".env")
+    deadline = time.monotonic() + READ_DEADLINE
     try:
+        env = _dotenv(Path(working_dir or os.path.dirname(files[0])) / ".env", deadline)
         for name in files:
-            doc = _read_yaml(name, env)
+            doc = _read_yaml(name, env, deadline)
             for key in ("services", "networks"):
                 section = doc.get(key) or {}
                 if not isinstance(section, dict):
@@ -55,14 +68,60 @@ def load_topology(project: str, files: list[str], working_dir: str = "") -> Comp
     return topo
 
 
-def _read_yaml(path: str, env: dict[str, str]) -> dict[str, Any]:
+def read_regular(path: str, limit: int, deadline: float, what: str = "compose file") -> str:
+    """The text of a regular file of at most `limit` bytes, or a one-line ComposeError."""
     try:
-        size = os.path.getsize(path)
-        if size > MAX_COMPOSE_BYTES:
-            raise ComposeError(f"{path}: {size} bytes is larger than a compose file can be")
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
+        # O_PATH opens nothing: no device is touched and no FIFO waits for a writer.
+        pfd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as e:
-        raise ComposeError(f"cannot read compose file {path}: {e.strerror or e}") from None
+        raise ComposeError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    try:
+        st = os.fstat(pfd)
+        if stat.S_ISLNK(st.st_mode):
+            raise ComposeError(f"{what} {path} is a symbolic link; name the file it points to")
+        if not stat.S_ISREG(st.st_mode):
+            raise ComposeError(f"{what} {path} is not a regular file ({_kind(st.st_mode)})")
+        if st.st_size > limit:
+            raise ComposeError(f"{what} {path}: {st.st_size} bytes is more than {limit}")
+        # Reopened through the O_PATH descriptor: the very inode checked above, not the path.
+        fd = os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as e:
+        raise ComposeError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    finally:
+        os.close(pfd)
+    try:
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            if time.monotonic() > deadline:
+                raise ComposeError(f"reading {what} {path} took longer than {READ_DEADLINE:g}s")
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError as e:
+                if e.errno == errno.EAGAIN:
+                    raise ComposeError(f"{what} {path} would block") from None
+                raise ComposeError(f"cannot read {what} {path}: {e.strerror or e}") from None
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > limit:  # it grew while we read
+                raise ComposeError(f"{what} {path} is more than {limit} bytes")
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("utf-8", errors="replace")
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return name
+    return "not a file"
+
+
+def _read_yaml(path: str, env: dict[str, str], deadline: float) -> dict[str, Any]:
+    text = read_regular(path, MAX_COMPOSE_BYTES, deadline)
     try:
         doc = yaml.safe_load(_interpolate(text, env))
     except yaml.YAMLError as e:
@@ -177,16 +236,15 @@ def _as_argv(value: Any) -> list[str]:
         return str(value).split()
 
 
-def _dotenv(path: Path) -> dict[str, str]:
+def _dotenv(path: Path, deadline: float) -> dict[str, str]:
     env: dict[str, str] = {}
-    try:
-        for line in path.read_text().splitlines():
-            line = line.strip()
-            if line and not line.startswith("#") and "=" in line:
-                k, _, v = line.partition("=")
-                env[k.strip()] = v.strip().strip("'\"")
-    except OSError:
-        pass
+    if not os.path.lexists(path):
+        return env  # no .env: the usual case
+    for line in read_regular(str(path), MAX_DOTENV_BYTES, deadline, what="compose .env file").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            k, _, v = line.partition("=")
+            env[k.strip()] = v.strip().strip("'\"")
     return env
 
 

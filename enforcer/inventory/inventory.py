@@ -15,7 +15,8 @@ from typing import Any, Callable
 
 from ..models import App, ComposeTopology, Container, NetworkAttachment, PortBinding, parse_iso_time
 from .cgroups import cgroup_for_pid, cgroup_pids
-from .compose import load_topology
+from ..threads import in_daemon_thread
+from .compose import READ_DEADLINE, load_topology
 from .docker_source import DockerSource, EngineDown
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,10 @@ PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 CONFIG_FILES_LABEL = "com.docker.compose.project.config_files"
 WORKING_DIR_LABEL = "com.docker.compose.project.working_dir"
+# Compose files are named by labels: read off the loop, each project under a deadline, by
+# at most COMPOSE_READERS threads (a read stuck in the kernel, e.g. on FUSE, keeps one).
+COMPOSE_DEADLINE = READ_DEADLINE + 1.0
+COMPOSE_READERS = 4
 
 
 @dataclass(slots=True)
@@ -49,6 +54,7 @@ class Inventory:
         self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._refreshing: dict[str, asyncio.Task[None]] = {}
+        self._compose_readers = 0
         self.synced = asyncio.Event()
 
     # -- life cycle ---------------------------------------------------------------------
@@ -283,12 +289,26 @@ class Inventory:
             c.compose_files = files
             topo = self.topologies.get(project)
             if topo is None or topo.files != files or status == "created":
-                self.topologies[project] = await asyncio.to_thread(
-                    load_topology, project, files, labels.get(WORKING_DIR_LABEL, "")
-                )
+                self.topologies[project] = await self._load_topology(project, files,
+                                                                     labels.get(WORKING_DIR_LABEL, ""))
                 if self.topologies[project].error:
                     log.warning("inventory: app %s: %s", project, self.topologies[project].error)
         return c
+
+    async def _load_topology(self, project: str, files: list[str], working_dir: str) -> ComposeTopology:
+        if self._compose_readers >= COMPOSE_READERS:
+            return ComposeTopology(project=project, files=list(files),
+                                   error=f"not read: {self._compose_readers} compose reads are stuck")
+        self._compose_readers += 1
+        reading = asyncio.ensure_future(in_daemon_thread(load_topology, project, files, working_dir,
+                                                         name="stockade-compose"))
+        # The count drops when the thread really ends, not when we stop waiting for it.
+        reading.add_done_callback(lambda _f: setattr(self, "_compose_readers", self._compose_readers - 1))
+        try:
+            return await asyncio.wait_for(asyncio.shield(reading), COMPOSE_DEADLINE)
+        except asyncio.TimeoutError:
+            return ComposeTopology(project=project, files=list(files),
+                                   error=f"reading the compose files took longer than {COMPOSE_DEADLINE:g}s")
 
     async def _image_digest(self, image_id: str) -> str:
         if not image_id:

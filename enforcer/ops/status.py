@@ -31,8 +31,7 @@ def register(server: Server, *, host: str, started: float, docker: DockerSource,
             "store": {"pending_writes": db.pending, "error": db.last_error, "writing": not db.failing_since,
                       "failing_since": db.failing_since, "dropped_writes": db.dropped,
                       "committed_writes": db.writes_committed},
-            "socket": {"subscribers": server.subscriber_count, "events_dropped": server.events_dropped,
-                       "requests": server.requests_served},
+            "socket": server.status(),
             "sensors": [],
         }
         for source in sources():

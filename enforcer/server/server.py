@@ -4,13 +4,15 @@ Components register the ops they serve. The server owns the cross-cutting rules:
 may call what (SO_PEERCRED roles), the audit record of every op that changes state,
 one-line errors, and bounded per-client event queues so that a slow console can never
 stall the enforcer (overflow is counted and announced, the client then resynchronises).
+Requests in flight are bounded per connection and in all: at a bound the connection's
+next request waits up to ADMIT_WAIT for a slot (a pipelined burst of quick ops goes
+through), then is refused with code "busy" (counted in `status`); never queued without end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import grp
 import logging
 import os
 import socket
@@ -20,11 +22,14 @@ from typing import Any, Awaitable, Callable
 
 from .. import protocol
 from ..protocol import ProtocolError
-from .peers import ADMIN, NONE, Peer, identify
+from .peers import ADMIN, NONE, Identifier, LookupStalled, Peer
 
 log = logging.getLogger(__name__)
 
 CLIENT_QUEUE = 10_000  # events buffered per subscriber before it counts as too slow
+MAX_IN_FLIGHT_CLIENT = 32  # requests one connection may have running at once
+MAX_IN_FLIGHT_TOTAL = 256  # requests all connections together may have running at once
+ADMIT_WAIT = 1.0  # seconds a request waits for a free slot before it is refused as busy
 
 
 @dataclass(slots=True)
@@ -58,6 +63,7 @@ class _Client:
     topics: set[str] = field(default_factory=set)
     queue: asyncio.Queue[dict[str, Any]] = field(default_factory=lambda: asyncio.Queue(CLIENT_QUEUE))
     dropped: int = 0
+    in_flight: int = 0
     write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -67,12 +73,19 @@ class SocketInUse(Exception):
 
 class Server:
     def __init__(self, path: str, *, socket_group: str = "stockade", admin_group: str = "stockade-admin",
-                 viewer_group: str = "stockade", auditor: Auditor | None = None) -> None:
+                 viewer_group: str = "stockade", auditor: Auditor | None = None,
+                 max_in_flight_client: int = MAX_IN_FLIGHT_CLIENT, max_in_flight_total: int = MAX_IN_FLIGHT_TOTAL) -> None:
         self.path = path
         self.socket_group = socket_group
         self.admin_group = admin_group
         self.viewer_group = viewer_group
         self.auditor = auditor
+        self.identifier = Identifier(admin_group, viewer_group)
+        self.max_in_flight_client = max_in_flight_client
+        self.max_in_flight_total = max_in_flight_total
+        self.in_flight = 0
+        self.busy_refused = 0  # requests refused with "busy"
+        self._freed = asyncio.Event()  # set (and replaced) whenever a request finishes
         self.ops: dict[str, _Op] = {}
         self.clients: set[_Client] = set()
         self._server: asyncio.base_events.Server | None = None
@@ -100,9 +113,11 @@ class Server:
             os.umask(old_umask)
         os.chmod(self.path, 0o660)
         try:
-            os.chown(self.path, 0, grp.getgrnam(self.socket_group).gr_gid)
-        except (KeyError, PermissionError):
-            pass  # no such group: root only
+            gid = await self.identifier.gid_of(self.socket_group)
+            if gid is not None:  # no such group: root only
+                os.chown(self.path, 0, gid)
+        except (LookupStalled, PermissionError) as e:
+            log.warning("server: socket %s stays root-only: %s", self.path, e)
         self.started = time.time()
 
     async def stop(self) -> None:
@@ -140,6 +155,8 @@ class Server:
         for client in self.clients:
             if topic not in client.topics:
                 continue
+            if topic in protocol.ADMIN_TOPICS and client.peer.role != ADMIN:
+                continue  # subscribe refuses it; this keeps it so whatever the path
             queue = client.queue
             if client.dropped and queue.qsize() <= queue.maxsize - 2:
                 # The notice sits exactly where the gap is, so the client knows what it missed.
@@ -170,8 +187,17 @@ class Server:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sock = writer.get_extra_info("socket")
         try:
-            peer = identify(sock, self.admin_group, self.viewer_group)
+            peer = await self.identifier.identify(sock)
         except OSError:
+            writer.close()
+            return
+        except LookupStalled as e:
+            # Fail closed: a peer whose groups cannot be read gets no role.
+            log.warning("server: refused a connection: %s", e)
+            writer.write(protocol.encode({"id": None, "ok": False, "code": protocol.UNAVAILABLE,
+                                          "error": f"cannot tell who you are: {e}; try again"}))
+            with contextlib.suppress(ConnectionError, OSError):
+                await asyncio.wait_for(writer.drain(), 5)
             writer.close()
             return
         client = _Client(peer=peer, writer=writer)
@@ -200,7 +226,17 @@ class Server:
                     continue
                 if not line.strip():
                     continue
+                refusal = await self._admit(client)
+                if refusal:
+                    # Awaited here, not in a task: a client that sends faster than it reads
+                    # replies is slowed down to the pace it reads them.
+                    await self._send(client, {"id": _request_id(line), "ok": False, "code": protocol.BUSY,
+                                              "error": refusal})
+                    continue
+                client.in_flight += 1
+                self.in_flight += 1
                 t = asyncio.create_task(self._handle_line(client, line))
+                t.add_done_callback(lambda _t, c=client: self._done(c))
                 tasks.add(t)
                 t.add_done_callback(tasks.discard)
         except (ConnectionError, OSError):
@@ -211,6 +247,41 @@ class Server:
             for t in tasks:
                 t.cancel()
             writer.close()
+
+    async def _admit(self, client: _Client) -> str:
+        """Empty once a new request of this client may start; else, after ADMIT_WAIT, why not."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ADMIT_WAIT
+        while True:
+            if client.in_flight >= self.max_in_flight_client:
+                why = f"{client.in_flight} requests of this connection are still running (at most " \
+                      f"{self.max_in_flight_client}); wait for their replies"
+            elif self.in_flight >= self.max_in_flight_total:
+                why = f"the enforcer is running {self.in_flight} requests (at most {self.max_in_flight_total}); try again"
+            else:
+                return ""
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._freed.wait(), left)
+        self.busy_refused += 1
+        if self.busy_refused == 1 or self.busy_refused % 1000 == 0:
+            log.warning("server: busy: %s (uid %d); %d refused so far", why, client.peer.uid, self.busy_refused)
+        return why
+
+    def _done(self, client: _Client) -> None:
+        client.in_flight -= 1
+        self.in_flight -= 1
+        self._freed.set()  # wakes every waiter; they re-check the bounds
+        self._freed = asyncio.Event()
+
+    def status(self) -> dict[str, Any]:
+        """The socket's part of `status`."""
+        return {"subscribers": self.subscriber_count, "events_dropped": self.events_dropped,
+                "requests": self.requests_served, "in_flight": self.in_flight, "busy_refused": self.busy_refused,
+                "max_in_flight": {"client": self.max_in_flight_client, "total": self.max_in_flight_total},
+                **self.identifier.status()}
 
     async def _handle_line(self, client: _Client, line: bytes) -> None:
         req_id: Any = None
@@ -300,6 +371,14 @@ class Server:
         if unknown:
             raise OpError(f"unknown topic {unknown[0][:64]!r}; topics: {', '.join(protocol.TOPICS)}",
                           protocol.BAD_REQUEST)
+        if req.peer.role != ADMIN:
+            if "topics" not in req.args:  # "all": all this role may follow
+                topics = [t for t in topics if t not in protocol.ADMIN_TOPICS]
+            denied = [t for t in topics if t in protocol.ADMIN_TOPICS]
+            if denied:
+                raise OpError(f"topic {denied[0]} carries every argv of every container; "
+                              f"user {req.peer.user} may only follow {', '.join(_viewer_topics())}",
+                              protocol.FORBIDDEN)
         req.client.topics.update(topics)
         client = req.client
         return {"topics": sorted(client.topics)}
@@ -311,6 +390,19 @@ class Server:
             raise OpError("topics must be a list of strings", protocol.BAD_REQUEST)
         client.topics.difference_update(topics)
         return {"topics": sorted(client.topics)}
+
+
+def _viewer_topics() -> list[str]:
+    return [t for t in protocol.TOPICS if t not in protocol.ADMIN_TOPICS]
+
+
+def _request_id(line: bytes) -> Any:
+    """The id of a request refused before it is handled, so the client can match the reply."""
+    try:
+        req_id = protocol.decode(line).get("id")
+    except ProtocolError:
+        return None
+    return req_id if isinstance(req_id, (int, str)) and not isinstance(req_id, bool) else None
 
 
 async def _discard_line(reader: asyncio.StreamReader) -> bool:

@@ -160,13 +160,15 @@ def socket_call(path: str, op: str, timeout: float = 5.0, **args: Any) -> Any:
 class EnforcerProcess:
     """A real `stockade-enforcer` in a subprocess, on a temporary socket and database."""
 
-    def __init__(self, workdir: Path, *extra_args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, *extra_args: str, env: dict[str, str] | None = None,
+                 prefix: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.socket = str(workdir / "enforcer.sock")
         self.db = str(workdir / "stockade.db")
         self.log_path = workdir / "enforcer.log"
         self.extra_args = list(extra_args)
+        self.prefix = list(prefix)  # a command the enforcer runs under (e.g. unshare)
         self.env = {**os.environ, "STOCKADE_CONFIG": str(workdir / "no-config.toml"),
                     "STOCKADE_FORENSICS_DIR": str(workdir / "forensics"),
                     "STOCKADE_SECCOMP_DIR": str(workdir / "seccomp"),
@@ -182,7 +184,7 @@ class EnforcerProcess:
         log.write(f"\n==== start {self.starts} ====\n".encode())
         log.flush()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "enforcer.main", "--socket", self.socket, "--db", self.db,
+            [*self.prefix, sys.executable, "-m", "enforcer.main", "--socket", self.socket, "--db", self.db,
              "--log-level", "DEBUG", *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=str(REPO),
         )

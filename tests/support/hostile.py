@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from enforcer import protocol
 
 KNOWN_CODES = {protocol.BAD_REQUEST, protocol.UNKNOWN_OP, protocol.NOT_FOUND, protocol.FORBIDDEN,
-               protocol.CONFLICT, protocol.UNAVAILABLE, protocol.FAILED}
+               protocol.CONFLICT, protocol.UNAVAILABLE, protocol.FAILED, protocol.BUSY}
 
 # -- hostile text ------------------------------------------------------------------------
 OSC_TITLE = "\x1b]0;pwned\x07"  # sets the terminal title
