@@ -58,6 +58,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("allow", help="accept an incident into its profile (it stops recurring; audited)")
     p.add_argument("alert_id", type=int, help="the incident's id (stockade alerts)")
+    p.add_argument("--undo", action="store_true", help="withdraw what allowing this incident added")
     p.add_argument("--json", action="store_true", help="one JSON document")
     p.set_defaults(run=run_allow)
 
@@ -292,6 +293,14 @@ async def run_mode(args: argparse.Namespace, client: EnforcerClient) -> int:
 
 
 async def run_allow(args: argparse.Namespace, client: EnforcerClient) -> int:
+    if args.undo:
+        result = await client.call("disallow", alert_id=args.alert_id)
+        if args.json:
+            print_json(result)
+        else:
+            print(f"incident {result['alert_id']}: profile {result['profile']} no longer allows "
+                  f"{printable(result['withdrawn'], 300)}; the incident is open again")
+        return 0
     result = await client.call("allow", alert_id=args.alert_id)
     if args.json:
         print_json(result)

@@ -230,7 +230,7 @@ class AlertBook:
         inc = self._recent.get(alert_id) or await self.repo.get(alert_id)
         if inc is None:
             return None
-        inc.alert.resolved = note
+        inc.alert.resolved = note  # "" reopens it
         self._remember(inc)
         self._mark_dirty(alert_id)
         return inc.alert

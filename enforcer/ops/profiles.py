@@ -97,6 +97,20 @@ def register(server: Server, book: ProfileBook, inventory: Inventory, view: Cont
                 "allowed": allow.describe(entry), "entry": {"kind": entry.kind, **entry.to_dict()}, "new": added,
                 "resolved": note}
 
+    async def op_disallow(req: Request) -> dict[str, Any]:
+        """Withdraw what `allow` added for an incident; the incident is open again."""
+        alert_id = args.whole(req.args, "alert_id", digits=True)
+        alert = await alerts.find(alert_id)
+        if alert is None:
+            raise OpError(f"no alert {alert_id}", args.NOT_FOUND)
+        candidates = [p for p in book.profiles.values() if p.app == alert.app and p.service == alert.service]
+        for p in candidates:
+            entry = book.withdraw(p, alert_id)
+            if entry is not None:
+                await alerts.resolve(alert_id, "")
+                return {"alert_id": alert_id, "profile": p.id, "withdrawn": allow.describe(entry)}
+        raise OpError(f"incident {alert_id} was not allowed into a profile", args.NOT_FOUND)
+
     async def op_export(req: Request) -> dict[str, Any]:
         profiles = _profiles_named(book, inventory, args.target(req.args, "a container or an app"))
         return {"yaml": profile_file.dump(profiles), "profiles": sorted(p.id for p in profiles)}
@@ -154,6 +168,7 @@ def register(server: Server, book: ProfileBook, inventory: Inventory, view: Cont
     server.register("mode", op_mode, mutates=True)
     server.register("relearn", op_relearn, mutates=True)
     server.register("allow", op_allow, mutates=True, target_arg="alert_id")
+    server.register("disallow", op_disallow, mutates=True, target_arg="alert_id")
 
 
 async def _would_stop(alerts: AlertBook, scope: str, name: str, window: float) -> list[dict[str, Any]]:

@@ -130,6 +130,15 @@ class Profile:
         self._index(entry)
         return True
 
+    def remove(self, kind: str, key: str) -> Entry | None:
+        """Take one entry out (an allowance withdrawn); the lookups are rebuilt."""
+        entry = self.entries.get(kind, {}).pop(key, None)
+        if entry is not None:
+            suspects = set(self.suspect_paths)
+            self.replace_entries([e for table in self.entries.values() for e in table.values()])
+            self.suspect_paths.update(suspects)
+        return entry
+
     def replace_entries(self, entries: list[Entry]) -> None:
         """Every entry replaced by these (an imported profile)."""
         self.entries = {k: {} for k in PROFILE_KINDS}

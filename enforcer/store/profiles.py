@@ -87,6 +87,10 @@ class ProfilesRepo:
             (state, learn_until, activated, json.dumps(gaps or []), last_change, profile_id),
         )
 
+    def remove_entry(self, profile_id: int, kind: str, key: str) -> None:
+        self.db.enqueue("DELETE FROM profile_entries WHERE profile_id = ? AND kind = ? AND key = ?",
+                        (profile_id, kind, key))
+
     def replace_entries(self, profile_id: int, rows: list[EntryRow]) -> None:
         """Every entry of a profile replaced (an import). Queued as one run, so the flusher
         commits it in one transaction."""

@@ -122,6 +122,15 @@ async def test_allow_adds_the_subject_resolves_the_incident_and_stops_it_recurri
     # Allowed entries survive a relearn (a person chose them).
     await rig.call("relearn", target=c.name)
     assert any(e.source == "allowed" for e in p.entries["process"].values())
+    # And can be withdrawn: the entry goes, the incident is open again, wget alerts again.
+    rig.profiles.activate(p)
+    out = await rig.call("disallow", alert_id=by_kind["process"]["id"])
+    assert out["withdrawn"].startswith("run /usr/bin/wget")
+    assert "/usr/bin/wget" not in p.processes
+    assert (await rig.call("alert", alert_id=by_kind["process"]["id"]))["resolved"] == ""
+    await rig.feed(wget)
+    assert any(a["subject"] == "/usr/bin/wget" and a["count"] > 1 or a["id"] != by_kind["process"]["id"]
+               and a["subject"] == "/usr/bin/wget" for a in await rig.alerts_of(c))
 
 
 async def test_allow_refuses_what_a_profile_cannot_hold(rig):
