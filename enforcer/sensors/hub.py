@@ -15,6 +15,9 @@ What it does
   thread, each file once).
 - Counts per sensor (sensors/stats.py); served by the `stats` op, the `stats` topic
   (`publish_stats`, every 2 s) and the `status` op.
+- With `pins` (sensors/pins.py), the policy maps and the programs' links are pinned in
+  bpffs: they stay in force after the enforcer stops or dies, and a restart adopts them
+  (status: `pins`). A stop leaves them; `stockade-enforcer --uninstall` removes them.
 
 How it is connected to the enforcer (a queue, the socket topics): sensors/wiring.py.
 """
@@ -33,6 +36,7 @@ from .decode import Decoded, Decoder
 from .events import ExecEvent, FileClosedEvent, NetworkEvent, SensorEvent
 from .hashing import FileHasher, HashResult
 from .kernel_maps import KernelMaps
+from .pins import PinDir
 from .program import SensorLoadError, load_program
 from .reader import RingReader
 from .stats import SensorCounters, kernel_counters, stats_result
@@ -69,7 +73,7 @@ class SensorHub:
                  queue_depth: Callable[[], tuple[int, int]] | None = None,
                  poll_interval: float = 0.02, dedup_ttl: float = 20.0,
                  rate_caps: dict[int, int] | None = None, hash_max_bytes: int = 32 << 20,
-                 loader: Callable[[], Any] = load_program) -> None:
+                 pins: PinDir | None = None, loader: Callable[[], Any] | None = None) -> None:
         self.inventory = inventory
         self.deliver = deliver
         self.tap = tap
@@ -78,7 +82,12 @@ class SensorHub:
         self.poll_interval = poll_interval
         self.dedup_ttl = dedup_ttl
         self.rate_caps = {**DEFAULT_RATE_CAPS, **(rate_caps or {})}
-        self._loader = loader
+        self.pins_off = "" if pins is not None else "not configured (bpf_pin_dir = off)"
+        if pins is not None and (why := pins.usable()):
+            log.warning("sensors: not pinning (%s): kill-on-exec will end with this process", why)
+            pins, self.pins_off = None, why
+        self.pins = pins
+        self._loader = loader if loader is not None else (lambda: load_program(pins))
         self.bpf: Any = None
         self.error = ""
         self.ready = asyncio.Event()  # set once loaded (or failed: check .loaded)
@@ -116,7 +125,17 @@ class SensorHub:
             await asyncio.to_thread(bpf.cleanup)
 
     def status(self) -> dict[str, Any]:
-        return {"sensors": [s.to_dict() for s in self.stats()]}
+        return {"sensors": [s.to_dict() for s in self.stats()], "pins": self.pins_status()}
+
+    def pins_status(self) -> dict[str, Any]:
+        """What is pinned in bpffs and since when; what this process adopted at its start."""
+        if self.pins is None:
+            return {"enabled": False, "reason": self.pins_off}
+        now = self.pins.describe()
+        adopted = self.pins.adopted
+        return {"enabled": True, **now, "generation": self.pins.generation,
+                "adopted": {"maps": adopted.get("maps", []), "maps_since": adopted.get("maps_since", 0.0),
+                            "links": adopted.get("links", [])}}
 
     @property
     def loaded(self) -> bool:
@@ -144,6 +163,11 @@ class SensorHub:
         self.reader.start(bpf, asyncio.get_running_loop())
         log.info("sensors: loaded (%d containers watched, poll every %.0f ms)", self.maps.watched_count,
                  self.poll_interval * 1000)
+        if self.pins is not None:
+            adopted = self.pins.adopted
+            log.info("sensors: pinned in %s as generation %s (adopted %d maps, %d older generations)",
+                     self.pins.root, self.pins.generation, len(adopted.get("maps", [])),
+                     len(adopted.get("links", [])))
         self.ready.set()
 
     def _apply_config(self) -> None:

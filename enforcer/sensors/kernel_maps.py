@@ -115,7 +115,7 @@ class KernelMaps:
         self._watched[c.cgroup_id] = c.id
         if c.pid:
             self._root_pids[c.cgroup_id] = c.pid
-        self._write_policy(c.cgroup_id)
+        self._write_policy(c.cgroup_id, keep_kernel=True)
         for ip in c.addresses():
             key = _ip_key(ip)
             if key is not None:
@@ -192,7 +192,11 @@ class KernelMaps:
             self._write_policy(cgroup_id)
             self._map_set("syscalls_seen", cgroup_id, L.SyscallBits())
 
-    def _write_policy(self, cgroup_id: int) -> None:
+    def _write_policy(self, cgroup_id: int, keep_kernel: bool = False) -> None:
+        if keep_kernel and cgroup_id not in self._policies and self._in_kernel("watched", cgroup_id):
+            # Adopted from the pinned map: the last enforcer's policy (maybe protect) holds
+            # until set_policy says otherwise; a default "learn" must not open it meanwhile.
+            return
         profile_id, mode = self._policies.get(cgroup_id, (0, L.MODE_LEARN))
         gen = self._gens.setdefault(cgroup_id, 1)
         self._map_set("watched", cgroup_id, L.Policy(profile_id, mode, gen, 0))
@@ -203,7 +207,7 @@ class KernelMaps:
 
     def _reapply(self) -> None:
         for cg in list(self._watched):
-            self._write_policy(cg)
+            self._write_policy(cg, keep_kernel=True)
         for key, cg in self._ips.items():
             self._map_set("local_ips", _ip_map_key(key), cg)
         for pid, hashes in self._exec_allow.items():
@@ -219,6 +223,12 @@ class KernelMaps:
         k = key if not isinstance(key, int) else table.Key(key)
         v = value if not isinstance(value, int) else table.Leaf(value)
         table[k] = v
+
+    def _in_kernel(self, name: str, key: int) -> bool:
+        if self.bpf is None:
+            return False
+        table = self.bpf[name.encode()]
+        return table.Key(key) in table
 
     def _map_del(self, name: str, key: Any) -> None:
         if self.bpf is None:

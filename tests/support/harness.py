@@ -239,6 +239,16 @@ class EnforcerProcess:
         for family in ("inet", "bridge"):
             sh("nft", "delete", "table", family, self.nft_table, check=False)
         Path(f"/run/stockade/nft-{self.nft_table}.lock").unlink(missing_ok=True)
+        # Its bpffs pins too: they keep its programs attached (kill-on-exec) after it stops.
+        pins = Path(self.pin_dir)
+        if pins.exists():
+            for p in sorted(pins.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+                p.rmdir() if p.is_dir() else p.unlink()
+            pins.rmdir()
+
+    @property
+    def pin_dir(self) -> str:
+        return self.env.get("STOCKADE_BPF_PIN_DIR") or f"/sys/fs/bpf/stockade/{self.nft_table}"
 
     def log(self) -> str:
         try:
