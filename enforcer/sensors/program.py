@@ -9,7 +9,9 @@ attaches its programs before it unpins the previous generation's."""
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ from typing import Any
 from . import layout
 from .paths import bpf_defines
 from .pins import PinDir, attach_raw_tracepoint_link, attach_tracepoint_link
+
+log = logging.getLogger(__name__)
 
 SENSOR_FILES: tuple[str, ...] = ("process.c", "network.c", "file.c", "syscall.c")
 
@@ -62,6 +66,7 @@ def load_program(pins: PinDir | None = None) -> Any:
     if not os.path.exists("/sys/kernel/tracing/events") and not os.path.exists("/sys/kernel/debug/tracing/events"):
         raise SensorLoadError("tracefs is not mounted at /sys/kernel/tracing (run make setup)")
     text = program_text(pins.maps_dir if pins is not None else "")
+    t0 = time.monotonic()
     try:
         # -w: the 6.1 headers warn about things this program never touches.
         cflags = ["-w", "-Wno-macro-redefined"]
@@ -72,12 +77,14 @@ def load_program(pins: PinDir | None = None) -> Any:
     except Exception as e:  # noqa: BLE001 - bcc raises bare Exception for compile/load errors
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SensorLoadError(f"cannot load the BPF sensors: {first}") from None
+    t1 = time.monotonic()
     try:
         attach_pinned(bpf, pins)
     except Exception as e:  # noqa: BLE001 - a PinError, or bcc's bare Exception from load_func
         bpf.cleanup()
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SensorLoadError(f"cannot attach the BPF sensors: {first}") from None
+    log.info("sensors: compiled in %.1f s; loaded, verified and linked in %.1f s", t1 - t0, time.monotonic() - t1)
     return bpf
 
 

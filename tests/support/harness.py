@@ -240,15 +240,19 @@ class EnforcerProcess:
             sh("nft", "delete", "table", family, self.nft_table, check=False)
         Path(f"/run/stockade/nft-{self.nft_table}.lock").unlink(missing_ok=True)
         # Its bpffs pins too: they keep its programs attached (kill-on-exec) after it stops.
-        pins = Path(self.pin_dir)
-        if pins.exists():
+        pins = Path(self.pin_dir) if self.pin_dir else None
+        if pins is not None and pins.exists():
             for p in sorted(pins.rglob("*"), key=lambda p: len(p.parts), reverse=True):
                 p.rmdir() if p.is_dir() else p.unlink()
             pins.rmdir()
 
     @property
     def pin_dir(self) -> str:
-        return self.env.get("STOCKADE_BPF_PIN_DIR") or f"/sys/fs/bpf/stockade/{self.nft_table}"
+        """This enforcer's folder in bpffs ("" when pinning is off)."""
+        configured = self.env.get("STOCKADE_BPF_PIN_DIR", "")
+        if configured == "off":
+            return ""
+        return configured or f"/sys/fs/bpf/stockade/{self.nft_table}"
 
     def log(self) -> str:
         try:
