@@ -165,10 +165,22 @@ class SensorHub:
                  self.poll_interval * 1000)
         if self.pins is not None:
             adopted = self.pins.adopted
+            if adopted.get("maps"):
+                self._tasks.append(asyncio.create_task(self._prune_adopted(), name="sensors-prune"))
             log.info("sensors: pinned in %s as generation %s (adopted %d maps, %d older generations)",
                      self.pins.root, self.pins.generation, len(adopted.get("maps", [])),
                      len(adopted.get("links", [])))
         self.ready.set()
+
+    async def _prune_adopted(self) -> None:
+        """Adopted maps may name containers that went away while no enforcer ran."""
+        synced = getattr(self.inventory, "synced", None)
+        if synced is None:
+            return
+        await synced.wait()
+        dropped = self.maps.prune_stale()
+        if dropped:
+            log.info("sensors: dropped %d stale entries from the adopted maps", dropped)
 
     def _apply_config(self) -> None:
         cfg = self.bpf[b"config"]

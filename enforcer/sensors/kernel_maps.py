@@ -29,6 +29,7 @@ protect-mode kill never depends on that: it is decided for every exec.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ipaddress
 import logging
@@ -204,6 +205,27 @@ class KernelMaps:
             seen = self.bpf[b"syscalls_seen"]
             if seen.Key(cgroup_id) not in seen:
                 seen[seen.Key(cgroup_id)] = L.SyscallBits()
+
+    def prune_stale(self) -> int:
+        """Drop what pinned maps hold for cgroups and addresses this process does not watch
+        (containers gone while no enforcer ran). Call once the inventory has synced: before,
+        a live protected container would look stale. Allow-lists are left: an extra entry
+        only allows what a profile once allowed, and a profile not yet loaded would lose its."""
+        if self.bpf is None:
+            return 0
+        dropped = 0
+        for name in ("watched", "syscalls_seen"):
+            table = self.bpf[name.encode()]
+            for k in [k for k in table.keys() if k.value not in self._watched]:
+                with contextlib.suppress(KeyError):
+                    del table[k]
+                    dropped += name == "watched"
+        ips = self.bpf[b"local_ips"]
+        for k in [k for k in ips.keys() if bytes(k.addr) not in self._ips]:
+            with contextlib.suppress(KeyError):
+                del ips[k]
+                dropped += 1
+        return dropped
 
     def _reapply(self) -> None:
         for cg in list(self._watched):

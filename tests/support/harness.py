@@ -4,6 +4,7 @@ removed at teardown, also when a test fails (scripts/clean-test.sh catches crash
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -157,6 +158,18 @@ def socket_call(path: str, op: str, timeout: float = 5.0, **args: Any) -> Any:
                     return msg.get("result")
 
 
+_made: list["EnforcerProcess"] = []
+
+
+@atexit.register
+def _remove_leftover_pins() -> None:
+    """Pins keep a stopped test enforcer's programs attached: at exit, remove those of every
+    enforcer this process made that no longer runs (tests that remove their table did already)."""
+    for e in _made:
+        if not e.running and e.pin_dir and os.path.isdir(e.pin_dir):
+            shutil.rmtree(e.pin_dir, ignore_errors=True)
+
+
 class EnforcerProcess:
     """A real `stockade-enforcer` in a subprocess, on a temporary socket and database."""
 
@@ -175,6 +188,7 @@ class EnforcerProcess:
                     "STOCKADE_NFT_TABLE": f"sttest_{int(time.time())}_{uuid.uuid4().hex[:6]}", **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        _made.append(self)
 
     def start(self, timeout: float = 60.0) -> "EnforcerProcess":
         self.starts += 1
