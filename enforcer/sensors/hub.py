@@ -160,17 +160,33 @@ class SensorHub:
         self.bpf = bpf
         self._apply_config()
         self.maps.attach(bpf, self.inventory.containers.values())
+        if self.pins is not None:
+            await self._retire_older_generations()
         self.reader.start(bpf, asyncio.get_running_loop())
         log.info("sensors: loaded (%d containers watched, poll every %.0f ms)", self.maps.watched_count,
                  self.poll_interval * 1000)
         if self.pins is not None:
             adopted = self.pins.adopted
-            if adopted.get("maps"):
+            if adopted.get("maps") and self.pins.maps_dir == adopted.get("maps_dir"):
                 self._tasks.append(asyncio.create_task(self._prune_adopted(), name="sensors-prune"))
             log.info("sensors: pinned in %s as generation %s (adopted %d maps, %d older generations)",
                      self.pins.root, self.pins.generation, len(adopted.get("maps", [])),
                      len(adopted.get("links", [])))
         self.ready.set()
+
+    async def _retire_older_generations(self) -> None:
+        """This generation is attached and its maps written: unpin the older ones. With new
+        maps (another layout) the policy is complete only once the inventory has synced and
+        the profiles are applied to it; until then the old generation keeps protect."""
+        assert self.pins is not None
+        synced = getattr(self.inventory, "synced", None)
+        if self.pins.maps_dir != self.pins.adopted.get("maps_dir") and self.pins.adopted.get("links") \
+                and synced is not None:
+            await synced.wait()
+            await asyncio.sleep(1.0)  # the profile book applies policies on the same sync
+        retired = self.pins.retire_others()
+        if retired:
+            log.info("sensors: retired the pinned generation(s) %s", ", ".join(retired))
 
     async def _prune_adopted(self) -> None:
         """Adopted maps may name containers that went away while no enforcer ran."""

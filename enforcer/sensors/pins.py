@@ -3,9 +3,11 @@
 Layout, one folder per enforcer instance (`Settings.bpf_pin_dir`, by default
 /sys/fs/bpf/stockade/<nftables table name>, so test enforcers never share one):
 
-    maps/<name>          the policy maps (watched, exec_allow, syscall_allow, config,
+    maps-<ms>/<name>     the policy maps (watched, exec_allow, syscall_allow, config,
                          local_ips, syscalls_seen); bcc opens them by path at compile time
-                         (BPF_TABLE_PINNED, common.h), or creates and pins them the first time
+                         (BPF_TABLE_PINNED, common.h), or creates and pins them the first time.
+                         A new folder only when a release changes a map's layout (bcc would
+                         open a pinned map of another layout without a word: map_layout()).
     links/<generation>/<program>
                          one bpf_link per attached program; a pinned link keeps its program
                          attached after the process that made it is gone
@@ -13,8 +15,9 @@ Layout, one folder per enforcer instance (`Settings.bpf_pin_dir`, by default
 Every program is attached through a link, never through bcc's legacy perf ioctl (which
 ends with the process): tracepoint programs by BPF_LINK_CREATE on a tracepoint perf event
 (the link holds the perf event), raw tracepoints by BPF_RAW_TRACEPOINT_OPEN. A restarted
-enforcer attaches its new generation first and only then unpins the older ones, so at
-every moment at least one generation decides kill-on-exec from the same pinned maps.
+enforcer attaches its new generation and writes its policy first, and only then unpins
+the older generations (and maps folders), so at every moment at least one generation
+decides kill-on-exec.
 
 Plain bpf(2) and perf_event_open(2) through ctypes: bcc has no link API.
 """
@@ -83,6 +86,15 @@ def link_ids(fd: int) -> tuple[int, int]:
     return link_id, prog_id
 
 
+def map_layout(fd: int) -> tuple[int, int, int, int]:
+    """(type, key size, value size, max entries) of a map fd."""
+    info = ctypes.create_string_buffer(96)
+    attr = ctypes.create_string_buffer(struct.pack("=IIQ", fd, len(info), ctypes.addressof(info)), 16)
+    _bpf(_BPF_OBJ_GET_INFO_BY_FD, attr, "map info")
+    mtype, _id, key, value, entries = struct.unpack_from("=IIIII", info.raw)
+    return mtype, key, value, entries
+
+
 def _tracepoint_id(category: str, name: str) -> int:
     for base in _TRACEFS:
         try:
@@ -129,7 +141,7 @@ class PinDir:
 
     def __init__(self, root: str) -> None:
         self.root = root
-        self.maps_dir = os.path.join(root, "maps")
+        self.maps_dir = ""  # chosen by prepare()
         self.links_dir = os.path.join(root, "links")
         self.generation = ""  # this process's, once attached
         self.adopted: dict[str, Any] = {}  # what was pinned when this process started
@@ -145,8 +157,25 @@ class PinDir:
     def prepare(self) -> None:
         """Create the folders; remember what a previous enforcer left pinned."""
         self.adopted = self.describe()
+        folders = self._map_dirs()
+        self.maps_dir = folders[-1] if folders else self._new_maps_dir()
         os.makedirs(self.maps_dir, exist_ok=True)
         os.makedirs(self.links_dir, exist_ok=True)
+
+    def fresh_maps(self) -> None:
+        """Pin this generation's maps in a new folder: the pinned ones have another layout."""
+        self.maps_dir = self._new_maps_dir()
+        os.makedirs(self.maps_dir)
+
+    def _new_maps_dir(self) -> str:
+        return os.path.join(self.root, f"maps-{time.time_ns() // 1_000_000}")
+
+    def _map_dirs(self) -> list[str]:
+        try:
+            names = [n for n in os.listdir(self.root) if n.startswith("maps-")]
+        except FileNotFoundError:
+            return []
+        return [os.path.join(self.root, n) for n in sorted(names, key=lambda n: int(n[5:]) if n[5:].isdigit() else 0)]
 
     def generations(self) -> list[str]:
         try:
@@ -175,19 +204,23 @@ class PinDir:
             if gen != self.generation:
                 shutil.rmtree(os.path.join(self.links_dir, gen), ignore_errors=True)
                 gone.append(gen)
+        for folder in self._map_dirs():
+            if folder != self.maps_dir:  # an older layout's maps: only the retired programs used them
+                shutil.rmtree(folder, ignore_errors=True)
         return gone
 
     def describe(self) -> dict[str, Any]:
         """What is pinned now: maps (names, since when), link generations (programs, since when)."""
-        maps = _entries(self.maps_dir)
+        folders = self._map_dirs()
+        maps = _entries(self.maps_dir or (folders[-1] if folders else ""))
         gens = []
         for gen in self.generations():
             progs = _entries(os.path.join(self.links_dir, gen))
             gens.append({"generation": gen, "programs": len(progs),
                          "since": min((t for t in progs.values()), default=0.0),
                          "pid": int(gen.rsplit("-", 1)[-1]) if "-" in gen else 0})
-        return {"dir": self.root, "maps": sorted(maps), "maps_since": min(maps.values(), default=0.0),
-                "links": gens}
+        return {"dir": self.root, "maps_dir": self.maps_dir or (folders[-1] if folders else ""),
+                "maps": sorted(maps), "maps_since": min(maps.values(), default=0.0), "links": gens}
 
     def remove(self) -> list[str]:
         """Unpin everything of this instance (uninstall); returns what was removed."""

@@ -18,7 +18,7 @@ from typing import Any
 
 from . import layout
 from .paths import bpf_defines
-from .pins import PinDir, attach_raw_tracepoint_link, attach_tracepoint_link
+from .pins import PinDir, attach_raw_tracepoint_link, attach_tracepoint_link, map_layout
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def load_program(pins: PinDir | None = None) -> Any:
         raise SensorLoadError(f"bcc is not importable ({e}); install python3-bpfcc and run make setup") from None
     if not os.path.exists("/sys/kernel/tracing/events") and not os.path.exists("/sys/kernel/debug/tracing/events"):
         raise SensorLoadError("tracefs is not mounted at /sys/kernel/tracing (run make setup)")
-    text = program_text(pins.maps_dir if pins is not None else "")
+    text = program_text()
     t0 = time.monotonic()
     try:
         # -w: the 6.1 headers warn about things this program never touches.
@@ -73,7 +73,15 @@ def load_program(pins: PinDir | None = None) -> Any:
         if pins is None:
             return BPF(text=text.encode(), cflags=cflags)
         pins.prepare()
-        bpf = _unattached(BPF)(text=text.encode(), cflags=cflags)
+        bpf = _unattached(BPF)(text=program_text(pins.maps_dir).encode(), cflags=cflags)
+        changed = _changed_layouts(bpf, pins)
+        if changed:
+            # An older release's maps: keep them (its programs still hold protect) and pin
+            # this generation's in a new folder; the hub retires the old once it is written.
+            log.warning("sensors: pinned maps %s have another layout: new maps in a new folder", ", ".join(changed))
+            bpf.cleanup()
+            pins.fresh_maps()
+            bpf = _unattached(BPF)(text=program_text(pins.maps_dir).encode(), cflags=cflags)
     except Exception as e:  # noqa: BLE001 - bcc raises bare Exception for compile/load errors
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SensorLoadError(f"cannot load the BPF sensors: {first}") from None
@@ -98,15 +106,34 @@ def _unattached(bpf_class: Any) -> Any:
     return Unattached
 
 
+def _changed_layouts(bpf: Any, pins: PinDir) -> list[str]:
+    """Pinned maps whose layout is not the one this program declares."""
+    import ctypes  # noqa: PLC0415
+
+    changed = []
+    for name in sorted(os.listdir(pins.maps_dir)):
+        try:
+            table = bpf[name.encode()]
+        except KeyError:
+            continue  # a map this release no longer has
+        _type, key, value, entries = map_layout(table.get_fd())
+        if (key, value, entries) != (ctypes.sizeof(table.Key), ctypes.sizeof(table.Leaf), table.max_entries):
+            changed.append(name)
+    return changed
+
+
 def attach_pinned(bpf: Any, pins: PinDir) -> str:
-    """Attach every program of a loaded module through a link, pin the links as a new
-    generation, then unpin the older generations (no moment without kill-on-exec)."""
+    """Attach every program of a loaded module through a link and pin the links as a new
+    generation. The caller unpins the older ones (PinDir.retire_others) once this
+    generation's maps are written: no moment without kill-on-exec."""
     from bcc import BPF, lib  # noqa: PLC0415
 
     links: list[tuple[str, int]] = []
+    took: dict[str, float] = {}  # program -> seconds to load (the kernel's verifier) and link
     try:
         for i in range(lib.bpf_num_functions(bpf.module)):
             name = lib.bpf_function_name(bpf.module, i).decode()
+            t0 = time.monotonic()
             if name.startswith("tracepoint__"):
                 category, event = name[len("tracepoint__"):].split("__", 1)
                 fn = bpf.load_func(name.encode(), BPF.TRACEPOINT)
@@ -114,7 +141,10 @@ def attach_pinned(bpf: Any, pins: PinDir) -> str:
             elif name.startswith("raw_tracepoint__"):
                 fn = bpf.load_func(name.encode(), BPF.RAW_TRACEPOINT)
                 links.append((name, attach_raw_tracepoint_link(fn.fd, name[len("raw_tracepoint__"):])))
-        gen = pins.pin_links(links)
+            took[name] = time.monotonic() - t0
+        slowest = sorted(took.items(), key=lambda kv: -kv[1])[:3]
+        log.info("sensors: slowest to load: %s", ", ".join(f"{n} {t:.1f} s" for n, t in slowest))
+        return pins.pin_links(links)
     except Exception:
         for _name, fd in links:
             try:
@@ -122,5 +152,3 @@ def attach_pinned(bpf: Any, pins: PinDir) -> str:
             except OSError:
                 pass
         raise
-    pins.retire_others()
-    return gen

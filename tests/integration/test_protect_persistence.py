@@ -1,7 +1,8 @@
 """Protect outlives the enforcer (sensors/pins.py, docs/failsafe.md): with an app in
 protect mode, kill -9 the enforcer and a disallowed program run in the container within a
 second is still killed (exit 137) while no enforcer runs; a new enforcer adopts the pinned
-maps and links (status says so) and probe execs of a disallowed program every ~10 ms across
+maps and links (status says so; pinned maps of another layout, as an older release would
+leave, are replaced by a new folder, never used as they are) and probe execs of a disallowed program every ~10 ms across
 the kill and the restart are all killed; a clean stop keeps the pins; `--uninstall` removes
 every pin and the nftables table, after which the same program runs.
 
@@ -17,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from support.enforce import start_with_sensors, sensors_loaded, wait_active, wait_known
-from support.harness import REPO, container_info, exec_in, sh, wait_for
+from support.enforce import sensors_loaded, wait_active, wait_known
+from support.harness import REPO, EnforcerProcess, container_info, exec_in, sh, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.bpf, pytest.mark.nftables, pytest.mark.slow]
 
@@ -56,11 +57,28 @@ def _pins_on_disk(table: str) -> list[str]:
     return [str(p) for p in root.rglob("*")] if (root / table).exists() else []
 
 
+def _pin_an_older_layout(folder: str) -> None:
+    """A `watched` map pinned as an older release might have: another value size. bcc would
+    open it without a word; the enforcer must see it and pin its maps in a new folder."""
+    from bcc import BPF  # noqa: PLC0415
+
+    os.makedirs(folder)
+    b = BPF(text=f'''BPF_TABLE_PINNED("hash", u64, u32, watched, 64, "{folder}/watched");
+                    int touch(void *ctx) {{ u64 k = 0; watched.lookup(&k); return 0; }}''')
+    b.cleanup()
+
+
 def test_protect_holds_through_kill_9_and_restart_and_uninstall_removes_everything(tmp_path, dockerx, busybox_image):
-    e = start_with_sensors(tmp_path / "enforcer", LEARN_SECONDS)
+    e = EnforcerProcess(tmp_path / "enforcer", "--learn-seconds", str(LEARN_SECONDS))
+    old_layout = os.path.join(e.pin_dir, "maps-1")
+    _pin_an_older_layout(old_layout)
+    e.start()
     try:
+        wait_for(lambda: sensors_loaded(e), timeout=300, interval=1, what="the sensors to load")
+        assert "have another layout" in e.log()
         status = e.call("status")["pins"]
         assert status["enabled"], status
+        assert status["maps_dir"] != old_layout and not os.path.exists(old_layout), status
         old_gen = status["generation"]
         assert old_gen.endswith(f"-{e.proc.pid}")
 
@@ -121,7 +139,7 @@ def test_protect_holds_through_kill_9_and_restart_and_uninstall_removes_everythi
 
         # A clean stop keeps the pins: enforcement holds while the enforcer is down.
         e.stop()
-        assert Path(e.pin_dir, "maps", "watched").exists()
+        assert list(Path(e.pin_dir).glob("maps-*/watched"))
         assert exec_in(app, "/bin/true").returncode == 137
 
         # --uninstall removes every pin of this instance and its table; the program then runs.
