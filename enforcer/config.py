@@ -32,6 +32,9 @@ class Settings:
     # (kill-on-exec then ends with the process).
     bpf_pin_dir: str = ""
     learn_seconds: float = 600.0
+    # Learning also waits for the profile to be stable (no new entry) this long; negative:
+    # automatic, a quarter of the learning period, at most 300 s.
+    learn_stable_seconds: float = -1.0
     default_mode: str = "alert"  # the mode a profile leaves learning into
     host: str = field(default_factory=_socket.gethostname)
     docker_url: str = "unix:///var/run/docker.sock"
