@@ -27,6 +27,10 @@ class Settings:
     forensics_dir: str = DEFAULT_FORENSICS
     seccomp_dir: str = DEFAULT_SECCOMP  # seccomp profiles written by `harden`, named in its override
     nft_table: str = "stockade"  # the nftables table (inet and bridge) Stockade owns; no other is touched
+    # Where the sensors' policy maps and program links are pinned (sensors/pins.py): "" =
+    # /sys/fs/bpf/stockade/<nft_table>, one folder per enforcer instance; "off" = no pins
+    # (kill-on-exec then ends with the process).
+    bpf_pin_dir: str = ""
     learn_seconds: float = 600.0
     # Learning also waits for the profile to be stable (no new entry) this long; negative:
     # automatic, a quarter of the learning period, at most 300 s.
@@ -41,6 +45,12 @@ class Settings:
     feeds: dict[str, Any] = field(default_factory=dict)  # [feeds.NAME] tables from config
     apps: dict[str, Any] = field(default_factory=dict)  # [apps.NAME] per-app overrides
     abusech_auth_key: str = ""
+
+    def pin_root(self) -> str:
+        """The bpffs folder of this instance's pins, or "" when pinning is off."""
+        if self.bpf_pin_dir == "off":
+            return ""
+        return self.bpf_pin_dir or f"/sys/fs/bpf/stockade/{self.nft_table}"
 
     @classmethod
     def load(cls, config_file: str | None = None, **overrides: Any) -> "Settings":

@@ -85,12 +85,14 @@ class Daemon:
         hooks = seams.kernel_hooks
         if settings.sensors:
             from .sensors.hub import SensorHub  # bcc is imported only when sensors run
+            from .sensors.pins import PinDir
             from .sensors.wiring import queue_deliver, queue_depth, sensor_topic_tap, stats_topic
 
             self.sensors = SensorHub(
                 self.inventory, queue_deliver(self.events), queue_depth=queue_depth(self.events),
                 tap=sensor_topic_tap(self.server.publish, self.server.has_subscribers),
-                publish_stats=stats_topic(self.server.publish, self.server.has_subscribers))
+                publish_stats=stats_topic(self.server.publish, self.server.has_subscribers),
+                pins=PinDir(settings.pin_root()) if settings.pin_root() else None)
             hooks = hooks or hooks_for_maps(self.sensors.maps)
         self.feed_manager: FeedManager | None = None
         feeds: FeedMatcher | None = seams.feeds

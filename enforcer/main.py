@@ -28,6 +28,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--socket-group", help="group that owns the socket (0660): who may connect (default stockade)")
     p.add_argument("--admin-group", help="members may act (default stockade-admin; root always may)")
     p.add_argument("--viewer-group", help="members may only read (default stockade)")
+    p.add_argument("--uninstall", action="store_true",
+                   help="remove this instance's nftables table and bpffs pins (kept on stop on purpose), then exit")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--version", action="version", version=f"stockade-enforcer {__version__}")
     return p.parse_args(argv)
@@ -60,11 +62,26 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"stockade-enforcer: {e}", file=sys.stderr)
         return 2
+    if args.uninstall:
+        return _uninstall(settings)
     try:
         asyncio.run(_run(settings))
     except (SocketInUse, StoreError, ConfigError, PermissionError) as e:
         print(f"stockade-enforcer: {e}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _uninstall(settings: Settings) -> int:
+    from .uninstall import uninstall  # noqa: PLC0415
+
+    try:
+        done = asyncio.run(uninstall(settings))
+    except (RuntimeError, OSError) as e:
+        print(f"stockade-enforcer: uninstall: {e}", file=sys.stderr)
+        return 1
+    for line in done or ["nothing to remove"]:
+        print(f"removed {line}")
     return 0
 
 

@@ -33,6 +33,13 @@ if command -v nft >/dev/null; then
         [ $((now - created)) -ge "$min_age" ] && nft delete table "$family" "$name" 2>/dev/null
     done
 fi
+# ... their bpffs pins (policy maps and program links: they keep programs attached) ...
+for dir in /sys/fs/bpf/stockade/sttest_*_*; do
+    [ -d "$dir" ] || continue
+    created=${dir#/sys/fs/bpf/stockade/sttest_}; created=${created%%_*}
+    case "$created" in ''|*[!0-9]*) continue ;; esac
+    [ $((now - created)) -ge "$min_age" ] && rm -rf "$dir"
+done
 # ... and their ownership locks, unless an enforcer still holds one.
 for lock in /run/stockade/nft-sttest_*_*.lock; do
     [ -e "$lock" ] || continue

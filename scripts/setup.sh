@@ -44,6 +44,9 @@ fi
 
 mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing
 mountpoint -q /sys/kernel/security || mount -t securityfs securityfs /sys/kernel/security 2>/dev/null || true
+# bpffs: the sensors pin their policy maps and program links here so that kill-on-exec
+# holds while the enforcer is down (sensors/pins.py).
+mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 # Traffic between containers on one bridge must pass netfilter for nftables blocks.
 modprobe br_netfilter 2>/dev/null || true
 [ -w /proc/sys/net/bridge/bridge-nf-call-iptables ] && echo 1 > /proc/sys/net/bridge/bridge-nf-call-iptables

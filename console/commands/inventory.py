@@ -103,6 +103,9 @@ async def run_status(args: argparse.Namespace, client: EnforcerClient) -> int:
     if folding:
         print(f"folding     {folding.get('raised', 0)} alerts raised into {folding.get('incidents_opened', 0)} "
               f"new incidents ({folding.get('burst_folded', 0)} into bursts)")
+    pins = s.get("pins") or {}
+    if pins:
+        print("pins        " + _pins_line(pins))
     outputs = s.get("outputs") or {}
     if outputs.get("configured"):
         failing = outputs.get("failing") or []
@@ -115,6 +118,21 @@ async def run_status(args: argparse.Namespace, client: EnforcerClient) -> int:
                       f"{x.get('rate', 0.0):.1f}", x.get("lost", 0), x.get("suppressed", 0), x.get("error", ""))
                      for x in s["sensors"]], ["SENSOR", "STATE", "EVENTS", "EVENTS/S", "LOST", "SUPPRESSED", "ERROR"])
     return 0
+
+
+def _pins_line(pins: dict[str, Any]) -> str:
+    """What of protect stays in the kernel when the enforcer is down (docs/failsafe.md)."""
+    if not pins.get("enabled"):
+        return f"off: {printable(str(pins.get('reason', '')), 200)} (kill-on-exec ends with the enforcer)"
+    links = pins.get("links") or []
+    progs = sum(g.get("programs", 0) for g in links)
+    line = (f"{len(pins.get('maps', []))} maps since {ago(pins['maps_since'])} ago, "
+            f"{progs} programs since {ago(min(g['since'] for g in links))} ago" if links else
+            f"{len(pins.get('maps', []))} maps, no programs linked yet")
+    adopted = (pins.get("adopted") or {}).get("links") or []
+    if adopted:
+        line += f" (adopted from pid {', '.join(str(g.get('pid')) for g in adopted)})"
+    return f"{line} in {printable(str(pins.get('dir', '')), 200)}"
 
 
 async def run_audit(args: argparse.Namespace, client: EnforcerClient) -> int:

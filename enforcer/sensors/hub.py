@@ -15,6 +15,9 @@ What it does
   thread, each file once).
 - Counts per sensor (sensors/stats.py); served by the `stats` op, the `stats` topic
   (`publish_stats`, every 2 s) and the `status` op.
+- With `pins` (sensors/pins.py), the policy maps and the programs' links are pinned in
+  bpffs: they stay in force after the enforcer stops or dies, and a restart adopts them
+  (status: `pins`). A stop leaves them; `stockade-enforcer --uninstall` removes them.
 
 How it is connected to the enforcer (a queue, the socket topics): sensors/wiring.py.
 """
@@ -33,6 +36,7 @@ from .decode import Decoded, Decoder
 from .events import ExecEvent, FileClosedEvent, NetworkEvent, SensorEvent
 from .hashing import FileHasher, HashResult
 from .kernel_maps import KernelMaps
+from .pins import PinDir
 from .program import SensorLoadError, load_program
 from .reader import RingReader
 from .stats import SensorCounters, kernel_counters, stats_result
@@ -69,7 +73,7 @@ class SensorHub:
                  queue_depth: Callable[[], tuple[int, int]] | None = None,
                  poll_interval: float = 0.02, dedup_ttl: float = 20.0,
                  rate_caps: dict[int, int] | None = None, hash_max_bytes: int = 32 << 20,
-                 loader: Callable[[], Any] = load_program) -> None:
+                 pins: PinDir | None = None, loader: Callable[[], Any] | None = None) -> None:
         self.inventory = inventory
         self.deliver = deliver
         self.tap = tap
@@ -78,7 +82,12 @@ class SensorHub:
         self.poll_interval = poll_interval
         self.dedup_ttl = dedup_ttl
         self.rate_caps = {**DEFAULT_RATE_CAPS, **(rate_caps or {})}
-        self._loader = loader
+        self.pins_off = "" if pins is not None else "not configured (bpf_pin_dir = off)"
+        if pins is not None and (why := pins.usable()):
+            log.warning("sensors: not pinning (%s): kill-on-exec will end with this process", why)
+            pins, self.pins_off = None, why
+        self.pins = pins
+        self._loader = loader if loader is not None else (lambda: load_program(pins))
         self.bpf: Any = None
         self.error = ""
         self.ready = asyncio.Event()  # set once loaded (or failed: check .loaded)
@@ -116,7 +125,17 @@ class SensorHub:
             await asyncio.to_thread(bpf.cleanup)
 
     def status(self) -> dict[str, Any]:
-        return {"sensors": [s.to_dict() for s in self.stats()]}
+        return {"sensors": [s.to_dict() for s in self.stats()], "pins": self.pins_status()}
+
+    def pins_status(self) -> dict[str, Any]:
+        """What is pinned in bpffs and since when; what this process adopted at its start."""
+        if self.pins is None:
+            return {"enabled": False, "reason": self.pins_off}
+        now = self.pins.describe()
+        adopted = self.pins.adopted
+        return {"enabled": True, **now, "generation": self.pins.generation,
+                "adopted": {"maps": adopted.get("maps", []), "maps_since": adopted.get("maps_since", 0.0),
+                            "links": adopted.get("links", [])}}
 
     @property
     def loaded(self) -> bool:
@@ -141,10 +160,43 @@ class SensorHub:
         self.bpf = bpf
         self._apply_config()
         self.maps.attach(bpf, self.inventory.containers.values())
+        if self.pins is not None:
+            await self._retire_older_generations()
         self.reader.start(bpf, asyncio.get_running_loop())
         log.info("sensors: loaded (%d containers watched, poll every %.0f ms)", self.maps.watched_count,
                  self.poll_interval * 1000)
+        if self.pins is not None:
+            adopted = self.pins.adopted
+            if adopted.get("maps") and self.pins.maps_dir == adopted.get("maps_dir"):
+                self._tasks.append(asyncio.create_task(self._prune_adopted(), name="sensors-prune"))
+            log.info("sensors: pinned in %s as generation %s (adopted %d maps, %d older generations)",
+                     self.pins.root, self.pins.generation, len(adopted.get("maps", [])),
+                     len(adopted.get("links", [])))
         self.ready.set()
+
+    async def _retire_older_generations(self) -> None:
+        """This generation is attached and its maps written: unpin the older ones. With new
+        maps (another layout) the policy is complete only once the inventory has synced and
+        the profiles are applied to it; until then the old generation keeps protect."""
+        assert self.pins is not None
+        synced = getattr(self.inventory, "synced", None)
+        if self.pins.maps_dir != self.pins.adopted.get("maps_dir") and self.pins.adopted.get("links") \
+                and synced is not None:
+            await synced.wait()
+            await asyncio.sleep(1.0)  # the profile book applies policies on the same sync
+        retired = self.pins.retire_others()
+        if retired:
+            log.info("sensors: retired the pinned generation(s) %s", ", ".join(retired))
+
+    async def _prune_adopted(self) -> None:
+        """Adopted maps may name containers that went away while no enforcer ran."""
+        synced = getattr(self.inventory, "synced", None)
+        if synced is None:
+            return
+        await synced.wait()
+        dropped = self.maps.prune_stale()
+        if dropped:
+            log.info("sensors: dropped %d stale entries from the adopted maps", dropped)
 
     def _apply_config(self) -> None:
         cfg = self.bpf[b"config"]

@@ -29,6 +29,7 @@ protect-mode kill never depends on that: it is decided for every exec.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ipaddress
 import logging
@@ -115,7 +116,7 @@ class KernelMaps:
         self._watched[c.cgroup_id] = c.id
         if c.pid:
             self._root_pids[c.cgroup_id] = c.pid
-        self._write_policy(c.cgroup_id)
+        self._write_policy(c.cgroup_id, keep_kernel=True)
         for ip in c.addresses():
             key = _ip_key(ip)
             if key is not None:
@@ -192,7 +193,11 @@ class KernelMaps:
             self._write_policy(cgroup_id)
             self._map_set("syscalls_seen", cgroup_id, L.SyscallBits())
 
-    def _write_policy(self, cgroup_id: int) -> None:
+    def _write_policy(self, cgroup_id: int, keep_kernel: bool = False) -> None:
+        if keep_kernel and cgroup_id not in self._policies and self._in_kernel("watched", cgroup_id):
+            # Adopted from the pinned map: the last enforcer's policy (maybe protect) holds
+            # until set_policy says otherwise; a default "learn" must not open it meanwhile.
+            return
         profile_id, mode = self._policies.get(cgroup_id, (0, L.MODE_LEARN))
         gen = self._gens.setdefault(cgroup_id, 1)
         self._map_set("watched", cgroup_id, L.Policy(profile_id, mode, gen, 0))
@@ -201,9 +206,30 @@ class KernelMaps:
             if seen.Key(cgroup_id) not in seen:
                 seen[seen.Key(cgroup_id)] = L.SyscallBits()
 
+    def prune_stale(self) -> int:
+        """Drop what pinned maps hold for cgroups and addresses this process does not watch
+        (containers gone while no enforcer ran). Call once the inventory has synced: before,
+        a live protected container would look stale. Allow-lists are left: an extra entry
+        only allows what a profile once allowed, and a profile not yet loaded would lose its."""
+        if self.bpf is None:
+            return 0
+        dropped = 0
+        for name in ("watched", "syscalls_seen"):
+            table = self.bpf[name.encode()]
+            for k in [k for k in table.keys() if k.value not in self._watched]:
+                with contextlib.suppress(KeyError):
+                    del table[k]
+                    dropped += name == "watched"
+        ips = self.bpf[b"local_ips"]
+        for k in [k for k in ips.keys() if bytes(k.addr) not in self._ips]:
+            with contextlib.suppress(KeyError):
+                del ips[k]
+                dropped += 1
+        return dropped
+
     def _reapply(self) -> None:
         for cg in list(self._watched):
-            self._write_policy(cg)
+            self._write_policy(cg, keep_kernel=True)
         for key, cg in self._ips.items():
             self._map_set("local_ips", _ip_map_key(key), cg)
         for pid, hashes in self._exec_allow.items():
@@ -219,6 +245,12 @@ class KernelMaps:
         k = key if not isinstance(key, int) else table.Key(key)
         v = value if not isinstance(value, int) else table.Leaf(value)
         table[k] = v
+
+    def _in_kernel(self, name: str, key: int) -> bool:
+        if self.bpf is None:
+            return False
+        table = self.bpf[name.encode()]
+        return table.Key(key) in table
 
     def _map_del(self, name: str, key: Any) -> None:
         if self.bpf is None:

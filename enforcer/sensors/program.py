@@ -1,17 +1,26 @@
 """Building and loading the sensors' BPF program: one text (bpf/common.h, then every
 sensor's .c file) compiled once with bcc, so that all sensors share the watch, policy and
 novelty maps. bcc is imported here only: without it the enforcer still runs, and the hub
-reports the sensors as not loaded with the reason."""
+reports the sensors as not loaded with the reason.
+
+With a PinDir (sensors/pins.py) the policy maps are pinned in bpffs and every program is
+attached through a pinned link, so kill-on-exec holds while no enforcer runs; a new load
+attaches its programs before it unpins the previous generation's."""
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from . import layout
 from .paths import bpf_defines
+from .pins import PinDir, attach_raw_tracepoint_link, attach_tracepoint_link, map_layout
+
+log = logging.getLogger(__name__)
 
 SENSOR_FILES: tuple[str, ...] = ("process.c", "network.c", "file.c", "syscall.c")
 
@@ -31,10 +40,13 @@ def _has_tracepoint(category: str, name: str) -> bool:
     return False
 
 
-def program_text() -> str:
-    """The full C text, with the generated constants in front."""
+def program_text(pin_maps: str = "") -> str:
+    """The full C text, with the generated constants in front; `pin_maps`: the folder in
+    bpffs where the policy maps are pinned (common.h POLICY_TABLE)."""
     folder = _bpf_dir()
     defines = [bpf_defines()]
+    if pin_maps:
+        defines.append(f'#define STOCKADE_PIN_MAPS "{pin_maps}"\n')
     cases = " ".join(f"case {nr}:" for nr in sorted(set(layout.DANGEROUS_SYSCALLS.values())))
     defines.append(f"#define DANGEROUS_CASES {cases}\n")
     if _has_tracepoint("syscalls", "sys_enter_fchmodat2"):
@@ -44,9 +56,9 @@ def program_text() -> str:
     return "\n".join(parts)
 
 
-def load_program() -> Any:
-    """Compile and attach every sensor (TRACEPOINT_PROBEs attach themselves). Blocking:
-    a few seconds of clang; call it from a thread."""
+def load_program(pins: PinDir | None = None) -> Any:
+    """Compile and attach every sensor. Blocking: seconds of clang; call it from a thread.
+    Without pins, bcc attaches the programs itself (they end with the process)."""
     try:
         from bcc import BPF  # noqa: PLC0415 - optional, from Debian's python3-bpfcc
     except ImportError as e:
@@ -54,9 +66,89 @@ def load_program() -> Any:
     if not os.path.exists("/sys/kernel/tracing/events") and not os.path.exists("/sys/kernel/debug/tracing/events"):
         raise SensorLoadError("tracefs is not mounted at /sys/kernel/tracing (run make setup)")
     text = program_text()
+    t0 = time.monotonic()
     try:
         # -w: the 6.1 headers warn about things this program never touches.
-        return BPF(text=text.encode(), cflags=["-w", "-Wno-macro-redefined"])
+        cflags = ["-w", "-Wno-macro-redefined"]
+        if pins is None:
+            return BPF(text=text.encode(), cflags=cflags)
+        pins.prepare()
+        bpf = _unattached(BPF)(text=program_text(pins.maps_dir).encode(), cflags=cflags)
+        changed = _changed_layouts(bpf, pins)
+        if changed:
+            # An older release's maps: keep them (its programs still hold protect) and pin
+            # this generation's in a new folder; the hub retires the old once it is written.
+            log.warning("sensors: pinned maps %s have another layout: new maps in a new folder", ", ".join(changed))
+            bpf.cleanup()
+            pins.fresh_maps()
+            bpf = _unattached(BPF)(text=program_text(pins.maps_dir).encode(), cflags=cflags)
     except Exception as e:  # noqa: BLE001 - bcc raises bare Exception for compile/load errors
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SensorLoadError(f"cannot load the BPF sensors: {first}") from None
+    t1 = time.monotonic()
+    try:
+        attach_pinned(bpf, pins)
+    except Exception as e:  # noqa: BLE001 - a PinError, or bcc's bare Exception from load_func
+        bpf.cleanup()
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SensorLoadError(f"cannot attach the BPF sensors: {first}") from None
+    log.info("sensors: compiled in %.1f s; loaded, verified and linked in %.1f s", t1 - t0, time.monotonic() - t1)
+    return bpf
+
+
+def _unattached(bpf_class: Any) -> Any:
+    """bcc's BPF without its automatic attach: attach_pinned() links the programs itself."""
+
+    class Unattached(bpf_class):  # type: ignore[misc, valid-type]
+        def _trace_autoload(self) -> None:
+            pass
+
+    return Unattached
+
+
+def _changed_layouts(bpf: Any, pins: PinDir) -> list[str]:
+    """Pinned maps whose layout is not the one this program declares."""
+    import ctypes  # noqa: PLC0415
+
+    changed = []
+    for name in sorted(os.listdir(pins.maps_dir)):
+        try:
+            table = bpf[name.encode()]
+        except KeyError:
+            continue  # a map this release no longer has
+        _type, key, value, entries = map_layout(table.get_fd())
+        if (key, value, entries) != (ctypes.sizeof(table.Key), ctypes.sizeof(table.Leaf), table.max_entries):
+            changed.append(name)
+    return changed
+
+
+def attach_pinned(bpf: Any, pins: PinDir) -> str:
+    """Attach every program of a loaded module through a link and pin the links as a new
+    generation. The caller unpins the older ones (PinDir.retire_others) once this
+    generation's maps are written: no moment without kill-on-exec."""
+    from bcc import BPF, lib  # noqa: PLC0415
+
+    links: list[tuple[str, int]] = []
+    took: dict[str, float] = {}  # program -> seconds to load (the kernel's verifier) and link
+    try:
+        for i in range(lib.bpf_num_functions(bpf.module)):
+            name = lib.bpf_function_name(bpf.module, i).decode()
+            t0 = time.monotonic()
+            if name.startswith("tracepoint__"):
+                category, event = name[len("tracepoint__"):].split("__", 1)
+                fn = bpf.load_func(name.encode(), BPF.TRACEPOINT)
+                links.append((name, attach_tracepoint_link(fn.fd, category, event)))
+            elif name.startswith("raw_tracepoint__"):
+                fn = bpf.load_func(name.encode(), BPF.RAW_TRACEPOINT)
+                links.append((name, attach_raw_tracepoint_link(fn.fd, name[len("raw_tracepoint__"):])))
+            took[name] = time.monotonic() - t0
+        slowest = sorted(took.items(), key=lambda kv: -kv[1])[:3]
+        log.info("sensors: slowest to load: %s", ", ".join(f"{n} {t:.1f} s" for n, t in slowest))
+        return pins.pin_links(links)
+    except Exception:
+        for _name, fd in links:
+            try:
+                os.close(fd)  # not pinned: closing detaches it; the old generation still holds
+            except OSError:
+                pass
+        raise

@@ -295,20 +295,21 @@ def test_what_stays_enforced_when_the_enforcer_is_stopped_or_crashes(dockerx, bu
         frozen_at = count(f)
         time.sleep(0.5)
         assert v1_state(f) == "FROZEN" and count(f) == frozen_at, f"after {how}: {f} runs again"
-        # Stops: the BPF programs went with the process, so nothing kills a new program.
-        assert exec_in(a, "cal").returncode == 0, f"after {how}: an exec is still killed with no enforcer"
+        # Stays too: the programs' links and the policy maps are pinned in bpffs (sensors/pins.py),
+        # so a disallowed program is still killed with no enforcer (test_protect_persistence.py).
+        assert exec_in(a, "cal").returncode == 137, f"after {how}: kill-on-exec went with the enforcer"
         assert db_rows(e.db, "SELECT COUNT(*) AS n FROM blocks")[0]["n"] == 1
         assert integrity(e.db) == "ok"
-        # Restart: all of it is back, kill-on-exec once the sensors are in the kernel again.
+        # Restart: all of it is back (kill-on-exec never left: the pinned generation holds it).
         t0 = time.monotonic()
         e.start()
         answered = time.monotonic() - t0
         wait_reconciled(e)
         reconciled = time.monotonic() - t0
         wait_for(lambda: exec_in(a, "cal").returncode == 137, timeout=180, interval=0.5,
-                 what=f"kill-on-exec back after {how}")
+                 what=f"kill-on-exec after {how}")
         protected = time.monotonic() - t0
-        figures.append(f"{how}: socket {answered:.1f}s, reconciled {reconciled:.1f}s, kill-on-exec back {protected:.1f}s")
+        figures.append(f"{how}: socket {answered:.1f}s, reconciled {reconciled:.1f}s, kill-on-exec checked {protected:.1f}s")
         status = e.call("status")["enforcement"]
         assert status["reconcile"]["table_existed"] is True and status["reconcile"]["missing"] == 0
         assert e.call("container", target=f)["frozen"] is True and v1_state(f) == "FROZEN"

@@ -4,6 +4,7 @@ removed at teardown, also when a test fails (scripts/clean-test.sh catches crash
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -157,6 +158,18 @@ def socket_call(path: str, op: str, timeout: float = 5.0, **args: Any) -> Any:
                     return msg.get("result")
 
 
+_made: list["EnforcerProcess"] = []
+
+
+@atexit.register
+def _remove_leftover_pins() -> None:
+    """Pins keep a stopped test enforcer's programs attached: at exit, remove those of every
+    enforcer this process made that no longer runs (tests that remove their table did already)."""
+    for e in _made:
+        if not e.running and e.pin_dir and os.path.isdir(e.pin_dir):
+            shutil.rmtree(e.pin_dir, ignore_errors=True)
+
+
 class EnforcerProcess:
     """A real `stockade-enforcer` in a subprocess, on a temporary socket and database."""
 
@@ -177,6 +190,7 @@ class EnforcerProcess:
                     "STOCKADE_NFT_TABLE": f"sttest_{int(time.time())}_{uuid.uuid4().hex[:6]}", **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        _made.append(self)
 
     def start(self, timeout: float = 60.0) -> "EnforcerProcess":
         self.starts += 1
@@ -241,6 +255,20 @@ class EnforcerProcess:
         for family in ("inet", "bridge"):
             sh("nft", "delete", "table", family, self.nft_table, check=False)
         Path(f"/run/stockade/nft-{self.nft_table}.lock").unlink(missing_ok=True)
+        # Its bpffs pins too: they keep its programs attached (kill-on-exec) after it stops.
+        pins = Path(self.pin_dir) if self.pin_dir else None
+        if pins is not None and pins.exists():
+            for p in sorted(pins.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+                p.rmdir() if p.is_dir() else p.unlink()
+            pins.rmdir()
+
+    @property
+    def pin_dir(self) -> str:
+        """This enforcer's folder in bpffs ("" when pinning is off)."""
+        configured = self.env.get("STOCKADE_BPF_PIN_DIR", "")
+        if configured == "off":
+            return ""
+        return configured or f"/sys/fs/bpf/stockade/{self.nft_table}"
 
     def log(self) -> str:
         try:

@@ -40,6 +40,18 @@ enum config_id {
 #define F_FIRST 0x20
 #define F_EXECVEAT 0x40
 
+/* Pinned maps: what the kill decision reads (the policy, the allow-lists, the exec decided
+ * at entry) and the other policy the sensors read. Pinned in bpffs when
+ * program.py defines STOCKADE_PIN_MAPS (the instance's maps folder), so that they outlive
+ * the enforcer and a restarted one opens the same maps (bcc creates and pins them the first
+ * time). Every other map belongs to one loaded generation of the programs. */
+#ifdef STOCKADE_PIN_MAPS
+#define PINNED_TABLE(_type, _key, _leaf, _name, _max) \
+    BPF_TABLE_PINNED(_type, _key, _leaf, _name, _max, STOCKADE_PIN_MAPS "/" #_name)
+#else
+#define PINNED_TABLE(_type, _key, _leaf, _name, _max) BPF_TABLE(_type, _key, _leaf, _name, _max)
+#endif
+
 struct ev_hdr {
     u64 ts;      /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
     u64 cgroup;  /* the container's cgroup v2 id (for inbound: resolved by local address) */
@@ -59,16 +71,16 @@ struct policy {
     u32 gen;
     u32 pad;
 };
-BPF_HASH(watched, u64, struct policy, 8192);
+PINNED_TABLE("hash", u64, struct policy, watched, 8192);
 
-BPF_ARRAY(config, u64, CFG_SLOTS);
+PINNED_TABLE("array", int, u64, config, CFG_SLOTS);
 
 /* cgroup -> syscalls used (user space creates the entry when it watches the cgroup). */
 #define NR_SYSCALLS 512
 struct syscall_bits {
     u64 w[NR_SYSCALLS / 64];
 };
-BPF_HASH(syscalls_seen, u64, struct syscall_bits, 8192);
+PINNED_TABLE("hash", u64, struct syscall_bits, syscalls_seen, 8192);
 BPF_PERCPU_ARRAY(counters, u64, S_COUNT * C_SLOTS);
 
 /* Novelty: (cgroup, subject) -> last time it was sent. Repeats within the TTL stay in the
@@ -95,7 +107,7 @@ BPF_TABLE("lru_hash", struct rate_key, struct rate_val, rates, 16384);
 struct ip_key {
     u8 addr[16];
 };
-BPF_HASH(local_ips, struct ip_key, u64, 4096);
+PINNED_TABLE("hash", struct ip_key, u64, local_ips, 4096);
 
 static __always_inline void count(u32 sensor, u32 which)
 {

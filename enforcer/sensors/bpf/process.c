@@ -39,10 +39,11 @@ struct exec_allow_key {
 
 BPF_RINGBUF_OUTPUT(process_events, 256);
 BPF_PERCPU_ARRAY(exec_scratch, struct exec_ev, 1);
-/* tid -> the exec decided at entry, waiting for sched_process_exec. */
-BPF_TABLE("lru_hash", u32, struct exec_ev, pending_exec, 1024);
+/* tid -> the exec decided at entry, waiting for sched_process_exec. Pinned: across a
+ * restart the old generation may decide at entry and the new one act at exec. */
+PINNED_TABLE("lru_hash", u32, struct exec_ev, pending_exec, 1024);
 /* Profile allow-lists (written by user space): (profile, path hash) -> 1. */
-BPF_HASH(exec_allow, struct exec_allow_key, u8, 65536);
+PINNED_TABLE("hash", struct exec_allow_key, u8, exec_allow, 65536);
 /* child tgid -> parent tgid, from fork; tgid -> exit code. */
 BPF_TABLE("lru_hash", u32, u32, parent_of, 65536);
 BPF_TABLE("lru_hash", u32, s32, exit_codes, 16384);

@@ -27,7 +27,7 @@ struct syscall_ev {
 
 BPF_RINGBUF_OUTPUT(syscall_events, 64);
 /* profile id -> syscalls allowed. */
-BPF_HASH(syscall_allow, u32, struct syscall_bits, 4096);
+PINNED_TABLE("hash", u32, struct syscall_bits, syscall_allow, 4096);
 
 static __always_inline int emit_syscall(void *rec, u32 size)
 {
