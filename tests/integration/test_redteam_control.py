@@ -9,71 +9,29 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import pwd
 import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
 from support.enforce import host_fetch, ip_of, start_with_sensors, wait_active, wait_known
+from support.principals import Principal, Principals, open_workdir
+from support.principals import principals as support_principals
 from support.harness import REPO, DockerResources, EnforcerProcess, docker, sh, unique, wait_for
 
 pytestmark = [pytest.mark.nftables, pytest.mark.slow]
 
 
 # -- real users and groups -----------------------------------------------------------------
-@dataclass
-class Principal:
-    name: str
-    uid: int
-    gid: int
-
-
-@dataclass
-class Principals:
-    admin_group: str
-    viewer_group: str
-    admin: Principal
-    viewer: Principal
-
-
 @pytest.fixture
 def principals() -> Iterator[Principals]:
-    tag = unique("")[:8]
-    admin_group, viewer_group = f"rca{tag}", f"rcv{tag}"
-    users: list[str] = []
-    groups: list[str] = []
-    try:
-        for g in (admin_group, viewer_group):
-            sh("groupadd", g)
-            groups.append(g)
-        made = {}
-        for role, member_of in (("admin", f"{admin_group},{viewer_group}"), ("viewer", viewer_group)):
-            name = f"rc{role[0]}{tag}"
-            sh("useradd", "-M", "-N", "-d", "/nonexistent", "-s", "/usr/sbin/nologin", "-G", member_of, name)
-            users.append(name)
-            pw = pwd.getpwnam(name)
-            made[role] = Principal(name, pw.pw_uid, pw.pw_gid)
-        yield Principals(admin_group, viewer_group, made["admin"], made["viewer"])
-    finally:
-        for u in users:
-            sh("userdel", u, check=False)
-        for g in groups:
-            sh("groupdel", g, check=False)
-
-
-def open_workdir(prefix: str) -> Path:
-    """A folder the test users can enter (pytest's tmp_path is 0700 under root)."""
-    d = Path(tempfile.mkdtemp(prefix=prefix))
-    os.chmod(d, 0o755)
-    return d
+    with support_principals("rc") as p:
+        yield p
 
 
 @pytest.fixture

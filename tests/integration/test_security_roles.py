@@ -8,74 +8,32 @@ from __future__ import annotations
 import grp
 import json
 import os
-import pwd
 import shutil
 import stat
 import subprocess
 import sys
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-from support.harness import REPO, DockerResources, EnforcerProcess, docker, sh, unique, wait_for
+from support.principals import Principal, Principals, open_workdir
+from support.principals import principals as support_principals
+from support.harness import REPO, DockerResources, EnforcerProcess, docker, unique, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.nftables, pytest.mark.slow]
 
 
-@dataclass
-class Principal:
-    name: str
-    uid: int
-    gid: int
-
-
-@dataclass
-class Principals:
-    admin_group: str
-    viewer_group: str
-    admin: Principal
-    viewer: Principal
-    outsider: Principal
-
-
 @pytest.fixture
 def principals() -> Iterator[Principals]:
-    """Two groups and three users (admin, viewer, outsider), removed afterwards."""
-    tag = unique("")[:8]
-    admin_group, viewer_group = f"sta{tag}", f"stv{tag}"
-    made_users: list[str] = []
-    made_groups: list[str] = []
-    try:
-        for g in (admin_group, viewer_group):
-            sh("groupadd", g)
-            made_groups.append(g)
-        users = {}
-        for role, groups in (("admin", f"{admin_group},{viewer_group}"), ("viewer", viewer_group), ("outsider", "")):
-            name = f"su{role[0]}{tag}"
-            args = ["useradd", "-M", "-N", "-d", "/nonexistent", "-s", "/usr/sbin/nologin"]
-            if groups:
-                args += ["-G", groups]
-            sh(*args, name)
-            made_users.append(name)
-            pw = pwd.getpwnam(name)
-            users[role] = Principal(name, pw.pw_uid, pw.pw_gid)
-        yield Principals(admin_group, viewer_group, users["admin"], users["viewer"], users["outsider"])
-    finally:
-        for u in made_users:
-            sh("userdel", u, check=False)
-        for g in made_groups:
-            sh("groupdel", g, check=False)
+    with support_principals("st") as p:
+        yield p
 
 
 @pytest.fixture
 def guarded(principals: Principals) -> Iterator[EnforcerProcess]:
-    """A real enforcer whose socket belongs to the viewer group, in a folder anyone may enter
-    (pytest's tmp_path is 0700 under root: the test users could not reach the socket)."""
-    workdir = Path(tempfile.mkdtemp(prefix="stockade-roles-"))
-    os.chmod(workdir, 0o755)
+    """A real enforcer whose socket belongs to the viewer group, in a folder anyone may enter."""
+    workdir = open_workdir("stockade-roles-")
     e = EnforcerProcess(workdir / "e", "--no-sensors", "--socket-group", principals.viewer_group,
                         "--admin-group", principals.admin_group, "--viewer-group", principals.viewer_group)
     os.chmod(workdir / "e", 0o755)
