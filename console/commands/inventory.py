@@ -100,6 +100,16 @@ async def run_status(args: argparse.Namespace, client: EnforcerClient) -> int:
     if folding:
         print(f"folding     {folding.get('raised', 0)} alerts raised into {folding.get('incidents_opened', 0)} "
               f"new incidents ({folding.get('burst_folded', 0)} into bursts)")
+    hasher = s.get("hasher") or {}
+    if hasher:
+        skipped = hasher.get("skipped") or {}
+        worst = hasher.get("worst_queue") or {}
+        why = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in skipped.items() if v)
+        print(f"hasher      {hasher.get('hashed', 0)} hashed, {hasher.get('skipped_total', 0)} not hashed"
+              + (f" ({why})" if why else "")
+              + f", {hasher.get('stalled_reads', 0)} reads stalled ({hasher.get('stuck_reads', 0)} still blocked)"
+              + f", {hasher.get('queued', 0)} queued"
+              + (f", most by {printable(str(worst['container']), 80)} ({worst['queued']})" if worst.get("queued") else ""))
     if s.get("sensors"):
         print()
         print_table([(x["name"], "loaded" if x.get("loaded") else "off", x.get("events", 0),

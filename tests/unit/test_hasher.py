@@ -11,6 +11,7 @@ import time
 import pytest
 
 from enforcer.profiles.model import Profile, process_entry
+from enforcer.sensors.paths import open_in_root
 from enforcer.sensors.hashing import NOT_REGULAR, QUEUE_FULL, STALLED, TOO_LARGE, FileHasher
 
 A, B = 101, 202  # two containers (cgroup ids)
@@ -61,6 +62,22 @@ def test_a_fifo_named_by_o_path_is_not_opened(tmp_path):
     h = FileHasher()
     r = h.submit_fd(_fd(str(fifo), os.O_PATH), owner=A).result(timeout=2)
     assert (r.reason, "FIFO" in r.error) == (NOT_REGULAR, True)
+    h.close()
+
+
+def test_written_files_are_named_in_the_root_by_o_path_and_only_regular_ones_are_read(tmp_path):
+    """What the decoder does for a closed file: open_in_root(..., O_PATH), then the hasher."""
+    root = tmp_path / "root"
+    (root / "dev").mkdir(parents=True)
+    os.mkfifo(root / "dev" / "fifo")
+    os.symlink("/dev/fifo", root / "link")  # absolute: resolved inside the root
+    (root / "bin").mkdir()
+    (root / "bin" / "x").write_bytes(b"x" * 10)
+    h = FileHasher()
+    fifo = h.submit_fd(open_in_root(str(root), "/link", os.O_PATH), owner=A).result(timeout=2)
+    assert fifo.reason == NOT_REGULAR and "FIFO" in fifo.error
+    ok = h.submit_fd(open_in_root(str(root), "/bin/x", os.O_PATH), owner=A).result(timeout=2)
+    assert ok.sha256 == hashlib.sha256(b"x" * 10).hexdigest()
     h.close()
 
 
