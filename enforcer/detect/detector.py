@@ -34,7 +34,7 @@ from ..profiles.book import Attachment
 from ..profiles.model import (LOOPBACK, exec_identity, file_entry, listener_entry, peer_entry, process_entry,
                               syscall_entry)
 from ..profiles.paths import generalise, is_noise, normalise
-from ..sensors.hashing import QUEUE_FULL, STALLED
+from ..sensors.hashing import OVER_BUDGET, QUEUE_FULL, STALLED
 from ..sensors.events import (DnsEvent, ExecEvent, FileClosedEvent, FileEvent, NetworkEvent,
                               SensorEvent, SyscallEvent)
 from . import rules
@@ -385,10 +385,10 @@ class Detector:
         if not ev.sha256 and ev.hash_reason:
             if path in p.processes:  # a learned binary rewritten, and not verifiable
                 self.profiles.mark_suspect(p, [path])
-            # A stalled read or a full queue is someone working the hasher: said. A device,
-            # a FIFO or a big data file is ordinary (counted in status, not alerted): the
-            # write itself is judged by the file rule, a learned binary by its next exec.
-            if ev.hash_reason in (STALLED, QUEUE_FULL):
+            # A stalled read, a full queue or a spent budget is someone working the hasher:
+            # said. A device, a FIFO or a big data file is ordinary (counted in status, not
+            # alerted): the write is judged by the file rule, a learned binary by its next exec.
+            if ev.hash_reason in (STALLED, QUEUE_FULL, OVER_BUDGET):
                 self._alert(att, ev, "file", rules.SEVERITY["unhashed"],
                             f"written file not hashed: {ev.hash_error}: {ev.path}",
                             {"path": ev.path, "size": ev.size, "pid": ev.pid, "comm": ev.comm,

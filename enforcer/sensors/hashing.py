@@ -13,6 +13,10 @@ make the hasher work forever or make another container wait:
   thread is abandoned and replaced, and until it returns its container's files are not
   hashed, so a container holds at most one stuck thread); a job that waited `deadline`
   in its queue gives up too: every future resolves within about 2 x deadline;
+- a byte budget per container (`rate_bytes` a second, a bucket of two capped files): a
+  container that writes big files all the time has the rest answered "over_budget", so
+  the CPU it can make the enforcer spend on hashing is bounded, and said (executed
+  binaries are always hashed, and pay);
 - a fair queue: one bounded queue per container (`owner`, the cgroup id), executed
   binaries before written files, served round robin, at most one job of a container at
   a time, so one container's slow or huge files keep at most one worker busy and never
@@ -45,8 +49,9 @@ NOT_REGULAR = "not_regular"
 TOO_LARGE = "too_large"
 QUEUE_FULL = "queue_full"
 STALLED = "stalled"
+OVER_BUDGET = "over_budget"
 UNREADABLE = "unreadable"
-REASONS = (NOT_REGULAR, TOO_LARGE, QUEUE_FULL, STALLED, UNREADABLE)
+REASONS = (NOT_REGULAR, TOO_LARGE, QUEUE_FULL, STALLED, OVER_BUDGET, UNREADABLE)
 
 
 @dataclass(slots=True)
@@ -100,13 +105,18 @@ class _Owner:
 class FileHasher:
     def __init__(self, max_bytes: int = 32 << 20, workers: int = 2, cache_size: int = 4096,
                  max_queue: int = 64, deadline: float = 5.0, max_stuck: int = 16,
-                 read: Callable[[int, int], bytes] = os.read) -> None:
+                 rate_bytes: int = 64 << 20, read: Callable[[int, int], bytes] = os.read) -> None:
         self.max_bytes = max_bytes
         self.max_queue = max_queue  # per container and kind (exec, file)
         self.deadline = deadline
         self.max_stuck = max_stuck  # threads blocked in a read, over all containers
         self.workers = max(1, workers)
         self._read = read
+        self.rate_bytes = rate_bytes  # per container and second
+        self._burst = max(rate_bytes, 2 * max_bytes)
+        # owner -> (tokens, when): kept apart from the queues (an idle container keeps its
+        # spent budget); pruned once full again.
+        self._budgets: dict[int, tuple[float, float]] = {}
         self._cond = threading.Condition()
         self._cache: OrderedDict[FileKey, HashResult] = OrderedDict()
         self._cache_size = cache_size
@@ -168,6 +178,12 @@ class FileHasher:
                 self.skipped[QUEUE_FULL] += 1
                 return _done(HashResult("", st.st_size, "hasher unavailable (every worker stalled)", QUEUE_FULL))
             q = o.execs if exec_ else o.files
+            if not self._spend(owner, st.st_size, exec_):
+                os.close(fd)
+                self.skipped[OVER_BUDGET] += 1
+                return _done(HashResult("", st.st_size, f"this container's hash budget "
+                                                        f"({self.rate_bytes / (1 << 20):g} MiB/s) is spent",
+                                        OVER_BUDGET))
             if len(q) >= self.max_queue:
                 os.close(fd)
                 self.skipped[QUEUE_FULL] += 1
@@ -180,6 +196,22 @@ class FileHasher:
                 self._turn.append(owner)
             self._cond.notify()
             return future
+
+    def _spend(self, owner: int, size: int, exec_: bool) -> bool:
+        """Take `size` bytes from the container's bucket (lock held); False if it has not.
+        An executed binary is always hashed (its verdict depends on it) but pays, in debt
+        if need be: a container cannot spend the budget on execs and then write for free."""
+        now = time.monotonic()
+        tokens, when = self._budgets.get(owner, (float(self._burst), now))
+        tokens = min(float(self._burst), tokens + (now - when) * self.rate_bytes)
+        if tokens < size and not exec_:
+            self._budgets[owner] = (tokens, now)
+            return False
+        self._budgets[owner] = (tokens - size, now)
+        if len(self._budgets) > 4096:  # containers gone: forget the full buckets
+            self._budgets = {k: v for k, v in self._budgets.items()
+                             if v[0] + (now - v[1]) * self.rate_bytes < self._burst}
+        return True
 
     def skip(self, reason: str, error: str, size: int = 0) -> Future[HashResult]:
         """A file that could not even be handed over: counted, answered at once."""

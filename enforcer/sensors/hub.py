@@ -70,7 +70,7 @@ class SensorHub:
                  queue_depth: Callable[[], tuple[int, int]] | None = None,
                  poll_interval: float = 0.02, dedup_ttl: float = 20.0,
                  rate_caps: dict[int, int] | None = None, hash_max_bytes: int = 32 << 20,
-                 hash_deadline: float = 5.0,
+                 hash_deadline: float = 5.0, hash_rate_bytes: int = 64 << 20,
                  loader: Callable[[], Any] = load_program) -> None:
         self.inventory = inventory
         self.deliver = deliver
@@ -84,7 +84,8 @@ class SensorHub:
         self.bpf: Any = None
         self.error = ""
         self.ready = asyncio.Event()  # set once loaded (or failed: check .loaded)
-        self.hasher = FileHasher(max_bytes=hash_max_bytes, deadline=hash_deadline)
+        self.hasher = FileHasher(max_bytes=hash_max_bytes, deadline=hash_deadline,
+                                 rate_bytes=hash_rate_bytes)
         self.maps = KernelMaps()
         self.counters = SensorCounters()
         self.reader = RingReader(Decoder(self.hasher, self.maps.root_pid), self._deliver,

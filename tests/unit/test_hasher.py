@@ -12,7 +12,7 @@ import pytest
 
 from enforcer.profiles.model import Profile, process_entry
 from enforcer.sensors.paths import open_in_root
-from enforcer.sensors.hashing import NOT_REGULAR, QUEUE_FULL, STALLED, TOO_LARGE, FileHasher
+from enforcer.sensors.hashing import NOT_REGULAR, OVER_BUDGET, QUEUE_FULL, STALLED, TOO_LARGE, FileHasher
 
 A, B = 101, 202  # two containers (cgroup ids)
 
@@ -209,6 +209,20 @@ def test_a_queued_job_gives_up_after_the_deadline(tmp_path):
         assert r.reason == STALLED
     finally:
         reads.release.set()
+    h.close()
+
+
+def test_a_container_over_its_byte_budget_is_answered_at_once_and_execs_still_hashed(tmp_path):
+    h = FileHasher(max_bytes=1 << 20, rate_bytes=1 << 20)  # 1 MiB/s, a bucket of 2 MiB
+    data = os.urandom(700 << 10)
+    results = [h.submit_fd(_fd(_file(tmp_path, f"f{i}", data + bytes([i]))), owner=A).result(timeout=5)
+               for i in range(4)]
+    assert [r.reason for r in results] == ["", "", OVER_BUDGET, OVER_BUDGET]
+    assert "hash budget (1 MiB/s) is spent" in results[2].error
+    ex = h.submit_fd(_fd(_file(tmp_path, "exe", data + b"e")), owner=A, exec_=True).result(timeout=5)
+    assert ex.sha256  # an exec's verdict depends on its hash: hashed, and paid for
+    other = h.submit_fd(_fd(_file(tmp_path, "b", data + b"b")), owner=B).result(timeout=5)
+    assert other.sha256  # another container's budget is its own
     h.close()
 
 
