@@ -178,17 +178,17 @@ class FileHasher:
                 self.skipped[QUEUE_FULL] += 1
                 return _done(HashResult("", st.st_size, "hasher unavailable (every worker stalled)", QUEUE_FULL))
             q = o.execs if exec_ else o.files
+            if len(q) >= self.max_queue:
+                os.close(fd)
+                self.skipped[QUEUE_FULL] += 1
+                return _done(HashResult("", st.st_size, f"hash queue of this container full ({len(q)} waiting)",
+                                        QUEUE_FULL))
             if not self._spend(owner, st.st_size, exec_):
                 os.close(fd)
                 self.skipped[OVER_BUDGET] += 1
                 return _done(HashResult("", st.st_size, f"this container's hash budget "
                                                         f"({self.rate_bytes / (1 << 20):g} MiB/s) is spent",
                                         OVER_BUDGET))
-            if len(q) >= self.max_queue:
-                os.close(fd)
-                self.skipped[QUEUE_FULL] += 1
-                return _done(HashResult("", st.st_size, f"hash queue of this container full ({len(q)} waiting)",
-                                        QUEUE_FULL))
             future: Future[HashResult] = Future()
             q.append(_Job(owner, key, fd, st.st_size, future, time.monotonic()))
             self._inflight[(owner, key)] = future

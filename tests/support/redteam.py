@@ -33,8 +33,11 @@ def exec_to_alert(e: EnforcerProcess, container: str, path: str, timeout: float 
 
 
 def process_alert(e: EnforcerProcess, container: str, path: str) -> dict[str, Any] | None:
+    """The process alert about `path`: its own incident, or the latest folded into a burst
+    (more than 20 new incidents of one kind a minute, detect/alerts.py)."""
     for a in e.call("alerts", container=container, limit=200):
-        if a["kind"] == "process" and (a.get("detail") or {}).get("path") == path:
+        detail = a.get("detail") or {}
+        if a["kind"] == "process" and path in (detail.get("path"), (detail.get("latest_detail") or {}).get("path")):
             return a
     return None
 
