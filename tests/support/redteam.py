@@ -3,8 +3,12 @@ how long a quiet container's exec takes to become an alert, and the enforcer's C
 
 from __future__ import annotations
 
+import json
 import os
+import socket
+import threading
 import time
+from datetime import datetime
 from typing import Any
 
 from support.harness import EnforcerProcess, docker, exec_in, wait_for
@@ -54,3 +58,51 @@ def cpu_share(pid: int, seconds: float) -> float:
     c0, t0 = cpu_seconds(pid), time.monotonic()
     time.sleep(seconds)
     return (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
+
+
+class AlertWatcher:
+    """Subscribed to the `alert` topic: when each process alert about a path arrived
+    (wall clock), and the time of the event it is about (the kernel's exec time)."""
+
+    def __init__(self, socket_path: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(socket_path)
+        self.sock.sendall(b'{"id": 1, "op": "subscribe", "topics": ["alert"]}\n')
+        self.seen: dict[str, tuple[float, float]] = {}  # path -> (arrived, event time)
+        self._cond = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        buf = b""
+        while True:
+            try:
+                chunk = self.sock.recv(1 << 20)
+            except OSError:
+                return
+            if not chunk:
+                return
+            arrived = time.time()
+            buf += chunk
+            while b"\n" in buf:
+                line, _, buf = buf.partition(b"\n")
+                msg = json.loads(line)
+                a = msg.get("data") if msg.get("event") == "alert" else None
+                if not a or a.get("kind") != "process":
+                    continue
+                d = a.get("detail") or {}
+                path = d.get("path") or (d.get("latest_detail") or {}).get("path")
+                when = datetime.fromisoformat(a["last_seen"].replace("Z", "+00:00")).timestamp()
+                with self._cond:
+                    self.seen.setdefault(path, (arrived, when))
+                    self._cond.notify_all()
+
+    def latency(self, path: str, timeout: float = 60) -> float:
+        """Seconds from the exec (kernel time) to its alert reaching a subscriber."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: path in self.seen, timeout):
+                raise AssertionError(f"no process alert for {path} within {timeout:g} s")
+            arrived, when = self.seen[path]
+        return arrived - when
+
+    def close(self) -> None:
+        self.sock.close()

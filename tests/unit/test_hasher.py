@@ -11,8 +11,8 @@ import time
 import pytest
 
 from enforcer.profiles.model import Profile, process_entry
-from enforcer.sensors.paths import open_in_root
 from enforcer.sensors.hashing import NOT_REGULAR, OVER_BUDGET, QUEUE_FULL, STALLED, TOO_LARGE, FileHasher
+from enforcer.sensors.paths import open_in_root
 
 A, B = 101, 202  # two containers (cgroup ids)
 
