@@ -97,3 +97,21 @@ def test_a_learned_binary_too_big_to_hash_is_not_taken_for_the_learned_one(enfor
     exec_in(b, "/tmp/huge", "true")
     alert = wait_for(lambda: process_alert(enforcer, b, "/tmp/huge"), timeout=15, what="the huge binary's alert")
     assert "not hashed: over 32 MiB" in alert["summary"], alert["summary"]
+
+
+def test_a_container_writing_big_files_all_the_time_is_held_to_its_budget_and_said(enforcer, dockerx):
+    net = dockerx.network()
+    a = dockerx.run(network=net)
+    wait_known(enforcer, a)
+    exec_in(a, "true")
+    wait_active(enforcer, a)
+    before = enforcer.call("stats")["hasher"]["skipped"]["over_budget"]
+    # 12 distinct 20 MiB regular files (under the cap) as fast as the container can write them.
+    assert exec_in(a, "sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do head -c 20971520 /dev/zero > /tmp/r$i; "
+                                  "done").returncode == 0
+    alert = wait_for(lambda: next((x for x in enforcer.call("alerts", container=a)
+                                   if x["kind"] == "file" and x["subject"] == "unhashed over_budget"), None),
+                     timeout=15, what="the over-budget alert")
+    assert alert["rule"] == "research:unhashed" and "hash budget (64 MiB/s) is spent" in alert["summary"]
+    assert enforcer.call("stats")["hasher"]["skipped"]["over_budget"] > before
+    exec_in(a, "sh", "-c", "rm -f /tmp/r*")
