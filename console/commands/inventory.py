@@ -110,6 +110,12 @@ async def run_status(args: argparse.Namespace, client: EnforcerClient) -> int:
               + f", {hasher.get('stalled_reads', 0)} reads stalled ({hasher.get('stuck_reads', 0)} still blocked)"
               + f", {hasher.get('queued', 0)} queued"
               + (f", most by {printable(str(worst['container']), 80)} ({worst['queued']})" if worst.get("queued") else ""))
+    outputs = s.get("outputs") or {}
+    if outputs.get("configured"):
+        failing = outputs.get("failing") or []
+        print(f"outputs     {outputs['configured']}, {outputs.get('delivered', 0)} delivered, "
+              f"{outputs.get('pending', 0)} pending, {outputs.get('dropped', 0)} dropped (outbox was full)"
+              + (f", failing: {printable(', '.join(failing), 200)}" if failing else ""))
     if s.get("sensors"):
         print()
         print_table([(x["name"], "loaded" if x.get("loaded") else "off", x.get("events", 0),

@@ -114,6 +114,8 @@ class MainScreen(ConsoleScreen):
             table.set_filter("")
             self.filter_changed()
             return
+        if isinstance(self.view, AlertsView) and self.view.close_story():
+            return
         if self.history:
             self.switch_view(self.history.pop(), remember=False)
 
@@ -162,6 +164,8 @@ class MainScreen(ConsoleScreen):
                 self.switch_view("containers")
                 self.view.table.set_filter(str(key[1]))
                 self.filter_changed()
+        elif self.current_view == "alerts" and isinstance(key, str) and key.startswith("story:"):
+            self.query_one(AlertsView).open_story(key)
         elif self.current_view == "alerts" and isinstance(key, int):
             alert = self.stockade.state.incidents.get(key) or {}
             if alert.get("container_id"):

@@ -76,6 +76,82 @@ def alert_pid(alert: dict[str, Any]) -> int | None:
     return pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None
 
 
+def story_key(a: dict[str, Any]) -> str:
+    """The story an incident belongs to: its container and the root of its process lineage
+    (pid 0: no process, e.g. an inbound connection to a listener)."""
+    lineage = a.get("lineage") if isinstance(a.get("lineage"), dict) else {}
+    pid = lineage.get("pid") if isinstance(lineage.get("pid"), int) else 0
+    return f"story:{a.get('container_id') or ''}:{pid}"
+
+
+def _count(a: dict[str, Any]) -> int:
+    c = a.get("count")
+    return c if isinstance(c, int) and not isinstance(c, bool) else 1
+
+
+def story_rows(alerts: Any) -> list[Row]:
+    """One row per story: its latest incident id and time, worst severity, kinds, findings."""
+    stories: dict[str, list[dict[str, Any]]] = {}
+    for a in alerts:
+        stories.setdefault(story_key(a), []).append(a)
+    rows = []
+    for key, members in stories.items():
+        members.sort(key=lambda a: a["id"])
+        last = members[-1]
+        worst = max((str(a.get("severity") or "") for a in members), key=lambda s: SEVERITY_RANK.get(s, -1))
+        kinds = sorted({str(a.get("kind") or "") for a in members})
+        lineage = last.get("lineage") if isinstance(last.get("lineage"), dict) else {}
+        root = _lineage_text(lineage) or "no process"
+        subjects = ", ".join(dict.fromkeys(str(a.get("subject") or a.get("kind")) for a in members))
+        summary = f"{root}: {len(members)} finding(s): {subjects}"
+        stopped = [str(a.get("action")) for a in members if a.get("action") not in ("alerted", None, "")]
+        action = stopped[-1] if stopped else "alerted"
+        count = sum(_count(a) for a in members)
+        cells = (str(last["id"]), clock_time(last.get("last_seen") or last.get("time")), esc(worst, 10),
+                 esc("+".join(kinds), 40), esc(last.get("app"), 128), esc(last.get("container"), 128),
+                 esc(summary, 512), str(count), esc(action, 10))
+        styles = ("dim", "", SEVERITY_STYLE.get(worst, ""), "", "", "bold", "bold", "bold" if count > 1 else "dim",
+                  "bold bright_red" if stopped else "dim")
+        sort = (last["id"], str(last.get("last_seen") or ""), SEVERITY_RANK.get(worst, -1), cells[3], cells[4],
+                cells[5], cells[6], count, action)
+        rows.append(Row(key=key, cells=cells, styles=styles, sort=sort))
+    return rows
+
+
+def story_detail_text(members: list[dict[str, Any]]) -> Text:
+    out = Text(end="")
+    if not members:
+        return Text("select a story to see its findings", style="dim italic")
+    lineage = members[-1].get("lineage") if isinstance(members[-1].get("lineage"), dict) else {}
+    out.append("story ", style="dim")
+    out.append(esc(_lineage_text(lineage) or "no process", 200), style="bold")
+    out.append("  in ", style="dim")
+    out.append(esc(members[-1].get("container"), 128), style="bold")
+    out.append(f"  {len(members)} finding(s); Enter lists them, Esc comes back\n", style="dim")
+    for a in sorted(members, key=lambda a: a["id"]):
+        sev = str(a.get("severity") or "")
+        out.append(f"#{a['id']} ", style="bold")
+        out.append(esc(sev, 10), style=SEVERITY_STYLE.get(sev, ""))
+        out.append(" ")
+        out.append(esc(a.get("kind"), 10), style=KIND_STYLE.get(str(a.get("kind")), ""))
+        out.append("  " + esc(a.get("summary"), 300))
+        if _count(a) > 1:
+            out.append(f"  x{_count(a)}", style="bold")
+        tags = a.get("tags") if isinstance(a.get("tags"), list) else []
+        if tags:
+            out.append("  " + esc(", ".join(str(t) for t in tags), 60), style="dim")
+        out.append("\n")
+    return out
+
+
+def _lineage_text(lineage: Any) -> str:
+    """The root of the alert's process lineage: the entrypoint or a docker exec."""
+    if not isinstance(lineage, dict) or not lineage.get("pid"):
+        return ""
+    path = str(lineage.get("path") or "?")
+    return f"{'entrypoint' if path == '(entrypoint)' else path} (pid {lineage.get('pid')})"
+
+
 def alert_detail_text(a: dict[str, Any] | None, actions: bool = True) -> Text:
     if a is None:
         return Text("select an incident to see its detail", style="dim italic")
@@ -92,7 +168,9 @@ def alert_detail_text(a: dict[str, Any] | None, actions: bool = True) -> Text:
              ("id", str(a.get("container_id") or "")[:12]), ("image", a.get("image")),
              ("count", a.get("count")), ("first", date_time(a.get("first_seen"))),
              ("last", date_time(a.get("last_seen") or a.get("time"))), ("action", a.get("action")),
-             ("rule", a.get("rule")), ("host", a.get("host"))]
+             ("protect would have", a.get("would")), ("resolved", a.get("resolved")), ("rule", a.get("rule")),
+             ("ATT&CK", ", ".join(str(t) for t in a.get("tags") or []) if isinstance(a.get("tags"), list) else ""),
+             ("story", _lineage_text(a.get("lineage"))), ("host", a.get("host"))]
     first = True
     for label, value in facts:
         if value in (None, ""):
@@ -116,6 +194,8 @@ def alert_detail_text(a: dict[str, Any] | None, actions: bool = True) -> Text:
     if alert_pid(a):
         hints.append(f"k kills pid {alert_pid(a)}")
     hints.append("f freezes the container")
+    if a.get("rule") == "profile" and a.get("subject") != "burst" and not a.get("resolved"):
+        hints.append("A allows it into the profile")
     out.append("  ·  ".join(hints), style="dim italic")
     return out
 
@@ -124,11 +204,12 @@ class AlertsView(View):
     VIEW_NAME = "alerts"
     TITLE = "Alerts"
     DOMAINS = frozenset({"alerts"})
-    ACTIONS = frozenset({"block", "freeze", "unfreeze", "kill", "mode", "relearn", "forensics", "sort"})
+    ACTIONS = frozenset({"block", "freeze", "unfreeze", "kill", "mode", "relearn", "forensics", "allow", "sort"})
     BINDINGS = [
         Binding("t", "cycle_kind", "Kind", id="alerts.kind"),
         Binding("v", "cycle_severity", "Severity", id="alerts.severity"),
         Binding("a", "cycle_app", "App", id="alerts.app"),
+        Binding("g", "toggle_stories", "Stories", id="alerts.stories"),
     ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -138,6 +219,10 @@ class AlertsView(View):
         self.app_filter: str | None = None
         self._shown_detail: tuple[Any, ...] | None = None
         self._state: ConsoleState | None = None
+        # Stories: one row per process lineage (the entrypoint or a docker exec) of a
+        # container, so an intrusion is one row; Enter opens it, Esc goes back.
+        self.grouped = False
+        self.story: str | None = None  # the story key shown ungrouped, or None
 
     def compose(self) -> ComposeResult:
         yield Static(id="alerts-filters")
@@ -153,6 +238,8 @@ class AlertsView(View):
             return False
         if self.app_filter and a.get("app") != self.app_filter:
             return False
+        if self.story and story_key(a) != self.story:
+            return False
         return True
 
     def repaint(self, state: ConsoleState, full: bool = False) -> None:
@@ -164,7 +251,10 @@ class AlertsView(View):
             table.set_empty_text("waiting for the enforcer…")
         else:
             table.set_empty_text("no incidents" + (" match the filters" if self._filtering else ""))
-        if full or self.stale or state.incidents_reloaded:
+        if self.grouped and not self.story:
+            table.set_rows(story_rows(a for a in state.incidents.values() if self._passes(a)))
+            state.incidents_reloaded = False
+        elif full or self.stale or state.incidents_reloaded:
             table.set_rows(incident_row(a) for a in state.incidents.values() if self._passes(a))
             state.incidents_reloaded = False
         elif state.changed_incidents:
@@ -193,6 +283,12 @@ class AlertsView(View):
                 out.append("   ")
             out.append(label + " ", style="dim")
             out.append(esc(value, 64) if value else "all", style="bold" if value else "")
+        out.append("   g ", style="dim")
+        out.append("stories" if self.grouped else "incidents", style="bold" if self.grouped else "")
+        if self.story:
+            out.append("   story ", style="dim")
+            out.append(esc(self.story.split(":", 2)[2], 16), style="bold")
+            out.append(" (Esc: all stories)", style="dim")
         if self.table.filter_text:
             out.append("   / ", style="dim")
             out.append(esc(self.table.filter_text, 64), style="bold")
@@ -202,6 +298,13 @@ class AlertsView(View):
     def show_detail(self) -> None:
         state = self._state
         key = self.table.cursor_key
+        if state is not None and isinstance(key, str) and key.startswith("story:"):
+            members = [a for a in state.incidents.values() if story_key(a) == key and self._passes(a)]
+            signature: tuple[Any, ...] = (key, len(members), sum(_count(a) for a in members))
+            if signature != self._shown_detail:
+                self._shown_detail = signature
+                self.query_one("#alert-detail", Static).update(story_detail_text(members))
+            return
         alert = state.incidents.get(key) if state is not None and isinstance(key, int) else None
         signature = (key, alert.get("count") if alert else None, alert.get("last_seen") if alert else None)
         if signature == self._shown_detail:
@@ -231,12 +334,33 @@ class AlertsView(View):
         self.app_filter = _next(self.app_filter, tuple(apps))
         self._refilter()
 
+    def action_toggle_stories(self) -> None:
+        self.grouped = not self.grouped
+        self.story = None
+        self._refilter()
+
+    def open_story(self, key: str) -> None:
+        """Enter on a story: its incidents, one per row (Esc comes back)."""
+        self.story = key
+        self._refilter()
+
+    def close_story(self) -> bool:
+        """Esc inside a story: back to the stories; False if no story was open."""
+        if not self.story:
+            return False
+        self.story = None
+        self._refilter()
+        return True
+
     def set_filters(self, kind: str | None = None, severity: str | None = None, app: str | None = None) -> None:
         self.kind, self.min_severity, self.app_filter = kind, severity, app
         self._refilter()
 
     def target(self, state: ConsoleState) -> Target:
         key = self.table.cursor_key
+        if isinstance(key, str) and key.startswith("story:"):
+            cid = key.split(":", 2)[1]
+            return Target(container_id=cid or None, app=(state.containers.get(cid) or {}).get("app"))
         alert = state.incidents.get(key) if isinstance(key, int) else None
         if alert is None:
             return Target()
