@@ -42,6 +42,9 @@ class Settings:
     admin_group: str = "stockade-admin"  # may act (root always may)
     viewer_group: str = "stockade"  # may only read
     sensors: bool = True  # load eBPF sensors (off for unit tests of the control plane)
+    hash_max_mib: float = 32.0  # binaries and written files larger than this are not hashed (said)
+    hash_deadline: float = 5.0  # seconds one file's read may take before the hasher gives up (said)
+    hash_rate_mib: float = 64.0  # MiB a second one container's written files may cost the hasher
     feeds: dict[str, Any] = field(default_factory=dict)  # [feeds.NAME] tables from config
     apps: dict[str, Any] = field(default_factory=dict)  # [apps.NAME] per-app overrides
     abusech_auth_key: str = ""
@@ -97,3 +100,6 @@ class Settings:
             raise ConfigError(f"default_mode must be learn, alert or protect, not {self.default_mode!r}")
         if self.learn_seconds < 0:
             raise ConfigError("learn_seconds must be >= 0")
+        if not (0 < self.hash_max_mib <= 4096 and 0 < self.hash_deadline <= 600 and 0 < self.hash_rate_mib <= 65536):
+            raise ConfigError("hash_max_mib must be in (0, 4096], hash_deadline in (0, 600] seconds "
+                              "and hash_rate_mib in (0, 65536]")

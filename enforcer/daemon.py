@@ -92,6 +92,8 @@ class Daemon:
                 self.inventory, queue_deliver(self.events), queue_depth=queue_depth(self.events),
                 tap=sensor_topic_tap(self.server.publish, self.server.has_subscribers),
                 publish_stats=stats_topic(self.server.publish, self.server.has_subscribers),
+                hash_max_bytes=int(settings.hash_max_mib * (1 << 20)), hash_deadline=settings.hash_deadline,
+                hash_rate_bytes=int(settings.hash_rate_mib * (1 << 20)),
                 pins=PinDir(settings.pin_root()) if settings.pin_root() else None)
             hooks = hooks or hooks_for_maps(self.sensors.maps)
         self.feed_manager: FeedManager | None = None

@@ -106,6 +106,16 @@ async def run_status(args: argparse.Namespace, client: EnforcerClient) -> int:
     pins = s.get("pins") or {}
     if pins:
         print("pins        " + _pins_line(pins))
+    hasher = s.get("hasher") or {}
+    if hasher:
+        skipped = hasher.get("skipped") or {}
+        worst = hasher.get("worst_queue") or {}
+        why = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in skipped.items() if v)
+        print(f"hasher      {hasher.get('hashed', 0)} hashed, {hasher.get('skipped_total', 0)} not hashed"
+              + (f" ({why})" if why else "")
+              + f", {hasher.get('stalled_reads', 0)} reads stalled ({hasher.get('stuck_reads', 0)} still blocked)"
+              + f", {hasher.get('queued', 0)} queued"
+              + (f", most by {printable(str(worst['container']), 80)} ({worst['queued']})" if worst.get("queued") else ""))
     outputs = s.get("outputs") or {}
     if outputs.get("configured"):
         failing = outputs.get("failing") or []

@@ -34,6 +34,7 @@ from ..profiles.book import Attachment
 from ..profiles.model import (LOOPBACK, exec_identity, file_entry, listener_entry, peer_entry, process_entry,
                               syscall_entry)
 from ..profiles.paths import generalise, is_noise, normalise
+from ..sensors.hashing import OVER_BUDGET, QUEUE_FULL, STALLED
 from ..sensors.events import (DnsEvent, ExecEvent, FileClosedEvent, FileEvent, NetworkEvent,
                               SensorEvent, SyscallEvent)
 from . import attack, rules
@@ -224,6 +225,10 @@ class Detector:
                   "uid": ev.uid, "argv": ev.argv, "argv_truncated": ev.argv_truncated, "killed": ev.killed}
         if path != ev.path:
             detail["applet"] = path
+        # Not hashed (skipped, stalled, queue full): never "known", and always said.
+        unhashed = "" if ev.sha256 else (ev.hash_error or "not hashed")
+        if unhashed:
+            detail["hash_error"], detail["hash_reason"] = unhashed, ev.hash_reason
         hit = self._feed("hash", ev.sha256)
         if hit is not None:
             self._threat(att, ev, hit, "program", detail)
@@ -240,8 +245,22 @@ class Detector:
         suspect = path in p.suspect_paths
         if att.learning or (verdict == "pin" and not suspect):
             # Learning trusts what runs; a seeded path is pinned to the first hash seen.
+            # Unhashed, it is learned unpinned (pinned at its first hashed run).
             self.profiles.record(p, process_entry(path, ev.sha256, binary=ev.binary))
-            self.profiles.clear_suspect(p, path)
+            if ev.sha256:
+                self.profiles.clear_suspect(p, path)
+            else:
+                self._alert(att, ev, "process", rules.SEVERITY["unhashed"], f"binary not hashed: {unhashed}: {path}",
+                            detail, subject=f"unhashed {path}", rule=rules.RULE_UNHASHED)
+            return
+        if verdict == "unverified":
+            # A learned path whose binary cannot be hashed is treated as a changed binary:
+            # an attacker who can stall or skip the hash must not pass as the learned one.
+            self.profiles.mark_suspect(p, [path])
+            detail["learned_sha256"] = p.pinned_sha(path)
+            self._alert(att, ev, "process", rules.SEVERITY["process.unverified"],
+                        f"binary could not be verified at learned path {path}: {unhashed}",
+                        detail, subject=path, rule=rules.RULE_PROFILE, action=action)
             return
         if verdict in ("changed", "pin"):
             self.profiles.mark_suspect(p, [path])  # every later exec of it is checked too
@@ -253,8 +272,9 @@ class Detector:
                         detail, subject=path, rule=rules.RULE_PROFILE, action=action)
         else:
             what = "killed" if ev.killed else "unexpected"
+            why = f" (binary not hashed: {unhashed})" if unhashed else ""
             self._alert(att, ev, "process", rules.SEVERITY["process.unknown"],
-                        f"{what} process {path}", detail, subject=path, rule=rules.RULE_PROFILE,
+                        f"{what} process {path}{why}", detail, subject=path, rule=rules.RULE_PROFILE,
                         action=action)
 
     # -- network ------------------------------------------------------------------------------
@@ -369,6 +389,18 @@ class Detector:
         path = normalise(ev.path)
         if ev.sha256 and path in p.processes and ev.sha256 not in p.processes[path]:
             self.profiles.mark_suspect(p, [path])
+        if not ev.sha256 and ev.hash_reason:
+            if path in p.processes:  # a learned binary rewritten, and not verifiable
+                self.profiles.mark_suspect(p, [path])
+            # A stalled read, a full queue or a spent budget is someone working the hasher:
+            # said. A device, a FIFO or a big data file is ordinary (counted in status, not
+            # alerted): the write is judged by the file rule, a learned binary by its next exec.
+            if ev.hash_reason in (STALLED, QUEUE_FULL, OVER_BUDGET):
+                self._alert(att, ev, "file", rules.SEVERITY["unhashed"],
+                            f"written file not hashed: {ev.hash_error}: {ev.path}",
+                            {"path": ev.path, "size": ev.size, "pid": ev.pid, "comm": ev.comm,
+                             "hash_error": ev.hash_error, "hash_reason": ev.hash_reason},
+                            subject=f"unhashed {ev.hash_reason}", rule=rules.RULE_UNHASHED)
 
     # -- syscalls ----------------------------------------------------------------------------------
     def _syscall(self, att: Attachment, ev: SyscallEvent) -> None:

@@ -6,6 +6,8 @@ Severity table (what each rule raises):
 |-----------------------------------|---------|----------|
 | feed hit (exec, written file, peer address, DNS name) | threat | critical |
 | known path, binary changed (sha256)| process | critical |
+| known path, binary could not be hashed (unverified) | process | critical |
+| binary or written file not hashed (skipped, stalled, queue full) | process/file | medium |
 | unknown program                   | process | high     |
 | new listening port                | network | high     |
 | outbound to an address outside the host's inventory | network | high |
@@ -31,6 +33,8 @@ SEVERITY: dict[str, str] = {
     "threat": "critical",
     "process.changed": "critical",
     "process.unknown": "high",
+    "process.unverified": "critical",
+    "unhashed": "medium",
     "network.listener": "high",
     "network.out.external": "high",
     "network.out.container": "medium",
@@ -48,6 +52,7 @@ SEVERITY: dict[str, str] = {
 RULE_PROFILE = "profile"
 RULE_SENSITIVE = "research:sensitive-file"
 RULE_DANGEROUS = "research:dangerous-syscall"
+RULE_UNHASHED = "research:unhashed"  # the hasher gave up on a file (sensors/hashing.py)
 
 
 def rule_feed(feed: str) -> str:

@@ -193,11 +193,15 @@ class Profile:
 
     # -- questions the detector asks --------------------------------------------------------
     def process_verdict(self, path: str, sha256: str) -> str:
-        """"known", "pin" (known path, first hash seen), "changed" (other hash) or "unknown"."""
+        """"known", "pin" (known path, first hash seen), "changed" (other hash),
+        "unverified" (known path, but the binary could not be hashed: an empty sha256 is
+        never taken for the learned binary) or "unknown"."""
         shas = self.processes.get(path)
         if shas is None:
             return "unknown"
-        if not sha256 or sha256 in shas:
+        if not sha256:
+            return "unverified"
+        if sha256 in shas:
             return "known"
         if shas <= {""}:
             return "pin"

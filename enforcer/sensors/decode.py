@@ -21,7 +21,7 @@ from typing import Callable
 from . import layout as L
 from .events import (DnsEvent, ExecEvent, ExitEvent, FileClosedEvent, FileEvent, ForkEvent, NetworkEvent,
                      SensorEvent, SyscallEvent)
-from .hashing import FileHasher, HashResult
+from .hashing import UNREADABLE, FileHasher, HashResult
 from .paths import PathEscape, is_sensitive, join_container_path, open_in_root, resolve_in_root
 
 _PROC_ROOT_PREFIX = re.compile(r"^/proc/(self|thread-self|\d+)/root(?=/)")
@@ -152,7 +152,10 @@ class Decoder:
                        argv_truncated=bool(hdr.flags & L.F_ARGV_TRUNC), killed=bool(hdr.flags & L.F_KILLED))
         fd, binary = self._open_executed(hdr.pid, ev.ppid, hdr.cgroup, path)
         ev.binary = binary
-        pending = self.hasher.submit_fd(fd) if fd is not None else None
+        if fd is not None:
+            pending = self.hasher.submit_fd(fd, owner=hdr.cgroup, exec_=True)
+        else:  # gone, and its path no longer resolves (e.g. deleted): said, never "known"
+            pending = self.hasher.skip(UNREADABLE, "binary could not be opened (the process had gone)")
         return Decoded(ev, "process", pending)
 
     def _open_executed(self, pid: int, ppid: int, cgroup: int, path: str) -> tuple[int | None, str]:
@@ -234,7 +237,10 @@ class Decoder:
                 if not root_pid:
                     continue
                 try:
-                    pending = self.hasher.submit_fd(open_in_root(f"/proc/{root_pid}/root", path))
+                    # O_PATH: a device or FIFO is only named, never opened; the hasher
+                    # reopens it for reading once fstat says it is a regular file.
+                    fd = open_in_root(f"/proc/{root_pid}/root", path, os.O_PATH)
+                    pending = self.hasher.submit_fd(fd, owner=base["cgroup_id"])
                     break
                 except OSError:
                     continue  # gone, or removed again already (a temp file): nothing to hash

@@ -34,6 +34,8 @@ class ExecEvent(SensorEvent):
     sha256: str = ""  # of the binary the path resolved to ("" if it could not be read)
     binary: str = ""  # the resolved binary inside the container (e.g. /bin/busybox)
     killed: bool = False  # the kernel killed it before its first instruction (protect mode)
+    hash_error: str = ""  # why sha256 is "" (e.g. "read stalled after 5 s"); sensors/hashing.py
+    hash_reason: str = ""  # the same as a stats key: not_regular, too_large, queue_full, stalled, unreadable
 
     sensor = "process"
 
@@ -104,6 +106,8 @@ class FileClosedEvent(SensorEvent):
     path: str = ""
     size: int = 0
     sha256: str = ""
+    hash_error: str = ""  # why sha256 is "" (see ExecEvent)
+    hash_reason: str = ""
 
     sensor = "file"
 

@@ -12,7 +12,8 @@ What it does
   the inventory and each event is handed to `deliver` (False: the consumer's queue is
   full, the event counts as lost), then to the optional `tap` (observers: the `sensor`
   topic, tests, benches). Exec and closed-file events wait for their sha256 (hashed in a
-  thread, each file once).
+  thread, each file once, regular files only, capped, with a deadline, in a fair queue per
+  container: sensors/hashing.py); one not hashed carries `hash_error` and `hash_reason`.
 - Counts per sensor (sensors/stats.py); served by the `stats` op, the `stats` topic
   (`publish_stats`, every 2 s) and the `status` op.
 - With `pins` (sensors/pins.py), the policy maps and the programs' links are pinned in
@@ -73,6 +74,7 @@ class SensorHub:
                  queue_depth: Callable[[], tuple[int, int]] | None = None,
                  poll_interval: float = 0.02, dedup_ttl: float = 20.0,
                  rate_caps: dict[int, int] | None = None, hash_max_bytes: int = 32 << 20,
+                 hash_deadline: float = 5.0, hash_rate_bytes: int = 64 << 20,
                  pins: PinDir | None = None, loader: Callable[[], Any] | None = None) -> None:
         self.inventory = inventory
         self.deliver = deliver
@@ -91,7 +93,8 @@ class SensorHub:
         self.bpf: Any = None
         self.error = ""
         self.ready = asyncio.Event()  # set once loaded (or failed: check .loaded)
-        self.hasher = FileHasher(max_bytes=hash_max_bytes)
+        self.hasher = FileHasher(max_bytes=hash_max_bytes, deadline=hash_deadline,
+                                 rate_bytes=hash_rate_bytes)
         self.maps = KernelMaps()
         self.counters = SensorCounters()
         self.reader = RingReader(Decoder(self.hasher, self.maps.root_pid), self._deliver,
@@ -125,7 +128,7 @@ class SensorHub:
             await asyncio.to_thread(bpf.cleanup)
 
     def status(self) -> dict[str, Any]:
-        return {"sensors": [s.to_dict() for s in self.stats()], "pins": self.pins_status()}
+        return {"sensors": [s.to_dict() for s in self.stats()], "hasher": self.hash_stats(), "pins": self.pins_status()}
 
     def pins_status(self) -> dict[str, Any]:
         """What is pinned in bpffs and since when; what this process adopted at its start."""
@@ -136,6 +139,16 @@ class SensorHub:
         return {"enabled": True, **now, "generation": self.pins.generation,
                 "adopted": {"maps": adopted.get("maps", []), "maps_since": adopted.get("maps_since", 0.0),
                             "links": adopted.get("links", [])}}
+
+    def hash_stats(self) -> dict[str, Any]:
+        """The hasher's counts, its queue depth per container (by name) and the worst one."""
+        stats = self.hasher.stats()
+        depths: dict[str, int] = {}
+        for cg, n in stats.pop("depths").items():  # type: ignore[union-attr]
+            c = self.inventory.by_cgroup(cg)
+            depths[c.name if c is not None else (self.maps.container_id(cg) or f"cgroup {cg}")] = n
+        worst = max(depths.items(), key=lambda kv: kv[1], default=("", 0))
+        return {**stats, "queued_by_container": depths, "worst_queue": {"container": worst[0], "queued": worst[1]}}
 
     @property
     def loaded(self) -> bool:
@@ -248,7 +261,9 @@ class SensorHub:
 
     def stats_result(self) -> dict[str, Any]:
         queued, queue_max = self.queue_depth() if self.queue_depth is not None else (0, 0)
-        return stats_result(self.stats(), queued=queued, queue_max=queue_max, hash_skipped=self.hasher.skipped)
+        hasher = self.hash_stats()
+        return {**stats_result(self.stats(), queued=queued, queue_max=queue_max,
+                               hash_skipped=int(hasher["skipped_total"])), "hasher": hasher}
 
     async def _sample_stats(self) -> None:
         tick = 0
@@ -299,5 +314,6 @@ def _fill_hash(ev: SensorEvent, f: Future[HashResult]) -> None:
         return
     if isinstance(ev, (ExecEvent, FileClosedEvent)):
         ev.sha256 = result.sha256
+        ev.hash_error, ev.hash_reason = result.error, result.reason
     if isinstance(ev, FileClosedEvent):
         ev.size = result.size

@@ -150,18 +150,21 @@ class _OpenHow(ctypes.Structure):
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def open_in_root(root: str, path: str) -> int:
-    """A read-only fd of `path` opened inside `root` (a directory such as /proc/<pid>/root)."""
+def open_in_root(root: str, path: str, flags: int = os.O_RDONLY) -> int:
+    """A read-only fd of `path` opened inside `root` (a directory such as /proc/<pid>/root).
+    flags=os.O_PATH: an fd that only names the file (a device or FIFO is not opened)."""
     rootfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        how = _OpenHow(flags=os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK, mode=0,
+        # openat2 refuses O_PATH with any flag but O_CLOEXEC, O_DIRECTORY and O_NOFOLLOW.
+        extra = os.O_CLOEXEC if flags & os.O_PATH else os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
+        how = _OpenHow(flags=flags | extra, mode=0,
                        resolve=_RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS)
         fd = _libc.syscall(_SYS_OPENAT2, rootfd, path.encode("utf-8", "surrogateescape"),
                            ctypes.byref(how), ctypes.sizeof(how))
         if fd < 0:
             err = ctypes.get_errno()
             if err == errno.ENOSYS:  # older kernel: resolve by hand, then open
-                return os.open(resolve_in_root(root, path).host_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+                return os.open(resolve_in_root(root, path).host_path, flags | extra)
             raise OSError(err, os.strerror(err), path)
         return int(fd)
     finally:
