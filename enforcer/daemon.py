@@ -100,7 +100,8 @@ class Daemon:
         responder = seams.responder
         if responder is None and seams.enforcement:
             self.responder = Responder(settings.nft_table, self.inventory, self.store.enforcement, self.profiles,
-                                       self.audit, self.container_changed, threats=self.feed_manager)
+                                       self.audit, self.container_changed, threats=self.feed_manager,
+                                       policies=self.profiles)
             self.forensics = Forensics(
                 self.docker, settings.forensics_dir,
                 incidents=functools.partial(incidents_of, self.alerts.query),
