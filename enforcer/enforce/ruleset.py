@@ -136,8 +136,16 @@ def policy_rules() -> dict[str, list[tuple[str, list[dict[str, Any]], list[dict[
     two protected containers must be allowed by both profiles."""
     new = {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "new"}}
     chains: dict[str, list[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]]] = {POLICY_CHAIN: []}
+    # Packets conntrack cannot place (invalid, untracked) carry no connection the policy
+    # allowed: dropped, or a crafted packet (raw socket) could carry data past it. Not
+    # ICMPv6: neighbour discovery is never tracked and an address must stay reachable.
+    stray = {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["invalid", "untracked"]}}
     for ip, v in (("ip", "4"), ("ip6", "6")):
         src, dst = _field(ip, "saddr"), _field(ip, "daddr")
+        for side, own in (("from", src), ("to", dst)):
+            not_icmp6 = [{"match": {"op": "!=", "left": _L4PROTO, "right": "ipv6-icmp"}}] if v == "6" else []
+            chains[POLICY_CHAIN].append((f"stray-{side}{v}", [stray, _lookup(own, f"prot{v}"), *not_icmp6],
+                                         [{"counter": None}, {"drop": None}]))
         for d, own, peer in (("o", src, dst), ("i", dst, src)):
             name = f"{POLICY_CHAIN}-{'out' if d == 'o' else 'in'}{v}"
             chains[POLICY_CHAIN].append(("", [new, _lookup(own, f"prot{v}")], [{"jump": {"target": name}}]))

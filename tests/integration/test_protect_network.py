@@ -88,8 +88,12 @@ def _prot(e: EnforcerProcess) -> set[str]:
     return {str(x) for s in ("prot4", "prot6") for x in nft_elements("inet", e.nft_table, s)}
 
 
+def _entries(e: EnforcerProcess, name: str, kind: str) -> list[dict]:
+    return e.call("profile", target=name)["profile"]["entries"][kind]
+
+
 def _peer_keys(e: EnforcerProcess, name: str) -> list[str]:
-    return [x["key"] for x in e.call("profile", target=name)["profile"]["entries"]["peer"]]
+    return [x["key"] for x in _entries(e, name, "peer")]
 
 
 def _got(container: str, ip: str) -> int:
@@ -108,9 +112,11 @@ def test_default_deny_refuses_the_first_packet_both_ways_and_follows_the_contain
     app = dockerx.run("-e", f"T={db4}", network=net, command=CLIENT)
     wait_known(e, db, stranger, app)
     # Learning: app fetches from db; both profiles learn the flow (app out, db in).
+    # (wget too: if the sensors missed its exec while learning, protect would kill it.)
     wait_for(lambda: any(k.startswith(f"out tcp {db}/{db} 8080") for k in _peer_keys(e, app))
-             and any(k.startswith(f"in tcp {app}/{app} 8080") for k in _peer_keys(e, db)),
-             timeout=30, interval=0.5, what="the app->db flow in both profiles")
+             and any(k.startswith(f"in tcp {app}/{app} 8080") for k in _peer_keys(e, db))
+             and any(x["data"]["path"] == "/bin/wget" for x in _entries(e, app, "process")),
+             timeout=30, interval=0.5, what="the app->db flow in both profiles and wget in app's")
     # Before protect the path is open (a fetch *into* db now would teach db's profile that
     # peer: the stranger's reach into db is shown when db leaves protect, at the end).
     assert fetch(app, st4)[0]

@@ -60,6 +60,10 @@ def test_policy_sets_are_inet_only_and_round_trip_through_json():
 def test_the_policy_chain_refuses_only_new_connections_after_every_allow_lookup():
     chains = R.policy_rules()
     assert all(m[0]["match"]["left"] == {"ct": {"key": "state"}} for _, m, _ in chains["policy"])
+    jumps = [(m[0]["match"]["right"], v) for _, m, v in chains["policy"] if "jump" in v[0]]
+    assert jumps and all(right == "new" for right, _ in jumps)
+    stray = [c for c, m, v in chains["policy"] if v[-1] == {"drop": None}]
+    assert stray == ["stray-from4", "stray-to4", "stray-from6", "stray-to6"]
     out4 = chains["policy-out4"]
     assert [v for _, _, v in out4][:-2] == [[{"return": None}]] * 6
     assert out4[-1][2][-1] == {"reject": {"type": "icmpx", "expr": "admin-prohibited"}}
