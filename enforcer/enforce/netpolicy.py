@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping
 
 from .ruleset import PROTO_NUMBERS, Element
 
@@ -76,11 +76,12 @@ def policy_elements(policies: Mapping[str, Iterable[PeerRule]], addresses: Calla
             proto = PROTO_NUMBERS[r.proto]
             if r.port != ANY:
                 try:
-                    port: int | None = int(r.port)
+                    number = int(r.port)
                 except (TypeError, ValueError):
                     continue
-                if not 0 < port < 65536:
+                if not 0 < number < 65536:
                     continue
+                port: int | None = number
             else:
                 port = None
             if r.peer == ANY:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 FAMILIES: tuple[str, ...] = ("inet", "bridge")
 BLOCK_CHAIN = "blocks"
@@ -313,8 +313,8 @@ def parse_element(set_name: str, raw: Any) -> Element:
     kinds = POLICY_SHAPES.get(set_name)
     if kinds is not None:
         parts = raw["concat"] if len(kinds) > 1 else [raw]
-        conv = {"addr": lambda x: str(ipaddress.ip_address(x)), "net": _net_from_json,
-                "proto": _proto_from_json, "port": int}
+        conv: dict[str, Callable[[Any], Any]] = {"addr": lambda x: str(ipaddress.ip_address(x)),
+                                                 "net": _net_from_json, "proto": _proto_from_json, "port": int}
         return tuple(conv[k](x) for k, x in zip(kinds, parts))
     if set_name.startswith("blk"):
         parts = raw["concat"]

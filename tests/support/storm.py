@@ -27,7 +27,7 @@ def _worker(args: tuple[str, int, int, float]) -> tuple[int, int, int, int]:
                 got += len(chunk)
         except ConnectionRefusedError:
             refused += 1
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             timeouts += 1
         except OSError:
             refused += 1  # unreachable / prohibited: refused by the network
