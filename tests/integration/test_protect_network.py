@@ -178,3 +178,34 @@ def test_default_deny_refuses_the_first_packet_both_ways_and_follows_the_contain
     e.cli("mode", db, "alert")
     wait_for(lambda: new4 not in _prot(e), timeout=10, what="db's policy to be removed")
     assert fetch(stranger, new4)[0]
+
+
+def _host_fetch(url: str, timeout: int = 3) -> tuple[bool, int]:
+    proc = subprocess.run(["timeout", str(timeout), "busybox", "wget", "-q", "-O", "-", url],
+                          capture_output=True, timeout=timeout + 20)
+    return proc.returncode == 0 and b"hello" in proc.stdout, len(proc.stdout)
+
+
+def test_a_published_port_passes_the_policy_and_nothing_else_does(enforcer, dockerx):
+    """Docker publishes no port of an --internal network, so this one network is not
+    internal; its one container is a web server that connects nowhere, and under
+    default-deny its outbound connections are refused anyway. Published on 127.0.0.1 only."""
+    e = enforcer
+    net = dockerx.network(internal=False)
+    port = random.randrange(20000, 30000)
+    db = dockerx.run("-p", f"127.0.0.1:{port}:8080", network=net, command=WEB_COMMAND)
+    wait_known(e, db)
+    db4 = _addrs(db)[0]
+    assert ("in", "tcp", "*", 8080) in {tuple(x["data"][k] for k in ("direction", "proto", "peer", "port"))
+                                        for x in _entries(e, db, "peer")}  # seeded: published
+    wait_active(e, db)
+    e.cli("mode", db, "protect")
+    wait_for(lambda: db4 in _prot(e), timeout=10, what="db under default-deny")
+    # Through the published port (docker-proxy or DNAT: the container's address is the
+    # destination the hooks see): allowed, as the profile says.
+    assert _host_fetch(f"http://127.0.0.1:{port}/")[0]
+    # The host straight to the container: the published container port is open to anyone...
+    assert _host_fetch(f"http://{db4}:8080/")[0]
+    # ...its other listener is in no profile entry: refused at the first attempt, no byte.
+    assert _host_fetch(f"http://{db4}:8081/") == (False, 0)
+    assert drop_counters("inet", e.nft_table).get("deny-in4-tcp", 0) >= 1
