@@ -11,6 +11,10 @@ netpolicy.py), real containers on an internal Docker bridge; no enforcer, no sen
 2. No escape by repetition: 1,000 disallowed connects from 20 processes at once, from the
    protected client to a third container and from that container into the protected
    server; escapes = connects that succeeded, and bytes that came back.
+3. The restart window: a real enforcer (--no-sensors, profiles active at once) with a
+   container in protect mode that comes back on a new address; from `docker start`
+   returning (its network is up) until the new address is in the kernel's prot4 set.
+   Until then its new connections are not checked (docs/enforcement.md, limits).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import os
 import random
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,7 +36,8 @@ from enforcer.enforce import ruleset as R  # noqa: E402
 from enforcer.enforce.netpolicy import PeerRule, policy_elements  # noqa: E402
 from enforcer.enforce.nft import Nft  # noqa: E402
 from support.enforce import WEB_COMMAND, ip_of  # noqa: E402
-from support.harness import DockerResources, container_info, ensure_busybox_image, sh  # noqa: E402
+from support.harness import (DockerResources, EnforcerProcess, container_info, docker,  # noqa: E402
+                             ensure_busybox_image, sh, wait_for)
 
 PORT = 9912
 ROUNDS = 5
@@ -105,7 +111,47 @@ def main() -> int:
         nft.run(R.delete_table_commands(table))
         nft.close()
         d.cleanup()
+    restart_window()
     return 0
+
+
+def restart_window(rounds: int = 10) -> None:
+    d = DockerResources()
+    with tempfile.TemporaryDirectory() as tmp:
+        e = EnforcerProcess(Path(tmp) / "enforcer", "--no-sensors", "--learn-seconds", "0").start()
+        try:
+            for _ in range(20):  # a /24 no other network uses
+                n = random.randrange(1, 250)
+                net = f"stnpb{random.randrange(1 << 30):x}"
+                if docker("network", "create", "--internal", "--subnet", f"10.231.{n}.0/24", "--label",
+                          "stockade-test=1", net, check=False).returncode == 0:
+                    break
+            d.networks.append(net)
+            web = d.run(network=net, command=WEB_COMMAND)
+            wait_for(lambda: e.call("container", target=web).get("profile_state") == "active", timeout=30)
+            e.cli("mode", web, "protect")
+
+            def prot() -> str:
+                return sh("nft", "-j", "list", "set", "inet", e.nft_table, "prot4", check=False).stdout
+
+            wait_for(lambda: ip_of(web) in prot(), timeout=10)
+            windows = []
+            for i in range(rounds):
+                new = f"10.231.{n}.{100 + i % 2 * 100 + i}"
+                docker("stop", "-t", "1", web)
+                docker("network", "disconnect", net, web)
+                docker("network", "connect", "--ip", new, net, web)
+                docker("start", web)
+                t0 = time.perf_counter()
+                wait_for(lambda: f'"{new}"' in prot(), timeout=20, interval=0.002)
+                windows.append((time.perf_counter() - t0) * 1000)
+            windows.sort()
+            print(f"3. restart on a new address, {rounds} rounds: `docker start` returned -> address in prot4: "
+                  f"median {statistics.median(windows):.0f} ms, max {windows[-1]:.0f} ms")
+        finally:
+            e.stop()
+            e.remove_nft_table()
+            d.cleanup()
 
 
 if __name__ == "__main__":
