@@ -130,8 +130,10 @@ def allows(applied: Mapping[str, Iterable[Element]], direction: str, own: str, p
         return None
     if (str(a),) not in set(applied.get(f"prot{a.version}", ())):
         return None
+    if a.version != p.version:
+        return None  # another address of the container carried this flow
     n = PROTO_NUMBERS.get(proto)
-    if n is None or a.version != p.version:
+    if n is None:
         return False
     names = set_names(direction, a.version)
     key, pk = str(a), str(p)

@@ -71,3 +71,27 @@ def test_the_policy_chain_refuses_only_new_connections_after_every_allow_lookup(
     jumps = [c["add"]["rule"]["expr"][0]["jump"]["target"] for c in layout
              if "rule" in c.get("add", {}) and c["add"]["rule"]["chain"] == "forward"]
     assert jumps == ["blocks", "policy", "blocks"]  # inet: blocks then policy; bridge: blocks
+
+
+def test_the_responder_says_blocked_only_for_what_the_applied_policy_refused():
+    """`refused_by_policy` reads what the kernel holds (firewall.applied), not the profile."""
+    from types import SimpleNamespace
+
+    from enforcer.enforce.responder import Responder
+    from enforcer.models import Container, NetworkAttachment
+    from enforcer.sensors.events import NetworkEvent
+
+    inv = SimpleNamespace(containers={})
+    r = Responder("t", inv, None, None, None, lambda c: None)  # type: ignore[arg-type]
+    c = Container(id="c1", name="web", app="app", service="web", image="i", state="running",
+                  networks=[NetworkAttachment("n", ip=OWN4, ipv6=OWN6)])
+    el = _elements([PeerRule("out", "tcp", "app/db", 5432)])
+    ev = NetworkEvent(container_id="c1", direction="out", local_ip="0.0.0.0", remote_ip="172.30.0.9",
+                      remote_port=5432)
+    assert not r.refused_by_policy(c, ev)  # nothing applied yet: the kernel refused nothing
+    r.firewall.applied = {**R.empty_ruleset(), **{k: frozenset(v) for k, v in el.items()}}
+    assert r.refused_by_policy(c, ev)
+    ev.remote_ip = "::ffff:172.30.0.3"  # a mapped address of the allowed peer
+    assert not r.refused_by_policy(c, ev)
+    ev.remote_ip, ev.remote_port = "fd00::3", 80
+    assert r.refused_by_policy(c, ev)
