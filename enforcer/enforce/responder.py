@@ -202,10 +202,10 @@ class Responder:
         """True if the applied default-deny refused this flow at its first packet."""
         if ev.direction not in ("out", "in"):
             return False
-        remote = ev.remote_ip[7:] if ev.remote_ip.startswith("::ffff:") and "." in ev.remote_ip else ev.remote_ip
+        remote, local_ip = (_unmapped(x) for x in (ev.remote_ip, ev.local_ip))
         port = ev.remote_port if ev.direction == "out" else ev.local_port
-        local = as_network(ev.local_ip) if ev.local_ip else None
-        own = [ev.local_ip] if local is not None and not local.network_address.is_unspecified else c.addresses()
+        local = as_network(local_ip) if local_ip else None
+        own = [local_ip] if local is not None and not local.network_address.is_unspecified else c.addresses()
         return any(allows(self.firewall.applied, ev.direction, a, remote, ev.proto, port) is False for a in own)
 
     async def sync_firewall(self) -> None:
@@ -486,6 +486,11 @@ class Responder:
             await self.audit.record(SYSTEM_UID, SYSTEM_USER, action, c.name, {**args, "automatic": True}, result)
         except Exception as e:  # noqa: BLE001 - the action stands; say the record failed
             log.warning("enforcement: audit of automatic %s failed: %s", action, e)
+
+
+def _unmapped(ip: str) -> str:
+    """An IPv4-mapped IPv6 address (a v4 flow on a v6 socket) as the IPv4 address."""
+    return ip[7:] if ip.startswith("::ffff:") and "." in ip else ip
 
 
 def _bridge_netfilter() -> str:

@@ -95,3 +95,5 @@ def test_the_responder_says_blocked_only_for_what_the_applied_policy_refused():
     assert not r.refused_by_policy(c, ev)
     ev.remote_ip, ev.remote_port = "fd00::3", 80
     assert r.refused_by_policy(c, ev)
+    ev.local_ip, ev.remote_ip, ev.remote_port = f"::ffff:{OWN4}", "::ffff:172.30.0.9", 5432
+    assert r.refused_by_policy(c, ev)  # a v4 flow on a v6 socket: the v4 policy refused it
