@@ -103,8 +103,8 @@ class Report:
 
 def attack_steps(demo: Demo) -> list[Step]:
     attacker, db = demo["ATTACKER_IP"], demo["DB_IP"]
-    # Two tries a second apart: Stockade sees a connection once its first packet is sent, so in
-    # protect mode the first try can get through before the block lands; the second cannot.
+    # Two tries a second apart: in protect mode the profile is the network policy, so the
+    # kernel refuses the first SYN of either (default-deny, docs/enforcement.md).
     connect = ("import socket, sys, time\n"
                "for n in (1, 2):\n"
                "    try:\n"

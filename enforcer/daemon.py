@@ -115,7 +115,7 @@ class Daemon:
         if responder is None and seams.enforcement:
             self.responder = Responder(settings.nft_table, self.inventory, self.store.enforcement, self.profiles,
                                        self.audit, self.container_changed, threats=self.feed_manager,
-                                       alerts=self.alerts)
+                                       policies=self.profiles, alerts=self.alerts)
             self.forensics = Forensics(
                 self.docker, settings.forensics_dir,
                 incidents=functools.partial(incidents_of, self.alerts.query),

@@ -71,6 +71,20 @@ class ThreatNetworks(Protocol):
     def on_change(self, callback: Callable[[], None]) -> None: ...
 
 
+# (direction "out"|"in", proto, peer, port): one flow a profile allows (profiles/model.py
+# peer entries: peer "app/service", an address, a CIDR, "*" or "loopback"; port or "*").
+PeerFlow = tuple[str, str, str, "int | str"]
+
+
+class NetworkPolicySource(Protocol):
+    """Default-deny for protect mode: per protected container (by name, profile active), the
+    flows its profile allows; and a signal when that may have changed."""
+
+    def network_policies(self) -> dict[str, list[PeerFlow]]: ...
+
+    def on_policy_change(self, callback: Callable[[], None]) -> None: ...
+
+
 class ProtectResponse(Protocol):
     """Protect mode's answer to an alert: "killed", "blocked" or None (nothing to stop)."""
 
@@ -127,7 +141,7 @@ class Syscalls(Protocol):
 
 
 __all__ = ["AlertSink", "AuditTrail", "ContainerChanged", "ContainerIndex", "DockerCalls", "FeedMatcher",
-           "ModeLookup", "Network", "ProfileLookup", "ProtectResponse", "Publish", "StatusSource",
+           "ModeLookup", "Network", "NetworkPolicySource", "PeerFlow", "ProfileLookup", "ProtectResponse", "Publish", "StatusSource",
            "Syscalls", "ThreatNetworks"]
 
 

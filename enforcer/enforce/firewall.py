@@ -184,10 +184,10 @@ class Firewall:
         except NftError as e:
             log.warning("firewall: cannot list table %s (%s); rewriting it", self.table, e)
             found = {}
-        kernel = [state[0] for state in found.values() if state is not None]
+        kernel = [(fam, state[0]) for fam, state in found.items() if state is not None]
         report.table_existed = bool(kernel)
-        for fam_sets in kernel or [R.empty_ruleset()]:
-            d = R.diff(fam_sets, desired)
+        for fam, fam_sets in kernel or [(R.POLICY_FAMILY, R.empty_ruleset())]:
+            d = R.diff(fam_sets, {k: v for k, v in desired.items() if k in R.sets_of(fam)})
             added, deleted = d.count()
             report.missing = max(report.missing, added)
             report.stale = max(report.stale, deleted)
@@ -236,7 +236,9 @@ class Firewall:
         async with self._lock:
             found = await self.kernel_state()
             for fam, state in found.items():
-                if state is None or any(state[0].get(k, frozenset()) != v for k, v in self.applied.items()):
+                # Each family holds only its own sets (the policy sets are inet only).
+                if state is None or any(state[0].get(k, frozenset()) != v for k, v in self.applied.items()
+                                        if k in R.sets_of(fam)):
                     return False
             return True
 

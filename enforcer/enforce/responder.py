@@ -31,7 +31,7 @@ from typing import Any
 
 from ..inventory import Inventory
 from ..models import Container, iso_time
-from ..ports import AlertSink, AuditTrail, ContainerChanged, ModeLookup, Network, ThreatNetworks
+from ..ports import AlertSink, AuditTrail, ContainerChanged, ModeLookup, Network, NetworkPolicySource, ThreatNetworks
 from ..server import OpError
 from ..sensors.events import ExecEvent, NetworkEvent
 from ..store import StoreError
@@ -40,6 +40,7 @@ from . import freezer as fz
 from ..models import BadPeer, check_port, split_peer_port
 from .blocks import BlockInput, BlockView, as_network, desired_ruleset
 from .firewall import Firewall
+from .netpolicy import PeerRule, allows, policy_elements
 from .nft import NftError
 from .processes import ProcessError, kill_in_container, parse_signal
 
@@ -58,7 +59,7 @@ CUT_OFF_PEERS = ("0.0.0.0/0", "::/0")  # a spent budget blocks these (every port
 class Responder:
     def __init__(self, nft_table: str, inventory: Inventory, repo: EnforcementRepo, modes: ModeLookup,
                  audit: AuditTrail, changed: ContainerChanged, threats: ThreatNetworks | None = None,
-                 alerts: AlertSink | None = None) -> None:
+                 policies: NetworkPolicySource | None = None, alerts: AlertSink | None = None) -> None:
         self.inventory = inventory
         self.repo = repo
         self.modes = modes
@@ -67,6 +68,8 @@ class Responder:
         self.threat_source = threats
         self.alert_sink = alerts  # for what the responder itself must report (a spent budget)
         self.cut_offs = 0
+        self.policy_source = policies
+        self.policy_containers = 0  # containers under default-deny in the last desired state
         self.firewall = Firewall(nft_table)
         self.blocks: dict[int, BlockRow] = {}
         self.views: dict[int, BlockView] = {}
@@ -100,6 +103,8 @@ class Responder:
         self.inventory.subscribe(self._on_inventory_change)
         if self.threat_source is not None:
             self.threat_source.on_change(self._on_feeds_change)
+        if self.policy_source is not None:
+            self.policy_source.on_policy_change(self._dirty.set)
         self._tasks = [asyncio.create_task(self._startup_reconcile(), name="enforce-reconcile")]
 
     async def stop(self) -> None:
@@ -124,6 +129,7 @@ class Responder:
             "bridge_nf_call_iptables": self.bridge_netfilter,
             "blocks": len(self.blocks), "blocks_active": sum(1 for v in self.views.values() if v.active),
             "freezes": len(self.freezes), "auto_actions": self.auto_actions, "cut_offs": self.cut_offs,
+            "policy_containers": self.policy_containers,
             "reconciled": self.reconciled.is_set(), "reconcile": self.reconcile_report,
             "errors": self.errors, "error": self.last_error,
         }}
@@ -186,7 +192,32 @@ class Responder:
         # Feed networks go into the kernel only while some container is in protect mode.
         threats = self._threats if self._protect else []
         ruleset, self.views = desired_ruleset(inputs, lambda name: live.get(name, []), self._protect, threats)
+        if self.policy_source is not None:
+            ruleset.update(self._policy_sets(live))
         return ruleset
+
+    def _policy_sets(self, live: dict[str, list[str]]) -> dict[str, frozenset[Any]]:
+        """Default-deny of protected containers: their profiles' flows as set elements."""
+        assert self.policy_source is not None
+        policies = {name: [PeerRule(*flow) for flow in flows]
+                    for name, flows in self.policy_source.network_policies().items()}
+        services: dict[str, list[str]] = {}
+        for c in self.inventory.containers.values():
+            if c.state in ("running", "paused"):
+                services.setdefault(f"{c.app}/{c.service}", []).extend(c.addresses())
+        elements = policy_elements(policies, lambda name: live.get(name, []), lambda s: services.get(s, []))
+        self.policy_containers = sum(1 for name in policies if live.get(name))
+        return {k: frozenset(v) for k, v in elements.items()}
+
+    def refused_by_policy(self, c: Container, ev: NetworkEvent) -> bool:
+        """True if the applied default-deny refused this flow at its first packet."""
+        if ev.direction not in ("out", "in"):
+            return False
+        remote, local_ip = (_unmapped(x) for x in (ev.remote_ip, ev.local_ip))
+        port = ev.remote_port if ev.direction == "out" else ev.local_port
+        local = as_network(local_ip) if local_ip else None
+        own = [local_ip] if local is not None and not local.network_address.is_unspecified else c.addresses()
+        return any(allows(self.firewall.applied, ev.direction, a, remote, ev.proto, port) is False for a in own)
 
     async def sync_firewall(self) -> None:
         """Push the desired state now (ops call this so their effect is in force on return)."""
@@ -426,6 +457,9 @@ class Responder:
         return None
 
     async def _respond_network(self, c: Container, ev: NetworkEvent, alert: Any) -> str | None:
+        if alert.kind != "threat" and self.refused_by_policy(c, ev):
+            # The kernel refused the first packet: nothing moved, no block to add.
+            return "blocked"
         proto = ev.proto if ev.proto in ("tcp", "udp") else "any"
         if ev.direction == "listen":
             if not ev.local_port:
@@ -500,6 +534,11 @@ class Responder:
             await self.audit.record(SYSTEM_UID, SYSTEM_USER, action, c.name, {**args, "automatic": True}, result)
         except Exception as e:  # noqa: BLE001 - the action stands; say the record failed
             log.warning("enforcement: audit of automatic %s failed: %s", action, e)
+
+
+def _unmapped(ip: str) -> str:
+    """An IPv4-mapped IPv6 address (a v4 flow on a v6 socket) as the IPv4 address."""
+    return ip[7:] if ip.startswith("::ffff:") and "." in ip else ip
 
 
 def _bridge_netfilter() -> str:

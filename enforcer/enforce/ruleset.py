@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 FAMILIES: tuple[str, ...] = ("inet", "bridge")
 BLOCK_CHAIN = "blocks"
@@ -63,8 +63,37 @@ SETS: dict[str, tuple[Any, list[str]]] = {
 }
 
 
+# Default-deny of protected containers (netpolicy.py): conntrack decides what is a new
+# connection, and the bridge family has no conntrack here (nf_conntrack_bridge is absent),
+# so these live in the inet table only; bridged traffic reaches them through br_netfilter.
+POLICY_FAMILY = "inet"
+POLICY_CHAIN = "policy"
+_POLICY_SHAPES = {"x": ("addr", "addr", "proto", "port"), "p": ("addr", "addr", "proto"),
+                  "a": ("addr", "proto", "port"), "w": ("addr", "proto"),
+                  "n": ("addr", "net", "proto", "port"), "np": ("addr", "net", "proto")}
+_TYPE = {"proto": "inet_proto", "port": "inet_service"}
+# set name -> field kinds; addr/net fields take the set's IP version.
+POLICY_SHAPES: dict[str, tuple[str, ...]] = {f"prot{v}": ("addr",) for v in (4, 6)}
+POLICY_SHAPES.update({f"p{d}{shape}{v}": kinds for d in ("o", "i") for shape, kinds in _POLICY_SHAPES.items()
+                      for v in (4, 6)})
+
+
+def _policy_set(name: str, kinds: tuple[str, ...]) -> tuple[Any, list[str]]:
+    addr = "ipv4_addr" if name.endswith("4") else "ipv6_addr"
+    types = [addr if k in ("addr", "net") else _TYPE[k] for k in kinds]
+    return (types if len(types) > 1 else types[0]), (["interval"] if "net" in kinds else [])
+
+
+POLICY_SETS: dict[str, tuple[Any, list[str]]] = {n: _policy_set(n, k) for n, k in POLICY_SHAPES.items()}
+ALL_SETS: dict[str, tuple[Any, list[str]]] = {**SETS, **POLICY_SETS}
+
+
+def sets_of(family: str) -> dict[str, tuple[Any, list[str]]]:
+    return ALL_SETS if family == POLICY_FAMILY else SETS
+
+
 def empty_ruleset() -> Ruleset:
-    return {name: frozenset() for name in SETS}
+    return {name: frozenset() for name in ALL_SETS}
 
 
 # -- the rules -----------------------------------------------------------------------------
@@ -99,29 +128,79 @@ def block_rules() -> list[tuple[str, list[dict[str, Any]]]]:
     return rules
 
 
+def policy_rules() -> dict[str, list[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]]]:
+    """chain -> (comment, matches, verdict) of the default-deny chains (inet family only).
+
+    `policy` sends a packet that opens a connection from (to) a protected address to that
+    direction's chain; each allow-set lookup returns, the last rules refuse. A flow between
+    two protected containers must be allowed by both profiles."""
+    new = {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "new"}}
+    chains: dict[str, list[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]]] = {POLICY_CHAIN: []}
+    # Packets conntrack cannot place (invalid, untracked) carry no connection the policy
+    # allowed: dropped, or a crafted packet (raw socket) could carry data past it. Not
+    # ICMPv6: neighbour discovery is never tracked and an address must stay reachable.
+    stray = {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["invalid", "untracked"]}}
+    for ip, v in (("ip", "4"), ("ip6", "6")):
+        src, dst = _field(ip, "saddr"), _field(ip, "daddr")
+        for side, own in (("from", src), ("to", dst)):
+            not_icmp6 = [{"match": {"op": "!=", "left": _L4PROTO, "right": "ipv6-icmp"}}] if v == "6" else []
+            chains[POLICY_CHAIN].append((f"stray-{side}{v}", [stray, _lookup(own, f"prot{v}"), *not_icmp6],
+                                         [{"counter": None}, {"drop": None}]))
+        for d, own, peer in (("o", src, dst), ("i", dst, src)):
+            name = f"{POLICY_CHAIN}-{'out' if d == 'o' else 'in'}{v}"
+            chains[POLICY_CHAIN].append(("", [new, _lookup(own, f"prot{v}")], [{"jump": {"target": name}}]))
+            dport = _field("th", "dport")
+            chains[name] = [
+                ("", [_lookup([own, peer, _L4PROTO, dport], f"p{d}x{v}")], [{"return": None}]),
+                ("", [_lookup([own, peer, _L4PROTO], f"p{d}p{v}")], [{"return": None}]),
+                ("", [_lookup([own, _L4PROTO, dport], f"p{d}a{v}")], [{"return": None}]),
+                ("", [_lookup([own, _L4PROTO], f"p{d}w{v}")], [{"return": None}]),
+                ("", [_lookup([own, peer, _L4PROTO, dport], f"p{d}n{v}")], [{"return": None}]),
+                ("", [_lookup([own, peer, _L4PROTO], f"p{d}np{v}")], [{"return": None}]),
+                # Refused at once: a TCP reset (connect() fails, nothing was sent), else ICMP.
+                (f"deny-{'out' if d == 'o' else 'in'}{v}-tcp",
+                 [{"match": {"op": "==", "left": _L4PROTO, "right": "tcp"}}],
+                 [{"counter": None}, {"reject": {"type": "tcp reset"}}]),
+                (f"deny-{'out' if d == 'o' else 'in'}{v}", [],
+                 [{"counter": None}, {"reject": {"type": "icmpx", "expr": "admin-prohibited"}}]),
+            ]
+    return chains
+
+
 def layout_commands(table: str, families: Iterable[str] = FAMILIES) -> list[dict[str, Any]]:
     """Create what is missing and (re)write every rule: idempotent, one transaction."""
     cmds: list[dict[str, Any]] = []
     for fam in families:
         cmds.append({"add": {"table": {"family": fam, "name": table}}})
-        for name, (typ, flags) in SETS.items():
+        for name, (typ, flags) in sets_of(fam).items():
             s: dict[str, Any] = {"family": fam, "table": table, "name": name, "type": typ}
             if flags:
                 s["flags"] = flags
             cmds.append({"add": {"set": s}})
         cmds.append({"add": {"chain": {"family": fam, "table": table, "name": BLOCK_CHAIN}}})
+        policy = policy_rules() if fam == POLICY_FAMILY else {}
+        for chain in policy:
+            cmds.append({"add": {"chain": {"family": fam, "table": table, "name": chain}}})
         for hook in BASE_CHAINS[fam]:
             cmds.append({"add": {"chain": {"family": fam, "table": table, "name": hook, "type": "filter",
                                            "hook": hook, "prio": HOOK_PRIORITY, "policy": "accept"}}})
         # add rule appends: flush first so a restart never doubles the rules.
-        for chain in (BLOCK_CHAIN, *BASE_CHAINS[fam]):
+        for chain in (BLOCK_CHAIN, *policy, *BASE_CHAINS[fam]):
             cmds.append({"flush": {"chain": {"family": fam, "table": table, "name": chain}}})
         for comment, matches in block_rules():
             cmds.append({"add": {"rule": {"family": fam, "table": table, "chain": BLOCK_CHAIN, "comment": comment,
                                           "expr": [*matches, {"counter": None}, {"drop": None}]}}})
+        for chain, rules in policy.items():
+            for comment, matches, verdict in rules:
+                rule: dict[str, Any] = {"family": fam, "table": table, "chain": chain, "expr": [*matches, *verdict]}
+                if comment:
+                    rule["comment"] = comment
+                cmds.append({"add": {"rule": rule}})
         for hook in BASE_CHAINS[fam]:
-            cmds.append({"add": {"rule": {"family": fam, "table": table, "chain": hook,
-                                          "expr": [{"jump": {"target": BLOCK_CHAIN}}]}}})
+            # Blocks first (they drop every packet), then the default-deny of new connections.
+            for target in (BLOCK_CHAIN, *policy.keys() & {POLICY_CHAIN}):
+                cmds.append({"add": {"rule": {"family": fam, "table": table, "chain": hook,
+                                              "expr": [{"jump": {"target": target}}]}}})
     return cmds
 
 
@@ -138,6 +217,10 @@ def _net_json(cidr: str) -> Any:
 
 
 def element_json(set_name: str, element: Element) -> Any:
+    kinds = POLICY_SHAPES.get(set_name)
+    if kinds is not None:
+        parts = [_net_json(x) if k == "net" else x for k, x in zip(kinds, element)]
+        return parts[0] if len(parts) == 1 else {"concat": parts}
     if set_name.startswith("blkp"):
         addr, net, proto, port = element
         return {"concat": [addr, _net_json(net), proto, port]}
@@ -158,6 +241,8 @@ def element_commands(verb: str, table: str, changes: dict[str, Iterable[Element]
         if not items:
             continue
         for fam in families:
+            if set_name not in sets_of(fam):
+                continue
             cmds.append({verb: {"element": {"family": fam, "table": table, "name": set_name, "elem": items}}})
     return cmds
 
@@ -166,7 +251,7 @@ def replace_commands(table: str, desired: Ruleset, families: Iterable[str] = FAM
     """Empty every set and fill it with `desired` (in one transaction with whatever precedes)."""
     families = tuple(families)
     cmds: list[dict[str, Any]] = [{"flush": {"set": {"family": fam, "table": table, "name": name}}}
-                                  for fam in families for name in SETS]
+                                  for fam in families for name in sets_of(fam)]
     return cmds + element_commands("add", table, {k: v for k, v in desired.items()}, families)
 
 
@@ -186,7 +271,7 @@ class Diff:
 def diff(current: Ruleset, desired: Ruleset) -> Diff:
     add: dict[str, set[Element]] = {}
     delete: dict[str, set[Element]] = {}
-    for name in SETS:
+    for name in ALL_SETS:
         have, want = current.get(name, frozenset()), desired.get(name, frozenset())
         if want - have:
             add[name] = set(want - have)
@@ -225,6 +310,12 @@ def parse_element(set_name: str, raw: Any) -> Element:
     """An element as listed by libnftables -> the tuple `element_json` was made from."""
     if isinstance(raw, dict) and "elem" in raw:  # an element with a counter or timeout
         raw = raw["elem"].get("val")
+    kinds = POLICY_SHAPES.get(set_name)
+    if kinds is not None:
+        parts = raw["concat"] if len(kinds) > 1 else [raw]
+        conv: dict[str, Callable[[Any], Any]] = {"addr": lambda x: str(ipaddress.ip_address(x)),
+                                                 "net": _net_from_json, "proto": _proto_from_json, "port": int}
+        return tuple(conv[k](x) for k, x in zip(kinds, parts))
     if set_name.startswith("blk"):
         parts = raw["concat"]
         addr = str(ipaddress.ip_address(parts[0]))
@@ -239,7 +330,7 @@ def parse_element(set_name: str, raw: Any) -> Element:
 
 def parse_listing(listing: list[dict[str, Any]]) -> tuple[Ruleset, dict[str, int]]:
     """Set elements and rule counters (by comment) of one family's table listing."""
-    sets: dict[str, set[Element]] = {name: set() for name in SETS}
+    sets: dict[str, set[Element]] = {name: set() for name in ALL_SETS}
     counters: dict[str, int] = {}
     for item in listing:
         if "set" in item:

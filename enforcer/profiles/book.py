@@ -101,6 +101,7 @@ class ProfileBook:
         self._push_wake = asyncio.Event()
         self._deadline_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._policy_listeners: list[Callable[[], None]] = []
 
     # -- component ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -172,6 +173,8 @@ class ProfileBook:
                     self._push_lists(att.profile)  # lists first: protect may widen them
                 self._push_policy(att)
                 changed.append(att.container)
+        if changed:
+            self._policy_changed()
         return changed
 
     # -- containers and profiles --------------------------------------------------------------
@@ -186,6 +189,23 @@ class ProfileBook:
             self.attached.pop(change.container.id, None)
         else:
             self.attach(change.container)
+        self._policy_changed()
+
+    # -- the network policy of protect mode (the NetworkPolicySource port) ------------------
+    def network_policies(self) -> dict[str, list[tuple[str, str, str, int | str]]]:
+        """Per container in protect mode with an active profile: the flows its peers allow."""
+        out: dict[str, list[tuple[str, str, str, int | str]]] = {}
+        for att in self.attached.values():
+            if att.mode == "protect" and att.profile.state == "active" and att.container.state in ("running", "paused"):
+                out[att.container.name] = sorted(att.profile.peers, key=str)
+        return out
+
+    def on_policy_change(self, callback: Callable[[], None]) -> None:
+        self._policy_listeners.append(callback)
+
+    def _policy_changed(self) -> None:
+        for cb in self._policy_listeners:
+            cb()
 
     def attach(self, c: Container) -> Attachment | None:
         if c.state in ("removed", "dead", "removing"):
@@ -245,6 +265,8 @@ class ProfileBook:
         self.repo.add_entry(profile.id, EntryRow(entry.kind, entry.key, entry.data, entry.source, entry.first_seen))
         if profile.state == "active" and entry.kind in ("process", "syscall"):
             self.mark_dirty(profile)
+        if profile.state == "active" and entry.kind == "peer":
+            self._policy_changed()
         return True
 
     def allow(self, profile: Profile, entry: Entry) -> bool:
@@ -353,6 +375,7 @@ class ProfileBook:
 
     def _after_state_change(self, profile: Profile) -> None:
         self.publish("profile", profile.summary())
+        self._policy_changed()
         for att in self.attachments_of(profile):
             self._push_policy(att)
             self.changed(att.container)

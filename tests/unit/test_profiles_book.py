@@ -192,3 +192,24 @@ async def test_profile_op_has_the_protocol_shape(rig):
     with pytest.raises(ProtocolError) as err:
         await rig.call("profile", target="nosuch")
     assert err.value.code == "not_found"
+
+
+async def test_network_policies_name_protected_active_containers_and_signal_changes(rig):
+    rig.settings_args["learn_seconds"] = 0.0
+    await rig.start()
+    web = rig.container("blog_web_1", "blog", "web")
+    rig.container("blog_client_1", "blog", "client")
+    await _wait(lambda: rig.profiles.for_container(web.id).profile.state == "active")
+    signals: list[int] = []
+    rig.profiles.on_policy_change(lambda: signals.append(1))
+    assert rig.profiles.network_policies() == {}  # alert mode: no default-deny
+    await rig.call("mode", target="blog", mode="protect")
+    assert signals
+    policies = rig.profiles.network_policies()
+    assert set(policies) == {"blog_web_1", "blog_client_1"}
+    # The compose links are seeded peers: client -> web:8080 out, web <- client:8080 in.
+    assert ("out", "tcp", "blog/web", 8080) in policies["blog_client_1"]
+    assert ("in", "tcp", "blog/client", 8080) in policies["blog_web_1"]
+    signals.clear()
+    await rig.call("mode", target="blog_client_1", mode="alert")
+    assert signals and set(rig.profiles.network_policies()) == {"blog_web_1"}
