@@ -341,7 +341,7 @@ def _spare_addresses(net: str, n: int) -> list[str]:
 @pytest.mark.docker
 @pytest.mark.bpf
 def test_a_spent_block_budget_cuts_the_container_off_with_a_critical_alert(sensing: EnforcerProcess, dockerx,
-                                                                             busybox_image):
+                                                                             busybox_image, feed_server):
     from enforcer.enforce.responder import MAX_AUTO_BLOCKS
 
     net = dockerx.network()
@@ -365,7 +365,14 @@ def test_a_spent_block_budget_cuts_the_container_off_with_a_critical_alert(sensi
     wait_active(sensing, fetcher)
     assert host_fetch(fetcher, web_ip)
 
-    # The attack: junk connections to MAX_AUTO_BLOCKS + 4 distinct peers, the rest kept back.
+    # Under protect's default-deny an unexpected peer is refused by the policy with no block
+    # added; what still spends automatic blocks is a threat-feed hit (a listed address is cut
+    # off on every port). A feed that lists every spare address lets the attack spend them.
+    url = feed_server.serve("/spare.txt", "".join(f"{a}\n" for a in spare))
+    sensing.cli("feeds", "add", "spare", url, "--format", "ip-list", "--local")
+    wait_for(lambda: any(f["name"] == "spare" and f["entries"] >= len(spare) for f in sensing.call("feeds")),
+             timeout=60, interval=1, what="the feed of spare addresses to load")
+    # The attack: junk connections to MAX_AUTO_BLOCKS + 4 distinct listed peers, the rest kept back.
     junk, later = spare[:MAX_AUTO_BLOCKS + 4], spare[MAX_AUTO_BLOCKS + 4:]
     _write_in(fetcher, "/tmp/go", "\n".join(junk))
     go = Path(f"/proc/{json.loads(docker('inspect', '-f', '{{.State.Pid}}', fetcher).stdout)}/root/tmp/go")
