@@ -212,7 +212,12 @@ class Detector:
             # checked as usual. (A process re-executing itself gains nothing it did not have.)
             self.runtime_execs += 1
             return
-        path = exec_identity(ev.path, ev.argv)
+        p = att.profile
+        # Keyed by applet when the binary is multi-call by content, or when the profile (and
+        # so the kernel) already keys this path by applet: both sides ask the same question.
+        multicall = ev.multicall or ev.path in p.multicall_paths
+        path = exec_identity(ev.path, ev.argv, multicall)
+        exe = ev.path if multicall and path != ev.path and not path.startswith("/proc/self/exe") else ""
         detail = {"path": ev.path, "sha256": ev.sha256, "binary": ev.binary, "pid": ev.pid, "ppid": ev.ppid,
                   "uid": ev.uid, "argv": ev.argv, "argv_truncated": ev.argv_truncated, "killed": ev.killed}
         if path != ev.path:
@@ -220,7 +225,6 @@ class Detector:
         hit = self._feed("hash", ev.sha256)
         if hit is not None:
             self._threat(att, ev, hit, "program", detail)
-        p = att.profile
         verdict = p.process_verdict(path, ev.sha256)
         action = "killed" if ev.killed else "alerted"
         if verdict == "known":
@@ -233,7 +237,7 @@ class Detector:
         suspect = path in p.suspect_paths
         if att.learning or (verdict == "pin" and not suspect):
             # Learning trusts what runs; a seeded path is pinned to the first hash seen.
-            self.profiles.record(p, process_entry(path, ev.sha256, binary=ev.binary))
+            self.profiles.record(p, process_entry(path, ev.sha256, binary=ev.binary, exe=exe))
             self.profiles.clear_suspect(p, path)
             return
         if verdict in ("changed", "pin"):

@@ -14,6 +14,8 @@ from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from .multicall import MultiCallScan
+
 FileKey = tuple[int, int, int, int]  # st_dev, st_ino, st_mtime_ns, st_size
 
 
@@ -22,6 +24,7 @@ class HashResult:
     sha256: str  # "" when not hashed (too large, unreadable)
     size: int
     error: str = ""
+    multicall: bool = False  # busybox-like: argv[0] picks the applet (sensors/multicall.py)
 
 
 def file_key(st: os.stat_result) -> FileKey:
@@ -79,10 +82,12 @@ class FileHasher:
     def _hash(self, fd: int, key: FileKey, size: int) -> HashResult:
         try:
             h = hashlib.sha256()
+            scan = MultiCallScan()  # classified in the same read, once per binary
             with os.fdopen(fd, "rb", closefd=True) as f:
                 while chunk := f.read(1 << 20):
                     h.update(chunk)
-            result = HashResult(h.hexdigest(), size)
+                    scan.update(chunk)
+            result = HashResult(h.hexdigest(), size, multicall=scan.found)
         except OSError as e:
             result = HashResult("", size, e.strerror or str(e))
         with self._lock:

@@ -247,5 +247,7 @@ def _fill_hash(ev: SensorEvent, f: Future[HashResult]) -> None:
         return
     if isinstance(ev, (ExecEvent, FileClosedEvent)):
         ev.sha256 = result.sha256
+    if isinstance(ev, ExecEvent):
+        ev.multicall = result.multicall
     if isinstance(ev, FileClosedEvent):
         ev.size = result.size
