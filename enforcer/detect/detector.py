@@ -217,7 +217,7 @@ class Detector:
         # so the kernel) already keys this path by applet: both sides ask the same question.
         multicall = ev.multicall or ev.path in p.multicall_paths
         path = exec_identity(ev.path, ev.argv, multicall)
-        exe = ev.path if multicall and path != ev.path and not path.startswith("/proc/self/exe") else ""
+        exe = ev.path if multicall and not ev.path.startswith("/proc/") else ""
         detail = {"path": ev.path, "sha256": ev.sha256, "binary": ev.binary, "pid": ev.pid, "ppid": ev.ppid,
                   "uid": ev.uid, "argv": ev.argv, "argv_truncated": ev.argv_truncated, "killed": ev.killed}
         if path != ev.path:

@@ -18,7 +18,6 @@ Entry keys are canonical text, unique per kind:
 from __future__ import annotations
 
 import ipaddress
-import posixpath
 import re
 import time
 from dataclasses import dataclass, field
@@ -60,15 +59,16 @@ def applet_of(argv: list[str]) -> str:
 def exec_identity(path: str, argv: list[str], multicall: bool = False) -> str:
     """The name a program is profiled under: the path as executed, except where argv[0]
     decides what runs. A multi-call binary (busybox, toybox: `multicall`, classified by its
-    content) is keyed "PATH:APPLET", so `/bin/sh` run as `nc` is not `/bin/sh` run as `sh`;
-    a process re-executing its own image (busybox sh runs applets as /proc/self/exe) is
+    content) run as another applet than its own name is keyed "PATH:APPLET": `/bin/sh` run as
+    `nc` is "/bin/sh:nc", run as `sh` it stays "/bin/sh" (and allows only sh); a process re-executing its own image (busybox sh runs applets as /proc/self/exe) is
     "/proc/self/exe:wget". The kernel keys its allow-list the same way (bpf/process.c)."""
     if _SELF_EXE.match(path):
         applet = applet_of(argv)
-        return f"/proc/self/exe:{applet}" if applet else "/proc/self/exe"
+        return f"/proc/self/exe:{applet}" if applet and applet != "exe" else "/proc/self/exe"
     if multicall:
         applet = applet_of(argv)
-        return f"{path}:{applet}" if applet else path
+        own = path.encode("utf-8", "surrogateescape")[:255].rsplit(b"/", 1)[-1].decode("utf-8", "surrogateescape")
+        return f"{path}:{applet}" if applet and applet != own else path
     return path
 
 

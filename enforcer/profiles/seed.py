@@ -10,7 +10,8 @@
 
 Seeded processes are not pinned to a hash: the first exec the detector sees pins it. A
 program whose binary is multi-call by content (busybox, toybox) is seeded as
-"PATH:APPLET", the applet being the command as written (what runc passes as argv[0]).
+"PATH:APPLET" when the command as written (what runc passes as argv[0]) names another
+applet than the path's own name, and marked multi-call so that the kernel keys it by applet.
 Bare program names are resolved through the image's PATH inside the running container
 (`/proc/<pid>/root`, never following a link out of it); a container that is not running
 yet gets its processes seeded when it starts.
@@ -28,7 +29,7 @@ from typing import Any, Callable, Iterable
 from ..models import ComposeTopology, Container, ServiceDecl
 from ..sensors.multicall import MultiCallScan
 from ..sensors.paths import open_in_root
-from .model import ANY, Entry, applet_of, file_entry, listener_entry, peer_entry, process_entry
+from .model import ANY, Entry, exec_identity, file_entry, listener_entry, peer_entry, process_entry
 from .paths import seed_prefix
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -132,11 +133,11 @@ def _process_seeds(s: SeedInput, decl: ServiceDecl | None) -> list[Entry]:
     for i, program in enumerate(programs):
         for path in resolve_program(program, path_dirs, root, workdir):
             # A multi-call binary is keyed by the applet it is run as (argv[0] is the
-            # program as written): "/bin/sh:sh" allows sh at /bin/sh, not nc.
-            applet = applet_of([program]) if _is_multicall(root, path) else ""
-            first_multicall = first_multicall or (i == 0 and bool(applet))
-            out.append(process_entry(f"{path}:{applet}", "", source="seed", exe=path) if applet
-                       else process_entry(path, "", source="seed"))
+            # program as written): "/bin/sh" run as sh allows sh there, not nc.
+            multicall = _is_multicall(root, path)
+            first_multicall = first_multicall or (i == 0 and multicall)
+            out.append(process_entry(exec_identity(path, [program], True), "", source="seed", exe=path)
+                       if multicall else process_entry(path, "", source="seed"))
     # A busybox shell runs the applets of its script as /proc/self/exe (argv[0] = applet).
     if len(programs) > 1 and out and (first_multicall or _is_busybox(root, out[0].data["path"])):
         out += [process_entry(f"/proc/self/exe:{p}", "", source="seed") for p in programs[1:] if "/" not in p]

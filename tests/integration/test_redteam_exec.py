@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-
 from support.enforce import start_with_sensors, wait_active, wait_known
 from support.harness import EnforcerProcess, exec_in, wait_for
 from support.redteam import attack_container, build_attacks, escaped, tally

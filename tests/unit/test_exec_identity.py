@@ -14,7 +14,7 @@ from enforcer.profiles.kernel import KernelMapHooks, RecordingKernelHooks
 from enforcer.profiles.model import APPLET_LEN, Profile, applet_of, exec_identity, process_entry
 from enforcer.sensors.kernel_maps import KernelMaps
 from enforcer.sensors.multicall import MIN_KNOWN_NAMES, MultiCallScan, has_applet_table, is_multicall
-from enforcer.sensors.paths import FNV_PRIME, MASK64, path_hash
+from enforcer.sensors.paths import FNV_OFFSET, FNV_PRIME, MASK64, path_hash
 
 
 def kernel_key(path: str, argv0: bytes | None, multicall: bool) -> int:
@@ -24,13 +24,19 @@ def kernel_key(path: str, argv0: bytes | None, multicall: bool) -> int:
         return h
     raw = argv0[:APPLET_LEN - 1]
     colon = ((h ^ ord(":")) * FNV_PRIME) & MASK64
-    name = colon
+    name, base = colon, FNV_OFFSET
     for c in raw:
         name = colon if c == ord("/") else ((name ^ c) * FNV_PRIME) & MASK64
-    return h if name == colon else name
+        base = FNV_OFFSET if c == ord("/") else ((base ^ c) * FNV_PRIME) & MASK64
+    path_base = FNV_OFFSET
+    for c in path.encode()[:255]:
+        path_base = FNV_OFFSET if c == ord("/") else ((path_base ^ c) * FNV_PRIME) & MASK64
+    if name == colon or base == path_base:
+        return h
+    return name
 
 
-@pytest.mark.parametrize("argv0", ["nc", "/usr/bin/nc", "sh", "-sh", "./x/y/wget", "a" * 80,
+@pytest.mark.parametrize("argv0", ["nc", "/usr/bin/nc", "sh", "/bin/sh", "-sh", "exe", "s", "./x/y/wget", "a" * 80,
                                    "d/" + "n" * 60, "/bin/", "", "ünï"])
 @pytest.mark.parametrize("path,multicall", [("/bin/sh", True), ("/bin/sh", False), ("/proc/self/exe", False)])
 def test_user_space_keys_an_exec_as_the_kernel_does(path, multicall, argv0):
@@ -41,7 +47,9 @@ def test_user_space_keys_an_exec_as_the_kernel_does(path, multicall, argv0):
 def test_the_applet_is_the_basename_of_argv0_and_nothing_else():
     assert exec_identity("/bin/sh", ["nc", "-l", "-p", "4445"], multicall=True) == "/bin/sh:nc"
     assert exec_identity("/bin/sh", ["/usr/bin/nc"], multicall=True) == "/bin/sh:nc"
-    assert exec_identity("/bin/sh", ["sh", "-c", "x"], multicall=True) == "/bin/sh:sh"
+    assert exec_identity("/bin/sh", ["sh", "-c", "x"], multicall=True) == "/bin/sh"  # its own name
+    assert exec_identity("/bin/sh", ["/bin/sh"], multicall=True) == "/bin/sh"
+    assert exec_identity("/bin/sh", ["-sh"], multicall=True) == "/bin/sh:-sh"  # a login shell is not sh
     assert exec_identity("/bin/sh", ["nc"], multicall=False) == "/bin/sh"  # not multi-call: the path decides
     assert exec_identity("/bin/sh", [], multicall=True) == "/bin/sh"  # no argv[0]: no applet
     assert exec_identity("/bin/sh", ["dir/"], multicall=True) == "/bin/sh"
@@ -86,12 +94,12 @@ def test_banners_and_real_binaries():
 
 def test_the_profile_lists_multi_call_paths_for_the_kernel_and_forgets_them_on_relearn():
     p = Profile(1, "app", "svc", "sha256:x")
-    p.add(process_entry("/bin/sh:sh", "s" * 64, exe="/bin/sh"))
+    p.add(process_entry("/bin/sh", "s" * 64, exe="/bin/sh"))
     p.add(process_entry("/bin/sh:nc", "", source="seed", exe="/bin/sh"))
     p.add(process_entry("/usr/bin/python3", "p" * 64))
     assert p.kernel_multicall_paths() == {"/bin/sh"}
-    assert p.kernel_exec_paths() == {"/bin/sh:sh", "/bin/sh:nc", "/usr/bin/python3"}
-    assert p.process_verdict("/bin/sh:sh", "s" * 64) == "known"
+    assert p.kernel_exec_paths() == {"/bin/sh", "/bin/sh:nc", "/usr/bin/python3"}
+    assert p.process_verdict("/bin/sh", "s" * 64) == "known"
     assert p.process_verdict("/bin/sh:wget", "s" * 64) == "unknown"
     p.clear_learned()
     assert p.kernel_multicall_paths() == {"/bin/sh"}  # the seed stays
@@ -103,12 +111,12 @@ def test_the_profile_lists_multi_call_paths_for_the_kernel_and_forgets_them_on_r
 def test_the_kernel_hooks_write_multi_call_paths_and_drop_them_with_a_rewrite():
     maps = KernelMaps(own_cgroup_id=0)
     hooks = KernelMapHooks(maps)
-    hooks.set_exec_allowlist(3, ["/bin/sh:sh"])
+    hooks.set_exec_allowlist(3, ["/bin/sh"])
     hooks.set_multicall_paths(3, ["/bin/sh", "/bin/ls"])
     assert maps._multicall[3] == {path_hash("/bin/sh"), path_hash("/bin/ls")}
     hooks.set_multicall_paths(3, ["/bin/sh"])  # one taken out: the profile is written again
     assert maps._multicall[3] == {path_hash("/bin/sh")}
-    assert maps._exec_allow[3] == {path_hash("/bin/sh:sh")}
+    assert maps._exec_allow[3] == {path_hash("/bin/sh")}
     maps.clear_profile(3)
     assert 3 not in maps._multicall
     rec = RecordingKernelHooks()
@@ -119,8 +127,9 @@ def test_the_kernel_hooks_write_multi_call_paths_and_drop_them_with_a_rewrite():
 async def test_the_detector_learns_applets_and_alerts_on_another_applet_at_the_same_path(tmp_path):
     import asyncio
 
-    from enforcer.sensors.events import ExecEvent
     from support.rig import Rig
+
+    from enforcer.sensors.events import ExecEvent
 
     rig = Rig(tmp_path / "rig", learn_seconds=3600.0)
     await rig.start()
@@ -130,10 +139,10 @@ async def test_the_detector_learns_applets_and_alerts_on_another_applet_at_the_s
         await rig.feed(ExecEvent(container_id=c.id, path="/bin/sh", argv=["sh", "-c", "x"], sha256=busybox,
                                  binary="/bin/busybox", multicall=True))
         p = rig.profiles.for_container(c.id).profile
-        assert p.process_verdict("/bin/sh:sh", busybox) == "known" and "/bin/sh" not in p.processes
+        assert p.process_verdict("/bin/sh", busybox) == "known" and p.multicall_paths == {"/bin/sh"}
         rig.profiles.activate(p)
         await asyncio.sleep(0.1)
-        assert "/bin/sh:sh" in rig.hooks.exec_allow[p.id] and rig.hooks.multicall[p.id] == {"/bin/sh"}
+        assert "/bin/sh" in rig.hooks.exec_allow[p.id] and rig.hooks.multicall[p.id] == {"/bin/sh"}
         # The same binary, the same path, another applet: its own program. The profile keys
         # /bin/sh by applet even when this event's hash was not classified (e.g. skipped).
         await rig.feed(ExecEvent(container_id=c.id, path="/bin/sh", argv=["nc", "-l", "-p", "4445"],

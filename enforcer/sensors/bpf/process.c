@@ -68,24 +68,43 @@ static __always_inline int emit_process(void *rec, u32 size)
 }
 
 /* The applet key: FNV-1a of the path continued over ":" + basename(argv[0]), the value
- * user space computes for the whole string "PATH:APPLET" (sensors/paths.py applet_hash).
- * One pass, the hash restarting after every '/', over at most APPLET_LEN - 1 bytes: the
- * verifier walks every iteration. Returns h itself when argv[0] names no applet. */
+ * user space computes for the whole string "PATH:APPLET" (profiles/model.py exec_identity).
+ * A program run under its own name (/bin/sh as sh) keeps the plain path as its key, so the
+ * usual case reads as it always did; any other applet gets its own key. One pass, the
+ * hashes restarting after every '/', over at most APPLET_LEN - 1 bytes: the verifier walks
+ * every iteration. Returns h itself when argv[0] names no applet or names the path's own. */
 #define APPLET_LEN 48
+#define FNV_BASIS 0xcbf29ce484222325ULL
+static __always_inline u64 basename_hash(const char *s)
+{
+    u64 b = FNV_BASIS;
+#pragma clang loop unroll(disable)
+    for (u32 i = 0; i < PATH_LEN; i++) {
+        char c = s[i];
+        if (c == 0)
+            break;
+        b = c == '/' ? FNV_BASIS : (b ^ (u8)c) * 0x100000001b3ULL;
+    }
+    return b;
+}
+
 static __always_inline u64 applet_hash(struct exec_ev *e, const char *arg0, u64 h)
 {
     if (!arg0 || bpf_probe_read_user_str(e->args, APPLET_LEN, arg0) <= 1)
         return h;
     u64 colon = (h ^ (u8)':') * 0x100000001b3ULL;
-    u64 name = colon;
+    u64 name = colon, base = FNV_BASIS;
 #pragma clang loop unroll(disable)
     for (u32 i = 0; i < APPLET_LEN; i++) {
         char c = e->args[i];
         if (c == 0)
             break;
         name = c == '/' ? colon : (name ^ (u8)c) * 0x100000001b3ULL;
+        base = c == '/' ? FNV_BASIS : (base ^ (u8)c) * 0x100000001b3ULL;
     }
-    return name == colon ? h : name;  /* argv[0] ending in '/' names no applet */
+    if (name == colon)  /* argv[0] ending in '/' names no applet */
+        return h;
+    return base == basename_hash(e->path) ? h : name;
 }
 
 static __always_inline int is_self_exe(struct exec_ev *e)
