@@ -27,14 +27,19 @@
 extern char **environ;
 static char target[16] = "/x/a";
 static volatile int go = 1;
+static int hold = 0;
+static volatile int started = 0;  /* spins each value is held: varied per child, so some land in the window */
 
 static void *flipper(void *arg)
 {
     (void)arg;
     volatile char *c = &target[3];
+    started = 1;
     while (go) {
         *c = 'b';
+        for (volatile int i = 0; i < hold; i++) {}
         *c = 'a';
+        for (volatile int i = 0; i < hold; i++) {}
     }
     return NULL;
 }
@@ -60,7 +65,9 @@ static int race(int n)
         pid_t pid = fork();
         if (pid == 0) {
             pthread_t th;
+            hold = (i * 37) % 1500;
             pthread_create(&th, NULL, flipper, NULL);
+            while (!started) {}  /* both threads on a CPU at once: the race is real */
             for (volatile int spin = 0; spin < (i % 64) * 50; spin++) {}  /* vary the phase */
             char *argv[] = {target, "mark", NULL};
             execve(target, argv, environ);
