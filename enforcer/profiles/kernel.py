@@ -186,11 +186,13 @@ class KernelMapHooks:
 
     def _rewrite(self, profile_id: int, paths: set[str], numbers: set[int]) -> None:
         self._guard("clear_profile", lambda: self.maps.clear_profile(profile_id))
-        if paths:
-            self._allow_exec(profile_id, sorted(paths))
+        # Multi-call paths first: until they are marked, "/bin/sh" in the allow-list would
+        # let every applet at that path through; the other order only kills for a moment.
         multicall = self._multicall.get(profile_id, set())
         if multicall:
             self._guard("mark_multicall", lambda: self.maps.mark_multicall(profile_id, sorted(multicall)))
+        if paths:
+            self._allow_exec(profile_id, sorted(paths))
         if numbers:
             self._allow_syscalls(profile_id, sorted(numbers))
 

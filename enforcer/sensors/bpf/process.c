@@ -52,8 +52,10 @@ BPF_PERCPU_ARRAY(exec_scratch, struct exec_ev, 1);
 BPF_HASH(exec_allow, struct exec_allow_key, u8, 65536);
 /* Multi-call binaries (busybox, toybox...: the applet comes from argv[0]), as user space
  * classified them by content: (profile, path hash) -> 1. Their execs are keyed by
- * path + ":" + applet, as /proc/self/exe always is. */
-BPF_HASH(exec_multicall, struct exec_allow_key, u8, 16384);
+ * path + ":" + applet, as /proc/self/exe always is. As large as exec_allow: a marked path
+ * always comes with a profile entry, so this map fills no sooner than the allow-lists do
+ * (a path missing here would let every applet through; missing there, it is killed). */
+BPF_HASH(exec_multicall, struct exec_allow_key, u8, 65536);
 /* child tgid -> parent tgid, from fork; tgid -> exit code. */
 BPF_TABLE("lru_hash", u32, u32, parent_of, 65536);
 BPF_TABLE("lru_hash", u32, s32, exit_codes, 16384);
