@@ -152,3 +152,22 @@ async def test_the_detector_learns_applets_and_alerts_on_another_applet_at_the_s
         assert a["detail"]["applet"] == "/bin/sh:nc"
     finally:
         await rig.stop()
+
+
+def test_seeds_mark_a_multi_call_binary_by_its_content_whatever_its_name(tmp_path):
+    from enforcer.models import Container
+    from enforcer.profiles.seed import SeedInput, seed_entries
+
+    root = tmp_path / "root"
+    (root / "bin").mkdir(parents=True)
+    (root / "bin" / "toolbox").write_bytes(b"\x7fELF\x00" + b"\x00BusyBox v1.36.1 multi-call binary\x00")
+    (root / "bin" / "sh").symlink_to("toolbox")  # relative: resolved inside the root
+    (root / "bin" / "wget").symlink_to("toolbox")
+    (root / "bin" / "app").write_bytes(b"\x7fELF\x00 an ordinary program")
+    os.mkfifo(root / "bin" / "fifo")  # never read (it would block the loop)
+    c = Container(id="d" * 64, name="x", app="x", service="x", image="img")
+    image = {"Cmd": ["sh", "-c", "wget -q http://web/; /bin/app; /bin/fifo"], "Env": ["PATH=/bin"]}
+    entries = [e for e in seed_entries(SeedInput(c, image, None, lambda s: {}, root=str(root))) if e.kind == "process"]
+    by_path = {e.data["path"]: e.data.get("multicall", "") for e in entries}
+    assert by_path == {"/bin/sh": "/bin/sh", "/bin/wget": "/bin/wget", "/bin/app": "", "/bin/fifo": "",
+                       "/proc/self/exe:wget": ""}
