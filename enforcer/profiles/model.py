@@ -48,11 +48,14 @@ APPLET_LEN = 48  # bytes of argv[0] the kernel reads for the applet (with its NU
 
 def applet_of(argv: list[str]) -> str:
     """The applet a multi-call binary runs as: basename(argv[0]), exactly as the kernel
-    computes it (the first APPLET_LEN - 1 bytes of argv[0], then what follows the last '/');
-    "" when argv[0] names none (empty, or ending in '/')."""
+    computes it; "" when argv[0] names none both sides can agree on: empty, ending in '/',
+    or APPLET_LEN - 1 bytes or longer (the kernel reads no more, and the basename the
+    binary uses may lie past that)."""
     if not argv or not argv[0]:
         return ""
-    raw = argv[0].encode("utf-8", "surrogateescape")[: APPLET_LEN - 1]
+    raw = argv[0].encode("utf-8", "surrogateescape")
+    if len(raw) >= APPLET_LEN - 1:
+        return ""
     return raw.rsplit(b"/", 1)[-1].decode("utf-8", "surrogateescape")
 
 
@@ -60,15 +63,17 @@ def exec_identity(path: str, argv: list[str], multicall: bool = False) -> str:
     """The name a program is profiled under: the path as executed, except where argv[0]
     decides what runs. A multi-call binary (busybox, toybox: `multicall`, classified by its
     content) run as another applet than its own name is keyed "PATH:APPLET": `/bin/sh` run as
-    `nc` is "/bin/sh:nc", run as `sh` it stays "/bin/sh" (and allows only sh); a process re-executing its own image (busybox sh runs applets as /proc/self/exe) is
-    "/proc/self/exe:wget". The kernel keys its allow-list the same way (bpf/process.c)."""
+    `nc` is "/bin/sh:nc", run as `sh` it stays "/bin/sh" (and allows only sh); an argv[0]
+    that names no applet is "PATH:" (fails closed). A process re-executing its own image
+    (busybox sh runs applets as /proc/self/exe) is "/proc/self/exe:wget". The kernel keys
+    its allow-list the same way (bpf/process.c)."""
     if _SELF_EXE.match(path):
         applet = applet_of(argv)
-        return f"/proc/self/exe:{applet}" if applet and applet != "exe" else "/proc/self/exe"
+        return "/proc/self/exe" if applet == "exe" else f"/proc/self/exe:{applet}"
     if multicall:
         applet = applet_of(argv)
         own = path.encode("utf-8", "surrogateescape")[:255].rsplit(b"/", 1)[-1].decode("utf-8", "surrogateescape")
-        return f"{path}:{applet}" if applet and applet != own else path
+        return path if applet == own else f"{path}:{applet}"
     return path
 
 

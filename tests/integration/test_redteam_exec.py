@@ -101,6 +101,10 @@ def test_a_busybox_applet_under_an_allowed_path_is_its_own_program(enforcer, doc
     # The applet is the basename of argv[0], whatever directory it names.
     out = exec_in(c, "/x/race", "execas", "1500", "/usr/bin/nc", "/bin/sh", "-l", "-p", "4445").stdout
     assert "signal=9" in out, out
+    # An argv[0] longer than the kernel reads, its basename past the cut: no applet, no pass.
+    for argv0 in ("x" * 46 + "/nc", "/" * 44 + "sh/nc", "/" * 45 + "sh/nc"):
+        out = exec_in(c, "/x/race", "execas", "1500", argv0, "/bin/sh", "-l", "-p", "4445").stdout
+        assert "signal=9" in out, (argv0, out)
 
 
 def test_an_exec_storm_never_lets_a_forbidden_program_run(enforcer, dockerx, attacks):

@@ -20,10 +20,12 @@ from enforcer.sensors.paths import FNV_OFFSET, FNV_PRIME, MASK64, path_hash
 def kernel_key(path: str, argv0: bytes | None, multicall: bool) -> int:
     """What bpf/process.c computes (applet_hash), written out again from the C."""
     h = path_hash(path)
-    if not (multicall or path == "/proc/self/exe") or not argv0:
+    if not (multicall or path == "/proc/self/exe"):
         return h
-    raw = argv0[:APPLET_LEN - 1]
     colon = ((h ^ ord(":")) * FNV_PRIME) & MASK64
+    if not argv0 or len(argv0) >= APPLET_LEN - 1:
+        return colon
+    raw = argv0
     name, base = colon, FNV_OFFSET
     for c in raw:
         name = colon if c == ord("/") else ((name ^ c) * FNV_PRIME) & MASK64
@@ -31,12 +33,13 @@ def kernel_key(path: str, argv0: bytes | None, multicall: bool) -> int:
     path_base = FNV_OFFSET
     for c in path.encode()[:255]:
         path_base = FNV_OFFSET if c == ord("/") else ((path_base ^ c) * FNV_PRIME) & MASK64
-    if name == colon or base == path_base:
-        return h
-    return name
+    if name == colon:
+        return colon
+    return h if base == path_base else name
 
 
-@pytest.mark.parametrize("argv0", ["nc", "/usr/bin/nc", "sh", "/bin/sh", "-sh", "exe", "s", "./x/y/wget", "a" * 80,
+@pytest.mark.parametrize("argv0", ["nc", "/usr/bin/nc", "sh", "/bin/sh", "-sh", "exe", "s", "x" * 45, "x" * 46,
+                                   "x" * 46 + "/nc", "/" * 44 + "sh/nc", "/" * 45 + "sh", "./x/y/wget", "a" * 80,
                                    "d/" + "n" * 60, "/bin/", "", "ünï"])
 @pytest.mark.parametrize("path,multicall", [("/bin/sh", True), ("/bin/sh", False), ("/proc/self/exe", False)])
 def test_user_space_keys_an_exec_as_the_kernel_does(path, multicall, argv0):
@@ -51,10 +54,14 @@ def test_the_applet_is_the_basename_of_argv0_and_nothing_else():
     assert exec_identity("/bin/sh", ["/bin/sh"], multicall=True) == "/bin/sh"
     assert exec_identity("/bin/sh", ["-sh"], multicall=True) == "/bin/sh:-sh"  # a login shell is not sh
     assert exec_identity("/bin/sh", ["nc"], multicall=False) == "/bin/sh"  # not multi-call: the path decides
-    assert exec_identity("/bin/sh", [], multicall=True) == "/bin/sh"  # no argv[0]: no applet
-    assert exec_identity("/bin/sh", ["dir/"], multicall=True) == "/bin/sh"
+    # No applet both sides can name: "PATH:", never the plain path (which allows sh).
+    assert exec_identity("/bin/sh", [], multicall=True) == "/bin/sh:"
+    assert exec_identity("/bin/sh", ["dir/"], multicall=True) == "/bin/sh:"
+    assert exec_identity("/bin/sh", ["x" * 46 + "/nc"], multicall=True) == "/bin/sh:"  # basename past the read
+    assert exec_identity("/bin/sh", ["/" * 44 + "sh/nc"], multicall=True) == "/bin/sh:"
+    assert exec_identity("/bin/sh", ["x" * 45], multicall=True) == "/bin/sh:" + "x" * 45  # read whole
     assert exec_identity("/proc/self/exe", ["/bin/wget"]) == "/proc/self/exe:wget"
-    assert applet_of(["x" * 100]) == "x" * (APPLET_LEN - 1)  # the kernel reads this much
+    assert applet_of(["x" * 100]) == ""
 
 
 def _table(names: list[bytes]) -> bytes:

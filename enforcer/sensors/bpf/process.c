@@ -74,7 +74,7 @@ static __always_inline int emit_process(void *rec, u32 size)
  * A program run under its own name (/bin/sh as sh) keeps the plain path as its key, so the
  * usual case reads as it always did; any other applet gets its own key. One pass, the
  * hashes restarting after every '/', over at most APPLET_LEN - 1 bytes: the verifier walks
- * every iteration. Returns h itself when argv[0] names no applet or names the path's own. */
+ * every iteration. */
 #define APPLET_LEN 48
 #define FNV_BASIS 0xcbf29ce484222325ULL
 static __always_inline u64 basename_hash(const char *s)
@@ -92,9 +92,13 @@ static __always_inline u64 basename_hash(const char *s)
 
 static __always_inline u64 applet_hash(struct exec_ev *e, const char *arg0, u64 h)
 {
-    if (!arg0 || bpf_probe_read_user_str(e->args, APPLET_LEN, arg0) <= 1)
-        return h;
     u64 colon = (h ^ (u8)':') * 0x100000001b3ULL;
+    long n = arg0 ? bpf_probe_read_user_str(e->args, APPLET_LEN, arg0) : 0;
+    /* No applet both sides can name (argv[0] empty, unreadable, or too long to read whole:
+     * its basename may lie past what was read): "PATH:", which no profile allows unless
+     * it was learned so. Never the plain path, which would allow the own-name applet. */
+    if (n <= 1 || n >= APPLET_LEN)
+        return colon;
     u64 name = colon, base = FNV_BASIS;
 #pragma clang loop unroll(disable)
     for (u32 i = 0; i < APPLET_LEN; i++) {
@@ -104,8 +108,8 @@ static __always_inline u64 applet_hash(struct exec_ev *e, const char *arg0, u64 
         name = c == '/' ? colon : (name ^ (u8)c) * 0x100000001b3ULL;
         base = c == '/' ? FNV_BASIS : (base ^ (u8)c) * 0x100000001b3ULL;
     }
-    if (name == colon)  /* argv[0] ending in '/' names no applet */
-        return h;
+    if (name == colon)  /* argv[0] ending in '/': no applet either */
+        return colon;
     return base == basename_hash(e->path) ? h : name;
 }
 
