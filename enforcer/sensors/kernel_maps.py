@@ -15,7 +15,7 @@ kept in Python too and re-applied if the program is (re)loaded later):
         (files, network and DNS are still sent as novelties; research events - sensitive
         files, dangerous syscalls - always). protect: an exec whose path is not allowed is
         killed in the kernel before its first instruction (ExecEvent.killed = True).
-    maps.allow_exec(profile_id, paths)             # paths as executed (ExecEvent.path)
+    maps.allow_exec(profile_id, paths)             # exec identities: the path, or PATH:APPLET
     maps.mark_multicall(profile_id, paths)         # multi-call binaries: keyed "PATH:APPLET"
     maps.allow_syscalls(profile_id, nrs)           # syscall numbers (SyscallEvent.nr)
     maps.clear_profile(profile_id)                 # drop a profile's allow-lists and multi-call paths
