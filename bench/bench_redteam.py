@@ -7,7 +7,7 @@ noisy, quiet ones), all learned then active. Per round, in a quiet container: co
 and run it; measured from the exec (the kernel's timestamp, carried as the alert's
 last_seen) to the process alert reaching a subscriber of the `alert` topic. ROUNDS rounds on a quiet host, then ROUNDS more while
 the noisy container writes to /dev/zero (under many names), a FIFO and 10 GiB sparse
-files (support/redteam.py HASHER_ATTACK). Prints p50/p99 of each, their ratio (goal: under
+files (support/hasher_attack.py HASHER_ATTACK). Prints p50/p99 of each, their ratio (goal: under
 1.5), the enforcer's CPU share during each phase and the hasher's counters.
 
     sudo .venv/bin/python bench/bench_redteam.py [rounds]
@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from support.enforce import start_with_sensors, wait_active, wait_known  # noqa: E402
 from support.harness import DockerResources, ensure_busybox_image, exec_in  # noqa: E402
-from support.redteam import AlertWatcher, cpu_seconds, start_attack  # noqa: E402
+from support.hasher_attack import AlertWatcher, cpu_seconds, start_attack  # noqa: E402
 
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 30
 LEARN_SECONDS = 12

@@ -220,11 +220,18 @@ class Detector:
             # checked as usual. (A process re-executing itself gains nothing it did not have.)
             self.runtime_execs += 1
             return
-        path = exec_identity(ev.path, ev.argv)
+        p = att.profile
+        # Keyed by applet when the binary is multi-call by content, or when the profile (and
+        # so the kernel) already keys this path by applet: both sides ask the same question.
+        multicall = ev.multicall or ev.path in p.multicall_paths
+        path = exec_identity(ev.path, ev.argv, multicall)
+        exe = ev.path if multicall and not ev.path.startswith("/proc/") else ""
         detail = {"path": ev.path, "sha256": ev.sha256, "binary": ev.binary, "pid": ev.pid, "ppid": ev.ppid,
                   "uid": ev.uid, "argv": ev.argv, "argv_truncated": ev.argv_truncated, "killed": ev.killed}
         if path != ev.path:
             detail["applet"] = path
+        if exe:
+            detail["multicall"] = True  # keyed by applet (what `allow` must key the entry by too)
         # Not hashed (skipped, stalled, queue full): never "known", and always said.
         unhashed = "" if ev.sha256 else (ev.hash_error or "not hashed")
         if unhashed:
@@ -232,7 +239,6 @@ class Detector:
         hit = self._feed("hash", ev.sha256)
         if hit is not None:
             self._threat(att, ev, hit, "program", detail)
-        p = att.profile
         verdict = p.process_verdict(path, ev.sha256)
         action = "killed" if ev.killed else "alerted"
         if verdict == "known":
@@ -246,7 +252,7 @@ class Detector:
         if att.learning or (verdict == "pin" and not suspect):
             # Learning trusts what runs; a seeded path is pinned to the first hash seen.
             # Unhashed, it is learned unpinned (pinned at its first hashed run).
-            self.profiles.record(p, process_entry(path, ev.sha256, binary=ev.binary))
+            self.profiles.record(p, process_entry(path, ev.sha256, binary=ev.binary, exe=exe))
             if ev.sha256:
                 self.profiles.clear_suspect(p, path)
             else:

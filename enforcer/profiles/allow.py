@@ -36,8 +36,9 @@ def entry_for(alert: Alert, by: str, now: float | None = None) -> Entry:
     if alert.kind == "process":
         if not d.get("sha256"):
             raise NotAllowable(f"incident {alert.id}: the program was not hashed, so there is nothing to pin")
+        exe = str(d.get("path") or "") if d.get("multicall") else ""  # a multi-call binary: keyed by applet
         entry = process_entry(alert.subject, str(d["sha256"]), source=ALLOWED, now=now,
-                              binary=str(d.get("binary") or ""))
+                              binary=str(d.get("binary") or ""), exe=exe)
     elif alert.kind == "network":
         proto = str(d.get("proto") or "tcp")
         if d.get("direction") == "listen":

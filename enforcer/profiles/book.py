@@ -473,6 +473,7 @@ class ProfileBook:
             # the app's own shell runs: in protect mode let them all run (user space still
             # checks what reaches it) rather than break the app.
             paths.add("/proc/self/exe")
+        self.hooks.set_multicall_paths(p.id, p.kernel_multicall_paths())  # before the paths: see kernel.py
         self.hooks.set_exec_allowlist(p.id, paths)
         self.hooks.set_syscall_allowlist(p.id, p.syscalls)
 

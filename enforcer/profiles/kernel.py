@@ -31,6 +31,9 @@ class KernelHooks(Protocol):
     def set_exec_allowlist(self, profile_id: int, paths: Iterable[str]) -> None:
         """Replace the paths the kernel lets run without reporting (and, in protect, without killing)."""
 
+    def set_multicall_paths(self, profile_id: int, paths: Iterable[str]) -> None:
+        """Replace the exec paths the kernel keys by applet ("PATH:" + basename(argv[0]))."""
+
     def set_syscall_allowlist(self, profile_id: int, numbers: Iterable[int]) -> None:
         """Replace the syscall numbers the kernel does not report as new."""
 
@@ -52,6 +55,9 @@ class NullKernelHooks:
     def set_exec_allowlist(self, profile_id: int, paths: Iterable[str]) -> None:
         pass
 
+    def set_multicall_paths(self, profile_id: int, paths: Iterable[str]) -> None:
+        pass
+
     def set_syscall_allowlist(self, profile_id: int, numbers: Iterable[int]) -> None:
         pass
 
@@ -68,6 +74,7 @@ class RecordingKernelHooks:
 
     policies: dict[int, tuple[int, str]] = field(default_factory=dict)
     exec_allow: dict[int, set[str]] = field(default_factory=dict)
+    multicall: dict[int, set[str]] = field(default_factory=dict)
     syscall_allow: dict[int, set[int]] = field(default_factory=dict)
     forgotten: list[int] = field(default_factory=list)
     used: dict[int, set[int]] = field(default_factory=dict)  # what used_syscalls answers
@@ -78,6 +85,9 @@ class RecordingKernelHooks:
 
     def set_exec_allowlist(self, profile_id: int, paths: Iterable[str]) -> None:
         self.exec_allow[profile_id] = set(paths)
+
+    def set_multicall_paths(self, profile_id: int, paths: Iterable[str]) -> None:
+        self.multicall[profile_id] = set(paths)
 
     def set_syscall_allowlist(self, profile_id: int, numbers: Iterable[int]) -> None:
         self.syscall_allow[profile_id] = set(numbers)
@@ -97,6 +107,8 @@ class KernelMaps(Protocol):
     def set_policy(self, cgroup_id: int, profile_id: int, mode: str) -> None: ...
 
     def allow_exec(self, profile_id: int, paths: Iterable[str]) -> None: ...
+
+    def mark_multicall(self, profile_id: int, paths: Iterable[str]) -> None: ...
 
     def allow_syscalls(self, profile_id: int, nrs: Iterable[int]) -> None: ...
 
@@ -119,6 +131,7 @@ class KernelMapHooks:
     def __init__(self, maps: KernelMaps) -> None:
         self.maps = maps
         self._exec: dict[int, set[str]] = {}
+        self._multicall: dict[int, set[str]] = {}
         self._syscalls: dict[int, set[int]] = {}
         self._warned: set[str] = set()
 
@@ -147,6 +160,15 @@ class KernelMapHooks:
             self._allow_exec(profile_id, sorted(new - old))
         self._exec[profile_id] = new
 
+    def set_multicall_paths(self, profile_id: int, paths: Iterable[str]) -> None:
+        new = set(paths)
+        old = self._multicall.get(profile_id, set())
+        self._multicall[profile_id] = new
+        if old - new:
+            self._rewrite(profile_id, self._exec.get(profile_id, set()), self._syscalls.get(profile_id, set()))
+        elif new - old:
+            self._guard("mark_multicall", lambda: self.maps.mark_multicall(profile_id, sorted(new - old)))
+
     def set_syscall_allowlist(self, profile_id: int, numbers: Iterable[int]) -> None:
         new = set(numbers)
         old = self._syscalls.get(profile_id, set())
@@ -164,6 +186,11 @@ class KernelMapHooks:
 
     def _rewrite(self, profile_id: int, paths: set[str], numbers: set[int]) -> None:
         self._guard("clear_profile", lambda: self.maps.clear_profile(profile_id))
+        # Multi-call paths first: until they are marked, "/bin/sh" in the allow-list would
+        # let every applet at that path through; the other order only kills for a moment.
+        multicall = self._multicall.get(profile_id, set())
+        if multicall:
+            self._guard("mark_multicall", lambda: self.maps.mark_multicall(profile_id, sorted(multicall)))
         if paths:
             self._allow_exec(profile_id, sorted(paths))
         if numbers:

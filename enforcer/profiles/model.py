@@ -7,7 +7,8 @@ never disagree.
 
 Entry keys are canonical text, unique per kind:
   process   "/bin/wget sha256:<hex>"   ("sha256:*" for a seeded path not yet pinned;
-                                        "/proc/self/exe:wget ..." for a busybox applet)
+                                        "/proc/self/exe:wget ..." for a busybox applet,
+                                        "/bin/sh:nc ..." for a multi-call binary's applet)
   listener  "tcp/8080"
   peer      "out tcp blog/db 3306"     (direction, proto, peer, port or "*")
   file      "/var/log/nginx/" (a prefix, ends in "/") or "/etc/hostname" (one file)
@@ -17,7 +18,6 @@ Entry keys are canonical text, unique per kind:
 from __future__ import annotations
 
 import ipaddress
-import posixpath
 import re
 import time
 from dataclasses import dataclass, field
@@ -43,24 +43,50 @@ class Entry:
 
 # -- entry constructors: one canonical key per thing -------------------------------------
 _SELF_EXE = re.compile(r"^/proc/(self|thread-self|\d+)/exe$")
+APPLET_LEN = 48  # bytes of argv[0] the kernel reads for the applet (with its NUL): bpf/process.c
 
 
-def exec_identity(path: str, argv: list[str]) -> str:
-    """The name a program is profiled under: the path as executed, except for a process
-    re-executing its own image (busybox sh runs every applet as /proc/self/exe), where the
-    applet name in argv[0] is what tells `wget` from `nc`: "/proc/self/exe:wget"."""
+def applet_of(argv: list[str]) -> str:
+    """The applet a multi-call binary runs as: basename(argv[0]), exactly as the kernel
+    computes it; "" when argv[0] names none both sides can agree on: empty, ending in '/',
+    or APPLET_LEN - 1 bytes or longer (the kernel reads no more, and the basename the
+    binary uses may lie past that)."""
+    if not argv or not argv[0]:
+        return ""
+    raw = argv[0].encode("utf-8", "surrogateescape")
+    if len(raw) >= APPLET_LEN - 1:
+        return ""
+    return raw.rsplit(b"/", 1)[-1].decode("utf-8", "surrogateescape")
+
+
+def exec_identity(path: str, argv: list[str], multicall: bool = False) -> str:
+    """The name a program is profiled under: the path as executed, except where argv[0]
+    decides what runs. A multi-call binary (busybox, toybox: `multicall`, classified by its
+    content) run as another applet than its own name is keyed "PATH:APPLET": `/bin/sh` run as
+    `nc` is "/bin/sh:nc", run as `sh` it stays "/bin/sh" (and allows only sh); an argv[0]
+    that names no applet is "PATH:" (fails closed). A process re-executing its own image
+    (busybox sh runs applets as /proc/self/exe) is "/proc/self/exe:wget". The kernel keys
+    its allow-list the same way (bpf/process.c)."""
     if _SELF_EXE.match(path):
-        applet = posixpath.basename(argv[0]) if argv and argv[0] else ""
-        return f"/proc/self/exe:{applet}" if applet else "/proc/self/exe"
+        applet = applet_of(argv)
+        return "/proc/self/exe" if applet == "exe" else f"/proc/self/exe:{applet}"
+    if multicall:
+        applet = applet_of(argv)
+        own = path.encode("utf-8", "surrogateescape")[:255].rsplit(b"/", 1)[-1].decode("utf-8", "surrogateescape")
+        return path if applet == own else f"{path}:{applet}"
     return path
 
 
 def process_entry(path: str, sha256: str, source: str = "learned", now: float | None = None,
-                  binary: str = "") -> Entry:
+                  binary: str = "", exe: str = "") -> Entry:
+    """`path` is the exec identity; `exe`, when set, the multi-call binary's path as executed
+    (the identity is "EXE:APPLET"), which the kernel must then key by applet."""
     key = f"{path} sha256:{sha256 or ANY}"
     data: dict[str, Any] = {"path": path, "sha256": sha256}
     if binary and binary != path:
         data["binary"] = binary  # what the path resolved to (e.g. /bin/busybox for /bin/wget)
+    if exe:
+        data["multicall"] = exe
     return Entry("process", key, data, source, now or time.time())
 
 
@@ -102,6 +128,7 @@ class Profile:
     # -- lookups for the detector ---------------------------------------------------------
     processes: dict[str, set[str]] = field(default_factory=dict)  # path -> sha256s ("" = not pinned)
     binaries: set[str] = field(default_factory=set)  # resolved binaries of learned paths
+    multicall_paths: set[str] = field(default_factory=set)  # exec paths keyed by applet
     listeners: set[tuple[str, int]] = field(default_factory=set)
     peers: set[tuple[str, str, str, int | str]] = field(default_factory=set)  # (dir, proto, peer, port)
     peer_networks: list[tuple[str, str, Any, int | str]] = field(default_factory=list)  # CIDR peers
@@ -149,6 +176,7 @@ class Profile:
     def _clear_indexes(self) -> None:
         self.processes.clear()
         self.binaries.clear()
+        self.multicall_paths.clear()
         self.listeners.clear()
         self.peers.clear()
         self.peer_networks.clear()
@@ -171,6 +199,8 @@ class Profile:
             self.processes.setdefault(d["path"], set()).add(d.get("sha256") or "")
             if d.get("binary"):
                 self.binaries.add(d["binary"])
+            if d.get("multicall"):
+                self.multicall_paths.add(d["multicall"])
         elif e.kind == "listener":
             self.listeners.add((d["proto"], int(d["port"])))
         elif e.kind == "peer":
@@ -253,6 +283,10 @@ class Profile:
         """
         return {p for p in self.processes if p not in self.suspect_paths
                 and (self_exec_by_applet or not p.startswith("/proc/"))}
+
+    def kernel_multicall_paths(self) -> set[str]:
+        """Exec paths the kernel must key by applet ("/bin/sh" of "/bin/sh:sh")."""
+        return set(self.multicall_paths)
 
     def summary(self) -> dict[str, Any]:
         return {"id": self.id, "app": self.app, "service": self.service,

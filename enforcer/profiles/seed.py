@@ -8,7 +8,10 @@
   ExposedPorts). A link or depends_on to a service that declares no port allows any port;
   merely sharing a network allows only declared ports. Published ports accept any peer.
 
-Seeded processes are not pinned to a hash: the first exec the detector sees pins it.
+Seeded processes are not pinned to a hash: the first exec the detector sees pins it. A
+program whose binary is multi-call by content (busybox, toybox) is seeded as
+"PATH:APPLET" when the command as written (what runc passes as argv[0]) names another
+applet than the path's own name, and marked multi-call so that the kernel keys it by applet.
 Bare program names are resolved through the image's PATH inside the running container
 (`/proc/<pid>/root`, never following a link out of it); a container that is not running
 yet gets its processes seeded when it starts.
@@ -19,11 +22,14 @@ from __future__ import annotations
 import os
 import posixpath
 import shlex
+import stat
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from ..models import ComposeTopology, Container, ServiceDecl
-from .model import ANY, Entry, file_entry, listener_entry, peer_entry, process_entry
+from ..sensors.multicall import MultiCallScan
+from ..sensors.paths import open_in_root
+from .model import ANY, Entry, exec_identity, file_entry, listener_entry, peer_entry, process_entry
 from .paths import seed_prefix
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -122,23 +128,58 @@ def _process_seeds(s: SeedInput, decl: ServiceDecl | None) -> list[Entry]:
     workdir = s.image_config.get("WorkingDir") or "/"
     argv = command_argv(s.image_config, decl)
     programs = programs_of(argv)
-    paths: list[str] = []
-    for program in programs:
-        paths += resolve_program(program, path_dirs, root, workdir)
+    out: list[Entry] = []
+    first_multicall = False
+    for i, program in enumerate(programs):
+        for path in resolve_program(program, path_dirs, root, workdir):
+            # A multi-call binary is keyed by the applet it is run as (argv[0] is the
+            # program as written): "/bin/sh" run as sh allows sh there, not nc.
+            multicall = _is_multicall(root, path)
+            first_multicall = first_multicall or (i == 0 and multicall)
+            out.append(process_entry(exec_identity(path, [program], True), "", source="seed", exe=path)
+                       if multicall else process_entry(path, "", source="seed"))
     # A busybox shell runs the applets of its script as /proc/self/exe (argv[0] = applet).
-    if len(programs) > 1 and paths and _is_busybox(root, paths[0]):
-        paths += [f"/proc/self/exe:{p}" for p in programs[1:] if "/" not in p]
-    return [process_entry(path, "", source="seed") for path in dict.fromkeys(paths)]
+    if len(programs) > 1 and out and (first_multicall or _is_busybox(root, out[0].data["path"])):
+        out += [process_entry(f"/proc/self/exe:{p}", "", source="seed") for p in programs[1:] if "/" not in p]
+    return list({e.key: e for e in out}.values())
 
 
 def _is_busybox(root: str, path: str) -> bool:
-    """Is `path` (inside the container) busybox itself or a link to it?"""
+    """Is `path` (inside the container) named busybox or a link to it? (When its content
+    cannot be read, e.g. in a test's fake root.)"""
     if posixpath.basename(path) == "busybox":
         return True
     try:
         return posixpath.basename(os.readlink(root + path)).startswith("busybox")
     except OSError:
         return False
+
+
+MAX_CLASSIFY_BYTES = 8 << 20  # seeding runs on the loop: read at most this much of a binary
+
+
+def _is_multicall(root: str, path: str) -> bool:
+    """Is the regular file at `path` (inside the container) a multi-call binary, by content?"""
+    try:
+        fd = open_in_root(root, path)
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False  # a FIFO or a device is nobody's binary; never block on one
+        scan = MultiCallScan()
+        left = MAX_CLASSIFY_BYTES
+        while left > 0 and not scan.found:
+            chunk = os.read(fd, min(1 << 20, left))
+            if not chunk:
+                break
+            scan.update(chunk)
+            left -= len(chunk)
+        return scan.found
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _path_dirs(image_config: dict[str, Any]) -> list[str]:

@@ -25,7 +25,8 @@ class SensorEvent:
 
 @dataclass(slots=True)
 class ExecEvent(SensorEvent):
-    """A program started (execve/execveat returned into a new image), or was killed at entry."""
+    """A program started (execve/execveat committed to a new image), or was killed before its
+    first instruction. path and argv are the kernel's own copies (bpf/process.c)."""
 
     ppid: int = 0
     path: str = ""  # the filename given to execve, as the container sees it (e.g. /bin/wget)
@@ -33,6 +34,7 @@ class ExecEvent(SensorEvent):
     argv_truncated: bool = False
     sha256: str = ""  # of the binary the path resolved to ("" if it could not be read)
     binary: str = ""  # the resolved binary inside the container (e.g. /bin/busybox)
+    multicall: bool = False  # the binary picks its applet from argv[0] (busybox, toybox)
     killed: bool = False  # the kernel killed it before its first instruction (protect mode)
     hash_error: str = ""  # why sha256 is "" (e.g. "read stalled after 5 s"); sensors/hashing.py
     hash_reason: str = ""  # the same as a stats key: not_regular, too_large, queue_full, stalled, unreadable

@@ -41,6 +41,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .multicall import MultiCallScan
+
 FileKey = tuple[int, int, int, int, int]  # st_dev, st_ino, st_mtime_ns, st_ctime_ns, st_size
 CHUNK = 1 << 20
 
@@ -60,6 +62,7 @@ class HashResult:
     size: int
     error: str = ""  # why not, as an alert says it
     reason: str = ""  # why not, one of REASONS
+    multicall: bool = False  # busybox-like: argv[0] picks the applet (sensors/multicall.py)
 
 
 def file_key(st: os.stat_result) -> FileKey:
@@ -296,6 +299,7 @@ class FileHasher:
         try:
             fd = _readable(job.fd, job.key)
             h = hashlib.sha256()
+            scan = MultiCallScan()  # classified in the same read, once per binary
             left = job.size
             while left > 0:
                 if job.abandoned or time.monotonic() - job.started > self.deadline:
@@ -304,8 +308,9 @@ class FileHasher:
                 if not chunk:
                     break  # truncated meanwhile: what was there is what is hashed
                 h.update(chunk)
+                scan.update(chunk)
                 left -= len(chunk)
-            return HashResult(h.hexdigest(), job.size)
+            return HashResult(h.hexdigest(), job.size, multicall=scan.found)
         except _Stalled:
             return HashResult("", job.size, f"read stalled after {self.deadline:g} s", STALLED)
         except OSError as e:

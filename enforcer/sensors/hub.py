@@ -315,5 +315,7 @@ def _fill_hash(ev: SensorEvent, f: Future[HashResult]) -> None:
     if isinstance(ev, (ExecEvent, FileClosedEvent)):
         ev.sha256 = result.sha256
         ev.hash_error, ev.hash_reason = result.error, result.reason
+    if isinstance(ev, ExecEvent):
+        ev.multicall = result.multicall
     if isinstance(ev, FileClosedEvent):
         ev.size = result.size

@@ -15,9 +15,10 @@ kept in Python too and re-applied if the program is (re)loaded later):
         (files, network and DNS are still sent as novelties; research events - sensitive
         files, dangerous syscalls - always). protect: an exec whose path is not allowed is
         killed in the kernel before its first instruction (ExecEvent.killed = True).
-    maps.allow_exec(profile_id, paths)             # paths as executed (ExecEvent.path)
+    maps.allow_exec(profile_id, paths)             # exec identities: the path, or PATH:APPLET
+    maps.mark_multicall(profile_id, paths)         # multi-call binaries: keyed "PATH:APPLET"
     maps.allow_syscalls(profile_id, nrs)           # syscall numbers (SyscallEvent.nr)
-    maps.clear_profile(profile_id)                 # drop both allow-lists of a profile
+    maps.clear_profile(profile_id)                 # drop a profile's allow-lists and multi-call paths
     maps.syscall_bitmap(cgroup_id) -> set[int]     # syscalls this container has used
     maps.reset_novelty(cgroup_id)                  # forget what was already sent (relearn)
     maps.policy(cgroup_id) -> (profile_id, mode) | None
@@ -47,8 +48,8 @@ LIVE_STATES = ("running", "paused", "restarting")
 
 
 class KernelMaps:
-    # process.c keys an exec of /proc/self/exe by "/proc/self/exe:" + basename(argv[0]), so
-    # profiles may allow one busybox applet without allowing them all.
+    # process.c keys an exec of /proc/self/exe (and of every path marked multi-call) by
+    # "PATH:" + basename(argv[0]), so profiles may allow one applet without allowing them all.
     self_exec_by_applet = True
 
     def __init__(self, own_cgroup_id: int | None = None) -> None:
@@ -66,6 +67,7 @@ class KernelMaps:
         self._gens: dict[int, int] = {}
         self._ips: dict[bytes, int] = {}  # 16-byte address -> cgroup id
         self._exec_allow: dict[int, set[int]] = {}  # profile id -> path hashes
+        self._multicall: dict[int, set[int]] = {}  # profile id -> path hashes keyed by applet
         self._syscall_allow: dict[int, set[int]] = {}
 
     # -- the program's maps come and go -------------------------------------------------
@@ -166,6 +168,14 @@ class KernelMaps:
             hashes.add(h)
             self._map_set("exec_allow", L.ExecAllowKey(int(profile_id), 0, h), 1)
 
+    def mark_multicall(self, profile_id: int, paths: Iterable[str]) -> None:
+        """These exec paths run multi-call binaries: the kernel keys them "PATH:APPLET"."""
+        hashes = self._multicall.setdefault(int(profile_id), set())
+        for p in paths:
+            h = path_hash(p)
+            hashes.add(h)
+            self._map_set("exec_multicall", L.ExecAllowKey(int(profile_id), 0, h), 1)
+
     def allow_syscalls(self, profile_id: int, nrs: Iterable[int]) -> None:
         allowed = self._syscall_allow.setdefault(int(profile_id), set())
         allowed.update(int(n) for n in nrs if 0 <= int(n) < L.NR_SYSCALLS)
@@ -174,6 +184,8 @@ class KernelMaps:
     def clear_profile(self, profile_id: int) -> None:
         for h in self._exec_allow.pop(int(profile_id), set()):
             self._map_del("exec_allow", L.ExecAllowKey(int(profile_id), 0, h))
+        for h in self._multicall.pop(int(profile_id), set()):
+            self._map_del("exec_multicall", L.ExecAllowKey(int(profile_id), 0, h))
         if self._syscall_allow.pop(int(profile_id), None) is not None:
             self._map_del("syscall_allow", int(profile_id))
 
@@ -235,6 +247,9 @@ class KernelMaps:
         for pid, hashes in self._exec_allow.items():
             for h in hashes:
                 self._map_set("exec_allow", L.ExecAllowKey(pid, 0, h), 1)
+        for pid, hashes in self._multicall.items():
+            for h in hashes:
+                self._map_set("exec_multicall", L.ExecAllowKey(pid, 0, h), 1)
         for pid, nrs in self._syscall_allow.items():
             self._map_set("syscall_allow", pid, _bits(nrs))
 

@@ -17,7 +17,7 @@ import pytest
 
 from support.enforce import start_with_sensors, wait_active, wait_known
 from support.harness import EnforcerProcess, exec_in, wait_for
-from support.redteam import cpu_share, exec_to_alert, process_alert, start_attack
+from support.hasher_attack import cpu_share, exec_to_alert, process_alert, start_attack
 
 pytestmark = [pytest.mark.docker, pytest.mark.bpf, pytest.mark.nftables, pytest.mark.slow]
 

@@ -180,5 +180,5 @@ def test_self_exec_is_profiled_by_its_applet_name():
 
     assert exec_identity("/proc/self/exe", ["wget", "-q"]) == "/proc/self/exe:wget"
     assert exec_identity("/proc/123/exe", ["/bin/nc"]) == "/proc/self/exe:nc"
-    assert exec_identity("/proc/self/exe", []) == "/proc/self/exe"
+    assert exec_identity("/proc/self/exe", []) == "/proc/self/exe:"  # no applet: fails closed
     assert exec_identity("/bin/wget", ["wget"]) == "/bin/wget"

@@ -1,11 +1,14 @@
 /* Process sensor: exec (with argv and the protect-mode kill), fork, exit.
  *
- * An exec is decided at syscall entry (the path string as executed is only in user memory
- * there) and reported, or killed, at sched_process_exec, i.e. only once the kernel has
- * committed to the new image. Deciding at entry but acting after success matters: shells
- * search $PATH by trying execve on every directory, and a kill on the first failing
- * attempt would kill the shell. SIGKILL sent at sched_process_exec is delivered before
- * the new program runs its first instruction.
+ * An exec is decided, reported and (protect) killed at sched_process_exec, from what the
+ * kernel itself holds there, never from the caller's memory: the filename is the kernel's
+ * copy (bprm->filename, copied before the file was opened) and argv is read from the new
+ * image's stack, which only the kernel has written so far. A second thread rewriting the
+ * path or argv[0] in the old address space (a TOCTOU on sys_enter) changes nothing here.
+ * The tracepoint fires once the new image is committed and before it runs its first
+ * instruction, so SIGKILL sent here kills it before it runs anything; a failed attempt
+ * (a shell's $PATH search) never reaches it. Nothing is carried over from syscall entry,
+ * so no table can fill up and drop a decision under an exec storm.
  */
 
 struct exec_ev {
@@ -14,7 +17,7 @@ struct exec_ev {
     u32 argc;      /* arguments captured */
     u32 args_len;  /* bytes used in args */
     u32 pad;
-    u64 path_hash;
+    u64 path_hash; /* the key the allow-list was asked with (path, or path:applet) */
     char path[PATH_LEN];
     char args[ARGS_LEN + ARG_MAX_READ];  /* slack so that every bounded read fits */
 };
@@ -37,13 +40,24 @@ struct exec_allow_key {
     u64 path_hash;
 };
 
+/* The user registers saved at kernel entry (x86_64 struct pt_regs: the ptrace ABI layout,
+ * unchanged between the 6.1 headers and this kernel). Only `sp` is read. */
+struct user_regs {
+    u64 r15, r14, r13, r12, bp, bx, r11, r10, r9, r8, ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp, ss;
+};
+
 BPF_RINGBUF_OUTPUT(process_events, 256);
 BPF_PERCPU_ARRAY(exec_scratch, struct exec_ev, 1);
-/* tid -> the exec decided at entry, waiting for sched_process_exec. Pinned: across a
- * restart the old generation may decide at entry and the new one act at exec. */
-PINNED_TABLE("lru_hash", u32, struct exec_ev, pending_exec, 1024);
-/* Profile allow-lists (written by user space): (profile, path hash) -> 1. */
+/* Profile allow-lists (written by user space): (profile, exec key) -> 1. Pinned: the
+ * kill-on-exec decision reads it, so it must outlive the enforcer. */
 PINNED_TABLE("hash", struct exec_allow_key, u8, exec_allow, 65536);
+/* Multi-call binaries (busybox, toybox...: the applet comes from argv[0]), as user space
+ * classified them by content: (profile, path hash) -> 1. Their execs are keyed by
+ * path + ":" + applet, as /proc/self/exe always is. As large as exec_allow: a marked path
+ * always comes with a profile entry, so this map fills no sooner than the allow-lists do
+ * (a path missing here would let every applet through; missing there, it is killed).
+ * Pinned with exec_allow: the decision reads both. */
+PINNED_TABLE("hash", struct exec_allow_key, u8, exec_multicall, 65536);
 /* child tgid -> parent tgid, from fork; tgid -> exit code. */
 BPF_TABLE("lru_hash", u32, u32, parent_of, 65536);
 BPF_TABLE("lru_hash", u32, s32, exit_codes, 16384);
@@ -57,39 +71,74 @@ static __always_inline int emit_process(void *rec, u32 size)
     return emitted(S_PROCESS, process_events.ringbuf_output(rec, size, BPF_RB_NO_WAKEUP));
 }
 
-/* A busybox shell runs every applet as /proc/self/exe with the applet's name in argv[0], so
- * the path alone cannot tell `wget` from `sh`. Such an exec is keyed as if its path were
- * "/proc/self/exe:" + basename(argv[0]): FNV-1a continued over ":NAME", the same value user
- * space computes for that whole string (profiles hold "/proc/self/exe:wget"). One pass, the
- * hash restarting after every '/', and a short read: the verifier walks every iteration.
- * e->args is scratch here; the argv loop below overwrites it. */
+/* The applet key: FNV-1a of the path continued over ":" + basename(argv[0]), the value
+ * user space computes for the whole string "PATH:APPLET" (profiles/model.py exec_identity).
+ * A program run under its own name (/bin/sh as sh) keeps the plain path as its key, so the
+ * usual case reads as it always did; any other applet gets its own key. One pass, the
+ * hashes restarting after every '/', over at most APPLET_LEN - 1 bytes: the verifier walks
+ * every iteration. */
 #define APPLET_LEN 48
-static __always_inline u64 self_exec_applet_hash(struct exec_ev *e, const char *const *argv, u64 h)
+#define FNV_BASIS 0xcbf29ce484222325ULL
+static __always_inline u64 basename_hash(const char *s)
 {
-    const char self_exe[] = "/proc/self/exe";
-#pragma unroll
-    for (u32 i = 0; i < sizeof(self_exe); i++) {
-        if (e->path[i] != self_exe[i])
-            return h;
+    u64 b = FNV_BASIS;
+#pragma clang loop unroll(disable)
+    for (u32 i = 0; i < PATH_LEN; i++) {
+        char c = s[i];
+        if (c == 0)
+            break;
+        b = c == '/' ? FNV_BASIS : (b ^ (u8)c) * 0x100000001b3ULL;
     }
-    const char *arg0 = 0;
-    if (bpf_probe_read_user(&arg0, sizeof(arg0), &argv[0]) != 0 || !arg0)
-        return h;
-    if (bpf_probe_read_user_str(e->args, APPLET_LEN, arg0) <= 1)
-        return h;
+    return b;
+}
+
+static __always_inline u64 applet_hash(struct exec_ev *e, const char *arg0, u64 h)
+{
     u64 colon = (h ^ (u8)':') * 0x100000001b3ULL;
-    u64 name = colon;
+    long n = arg0 ? bpf_probe_read_user_str(e->args, APPLET_LEN, arg0) : 0;
+    /* No applet both sides can name (argv[0] empty, unreadable, or too long to read whole:
+     * its basename may lie past what was read): "PATH:", which no profile allows unless
+     * it was learned so. Never the plain path, which would allow the own-name applet. */
+    if (n <= 1 || n >= APPLET_LEN)
+        return colon;
+    u64 name = colon, base = FNV_BASIS;
 #pragma clang loop unroll(disable)
     for (u32 i = 0; i < APPLET_LEN; i++) {
         char c = e->args[i];
         if (c == 0)
             break;
         name = c == '/' ? colon : (name ^ (u8)c) * 0x100000001b3ULL;
+        base = c == '/' ? FNV_BASIS : (base ^ (u8)c) * 0x100000001b3ULL;
     }
-    return name == colon ? h : name;  /* argv[0] ending in '/' names no applet */
+    if (name == colon)  /* argv[0] ending in '/': no applet either */
+        return colon;
+    return base == basename_hash(e->path) ? h : name;
 }
 
-static __always_inline int exec_enter(const char *filename, const char *const *argv, u16 extra_flags)
+static __always_inline int is_self_exe(struct exec_ev *e)
+{
+    const char self_exe[] = "/proc/self/exe";
+#pragma unroll
+    for (u32 i = 0; i < sizeof(self_exe); i++) {
+        if (e->path[i] != self_exe[i])
+            return 0;
+    }
+    return 1;
+}
+
+static __always_inline int is_dev_fd(struct exec_ev *e)
+{
+    /* execveat(fd, "", AT_EMPTY_PATH) and execveat(dirfd, "rel") become "/dev/fd/N[/rel]" */
+    const char dev_fd[] = "/dev/fd/";
+#pragma unroll
+    for (u32 i = 0; i < sizeof(dev_fd) - 1; i++) {
+        if (e->path[i] != dev_fd[i])
+            return 0;
+    }
+    return 1;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exec)
 {
     u64 cg = bpf_get_current_cgroup_id();
     struct policy *pol = watched.lookup(&cg);
@@ -99,36 +148,59 @@ static __always_inline int exec_enter(const char *filename, const char *const *a
     struct exec_ev *e = exec_scratch.lookup(&zero);
     if (!e)
         return 0;
-    if (bpf_probe_read_user_str(e->path, sizeof(e->path), filename) <= 0)
-        return 0;
+    /* The kernel's copy of the filename (a __data_loc string in the record). */
+    u16 loc = args->data_loc_filename & 0xFFFF;
+    if (bpf_probe_read_kernel_str(e->path, sizeof(e->path), (char *)args + loc) <= 0)
+        e->path[0] = 0;
+    /* argc, then argv[] sit at the new stack pointer; the strings above it. */
+    struct user_regs *regs = (struct user_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+    u64 sp = 0;
+    bpf_probe_read_kernel(&sp, sizeof(sp), &regs->sp);
+    u64 nargs = 0;
+    const char *const *argv = (const char *const *)(sp + 8);
+    const char *arg0 = 0;
+    if (!sp || bpf_probe_read_user(&nargs, sizeof(nargs), (void *)sp) != 0)
+        nargs = 0;
+    if (nargs)
+        bpf_probe_read_user(&arg0, sizeof(arg0), &argv[0]);
+
     u64 h = fnv_str(e->path, PATH_LEN);
-    h = self_exec_applet_hash(e, argv, h);
-    u16 flags = extra_flags;
-    u64 now = bpf_ktime_get_ns();
+    u64 ah = applet_hash(e, arg0, h);
+    u64 key = h;
+    struct exec_allow_key ak = {.profile_id = pol->profile_id, .path_hash = h};
+    if (is_self_exe(e) || exec_multicall.lookup(&ak))
+        key = ah;
+    u16 flags = is_dev_fd(e) ? F_EXECVEAT : 0;
     if (pol->mode != MODE_LEARN) {
-        struct exec_allow_key ak = {.profile_id = pol->profile_id, .path_hash = h};
+        ak.path_hash = key;
         if (exec_allow.lookup(&ak))
             return 0;
-        if (pol->mode == MODE_PROTECT)
+        if (pol->mode == MODE_PROTECT) {
+            bpf_send_signal(9);
+            count(S_PROCESS, C_KILLED);
             flags |= F_KILLED;
+        }
     }
-    if (!(flags & F_KILLED)) {
-        /* Peek only: the subject is marked as sent when the exec succeeds. */
-        struct seen_key k;
-        if (!is_novel(S_PROCESS, cg, pol, mix64(h, EV_EXEC), &k, now))
-            return 0;
-    }
+    /* Novelty by the finest identity (path and applet), so that learning sees every applet
+     * a multi-call binary is run as, even before user space has classified it. A kill is
+     * its own subject, so that an earlier plain exec never hides it. */
+    u64 now = bpf_ktime_get_ns();
+    struct seen_key k;
+    u64 subject = mix64(ah, (flags & F_KILLED) ? EV_EXEC + 100 : EV_EXEC);
+    if (!is_novel(S_PROCESS, cg, pol, subject, &k, now) || !under_cap(S_PROCESS, cg, CFG_RATE_EXEC, now))
+        return 0;
     u64 pt = bpf_get_current_pid_tgid();
-    u32 tid = (u32)pt;
     u32 tgid = pt >> 32;
+    fill_hdr(&e->h, EV_EXEC, cg, now);
     e->h.flags = flags;
-    e->h.cgroup = cg;
-    e->path_hash = h;
+    e->path_hash = key;
     u32 *pp = parent_of.lookup(&tgid);
     e->ppid = pp ? *pp : 0;
     u32 off = 0, argc = 0;
 #pragma clang loop unroll(disable)
     for (u32 i = 0; i < MAX_ARGS; i++) {
+        if (i >= nargs)
+            break;
         const char *arg = 0;
         if (bpf_probe_read_user(&arg, sizeof(arg), &argv[i]) != 0 || !arg)
             break;
@@ -144,76 +216,13 @@ static __always_inline int exec_enter(const char *filename, const char *const *a
         off += n;
         argc++;
     }
-    if (argc == MAX_ARGS) {
-        const char *more = 0;
-        bpf_probe_read_user(&more, sizeof(more), &argv[MAX_ARGS]);
-        if (more)
-            e->h.flags |= F_ARGV_TRUNC;
-    }
+    if (nargs > argc)
+        e->h.flags |= F_ARGV_TRUNC;
     e->argc = argc;
     e->args_len = off > ARGS_LEN ? ARGS_LEN : off;
-    pending_exec.update(&tid, e);
+    if (emit_process(e, sizeof(*e)))
+        mark_sent(&k, now);
     return 0;
-}
-
-TRACEPOINT_PROBE(syscalls, sys_enter_execve)
-{
-    return exec_enter(args->filename, args->argv, 0);
-}
-
-TRACEPOINT_PROBE(syscalls, sys_enter_execveat)
-{
-    return exec_enter(args->filename, args->argv, F_EXECVEAT);
-}
-
-TRACEPOINT_PROBE(sched, sched_process_exec)
-{
-    u32 old = args->old_pid;
-    struct exec_ev *e = pending_exec.lookup(&old);
-    if (!e)
-        return 0;
-    u64 cg = e->h.cgroup;
-    u16 flags = e->h.flags;
-    if (flags & F_KILLED) {
-        bpf_send_signal(9);
-        count(S_PROCESS, C_KILLED);
-    }
-    u64 now = bpf_ktime_get_ns();
-    struct policy *pol = watched.lookup(&cg);
-    if (pol) {
-        struct seen_key k;
-        /* A kill is its own subject, so that an earlier plain exec never hides it. */
-        u64 subject = mix64(e->path_hash, (flags & F_KILLED) ? EV_EXEC + 100 : EV_EXEC);
-        if (is_novel(S_PROCESS, cg, pol, subject, &k, now) &&
-            under_cap(S_PROCESS, cg, CFG_RATE_EXEC, now)) {
-            fill_hdr(&e->h, EV_EXEC, cg, now);
-            e->h.flags = flags;
-            if (emit_process(e, sizeof(*e)))
-                mark_sent(&k, now);
-        }
-    }
-    pending_exec.delete(&old);
-    return 0;
-}
-
-static __always_inline int exec_exit(void)
-{
-    u64 cg = bpf_get_current_cgroup_id();
-    if (!watched.lookup(&cg))
-        return 0;
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    pending_exec.delete(&tid);  /* a failed attempt (PATH search) leaves nothing behind */
-    return 0;
-}
-
-TRACEPOINT_PROBE(syscalls, sys_exit_execve)
-{
-    return exec_exit();
-}
-
-TRACEPOINT_PROBE(syscalls, sys_exit_execveat)
-{
-    return exec_exit();
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_clone)

@@ -1,4 +1,4 @@
-"""Helpers of the red-team tests and bench: what a hostile container does to the hasher,
+"""The hasher red team's helpers (tests and bench): what a hostile container does to the hasher,
 how long a quiet container's exec takes to become an alert, and the enforcer's CPU."""
 
 from __future__ import annotations
