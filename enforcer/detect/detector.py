@@ -34,7 +34,7 @@ from ..profiles.book import Attachment
 from ..profiles.model import (LOOPBACK, exec_identity, file_entry, listener_entry, peer_entry, process_entry,
                               syscall_entry)
 from ..profiles.paths import generalise, is_noise, normalise
-from ..sensors.events import (DnsEvent, ExecEvent, FileClosedEvent, FileEvent, NetworkEvent,
+from ..sensors.events import (DnsEvent, ExecEvent, FileClosedEvent, FileEvent, InodeEvent, NetworkEvent,
                               SensorEvent, SyscallEvent)
 from . import rules
 from .alerts import BURST_SUBJECT
@@ -321,21 +321,30 @@ class Detector:
         detail = {"op": ev.op, "path": ev.path, "pid": ev.pid, "comm": ev.comm, "uid": ev.uid}
         if ev.new_path:
             detail["new_path"] = ev.new_path
+        action = "alerted"
+        if isinstance(ev, InodeEvent):  # seen by inode (fanotify): the kernel's facts
+            if ev.lost:
+                self._alert(att, ev, "file", rules.SEVERITY["file.sensitive.write"],
+                            f"file watch lost {ev.lost} events: sensitive-file access may be unseen",
+                            {"lost": ev.lost}, subject="inode watch lost events", rule=rules.RULE_SENSITIVE)
+                return
+            detail.update(opened_as=ev.opened_as, dev=ev.dev, ino=ev.ino)
+            action = "denied" if ev.denied else action
         if ev.op not in WRITE_OPS:
             if ev.sensitive or rules.is_sensitive(path):
                 self._alert(att, ev, "file", rules.SEVERITY["file.sensitive.read"],
                             f"read of sensitive file {path}", detail, subject=f"read {path}",
-                            rule=rules.RULE_SENSITIVE)
+                            rule=rules.RULE_SENSITIVE, action=action)
             return
         targets = [path] + ([normalise(ev.new_path)] if ev.new_path else [])
         p = att.profile
         for target in targets:
             if is_noise(target):
                 continue
-            if ev.sensitive or rules.is_sensitive(target):
+            if ev.sensitive or rules.is_sensitive_write(target):
                 self._alert(att, ev, "file", rules.SEVERITY["file.sensitive.write"],
                             f"{ev.op} of sensitive file {target}", detail, subject=f"write {target}",
-                            rule=rules.RULE_SENSITIVE)
+                            rule=rules.RULE_SENSITIVE, action=action)
                 continue
             changed = self.profiles.paths_for_written(p, target)
             if changed:
