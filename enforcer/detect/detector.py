@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 2000
 DEFER_SECONDS = 2.0  # how long an unresolved private peer waits for the inventory
 MAX_DEFERRED = 10_000  # beyond this (a flood to unknown addresses) decide at once: memory stays bounded
-WRITE_OPS = frozenset({"write", "create", "rename", "unlink", "chmod", "mkdir"})
+WRITE_OPS = frozenset({"write", "create", "rename", "unlink", "chmod", "mkdir", "link", "symlink", "replace"})
+LINK_OPS = frozenset({"link", "symlink"})  # their first path is reached, not written
 
 
 class Detector:
@@ -337,14 +338,19 @@ class Detector:
                             rule=rules.RULE_SENSITIVE, action=action)
             return
         targets = [path] + ([normalise(ev.new_path)] if ev.new_path else [])
+        sensitive = [rules.is_sensitive_write(t) for t in targets]
+        if ev.sensitive and not any(sensitive):
+            sensitive = [True] * len(targets)  # the kernel's flag: the names do not say which
         p = att.profile
-        for target in targets:
+        for target, flagged in zip(targets, sensitive):
             if is_noise(target):
                 continue
-            if ev.sensitive or rules.is_sensitive_write(target):
+            if flagged:
                 self._alert(att, ev, "file", rules.SEVERITY["file.sensitive.write"],
                             f"{ev.op} of sensitive file {target}", detail, subject=f"write {target}",
                             rule=rules.RULE_SENSITIVE, action=action)
+                continue
+            if ev.op in LINK_OPS and target == path:
                 continue
             changed = self.profiles.paths_for_written(p, target)
             if changed:

@@ -116,6 +116,7 @@ class InodeWatch:
         self._group = -1
         self._marks: dict[tuple[int, int], Mark] = {}
         self._dirs: dict[str, dict[str, Mark]] = {}  # container id -> dir path -> mark
+        self._identity: dict[tuple[str, str], tuple[tuple[int, int], int]] = {}  # (cid, path) -> (dev, ino), nlink
         self._by_container: dict[str, set[tuple[int, int]]] = {}
         self._deny: frozenset[str] = frozenset()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -209,6 +210,8 @@ class InodeWatch:
                         if not m.owners:
                             del self._marks[key]
                 self._dirs.pop(cid, None)
+                for k in [k for k in self._identity if k[0] == cid]:
+                    del self._identity[k]
         for c in running:
             try:
                 self._mark_container(c)
@@ -233,6 +236,7 @@ class InodeWatch:
                     if (kind == "dir") != is_dir or not (is_dir or stat.S_ISREG(st.st_mode)):
                         continue  # /dev/null masking /proc/kcore, sockets: not for this watch
                     key = (st.st_dev, st.st_ino)
+                    self._check_identity(c.id, t.path, key, st.st_nlink if not is_dir else 1)
                     m = self._marks.get(key)
                     if m is not None and c.id in m.owners:
                         continue
@@ -253,6 +257,24 @@ class InodeWatch:
                     os.close(fd)
         finally:
             os.close(rootfd)
+
+    def _check_identity(self, cid: str, path: str, key: tuple[int, int], nlink: int) -> None:
+        """What no open shows: the name now reaches another inode (replaced: mv onto it,
+        unlink and create), or the inode got a second name (a hard link made by any path)."""
+        seen = self._identity.get((cid, path))
+        self._identity[(cid, path)] = (key, nlink)
+        if seen is None:
+            if nlink > 1:  # linked before we first looked
+                self._post(InodeEvent(time=time.time(), container_id=cid, op="link", path=path, sensitive=True,
+                                      dev=key[0], ino=key[1], opened_as=f"{nlink} links"))
+            return
+        (old_key, old_nlink) = seen
+        if old_key != key:
+            self._post(InodeEvent(time=time.time(), container_id=cid, op="replace", path=path, sensitive=True,
+                                  dev=key[0], ino=key[1], opened_as=f"inode {old_key[1]} -> {key[1]}"))
+        elif nlink > old_nlink:
+            self._post(InodeEvent(time=time.time(), container_id=cid, op="link", path=path, sensitive=True,
+                                  dev=key[0], ino=key[1], opened_as=f"{nlink} links"))
 
     # -- events (the reader thread) ------------------------------------------------------
     def _read_loop(self) -> None:
