@@ -176,6 +176,7 @@ class InodeWatch:
         return {"inode_watch": {
             "running": self.running, "error": self.error, "marks": len(self._marks),
             "max_marks": self.max_marks, "containers": len(self._by_container), "protected": len(self._deny),
+            "marked": {cid: len(keys) for cid, keys in list(self._by_container.items())},
             "events": self.events, "denied": self.denied, "host_opens": self.host_opens,
             "coalesced": self.coalesced, "overflows": self.overflows, "lost": self.lost,
             "over_budget": self.over_budget, "errors": self.errors, "refreshed": self.refreshed}}

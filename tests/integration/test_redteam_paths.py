@@ -1,0 +1,148 @@
+"""Red team, issue 13 item 3: symlinks, hard links and relative paths must not walk past the
+file sensor. Against a real enforcer (eBPF sensors and the fanotify inode watch) and real
+busybox containers: every way of reaching /etc/shadow raises a sensitive-read alert naming
+/etc/shadow; links, symlinks and renames onto or of sensitive files are sensitive writes; in
+protect mode the open itself is refused (FAN_OPEN_PERM) while host processes still read the
+file; and an enforcer killed with SIGKILL leaves no container blocked in open()."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from support.enforce import start_with_sensors, wait_active
+from support.harness import EnforcerProcess, container_info, exec_in, wait_for
+
+pytestmark = [pytest.mark.docker, pytest.mark.bpf, pytest.mark.nftables, pytest.mark.slow]
+
+LEARN_SECONDS = 8
+# A container with the files an attacker is after (the busybox image has none).
+SETUP = ("echo root:x:0:0:root:/root:/bin/sh > /etc/passwd; echo root:x:0: > /etc/group; "
+         "echo 'root:$6$secret:19000:0:99999:7:::' > /etc/shadow; mkdir -p /root/.ssh; "
+         "echo private-key > /root/.ssh/id_rsa; exec sleep 3600")
+
+
+@pytest.fixture(scope="module")
+def enforcer(tmp_path_factory: pytest.TempPathFactory, busybox_image: str) -> Iterator[EnforcerProcess]:
+    e = start_with_sensors(tmp_path_factory.mktemp("redteam-paths") / "enforcer", LEARN_SECONDS)
+    try:
+        yield e
+    finally:
+        try:
+            e.stop()
+        finally:
+            e.remove_nft_table()
+
+
+def _victim(enforcer: EnforcerProcess, dockerx: Any) -> str:
+    """A running container whose sensitive files the inode watch has marked."""
+    name = dockerx.run("--network", "none", command=["sh", "-c", SETUP])
+    wait_for(lambda: any(c["name"] == name and c["state"] == "running" for c in enforcer.call("containers")),
+             timeout=30, what=f"the enforcer to know {name}")
+    cid = container_info(name)["Id"]
+    # shadow, passwd, group and /root/.ssh: four inodes.
+    wait_for(lambda: enforcer.call("status")["inode_watch"]["marked"].get(cid, 0) >= 4, timeout=30,
+             what="the inode watch to mark the container's sensitive files")
+    return name
+
+
+def _alert(enforcer: EnforcerProcess, name: str, subject: str, timeout: float = 20) -> dict[str, Any]:
+    return wait_for(lambda: next((a for a in enforcer.call("alerts", container=name)
+                                  if a["kind"] == "file" and a["subject"] == subject), None),
+                    timeout=timeout, what=f"a file alert {subject!r} for {name}")
+
+
+def _sh(name: str, script: str) -> Any:
+    proc = exec_in(name, "sh", "-c", script)
+    assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr)
+    return proc
+
+
+def test_read_through_a_symlinked_directory_names_the_real_file(enforcer, dockerx):
+    name = _victim(enforcer, dockerx)
+    _sh(name, "ln -s /etc /tmp/e && cat /tmp/e/shadow")
+    alert = _alert(enforcer, name, "read /etc/shadow")
+    assert alert["severity"] == "high" and alert["rule"] == "research:sensitive-file"
+    assert "/etc/shadow" in alert["summary"]
+    # The string the process passed was /tmp/e/shadow: only the inode watch can name it.
+    assert alert["detail"]["opened_as"] == "/etc/shadow" and alert["detail"]["ino"]
+
+
+def test_read_through_a_hard_link_is_a_read_of_the_file(enforcer, dockerx):
+    name = _victim(enforcer, dockerx)
+    _sh(name, "ln /etc/shadow /tmp/h && cat /tmp/h")
+    alert = _alert(enforcer, name, "read /etc/shadow")
+    assert alert["detail"]["opened_as"] in ("/tmp/h", "/etc/shadow")
+    # Making the link is itself a sensitive write (the kernel's link count says so too).
+    _alert(enforcer, name, "write /etc/shadow")
+
+
+def test_relative_read_after_chdir(enforcer, dockerx):
+    name = _victim(enforcer, dockerx)
+    _sh(name, "cd /etc && cat shadow && cd /root/.ssh && cat id_rsa")
+    _alert(enforcer, name, "read /etc/shadow")
+    _alert(enforcer, name, "read /root/.ssh/id_rsa")
+
+
+def test_write_through_a_symlinked_directory_counts_against_the_target(enforcer, dockerx):
+    name = _victim(enforcer, dockerx)
+    _sh(name, "ln -s /etc /tmp/e && echo 'x:$6$y:1::::::' >> /tmp/e/shadow")
+    alert = _alert(enforcer, name, "write /etc/shadow")
+    assert alert["severity"] == "critical"
+
+
+def test_symlink_and_hard_link_to_sensitive_files_are_sensitive_writes(enforcer, dockerx):
+    name = _victim(enforcer, dockerx)
+    _sh(name, "ln -s /etc/shadow /tmp/x")
+    alert = _alert(enforcer, name, "write /etc/shadow")
+    assert alert["severity"] == "critical" and alert["detail"]["op"] == "symlink"
+    _sh(name, "ln /etc/passwd /tmp/p")
+    alert = _alert(enforcer, name, "write /etc/passwd")
+    assert alert["severity"] == "critical"
+
+
+def test_rename_onto_passwd_directly_and_through_a_symlinked_directory(enforcer, dockerx):
+    name = _victim(enforcer, dockerx)
+    _sh(name, "echo 'evil:x:0:0::/:/bin/sh' > /tmp/pw && mv /tmp/pw /etc/passwd")
+    first = _alert(enforcer, name, "write /etc/passwd")
+    assert first["severity"] == "critical"
+    other = _victim(enforcer, dockerx)
+    # The name mv passes (/tmp/e/group) is not sensitive: the inode watch sees /etc/group
+    # now reach another inode.
+    _sh(other, "ln -s /etc /tmp/e && echo 'evil:x:0:' > /tmp/g && mv /tmp/g /tmp/e/group")
+    alert = _alert(enforcer, other, "write /etc/group")
+    assert alert["severity"] == "critical"
+
+
+def test_protect_mode_refuses_the_open_and_a_dead_enforcer_wedges_nothing(enforcer, dockerx):
+    name = _victim(enforcer, dockerx)
+    # Learn what the attack below will run (sh, ln, cat), so protect kills none of it: what
+    # is under test is the open of the sensitive file.
+    enforcer.call("relearn", target=name)
+    wait_for(lambda: enforcer.call("container", target=name)["profile_state"] == "learning", what="learning")
+    _sh(name, "ln -sf /tmp /tmp/t; touch /tmp/a; ln -f /tmp/a /tmp/b; cd /tmp && cat a; cat /etc/passwd >/dev/null")
+    enforcer.cli("mode", name, "protect")
+    wait_active(enforcer, name)
+    wait_for(lambda: enforcer.call("status")["inode_watch"]["protected"] >= 1, timeout=20,
+             what="the inode watch to see protect mode")
+    pid = container_info(name)["State"]["Pid"]
+
+    for how in ("cat /tmp/e/shadow", "cat /tmp/h", "cd /etc && cat shadow", "cat /root/.ssh/id_rsa"):
+        proc = exec_in(name, "sh", "-c", f"ln -sf /etc /tmp/e; ln -f /etc/shadow /tmp/h 2>/dev/null; {how}")
+        assert proc.returncode != 0 and "Operation not permitted" in proc.stderr, (how, proc.stdout, proc.stderr)
+        assert "secret" not in proc.stdout and "private-key" not in proc.stdout
+    alert = _alert(enforcer, name, "read /etc/shadow")
+    assert alert["action"] == "denied"
+    # The container's ordinary files, and the host's opens of the same inode, are untouched.
+    assert "root:x:0:0" in exec_in(name, "cat", "/etc/passwd").stdout
+    assert "secret" in Path(f"/proc/{pid}/root/etc/shadow").read_text()
+
+    # A dead enforcer: the kernel answers what was pending, later opens are not watched.
+    enforcer.kill9()
+    start = time.monotonic()
+    proc = exec_in(name, "cat", "/etc/shadow", timeout=20)
+    assert proc.returncode == 0 and "secret" in proc.stdout
+    assert time.monotonic() - start < 10
