@@ -67,11 +67,12 @@ def init() -> int:
 AT_FDCWD = -100
 
 
-def mark_fd(group: int, obj_fd: int, mask: int) -> None:
-    """Mark the inode `obj_fd` (an O_PATH fd) refers to. Through its /proc/self/fd magic
-    link: the kernel follows it to the file the fd holds, no name is looked up again (a
-    NULL pathname with an O_PATH dirfd is refused here with EBADF)."""
-    if _libc.fanotify_mark(group, FAN_MARK_ADD, mask, AT_FDCWD, f"/proc/self/fd/{obj_fd}".encode()) < 0:
+def mark_fd(group: int, obj_fd: int, mask: int, flags: int = FAN_MARK_ADD) -> None:
+    """Mark the inode `obj_fd` (an O_PATH fd) refers to (FAN_MARK_REMOVE: take those mask
+    bits off). Through its /proc/self/fd magic link: the kernel follows it to the file the
+    fd holds, no name is looked up again (a NULL pathname with an O_PATH dirfd is refused
+    here with EBADF)."""
+    if _libc.fanotify_mark(group, flags, mask, AT_FDCWD, f"/proc/self/fd/{obj_fd}".encode()) < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"fanotify_mark: {os.strerror(err)}")
 

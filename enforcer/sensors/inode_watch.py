@@ -16,8 +16,9 @@ What it does
   answered) attributes each event to a container by the pid's cgroup (a descendant cgroup
   counts as its container); host processes, this process included, are always allowed and
   never reported. A process gone before we look is charged to the container owning the mark.
-- Protect mode (`protected(container_id)` true): on the container's own root filesystem the
-  mark asks FAN_OPEN_PERM and the open is refused (EPERM). Files bind-mounted from the host
+- Protect mode (`protected(container_id)` true, re-read at each refresh): on the container's
+  own root filesystem the mark asks FAN_OPEN_PERM instead of FAN_OPEN and the open is
+  refused (EPERM); in other modes nothing waits for this process. Files bind-mounted from the host
   get notification marks only, so a host open never waits for us. If the enforcer dies the
   kernel answers pending permission events "allow": a dead enforcer never wedges a container.
 - Hands an `InodeEvent` (a FileEvent, sensitive) to `deliver` (the detector's queue).
@@ -77,7 +78,7 @@ class WatchInventory(Protocol):
 class Mark:
     path: str  # the name it is watched under inside the container
     kind: str  # "file" | "dir" (children watched) | "write" (writes only: /etc/passwd)
-    perm: bool  # on the container's own root fs: may be denied in protect mode
+    perm: bool  # FAN_OPEN_PERM: its container is in protect mode and it is on the container's own root fs
     owners: set[str] = field(default_factory=set)  # container ids (a shared bind mount: several)
 
 
@@ -238,18 +239,23 @@ class InodeWatch:
                         continue  # /dev/null masking /proc/kcore, sockets: not for this watch
                     key = (st.st_dev, st.st_ino)
                     self._check_identity(c.id, t.path, key, st.st_nlink if not is_dir else 1)
+                    # Permission events only where a denial is due: each one holds the
+                    # opener until this process answers, which costs it a thread wake-up.
+                    perm = st.st_dev == root_dev and kind != "write" and c.id in self._deny
                     m = self._marks.get(key)
-                    if m is not None and c.id in m.owners:
+                    if m is not None and c.id in m.owners and m.perm == perm:
                         continue
                     if m is None and (len(self._marks) >= self.max_marks or len(mine) >= self.max_per_container):
                         self.over_budget += 1
                         self._lost_unreported += 1  # told as lost: a file we could not watch
                         continue
-                    perm = st.st_dev == root_dev and kind != "write"
-                    mask = _mask(kind, perm)
-                    fan.mark_fd(self._group, fd, mask)
+                    if m is not None and m.perm != perm:  # the mode changed: swap the open bit
+                        fan.mark_fd(self._group, fd, fan.FAN_OPEN if perm else fan.FAN_OPEN_PERM,
+                                    fan.FAN_MARK_REMOVE)
+                    fan.mark_fd(self._group, fd, _mask(kind, perm))
                     if m is None:
                         m = self._marks[key] = Mark(t.path, kind, perm)
+                    m.perm = perm
                     m.owners.add(c.id)
                     mine.add(key)
                     if kind == "dir":
