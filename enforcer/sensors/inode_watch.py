@@ -377,7 +377,7 @@ class InodeWatch:
     def _post(self, ev: InodeEvent) -> None:
         now = time.monotonic()
         key = (ev.container_id, ev.ino, ev.op, ev.pid)
-        if now - self._recent.get(key, -1e9) < DEDUP_SECONDS and not ev.denied:
+        if now - self._recent.get(key, -1e9) < DEDUP_SECONDS:  # denials too: `denied` counts them all
             self.coalesced += 1
             return
         if len(self._recent) > 10_000:
