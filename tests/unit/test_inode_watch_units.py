@@ -10,7 +10,7 @@ import pytest
 
 from enforcer.sensors import fanotify as fan
 from enforcer.sensors.events import FileEvent, InodeEvent
-from enforcer.sensors.inode_watch import targets
+from enforcer.sensors.inode_watch import InodeWatch, targets
 from support.rig import Rig
 
 
@@ -74,3 +74,27 @@ async def test_links_and_renames_onto_sensitive_files_are_sensitive_writes(rig):
         assert got[subject]["severity"] == "critical", subject
     # The link's own name is an ordinary write; its source was reached, not written.
     assert "write /tmp/x" not in got or got["write /tmp/x"]["severity"] != "critical"
+
+
+class _NoInventory:
+    containers: dict = {}
+
+    def subscribe(self, listener):
+        pass
+
+    def by_cgroup(self, cgroup_id):
+        return None
+
+
+def test_an_overflow_and_a_full_hand_off_are_told_to_every_watched_container_as_lost():
+    got: list[InodeEvent] = []
+    w = InodeWatch(_NoInventory(), lambda ev: got.append(ev) or True, protected=lambda cid: False, max_pending=0)
+    w._by_container = {"c1": set(), "c2": set()}
+    w._handle(fan.Record(fan.FAN_Q_OVERFLOW, fan.FAN_NOFD, 0))  # the kernel's queue overflowed
+    w._post(InodeEvent(container_id="c1", op="read", path="/etc/shadow", ino=1, pid=5))  # no room to hand off
+    assert (w.overflows, w.lost) == (1, 1)
+    w._report_lost()
+    assert sorted((e.container_id, e.op, e.lost) for e in got) == [("c1", "lost", 2), ("c2", "lost", 2)]
+    got.clear()
+    w._report_lost()  # told once, not again until more is lost
+    assert got == []
