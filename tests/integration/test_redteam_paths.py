@@ -19,10 +19,10 @@ from support.harness import EnforcerProcess, container_info, exec_in, wait_for
 pytestmark = [pytest.mark.docker, pytest.mark.bpf, pytest.mark.nftables, pytest.mark.slow]
 
 LEARN_SECONDS = 8
-# A container with the files an attacker is after (the busybox image has none).
-SETUP = ("echo root:x:0:0:root:/root:/bin/sh > /etc/passwd; echo root:x:0: > /etc/group; "
-         "echo 'root:$6$secret:19000:0:99999:7:::' > /etc/shadow; mkdir -p /root/.ssh; "
-         "echo private-key > /root/.ssh/id_rsa; exec sleep 3600")
+# The files an attacker is after (the busybox image has none), written from the host so that
+# no write of the container's own raises an alert before the test's action does.
+FILES = {"etc/passwd": "root:x:0:0:root:/root:/bin/sh\n", "etc/group": "root:x:0:\n",
+         "etc/shadow": "root:$6$secret:19000:0:99999:7:::\n", "root/.ssh/id_rsa": "private-key\n"}
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +39,14 @@ def enforcer(tmp_path_factory: pytest.TempPathFactory, busybox_image: str) -> It
 
 def _victim(enforcer: EnforcerProcess, dockerx: Any) -> str:
     """A running container whose sensitive files the inode watch has marked."""
-    name = dockerx.run("--network", "none", command=["sh", "-c", SETUP])
+    name = dockerx.run("--network", "none", command=["sleep", "3600"])
+    info = container_info(name)
+    cid, root = info["Id"], Path(f"/proc/{info['State']['Pid']}/root")
+    for rel, text in FILES.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
     wait_for(lambda: any(c["name"] == name and c["state"] == "running" for c in enforcer.call("containers")),
              timeout=30, what=f"the enforcer to know {name}")
-    cid = container_info(name)["Id"]
     # shadow, passwd, group and /root/.ssh: four inodes.
     wait_for(lambda: enforcer.call("status")["inode_watch"]["marked"].get(cid, 0) >= 4, timeout=30,
              what="the inode watch to mark the container's sensitive files")
@@ -91,7 +95,8 @@ def test_write_through_a_symlinked_directory_counts_against_the_target(enforcer,
     name = _victim(enforcer, dockerx)
     _sh(name, "ln -s /etc /tmp/e && echo 'x:$6$y:1::::::' >> /tmp/e/shadow")
     alert = _alert(enforcer, name, "write /etc/shadow")
-    assert alert["severity"] == "critical"
+    assert alert["severity"] == "critical" and alert["detail"]["op"] == "write"
+    assert alert["detail"]["opened_as"] == "/etc/shadow"
 
 
 def test_symlink_and_hard_link_to_sensitive_files_are_sensitive_writes(enforcer, dockerx):
@@ -101,20 +106,20 @@ def test_symlink_and_hard_link_to_sensitive_files_are_sensitive_writes(enforcer,
     assert alert["severity"] == "critical" and alert["detail"]["op"] == "symlink"
     _sh(name, "ln /etc/passwd /tmp/p")
     alert = _alert(enforcer, name, "write /etc/passwd")
-    assert alert["severity"] == "critical"
+    assert alert["severity"] == "critical" and alert["detail"]["op"] == "link"
 
 
 def test_rename_onto_passwd_directly_and_through_a_symlinked_directory(enforcer, dockerx):
     name = _victim(enforcer, dockerx)
     _sh(name, "echo 'evil:x:0:0::/:/bin/sh' > /tmp/pw && mv /tmp/pw /etc/passwd")
     first = _alert(enforcer, name, "write /etc/passwd")
-    assert first["severity"] == "critical"
+    assert first["severity"] == "critical" and first["detail"]["op"] in ("rename", "replace")
     other = _victim(enforcer, dockerx)
     # The name mv passes (/tmp/e/group) is not sensitive: the inode watch sees /etc/group
     # now reach another inode.
     _sh(other, "ln -s /etc /tmp/e && echo 'evil:x:0:' > /tmp/g && mv /tmp/g /tmp/e/group")
     alert = _alert(enforcer, other, "write /etc/group")
-    assert alert["severity"] == "critical"
+    assert alert["severity"] == "critical" and alert["detail"]["op"] == "replace"
 
 
 def test_protect_mode_refuses_the_open_and_a_dead_enforcer_wedges_nothing(enforcer, dockerx):
