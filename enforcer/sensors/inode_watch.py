@@ -126,6 +126,7 @@ class InodeWatch:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._pending = 0
+        self._post_lock = threading.Lock()
         self._recent: dict[tuple[str, int, str, int], float] = {}
         self._last_lost_alert = 0.0
         self._lost_unreported = 0
@@ -375,6 +376,10 @@ class InodeWatch:
         return cid, path
 
     def _post(self, ev: InodeEvent) -> None:
+        with self._post_lock:  # the reader thread and the refresh worker both post
+            self._post_locked(ev)
+
+    def _post_locked(self, ev: InodeEvent) -> None:
         now = time.monotonic()
         key = (ev.container_id, ev.ino, ev.op, ev.pid)
         if now - self._recent.get(key, -1e9) < DEDUP_SECONDS:  # denials too: `denied` counts them all
@@ -391,11 +396,12 @@ class InodeWatch:
         try:
             self._loop.call_soon_threadsafe(self._emit, ev)
         except RuntimeError:
-            self._pending -= 1  # the loop has closed
+            self._pending -= 1  # the loop has closed (the lock is held: no re-entry)
 
     # -- on the loop --------------------------------------------------------------------
     def _emit(self, ev: InodeEvent) -> None:
-        self._pending -= 1
+        with self._post_lock:
+            self._pending -= 1
         self.events += 1
         if not self.deliver(ev):
             self.lost += 1
@@ -406,7 +412,8 @@ class InodeWatch:
         now = time.monotonic()
         if not self._lost_unreported or now - self._last_lost_alert < LOST_ALERT_EVERY:
             return
-        n, self._lost_unreported = self._lost_unreported, 0
+        with self._post_lock:
+            n, self._lost_unreported = self._lost_unreported, 0
         self._last_lost_alert = now
         for cid in list(self._by_container):
             self.deliver(InodeEvent(time=time.time(), container_id=cid, op="lost", lost=n, sensitive=True))
