@@ -229,10 +229,12 @@ class InodeWatch:
             root_dev = os.fstat(rootfd).st_dev
             mine = self._by_container.setdefault(c.id, set())
             dirs = self._dirs.setdefault(c.id, {})
+            resolved: set[str] = set()
             for t in targets(lambda d: _list_in_root(rootfd, d)):
                 fd = _open_path_in_root(rootfd, t.path)
                 if fd < 0:
                     continue
+                resolved.add(t.path)
                 try:
                     st = os.fstat(fd)
                     kind, is_dir = t.kind, stat.S_ISDIR(st.st_mode)
@@ -263,6 +265,11 @@ class InodeWatch:
                         dirs[t.path] = m
                 finally:
                     os.close(fd)
+            for gone in [k for k in self._identity if k[0] == c.id and k[1] not in resolved]:
+                # Moved away or removed, by whatever path: a sensitive write too.
+                key, _nlink = self._identity.pop(gone)
+                self._post(InodeEvent(time=time.time(), container_id=c.id, op="unlink", path=gone[1],
+                                      sensitive=True, dev=key[0], ino=key[1], opened_as="no longer there"))
         finally:
             os.close(rootfd)
 
