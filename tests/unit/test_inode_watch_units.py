@@ -98,3 +98,17 @@ def test_an_overflow_and_a_full_hand_off_are_told_to_every_watched_container_as_
     got.clear()
     w._report_lost()  # told once, not again until more is lost
     assert got == []
+
+
+def test_a_new_inode_or_a_new_link_under_a_sensitive_name_is_told():
+    got: list[InodeEvent] = []
+    w = InodeWatch(_NoInventory(), lambda ev: got.append(ev) or True, protected=lambda cid: False)
+    w._loop = None  # events are handed off on the loop: here they count as lost, so read _post's input
+    posted: list[InodeEvent] = []
+    w._post = posted.append  # type: ignore[method-assign]
+    w._check_identity("c1", "/etc/shadow", (130, 10), 1)  # first sight: nothing to say
+    w._check_identity("c1", "/etc/shadow", (130, 10), 1)
+    assert posted == []
+    w._check_identity("c1", "/etc/shadow", (130, 10), 2)  # ln /etc/shadow /tmp/h, by any path
+    w._check_identity("c1", "/etc/shadow", (130, 11), 1)  # mv x onto it, by any path
+    assert [(e.op, e.path, e.ino) for e in posted] == [("link", "/etc/shadow", 10), ("replace", "/etc/shadow", 11)]
