@@ -15,7 +15,8 @@ from rich.text import Text
 from .format import as_list, esc
 
 MUTATING_ACTIONS = frozenset({"block", "unblock", "freeze", "unfreeze", "kill", "mode", "relearn", "sync",
-                              "forensics"})
+                              "forensics", "allow"})
+PREVIEW_SHOWN = 8  # incidents listed in the protect dialog; the rest are counted
 
 MODE_MEANING = {
     "learn": "record new behaviour into the profile; alert only on research rules (feeds, sensitive files, dangerous syscalls)",
@@ -120,14 +121,54 @@ def unblock_plan(c: dict[str, Any], block: dict[str, Any]) -> ActionPlan:
     ], "Unblock", f"{esc(c.get('name'), 128)} ↔ {esc(block.get('peer'), 200)}")
 
 
-def mode_plan(target: str, scope: str, mode: str, current: str = "", label: str = "") -> ActionPlan:
+def mode_plan(target: str, scope: str, mode: str, current: str = "", label: str = "",
+              preview: dict[str, Any] | str | None = None, gaps: list[str] | None = None) -> ActionPlan:
+    """`preview`: for protect, the enforcer's dry run (what protect would have stopped over
+    its window), or the one-line reason it could not be had. `gaps`: why the profiles it
+    would enforce may be incomplete (warned about before protect)."""
     where = f"app {esc(target, 128)} (every container of the app without its own override)" if scope == "app" \
         else f"container {esc(label or target, 128)} only"
-    return ActionPlan("mode", {"target": target, "mode": mode, "scope": scope}, "Change mode", [
+    lines = [
         _line("Set the mode of ", Text(where, style="bold"), " from ", Text(esc(current or "?", 10), style="bold"),
               " to ", Text(mode, style="bold"), "."),
         Text(f"{mode}: {MODE_MEANING.get(mode, '')}"),
-    ], f"Set {mode}", esc(label or target, 128))
+    ]
+    if mode == "protect" and gaps:
+        lines.append(Text(f"Warning: {len(gaps)} reason(s) the learned profile may be incomplete "
+                          "(protect may stop what is normal):", style="bold yellow"))
+        for gap in gaps[:4]:
+            lines.append(Text(f"  - {esc(gap, 160)}", style="yellow"))
+    if isinstance(preview, str):
+        lines.append(Text(f"what protect would stop: unknown ({esc(preview, 200)})", style="yellow"))
+    elif preview is not None:
+        stops = as_list(preview.get("would_stop"))
+        hours = float(preview.get("window") or 0) / 3600
+        if not stops:
+            lines.append(Text(f"In the last {hours:g} h nothing seen would have been stopped.", style="green"))
+        else:
+            lines.append(Text(f"In the last {hours:g} h protect would have stopped {len(stops)} incident(s):",
+                              style="bold yellow"))
+            for a in stops[:PREVIEW_SHOWN]:
+                lines.append(_line(f"  #{esc(a.get('id'), 12)} ", Text(esc(a.get("would"), 10), style="bold"), " ",
+                                   Text(esc(a.get("container"), 60), style="dim"), " ", esc(a.get("summary"), 120)))
+            if len(stops) > PREVIEW_SHOWN:
+                lines.append(Text(f"  … and {len(stops) - PREVIEW_SHOWN} more (stockade mode {esc(target, 64)} "
+                                  "protect --preview)", style="dim"))
+    return ActionPlan("mode", {"target": target, "mode": mode, "scope": scope}, "Change mode", lines,
+                      f"Set {mode}", esc(label or target, 128))
+
+
+def allow_plan(alert: dict[str, Any], dry_run: dict[str, Any]) -> ActionPlan:
+    """Accept an incident into its profile; `dry_run` is the enforcer's answer saying exactly
+    what will be allowed."""
+    profile = f"{esc(dry_run.get('app'), 128)}/{esc(dry_run.get('service'), 128)}"
+    return ActionPlan("allow", {"alert_id": alert.get("id")}, "Allow into the profile", [
+        _line("Incident ", Text(f"#{esc(alert.get('id'), 12)}", style="bold"), ": ", esc(alert.get("summary"), 200)),
+        _line("The profile of ", Text(profile, style="bold"), f" (#{esc(dry_run.get('profile'), 12)}) will allow: ",
+              Text(esc(dry_run.get("allowed"), 300), style="bold")),
+        Text("The incident is marked resolved and the same thing no longer alerts (or is stopped in protect)."),
+        Text("Recorded in the audit log with your name; the entry survives a relearn.", style="dim"),
+    ], "Allow", f"incident #{esc(alert.get('id'), 12)}")
 
 
 def relearn_plan(target: str, what: str) -> ActionPlan:
@@ -179,6 +220,8 @@ def describe_result(plan: ActionPlan, result: Any) -> str:
         size = result.get("size")
         return (f"bundle written: {esc(result.get('path'), 300)} ({esc(size, 20)} bytes, "
                 f"sha256 {esc(str(result.get('sha256', ''))[:16], 16)}…)")
+    if plan.op == "allow" and isinstance(result, dict):
+        return f"{plan.subject}: the profile now allows {esc(result.get('allowed'), 200)}"
     if plan.op == "feeds.sync":
         n = len(result) if isinstance(result, list) else 1
         return f"synced {n} feed(s)"

@@ -199,7 +199,8 @@ def wait_until_learned(demo: Demo, out: "Printer", limit: float = 900.0) -> None
             raise DemoError("the demo's profiles are still learning; try again later or use --no-wait")
         if time.monotonic() - told > 10:
             names = ", ".join(sorted(str(c.get("name")) for c in learning))
-            out.line(f"waiting for the profiles to finish learning ({left:.0f} s left: {names}) -"
+            why = f"{left:.0f} s left" if left > 0 else "waiting for them to be stable"
+            out.line(f"waiting for the profiles to finish learning ({why}: {names}) -"
                      " whatever happens while learning is learned as normal")
             told = time.monotonic()
         time.sleep(1)

@@ -28,6 +28,9 @@ class Settings:
     seccomp_dir: str = DEFAULT_SECCOMP  # seccomp profiles written by `harden`, named in its override
     nft_table: str = "stockade"  # the nftables table (inet and bridge) Stockade owns; no other is touched
     learn_seconds: float = 600.0
+    # Learning also waits for the profile to be stable (no new entry) this long; negative:
+    # automatic, a quarter of the learning period, at most 300 s.
+    learn_stable_seconds: float = -1.0
     default_mode: str = "alert"  # the mode a profile leaves learning into
     host: str = field(default_factory=_socket.gethostname)
     docker_url: str = "unix:///var/run/docker.sock"

@@ -20,7 +20,7 @@ import functools
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .audit import Audit
@@ -34,15 +34,22 @@ from .ops import alerts as alert_ops
 from .ops import enforce as enforce_ops
 from .ops import feeds as feed_ops
 from .ops import inventory as inventory_ops
+from .ops import outputs as output_ops
 from .ops import profiles as profile_ops
 from .ops import sensors as sensor_ops
 from .ops import status as status_ops
+from .outputs import OutputManager
 from .ports import FeedMatcher, ProtectResponse, StatusSource
 from .profiles import ProfileBook
+from .profiles.book import SensorHealth
 from .profiles.kernel import KernelHooks, NullKernelHooks, hooks_for_maps
 from .server import Server
 from .store import Store
 from .views import Views
+
+if TYPE_CHECKING:  # imported where built: bcc and httpx load only when these parts run
+    from .feeds import FeedManager
+    from .sensors.hub import SensorHub
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +81,7 @@ class Daemon:
         # is full the producer counts the event as lost.
         self.events: asyncio.Queue[Any] = asyncio.Queue(maxsize=EVENT_QUEUE)
 
-        self.sensors: Any = None
+        self.sensors: SensorHub | None = None
         hooks = seams.kernel_hooks
         if settings.sensors:
             from .sensors.hub import SensorHub  # bcc is imported only when sensors run
@@ -85,16 +92,19 @@ class Daemon:
                 tap=sensor_topic_tap(self.server.publish, self.server.has_subscribers),
                 publish_stats=stats_topic(self.server.publish, self.server.has_subscribers))
             hooks = hooks or hooks_for_maps(self.sensors.maps)
-        self.feed_manager: Any = None
-        feeds = seams.feeds
+        self.feed_manager: FeedManager | None = None
+        feeds: FeedMatcher | None = seams.feeds
         if feeds is None:
             from .feeds import FeedManager  # httpx: only where feeds are synced
 
             self.feed_manager = FeedManager(settings, self.store.feeds, self._publish, self.docker)
             feeds = self.feed_manager
         self.alerts = AlertBook(self.store.alerts, self._publish, settings.host)
+        # Alert outputs (docs/outputs.md): fed every `alert` publication by _publish.
+        self.outputs = OutputManager(self.store.outputs, self.store.db.flush)
         self.profiles = ProfileBook(settings, self.store.profiles, self.store.inventory, self.inventory,
-                                    self._publish, self.container_changed, hooks or NullKernelHooks())
+                                    self._publish, self.container_changed, hooks or NullKernelHooks(),
+                                    sensors=self._sensor_health(), started=self.started)
         self.responder: Responder | None = None
         self.forensics: Forensics | None = None
         responder = seams.responder
@@ -118,9 +128,22 @@ class Daemon:
         self.views = Views(self.profiles, self.alerts, self.responder, settings.default_mode)
 
         # Started in this order, stopped in reverse.
-        self.parts: list[Any] = [p for p in (self.sensors, self.inode_watch, self.feed_manager, self.profiles, self.alerts,
-                                             self.detector, self.responder) if p is not None]
+        self.parts: list[Any] = [p for p in (self.sensors, self.inode_watch, self.feed_manager, self.profiles,
+                                             self.alerts, self.outputs, self.detector, self.responder)
+                                 if p is not None]
         self._register_ops()
+
+    def _sensor_health(self) -> SensorHealth | None:
+        hub = self.sensors
+        if hub is None:
+            return None
+
+        def not_loaded() -> str:
+            if hub.loaded:
+                return ""
+            return (hub.error or "not loaded") if hub.ready.is_set() else "loading"
+
+        return SensorHealth(events_lost=lambda: sum(s.lost for s in hub.stats()), not_loaded=not_loaded)
 
     def _register_ops(self) -> None:
         s = self.server
@@ -128,7 +151,8 @@ class Daemon:
         status_ops.register(s, host=self.settings.host, started=self.started, docker=self.docker,
                             inventory=self.inventory, store=self.store, sources=self._status_sources)
         alert_ops.register(s, self.alerts)
-        profile_ops.register(s, self.profiles, self.inventory, self.views.container)
+        output_ops.register(s, self.outputs, self.settings.host)
+        profile_ops.register(s, self.profiles, self.inventory, self.views.container, self.alerts)
         enforce_ops.register_exports(s, self.profiles, self.inventory, self.docker, self.settings.seccomp_dir)
         if self.responder is not None and self.forensics is not None:
             enforce_ops.register(s, self.responder, self.forensics, self.inventory)
@@ -138,8 +162,8 @@ class Daemon:
             sensor_ops.register(s, self.sensors)
 
     def _status_sources(self) -> list[StatusSource]:
-        return [p for p in (self.sensors, self.inode_watch, self.feed_manager, self.alerts, self.detector, self.responder)
-                if p is not None]
+        return [p for p in (self.sensors, self.inode_watch, self.feed_manager, self.alerts, self.outputs,
+                            self.detector, self.responder) if p is not None]
 
     # -- life cycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -176,6 +200,7 @@ class Daemon:
     # -- what clients are told --------------------------------------------------------------
     def _publish(self, topic: str, data: dict[str, Any]) -> None:
         self.server.publish(topic, data)
+        self.outputs.offer(topic, data)  # alerts into the outbox of every output
 
     def container_changed(self, c: Container) -> None:
         self.server.publish("inventory", {"change": "updated", "container": self.views.container(c)})

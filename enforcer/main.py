@@ -20,6 +20,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--socket", help="unix socket path (default /run/stockade/enforcer.sock)")
     p.add_argument("--db", help="SQLite database (default /var/lib/stockade/stockade.db)")
     p.add_argument("--learn-seconds", type=float, help="learning period of a new profile (default 600)")
+    p.add_argument("--learn-stable-seconds", type=float,
+                   help="learning also waits until no new entry for this long (default: a quarter of "
+                        "the learning period, at most 300)")
     p.add_argument("--config", help="TOML config file (default /etc/stockade/config.toml if present)")
     p.add_argument("--no-sensors", action="store_true", help="do not load eBPF sensors (control plane only)")
     p.add_argument("--socket-group", help="group that owns the socket (0660): who may connect (default stockade)")
@@ -51,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.INFO)
     try:
         settings = Settings.load(args.config, socket=args.socket, db=args.db, learn_seconds=args.learn_seconds,
+                                 learn_stable_seconds=args.learn_stable_seconds,
                                  sensors=False if args.no_sensors else None, socket_group=args.socket_group,
                                  admin_group=args.admin_group, viewer_group=args.viewer_group)
     except ConfigError as e:

@@ -25,12 +25,16 @@ SEVERITIES: tuple[str, ...] = ("low", "medium", "high", "critical")
 
 AlertAction = Literal["alerted", "killed", "blocked", "frozen", "denied"]
 ALERT_ACTIONS: tuple[str, ...] = ("alerted", "killed", "blocked", "frozen", "denied")
+ALERT_WOULD: tuple[str, ...] = ("killed", "blocked")
 
 ProfileState = Literal["learning", "active"]
 
 # A threat feed's body format (the feeds layer parses them; the CLI offers them as choices).
 FeedFormat = Literal["ip-list", "domain-list", "sha256-list", "md5-list", "sha1-list", "csv", "stix"]
 FORMATS: tuple[str, ...] = ("ip-list", "domain-list", "sha256-list", "md5-list", "sha1-list", "csv", "stix")
+
+# An alert output's payload format (enforcer/outputs/formats.py; the CLI offers them as choices).
+OUTPUT_FORMATS: tuple[str, ...] = ("json", "falco", "ocsf")
 
 # A lone container (no compose project label) is an app of one service, named after it.
 LONE_APP_PREFIX = ""
@@ -241,6 +245,7 @@ class Alert(Record):
 
     Field names are the alert contract of DESIGN.md; `first_seen`, `last_seen`, `subject`
     and `rule` are additions that the contract allows (consumers ignore unknown keys).
+    `would` and `tags` are the contract's dry run of protect mode and ATT&CK techniques.
     """
 
     id: int
@@ -261,6 +266,13 @@ class Alert(Record):
     last_seen: str = ""
     subject: str = ""  # the folding key's last part, e.g. "/usr/bin/wget"
     rule: str = ""  # what fired: "profile", "research:sensitive-file", "feed:NAME", ...
+    # In learn and alert modes: what protect mode would have done (killed | blocked | None).
+    would: str | None = None
+    tags: list[str] = field(default_factory=list)  # MITRE ATT&CK technique ids
+    resolved: str = ""  # "allowed by USER at TIME" once accepted into the profile
+    # The root of the process's lineage in the container ({"pid", "path", "start"}): the
+    # entrypoint or a `docker exec`; what groups an intrusion into one story.
+    lineage: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)

@@ -10,7 +10,7 @@ upward (a container's view changed, an alert to publish) it calls a function it 
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 if TYPE_CHECKING:
     from .feeds.models import FeedHit
@@ -44,7 +44,8 @@ class AlertSink(Protocol):
 
     def raise_alert(self, container: "Container", kind: str, severity: str, summary: str,
                     detail: dict[str, Any], subject: str, rule: str, action: str = "alerted",
-                    when: float | None = None) -> "Alert": ...
+                    when: float | None = None, *, would: str | None = None,
+                    tags: Sequence[str] = (), lineage: dict[str, Any] | None = None) -> "Alert": ...
 
     def set_action(self, alert_id: int, action: str) -> "Alert | None": ...
 

@@ -8,7 +8,7 @@ say() { printf 'setup: %s\n' "$*"; }
 
 PACKAGES=(docker.io docker-compose busybox-static python3-bpfcc bpfcc-tools
           linux-headers-amd64 nftables tmux python3-venv debootstrap iproute2 procps
-          libcairo2 fonts-dejavu-core)
+          libcairo2 fonts-dejavu-core rsyslog)
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "setup: must run as root (it installs packages, mounts tracefs, starts dockerd)" >&2

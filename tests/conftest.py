@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import pytest
+
+if TYPE_CHECKING:
+    from support.feed_server import FeedServer
 
 from support.harness import (REPO, DockerResources, EnforcerProcess, ensure_busybox_image, sh)
 

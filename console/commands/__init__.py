@@ -3,6 +3,6 @@
 
 from __future__ import annotations
 
-from . import enforce, feeds, inventory, profiles
+from . import enforce, feeds, inventory, outputs, profiles
 
-MODULES = [inventory, feeds, profiles, enforce]
+MODULES = [inventory, feeds, profiles, enforce, outputs]

@@ -100,6 +100,12 @@ async def run_status(args: argparse.Namespace, client: EnforcerClient) -> int:
     if folding:
         print(f"folding     {folding.get('raised', 0)} alerts raised into {folding.get('incidents_opened', 0)} "
               f"new incidents ({folding.get('burst_folded', 0)} into bursts)")
+    outputs = s.get("outputs") or {}
+    if outputs.get("configured"):
+        failing = outputs.get("failing") or []
+        print(f"outputs     {outputs['configured']}, {outputs.get('delivered', 0)} delivered, "
+              f"{outputs.get('pending', 0)} pending, {outputs.get('dropped', 0)} dropped (outbox was full)"
+              + (f", failing: {printable(', '.join(failing), 200)}" if failing else ""))
     if s.get("sensors"):
         print()
         print_table([(x["name"], "loaded" if x.get("loaded") else "off", x.get("events", 0),

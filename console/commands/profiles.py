@@ -1,8 +1,10 @@
-"""stockade profile CONTAINER | alerts [--follow] [--since ID] | mode TARGET MODE | relearn TARGET"""
+"""stockade profile CONTAINER | alerts [--follow] [--since ID] | mode TARGET MODE [--preview] |
+relearn TARGET | allow ALERT_ID"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -14,9 +16,18 @@ from ..escape import printable
 from ..output import duration, print_json, print_table
 
 
+MAX_PROFILE_FILE = 900 << 10  # the socket refuses a request line over 1 MiB (JSON escaping adds some)
+
+
 def register(sub: Any) -> None:
-    p = sub.add_parser("profile", help="a container's profile: what it may run, listen on, reach, write, call")
-    p.add_argument("container", help="name, id or id prefix")
+    p = sub.add_parser("profile", help="a container's profile: what it may run, listen on, reach, write, call; "
+                       "profile export|import|diff: profiles as code",
+                       usage="stockade profile CONTAINER [--json]\n"
+                             "       stockade profile export CONTAINER|APP [--out FILE]\n"
+                             "       stockade profile import FILE\n"
+                             "       stockade profile diff CONTAINER [FILE|CONTAINER]")
+    p.add_argument("words", nargs="+", metavar="CONTAINER", help="name, id or id prefix (or export/import/diff ...)")
+    p.add_argument("--out", metavar="FILE", help="export: write the YAML here (default: stdout)")
     p.add_argument("--json", action="store_true", help="one JSON document")
     p.set_defaults(run=run_profile)
 
@@ -38,8 +49,17 @@ def register(sub: Any) -> None:
     scope.add_argument("--app", dest="scope", action="store_const", const="app", help="TARGET is an app")
     scope.add_argument("--container", dest="scope", action="store_const", const="container",
                        help="TARGET is a container (a per-container override)")
+    p.add_argument("--preview", action="store_true",
+                   help="with protect: list what protect would have stopped over the window; change nothing")
+    p.add_argument("--window", type=float, default=24 * 3600, metavar="SECONDS",
+                   help="how far back --preview looks (default 24 h)")
     p.add_argument("--json", action="store_true", help="one JSON document")
     p.set_defaults(run=run_mode)
+
+    p = sub.add_parser("allow", help="accept an incident into its profile (it stops recurring; audited)")
+    p.add_argument("alert_id", type=int, help="the incident's id (stockade alerts)")
+    p.add_argument("--json", action="store_true", help="one JSON document")
+    p.set_defaults(run=run_allow)
 
     p = sub.add_parser("relearn", help="reset the profiles of an app or a container to learning (seed kept)")
     p.add_argument("target", help="app, or container name/id")
@@ -60,13 +80,30 @@ def _entry_text(kind: str, e: dict[str, Any]) -> str:
     return str(e["key"])
 
 
+def _origin(e: dict[str, Any]) -> str:
+    """Where an entry came from: seed, learned, or allowed by whom (and from which incident)."""
+    d = e.get("data") or {}
+    if e.get("source") == "allowed":
+        return f"allowed by {d.get('by', '?')} (incident {d.get('alert_id', '?')})"
+    return str(e.get("source", ""))
+
+
 async def run_profile(args: argparse.Namespace, client: EnforcerClient) -> int:
+    verb, rest = args.words[0], args.words[1:]
+    if verb in ("export", "import", "diff"):
+        return await _profile_as_code(verb, rest, args, client)
+    if rest:
+        raise ProtocolError(f"unexpected {printable(rest[0], 64)!s}: give one container (or export, import, diff)",
+                            "bad_request")
+    args.container = verb
     result = await client.call("profile", target=args.container)
     if args.json:
         print_json(result)
         return 0
     c, p = result["container"], result["profile"]
     state = p["state"] + (f" ({duration(p.get('learning_left', 0))} left)" if p["state"] == "learning" else "")
+    if p["state"] == "learning" and p.get("learning_reason"):
+        state += f"; {printable(p['learning_reason'], 200)}"
     print(f"container  {printable(c['name'])}  ({printable(c['app'])}/{printable(c['service'])})")
     print(f"profile    {p['id']}  {state}  mode {p.get('mode', '-')}")
     print(f"image      {printable(c['image'])}  {printable(p['image_digest'][:19])}")
@@ -75,16 +112,85 @@ async def run_profile(args: argparse.Namespace, client: EnforcerClient) -> int:
         print(f"command    {printable(' '.join(image['command']), 200)}")
     if image.get("user"):
         print(f"user       {printable(image['user'])}")
+    if p.get("complete") is False:
+        print("complete   NO: " + "; ".join(printable(g, 200) for g in p.get("gaps") or []))
+    elif p.get("complete"):
+        print("complete   yes (nothing was missed while it learned)")
     for kind, entries in p["entries"].items():
         print()
         print(f"{kind} ({len(entries)})")
-        rows = [(_entry_text(kind, e), e["source"]) for e in entries]
+        rows = [(_entry_text(kind, e), _origin(e)) for e in entries]
         if rows:
             print_table([("  " + printable(text, 300), src) for text, src in rows], ["  ENTRY", "SOURCE"])
     if p.get("suspect_paths"):
         print()
         print("held for a hash check: " + ", ".join(printable(x) for x in p["suspect_paths"]))
     return 0
+
+
+async def _profile_as_code(verb: str, rest: list[str], args: argparse.Namespace, client: EnforcerClient) -> int:
+    usage = {"export": "profile export CONTAINER|APP [--out FILE]", "import": "profile import FILE",
+             "diff": "profile diff CONTAINER [FILE|CONTAINER]"}[verb]
+    if not 1 <= len(rest) <= (2 if verb == "diff" else 1):
+        raise ProtocolError(f"usage: stockade {usage}", "bad_request")
+    if verb == "export":
+        result = await client.call("profile.export", target=rest[0])
+        if args.out:
+            _write_file(args.out, result["yaml"])
+            print(f"{len(result['profiles'])} profile(s) written to {printable(args.out, 300)}", file=sys.stderr)
+        elif args.json:
+            print_json(result)
+        else:
+            sys.stdout.write(result["yaml"])
+        return 0
+    if verb == "import":
+        result = await client.call("profile.import", text=_read_file(rest[0]), name=rest[0][-256:])
+        if args.json:
+            print_json(result)
+            return 0
+        for p in result["imported"]:
+            where = ", ".join(printable(n, 64) for n in p["containers"]) or "no container running it here yet"
+            print(f"profile {p['id']} {printable(p['app'])}/{printable(p['service'])} "
+                  f"{printable(p['image_digest'][:19])}: {p['entries']} entries, active ({where})")
+        return 0
+    kwargs: dict[str, Any] = {"target": rest[0]}
+    if len(rest) == 2:
+        if os.path.isfile(rest[1]):
+            kwargs["text"] = _read_file(rest[1])
+        else:
+            kwargs["other"] = rest[1]
+    result = await client.call("profile.diff", **kwargs)
+    if args.json:
+        print_json(result)
+        return 0
+    print(f"{printable(result['container'])} (profile {result['profile']}) against {printable(result['against'], 200)}")
+    for sign, rows in (("+", result["added"]), ("-", result["removed"])):
+        for r in rows:
+            print(f"{sign} {r['kind']:<8} {printable(r['key'], 300)}  ({printable(r.get('origin', ''), 64)})")
+    if not result["added"] and not result["removed"]:
+        print("  no difference")
+    return 0
+
+
+def _read_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read(MAX_PROFILE_FILE + 1)
+    except (OSError, UnicodeDecodeError) as e:
+        raise ProtocolError(f"cannot read {printable(path, 300)}: {getattr(e, 'strerror', None) or e}",
+                            "bad_request") from None
+    if len(text) > MAX_PROFILE_FILE:
+        raise ProtocolError(f"{printable(path, 300)} is larger than {MAX_PROFILE_FILE >> 10} KiB "
+                            "(one request line of the socket); split it by app", "bad_request")
+    return text
+
+
+def _write_file(path: str, text: str) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        raise ProtocolError(f"cannot write {printable(path, 300)}: {e.strerror}", "failed") from None
 
 
 # -- alerts ------------------------------------------------------------------------------------
@@ -168,11 +274,30 @@ async def run_mode(args: argparse.Namespace, client: EnforcerClient) -> int:
     kwargs: dict[str, Any] = {"target": args.target, "mode": args.mode}
     if args.scope:
         kwargs["scope"] = args.scope
+    if args.preview:
+        kwargs.update(preview=True, window=args.window)
     result = await client.call("mode", **kwargs)
     if args.json:
         print_json(result)
+    elif args.preview:
+        stops = result["would_stop"]
+        print(f"{result['scope']} {printable(result['target'])}: protect would have stopped {len(stops)} "
+              f"incident(s) in the last {duration(result['window'])} (nothing changed)")
+        print_table([(a["id"], a["last_seen"][:19].replace("T", " "), printable(a["container"], 40), a["would"],
+                      a["count"], printable(a["summary"], 100)) for a in stops],
+                    ["ID", "LAST SEEN", "CONTAINER", "WOULD", "COUNT", "SUMMARY"])
     else:
         print(f"{result['scope']} {printable(result['target'])}: mode {result['mode']}")
+    return 0
+
+
+async def run_allow(args: argparse.Namespace, client: EnforcerClient) -> int:
+    result = await client.call("allow", alert_id=args.alert_id)
+    if args.json:
+        print_json(result)
+    else:
+        print(f"incident {result['alert_id']}: profile {result['profile']} may now {printable(result['allowed'], 300)}"
+              f" ({printable(result['resolved'])})")
     return 0
 
 

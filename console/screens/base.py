@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 # Keys that only mean something in some views are hidden from the footer elsewhere.
 CONTEXT_ACTIONS = frozenset({"block", "unblock", "freeze", "unfreeze", "kill", "mode", "relearn", "sync",
-                             "forensics", "sort", "sort_reverse"})
+                             "forensics", "allow", "sort", "sort_reverse"})
 
 OWN_BINDING_PREFIXES = ("view", "action", "table.sort", "command", "filter", "help", "quit", "back", "alerts.",
                         "detail.")
@@ -55,6 +55,7 @@ COMMON_BINDINGS = [
     Binding("r", "relearn", "Relearn", id="action.relearn"),
     Binding("s", "sync", "Sync feeds", id="action.sync"),
     Binding("x", "forensics", "Forensics", id="action.forensics"),
+    Binding("A", "allow", "Allow", id="action.allow"),
     Binding("o", "sort", "Sort", id="table.sort"),
     Binding("O", "sort_reverse", "Reverse sort", show=False, id="table.sort_reverse"),
 ]
@@ -169,7 +170,7 @@ class ConsoleScreen(Screen[None]):
                     (":quit", "leave the console")]
         sections = [("This screen", keys), ("Moving", table_keys), ("Commands (: then Tab completes)", commands)]
         if self.stockade.read_only:
-            sections.append(("Read-only", [("", "action keys (b B f u k m r s x) are off: "
+            sections.append(("Read-only", [("", "action keys (b B f u k m r s x A) are off: "
                                                 + self.stockade.read_only_reason)]))
         return sections
 
@@ -279,7 +280,35 @@ class ConsoleScreen(Screen[None]):
             f"Change mode of {printable(label, 128)}", Text(f"now: {printable(current or '?', 10)}"), options, current))
         if mode is None:
             return
-        await self._confirm_and_run(actions.mode_plan(ref, scope, mode, current, label))
+        preview: dict[str, Any] | str | None = None
+        if mode == "protect":  # before the confirm button: what protect would have stopped
+            try:
+                preview = await self.stockade.session.call("mode", timeout=10.0, target=ref, mode=mode, scope=scope,
+                                                           preview=True)
+            except ProtocolError as e:
+                preview = str(e)
+        members = [c] if scope == "container" and c is not None else \
+            [x for x in state.containers.values() if x.get("app") == ref]
+        gaps = sorted({str(g) for x in members for g in (x.get("profile_gaps") or []) if isinstance(g, str)})
+        await self._confirm_and_run(actions.mode_plan(ref, scope, mode, current, label, preview, gaps))
+
+    def action_allow(self) -> None:
+        alert = self.current_target().alert
+        if not alert or not alert.get("id"):
+            self.notify("allow: select an incident first", severity="warning")
+            return
+        self.run_worker(self._allow_flow(alert), group="action", exit_on_error=False)
+
+    async def _allow_flow(self, alert: dict[str, Any]) -> None:
+        if self.stockade.read_only:
+            self.notify("read-only: actions are off", severity="warning")
+            return
+        try:
+            dry_run = await self.stockade.session.call("allow", timeout=10.0, alert_id=alert["id"], dry_run=True)
+        except ProtocolError as e:
+            self.notify(f"allow: {printable(str(e), 300)}", severity="warning", timeout=8)
+            return
+        await self._confirm_and_run(actions.allow_plan(alert, dry_run))
 
     def action_relearn(self) -> None:
         target = self.current_target()

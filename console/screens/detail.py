@@ -168,8 +168,11 @@ class ContainerDetailScreen(ConsoleScreen):
 
     def current_actions(self) -> frozenset[str]:
         base = {"block", "freeze", "unfreeze", "kill", "mode", "relearn", "forensics", "sort"}
-        if self.query_one("#detail-tabs", TabbedContent).active == "tab-blocks":
+        active = self.query_one("#detail-tabs", TabbedContent).active
+        if active == "tab-blocks":
             base.add("unblock")
+        if active == "tab-incidents":
+            base.add("allow")
         return frozenset(base)
 
     def current_target(self) -> Target:

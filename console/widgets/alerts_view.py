@@ -76,6 +76,13 @@ def alert_pid(alert: dict[str, Any]) -> int | None:
     return pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None
 
 
+def _lineage_text(lineage: Any) -> str:
+    """The root of the alert's process lineage: the entrypoint or a docker exec."""
+    if not isinstance(lineage, dict) or not lineage.get("pid"):
+        return ""
+    return f"{lineage.get('path') or '?'} (pid {lineage.get('pid')})"
+
+
 def alert_detail_text(a: dict[str, Any] | None, actions: bool = True) -> Text:
     if a is None:
         return Text("select an incident to see its detail", style="dim italic")
@@ -92,7 +99,9 @@ def alert_detail_text(a: dict[str, Any] | None, actions: bool = True) -> Text:
              ("id", str(a.get("container_id") or "")[:12]), ("image", a.get("image")),
              ("count", a.get("count")), ("first", date_time(a.get("first_seen"))),
              ("last", date_time(a.get("last_seen") or a.get("time"))), ("action", a.get("action")),
-             ("rule", a.get("rule")), ("host", a.get("host"))]
+             ("protect would have", a.get("would")), ("resolved", a.get("resolved")), ("rule", a.get("rule")),
+             ("ATT&CK", ", ".join(str(t) for t in a.get("tags") or []) if isinstance(a.get("tags"), list) else ""),
+             ("story", _lineage_text(a.get("lineage"))), ("host", a.get("host"))]
     first = True
     for label, value in facts:
         if value in (None, ""):
@@ -116,6 +125,8 @@ def alert_detail_text(a: dict[str, Any] | None, actions: bool = True) -> Text:
     if alert_pid(a):
         hints.append(f"k kills pid {alert_pid(a)}")
     hints.append("f freezes the container")
+    if a.get("rule") == "profile" and a.get("subject") != "burst" and not a.get("resolved"):
+        hints.append("A allows it into the profile")
     out.append("  ·  ".join(hints), style="dim italic")
     return out
 
@@ -124,7 +135,7 @@ class AlertsView(View):
     VIEW_NAME = "alerts"
     TITLE = "Alerts"
     DOMAINS = frozenset({"alerts"})
-    ACTIONS = frozenset({"block", "freeze", "unfreeze", "kill", "mode", "relearn", "forensics", "sort"})
+    ACTIONS = frozenset({"block", "freeze", "unfreeze", "kill", "mode", "relearn", "forensics", "allow", "sort"})
     BINDINGS = [
         Binding("t", "cycle_kind", "Kind", id="alerts.kind"),
         Binding("v", "cycle_severity", "Severity", id="alerts.severity"),

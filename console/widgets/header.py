@@ -57,6 +57,16 @@ def header_text(state: ConsoleState, read_only: bool) -> Text:
         if capped:
             out.append("  capped ", style=LABEL)
             out.append(str(capped), style="bold yellow")
+        # Alert outputs (docs/outputs.md): shown only when one is failing or had to drop.
+        outputs = s.get("outputs") if isinstance(s.get("outputs"), dict) else {}
+        dropped = outputs.get("dropped") if isinstance(outputs.get("dropped"), int) else 0
+        failing = as_list(outputs.get("failing"))
+        if failing or dropped:
+            out.append("  outputs ", style=LABEL)
+            if failing:
+                out.append(f"failing {esc(','.join(str(f) for f in failing), 64)}", style="bold yellow")
+            if dropped:
+                out.append(f"{' ' if failing else ''}dropped {dropped}", style="bold bright_red")
         out.append("  ")
         out.append(f"{rate:.1f}" if sensors else "-")
         out.append(" ev/s", style=LABEL)

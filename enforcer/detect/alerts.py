@@ -29,9 +29,9 @@ import logging
 import time
 from collections import Counter, OrderedDict, deque
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-from ..models import ALERT_ACTIONS, ALERT_KINDS, SEVERITIES, Alert, App, Container, iso_time
+from ..models import ALERT_ACTIONS, ALERT_KINDS, ALERT_WOULD, SEVERITIES, Alert, App, Container, iso_time
 from ..ports import Publish
 from ..store.alerts import AlertQuery, AlertsRepo, StoredIncident
 
@@ -112,29 +112,38 @@ class AlertBook:
     # -- raising ----------------------------------------------------------------------------
     def raise_alert(self, container: Container, kind: str, severity: str, summary: str,
                     detail: dict[str, Any], subject: str, rule: str, action: str = "alerted",
-                    when: float | None = None) -> Alert:
-        """Record an anomaly: a new incident, or one more occurrence of an open one."""
+                    when: float | None = None, *, would: str | None = None,
+                    tags: Sequence[str] = (), lineage: dict[str, Any] | None = None) -> Alert:
+        """Record an anomaly: a new incident, or one more occurrence of an open one.
+        `would`: what protect mode would have done (learn and alert modes); `tags`: ATT&CK ids;
+        `lineage`: the root of the process's lineage in the container (kept from the first)."""
         if kind not in ALERT_KINDS or severity not in SEVERITIES or action not in ALERT_ACTIONS:
             raise ValueError(f"bad alert: kind={kind!r} severity={severity!r} action={action!r}")
+        if would is not None and would not in ALERT_WOULD:
+            raise ValueError(f"bad alert: would={would!r}")
         now = when if when is not None else self.clock()
         key = fold_key(container.id, kind, subject)
         inc = self._open.get(key)
         self.raised += 1
         if inc is not None and now - inc.last_seen <= FOLD_WINDOW:
-            return self._fold(inc, severity, action, now)
+            return self._fold(inc, severity, action, now, would, tags)
         if subject != BURST_SUBJECT and self._bursting(container.id, kind, now):
-            return self._fold_burst(container, kind, severity, summary, detail, subject, rule, action, now)
-        return self._open_incident(container, kind, severity, summary, detail, subject, rule, action, now, key)
+            return self._fold_burst(container, kind, severity, summary, detail, subject, rule, action, now,
+                                    would, tags)
+        return self._open_incident(container, kind, severity, summary, detail, subject, rule, action, now, key,
+                                   would, tags, lineage)
 
     def _open_incident(self, container: Container, kind: str, severity: str, summary: str,
                        detail: dict[str, Any], subject: str, rule: str, action: str, now: float,
-                       key: str) -> Alert:
+                       key: str, would: str | None = None, tags: Sequence[str] = (),
+                       lineage: dict[str, Any] | None = None) -> Alert:
         stamp = iso_time(now)
         alert = Alert(
             id=self._next_id, time=stamp, host=self.host, app=container.app,
             service=container.service, container=container.name, container_id=container.id,
             image=container.image, kind=kind, severity=severity, summary=summary, detail=detail,
             action=action, count=1, first_seen=stamp, last_seen=stamp, subject=subject, rule=rule,
+            would=would, tags=sorted(set(tags)), lineage=lineage,
         )
         if alert.id > self._reserved:
             self._reserved = alert.id + ID_BLOCK - 1
@@ -164,7 +173,8 @@ class AlertBook:
         return False
 
     def _fold_burst(self, container: Container, kind: str, severity: str, summary: str,
-                    detail: dict[str, Any], subject: str, rule: str, action: str, now: float) -> Alert:
+                    detail: dict[str, Any], subject: str, rule: str, action: str, now: float,
+                    would: str | None, tags: Sequence[str]) -> Alert:
         self.burst_folded += 1
         key = fold_key(container.id, kind, BURST_SUBJECT)
         inc = self._open.get(key)
@@ -174,16 +184,17 @@ class AlertBook:
             burst_detail = {"burst": True, "latest": summary, "latest_detail": detail, "latest_rule": rule,
                             "sample": [subject]}
             return self._open_incident(container, kind, severity, text, burst_detail, BURST_SUBJECT,
-                                       "burst", action, now, key)
+                                       "burst", action, now, key, would, tags)
         d = inc.alert.detail
         d["latest"], d["latest_detail"], d["latest_rule"] = summary, detail, rule
         sample = d.setdefault("sample", [])
         if subject not in sample:
             sample.append(subject)
             del sample[:-BURST_SAMPLE]
-        return self._fold(inc, severity, action, now)
+        return self._fold(inc, severity, action, now, would, tags)
 
-    def _fold(self, inc: StoredIncident, severity: str, action: str, now: float) -> Alert:
+    def _fold(self, inc: StoredIncident, severity: str, action: str, now: float,
+              would: str | None = None, tags: Sequence[str] = ()) -> Alert:
         a = inc.alert
         a.count += 1
         inc.last_seen = max(inc.last_seen, now)
@@ -194,6 +205,10 @@ class AlertBook:
             a.severity = severity
         if action != "alerted":
             a.action = action
+        if would is not None:
+            a.would = would
+        if not set(tags) <= set(a.tags):
+            a.tags = sorted(set(a.tags) | set(tags))
         self._remember(inc)
         self._mark_dirty(a.id)
         return a
@@ -206,6 +221,16 @@ class AlertBook:
         if inc is None:
             return None
         inc.alert.action = action
+        self._mark_dirty(alert_id)
+        return inc.alert
+
+    async def resolve(self, alert_id: int, note: str) -> Alert | None:
+        """Mark an incident resolved (e.g. "allowed by alice at ..."); None if there is none."""
+        inc = self._recent.get(alert_id) or await self.repo.get(alert_id)
+        if inc is None:
+            return None
+        inc.alert.resolved = note
+        self._remember(inc)
         self._mark_dirty(alert_id)
         return inc.alert
 

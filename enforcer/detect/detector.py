@@ -36,7 +36,8 @@ from ..profiles.model import (LOOPBACK, exec_identity, file_entry, listener_entr
 from ..profiles.paths import generalise, is_noise, normalise
 from ..sensors.events import (DnsEvent, ExecEvent, FileClosedEvent, FileEvent, InodeEvent, NetworkEvent,
                               SensorEvent, SyscallEvent)
-from . import rules
+from . import attack, rules
+from .lineage import Lineage
 from .alerts import BURST_SUBJECT
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ class Detector:
         self.alerts = alerts
         self.feeds = feeds
         self.responder = responder  # None: nothing can be stopped (alerts only)
+        self.lineage = Lineage()
         self._task: asyncio.Task[None] | None = None
         self._deferred_task: asyncio.Task[None] | None = None
         self._responses: set[asyncio.Task[None]] = set()
@@ -144,6 +146,7 @@ class Detector:
         if att is None:
             self.unattributed += 1
             return
+        self.lineage.observe(ev, att.container.pid)
         if isinstance(ev, ExecEvent):
             self._exec(att, ev)
         elif isinstance(ev, NetworkEvent):
@@ -160,8 +163,12 @@ class Detector:
 
     def _alert(self, att: Attachment, ev: SensorEvent, kind: str, severity: str, summary: str,
                detail: dict[str, Any], subject: str, rule: str, action: str = "alerted") -> Alert:
+        # The dry run of protect: what the responder would have done, had the mode been protect.
+        would = None if att.mode == "protect" else _would_stop(ev)
         alert = self.alerts.raise_alert(att.container, kind, severity, summary, detail, subject, rule,
-                                        action=action, when=ev.time or None)
+                                        action=action, when=ev.time or None, would=would,
+                                        tags=attack.techniques(kind, rule, subject, detail),
+                                        lineage=self.lineage.root_of(att.container.id, ev.pid))
         responder = self.responder
         # Keyed by subject too: the subjects folded into one burst incident each need a response.
         once = (alert.id, subject)
@@ -405,6 +412,16 @@ class Detector:
             self._alert(att, ev, "syscall", rules.SEVERITY["syscall.new"],
                         f"syscall outside the learned set: {name or ev.nr}", detail,
                         subject=name or f"#{ev.nr}", rule=rules.RULE_PROFILE)
+
+
+def _would_stop(ev: SensorEvent) -> str | None:
+    """What protect mode's responder does with an alert about this event: it kills an
+    exec and blocks a connection (or listener); nothing else is stopped."""
+    if isinstance(ev, ExecEvent):
+        return "killed"
+    if isinstance(ev, NetworkEvent):
+        return "blocked"
+    return None
 
 
 def _may_be_a_container(peer: str) -> bool:

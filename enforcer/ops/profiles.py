@@ -1,20 +1,31 @@
-"""Ops of the profiles: profile, mode, relearn (docs/protocol.md)."""
+"""Ops of the profiles: profile, mode (and its preview), relearn, allow, and profiles as
+code: profile.export, profile.import, profile.diff (docs/protocol.md)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
+from ..detect.alerts import AlertBook
 from ..inventory import Inventory
-from ..models import MODES, Container
-from ..profiles.book import ProfileBook
+from ..models import MODES, Alert, Container, iso_time
+from ..profiles import allow
+from ..profiles import export as profile_file
+from ..profiles.book import ProfileBook, profile_key
 from ..profiles.model import Profile
+from ..store.alerts import AlertQuery
 from ..server import OpError, Request, Server
 from . import args
 
 ContainerView = Callable[[Container], dict[str, Any]]
 
 
-def register(server: Server, book: ProfileBook, inventory: Inventory, view: ContainerView) -> None:
+PREVIEW_WINDOW = 24 * 3600.0
+PREVIEW_LIMIT = 10_000
+
+
+def register(server: Server, book: ProfileBook, inventory: Inventory, view: ContainerView,
+             alerts: AlertBook) -> None:
     async def op_profile(req: Request) -> dict[str, Any]:
         c = args.container(inventory, req.args.get("target"))
         att = book.for_container(c.id)
@@ -28,6 +39,13 @@ def register(server: Server, book: ProfileBook, inventory: Inventory, view: Cont
         if req.args.get("scope") not in (None, "app", "container"):
             raise args.bad("scope must be app or container")
         scope = req.args.get("scope") or ("app" if _app_exists(book, inventory, target) else "container")
+        if args.boolean(req.args, "preview", False):
+            if mode != "protect":
+                raise args.bad("only a change to protect can be previewed")
+            window = args.number(req.args, "window", PREVIEW_WINDOW, 60, 90 * 86400)
+            name = target if scope == "app" else args.container(inventory, target).name
+            return {"target": name, "scope": scope, "mode": mode, "preview": True, "window": window,
+                    "would_stop": await _would_stop(alerts, scope, name, window)}
         if scope == "app":
             await book.modes.set_app_mode(target, mode)
             name = target
@@ -55,9 +73,120 @@ def register(server: Server, book: ProfileBook, inventory: Inventory, view: Cont
             book.relearn(p)
         return {"profiles": sorted(p.id for p in profiles)}
 
+    async def op_allow(req: Request) -> dict[str, Any]:
+        alert_id = args.whole(req.args, "alert_id", digits=True)
+        alert = await alerts.find(alert_id)
+        if alert is None:
+            raise OpError(f"no alert {alert_id}", args.NOT_FOUND)
+        if alert.resolved:
+            raise OpError(f"incident {alert_id} is already resolved: {alert.resolved}", args.CONFLICT)
+        profile = _profile_of(book, inventory, alert)
+        if profile is None:
+            raise OpError(f"no profile of {alert.app}/{alert.service} to add to", args.CONFLICT)
+        try:
+            entry = allow.entry_for(alert, by=req.peer.user)
+        except allow.NotAllowable as e:
+            raise OpError(str(e), args.CONFLICT) from None
+        if args.boolean(req.args, "dry_run", False):  # what the confirmation shows
+            return {"alert_id": alert_id, "profile": profile.id, "app": profile.app, "service": profile.service,
+                    "allowed": allow.describe(entry), "dry_run": True}
+        added = book.allow(profile, entry)
+        note = f"allowed by {req.peer.user} at {iso_time()}"
+        await alerts.resolve(alert_id, note)
+        return {"alert_id": alert_id, "profile": profile.id, "app": profile.app, "service": profile.service,
+                "allowed": allow.describe(entry), "entry": {"kind": entry.kind, **entry.to_dict()}, "new": added,
+                "resolved": note}
+
+    async def op_export(req: Request) -> dict[str, Any]:
+        profiles = _profiles_named(book, inventory, args.target(req.args, "a container or an app"))
+        return {"yaml": profile_file.dump(profiles), "profiles": sorted(p.id for p in profiles)}
+
+    async def op_import(req: Request) -> dict[str, Any]:
+        text = args.text(req.args, "text", limit=1 << 20)
+        try:
+            docs = profile_file.parse(text)
+        except profile_file.ProfileFileError as e:
+            raise args.bad(f"the profile file does not validate: {e}") from None
+        imported = [book.import_document(doc) for doc in docs]  # all validated: none half applied
+        return {"imported": [{"id": p.id, "app": p.app, "service": p.service, "image_digest": p.image_digest,
+                              "entries": sum(len(v) for v in p.entries.values()),
+                              "containers": sorted(a.container.name for a in book.attachments_of(p))}
+                             for p in imported]}
+
+    async def op_diff(req: Request) -> dict[str, Any]:
+        c = args.container(inventory, req.args.get("target"))
+        att = book.for_container(c.id)
+        if att is None:
+            raise OpError(f"container {c.name} has no profile ({c.state})", args.CONFLICT)
+        mine = [e for kind in att.profile.entries.values() for e in kind.values()]
+        if req.args.get("text"):
+            try:
+                docs = profile_file.parse(args.text(req.args, "text", limit=1 << 20))
+            except profile_file.ProfileFileError as e:
+                raise args.bad(f"the profile file does not validate: {e}") from None
+            doc = next((d for d in docs if d.key == att.profile.key), None) or \
+                next((d for d in docs if (d.app, d.service) == (c.app, c.service)), docs[0])
+            other, against = doc.entries, f"file: {doc.app}/{doc.service} {doc.image_digest[:19]}"
+        elif req.args.get("other"):
+            o = args.container(inventory, req.args.get("other"))
+            o_att = book.for_container(o.id)
+            if o_att is None:
+                raise OpError(f"container {o.name} has no profile ({o.state})", args.CONFLICT)
+            other = [e for kind in o_att.profile.entries.values() for e in kind.values()]
+            against = f"container {o.name}"
+        else:  # drift on deploy: against the previous image digest's profile of the service
+            older = [p for p in book.profiles.values() if p.app == c.app and p.service == c.service
+                     and p is not att.profile and p.created <= att.profile.created]
+            if not older:
+                raise OpError(f"{c.app}/{c.service} has no profile of an earlier image to compare with",
+                              args.NOT_FOUND)
+            prev = max(older, key=lambda p: p.created)
+            other = [e for kind in prev.entries.values() for e in kind.values()]
+            against = f"profile {prev.id} ({prev.image_digest[:19]})"
+        # What this container's profile has that the other lacks is "added".
+        return {"container": c.name, "profile": att.profile.id, "against": against,
+                **profile_file.diff(other, mine)}
+
     server.register("profile", op_profile)
+    server.register("profile.export", op_export)
+    server.register("profile.import", op_import, mutates=True, target_arg="name")
+    server.register("profile.diff", op_diff)
     server.register("mode", op_mode, mutates=True)
     server.register("relearn", op_relearn, mutates=True)
+    server.register("allow", op_allow, mutates=True, target_arg="alert_id")
+
+
+async def _would_stop(alerts: AlertBook, scope: str, name: str, window: float) -> list[dict[str, Any]]:
+    """The incidents of the window that protect mode would have stopped (their `would`)."""
+    q = AlertQuery(limit=PREVIEW_LIMIT, **({"app": name} if scope == "app" else {"container": name}))
+    since = iso_time(time.time() - window)
+    return [{"id": a.id, "container": a.container, "kind": a.kind, "subject": a.subject, "summary": a.summary,
+             "would": a.would, "count": a.count, "last_seen": a.last_seen}
+            for a in await alerts.query(q) if a.would and a.last_seen >= since and not a.resolved]
+
+
+def _profiles_named(book: ProfileBook, inventory: Inventory, target: str) -> list[Profile]:
+    """A container's profile, or every profile of an app."""
+    app = [p for p in book.profiles.values() if p.app == target]
+    if app and not inventory.resolve(target):
+        return app
+    c = args.container(inventory, target)
+    att = book.for_container(c.id)
+    if att is None:
+        raise OpError(f"container {c.name} has no profile ({c.state})", args.CONFLICT)
+    return [att.profile]
+
+
+def _profile_of(book: ProfileBook, inventory: Inventory, alert: Alert) -> Profile | None:
+    """The profile the incident was judged against: its container's, else the newest of its
+    app and service (the container may be gone)."""
+    c = inventory.containers.get(alert.container_id)
+    if c is not None:
+        p = book.by_key.get(profile_key(c))
+        if p is not None:
+            return p
+    candidates = [p for p in book.profiles.values() if p.app == alert.app and p.service == alert.service]
+    return max(candidates, key=lambda p: p.created, default=None)
 
 
 def _app_exists(book: ProfileBook, inventory: Inventory, name: str) -> bool:

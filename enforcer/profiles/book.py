@@ -3,8 +3,16 @@ which, the modes, learning deadlines, and what the kernel is told.
 
 Life of a profile: created (and seeded) when the first container of its (app, service,
 image digest) appears; `learning` until its deadline (set once, at creation or relearn,
-so a restart keeps it); then `active`, in the container's mode. Everything is decided in
-memory; the database is written behind and read only at start.
+so a restart keeps it) has passed AND the profile has been stable (no new entry) for a
+window, or until a later hard limit (then with a gap saying it was still changing); then
+`active`, in the container's mode. Everything is decided in memory; the database is
+written behind and read only at start.
+
+Completeness: what may have been missed while a profile learned is recorded as a gap
+(events lost by the sensors, sensors not loaded, a container that started before the
+enforcer so its start-up was unseen, learning interrupted by a restart, still changing
+when learning had to end). A profile with gaps still goes active; the console and
+`stockade profile` say so, and the mode dialog warns before protect.
 
 Modes: the per-container override (`container_modes`, by name) wins over the app's mode
 (the `apps` row once a person chose it, else `[apps.NAME] mode` from the config, else
@@ -19,7 +27,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..config import Settings
 from ..inventory import Inventory, InventoryChange
@@ -31,9 +39,22 @@ from .kernel import KernelHooks, NullKernelHooks
 from .model import ANY, Entry, Profile, syscall_entry
 from .seed import SeedInput, command_argv, seed_entries
 
+if TYPE_CHECKING:
+    from .export import ProfileDocument
+
 log = logging.getLogger(__name__)
 
 KERNEL_PUSH_DELAY = 0.05  # seconds: allow-list changes within this are pushed together
+MAX_STABLE_WINDOW = 300.0  # the automatic stability window is a quarter of learning, at most this
+HARD_LIMIT_WINDOWS = 4.0  # learning ends anyway this many stability windows after its deadline
+
+
+@dataclass(slots=True)
+class SensorHealth:
+    """What the sensors say about their own coverage (given by the root; None: no sensors)."""
+
+    events_lost: Callable[[], int]  # total events lost so far (ring buffers, queue)
+    not_loaded: Callable[[], str]  # "" when loaded, else why not (or "loading")
 
 
 @dataclass(slots=True)
@@ -57,7 +78,8 @@ class Attachment:
 class ProfileBook:
     def __init__(self, settings: Settings, repo: ProfilesRepo, modes: InventoryRepo, inventory: Inventory,
                  publish: Publish, changed: ContainerChanged, hooks: KernelHooks | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, sensors: SensorHealth | None = None,
+                 started: float | None = None) -> None:
         self.settings = settings
         self.repo = repo
         self.modes = modes  # the apps' and containers' chosen modes, as stored
@@ -66,6 +88,9 @@ class ProfileBook:
         self.changed = changed
         self.hooks: KernelHooks = hooks or NullKernelHooks()
         self.clock = clock
+        self.sensors = sensors
+        self.started = started if started is not None else clock()  # when this enforcer started
+        self._lost_seen = 0  # the sensors' loss count at the last check
         self.profiles: dict[int, Profile] = {}
         self.by_key: dict[tuple[str, str, str], Profile] = {}
         self.attached: dict[str, Attachment] = {}  # container id -> attachment
@@ -83,11 +108,15 @@ class ProfileBook:
         for row in await self.repo.load_all():
             p = Profile(id=row.id, app=row.app, service=row.service, image_digest=row.image_digest,
                         state=row.state, created=row.created, learn_until=row.learn_until,
-                        activated=row.activated)
+                        activated=row.activated, gaps=list(row.gaps), last_change=row.last_change)
             for e in row.entries:
                 p.add(Entry(e.kind, e.key, e.data, e.source, e.first_seen))
             self.profiles[p.id] = p
             self.by_key[p.key] = p
+            if p.state == "learning":
+                self._gap(p, "learning was interrupted by an enforcer restart (what ran meanwhile was not seen)")
+        if self.sensors is not None:
+            self._lost_seen = self.sensors.events_lost()
         await self.reload_modes()
         self.inventory.subscribe(self._on_inventory_change)
         for c in list(self.inventory.containers.values()):
@@ -164,6 +193,8 @@ class ProfileBook:
         profile = self.by_key.get(profile_key(c)) or self._create(c)
         self._seed(profile, c)
         previous = self.attached.get(c.id)
+        if previous is None and profile.state == "learning" and c.started_at and c.started_at < self.started:
+            self._gap(profile, "a container started before the enforcer: its start-up was not seen")
         att = Attachment(c, profile, self.container_mode(c))
         self.attached[c.id] = att
         if c.cgroup_id and (previous is None or previous.container.cgroup_id != c.cgroup_id
@@ -209,10 +240,47 @@ class ProfileBook:
         """Add an entry to a profile (memory now, database behind); True if it is new."""
         if not profile.add(entry):
             return False
+        if profile.state == "learning" and entry.source == "learned":
+            profile.last_change = self.clock()
         self.repo.add_entry(profile.id, EntryRow(entry.kind, entry.key, entry.data, entry.source, entry.first_seen))
         if profile.state == "active" and entry.kind in ("process", "syscall"):
             self.mark_dirty(profile)
         return True
+
+    def allow(self, profile: Profile, entry: Entry) -> bool:
+        """A person accepted an incident into the profile: add the entry (in the kernel too)
+        and clear a suspect mark on its path; True if it was new."""
+        added = self.record(profile, entry)
+        if entry.kind == "process":
+            self.clear_suspect(profile, entry.data["path"])
+        if entry.kind in ("process", "syscall"):
+            self.mark_dirty(profile)  # learning or not: the kernel's lists follow the profile
+        return added
+
+    def import_document(self, doc: "ProfileDocument") -> Profile:
+        """Install a profile from a file (profiles as code): its entries replace what this host
+        had for that (app, service, digest), and it is active at once, with no learning."""
+        p = self.by_key.get(doc.key)
+        now = self.clock()
+        if p is None:
+            p = Profile(id=self._next_id, app=doc.app, service=doc.service, image_digest=doc.image_digest,
+                        state="active", created=now, learn_until=now, activated=now)
+            self._next_id += 1
+            self.profiles[p.id] = p
+            self.by_key[p.key] = p
+            self.repo.insert_profile(ProfileRow(p.id, p.app, p.service, p.image_digest, p.state, p.created,
+                                                p.learn_until, p.activated))
+        p.replace_entries(doc.entries)
+        self.repo.replace_entries(p.id, [EntryRow(e.kind, e.key, e.data, e.source, e.first_seen)
+                                         for kind in p.entries.values() for e in kind.values()])
+        p.state, p.activated, p.learn_until, p.gaps = "active", now, min(p.learn_until, now), list(doc.gaps)
+        p.last_change = now
+        self._save_state(p)
+        log.info("profiles: profile %d (%s/%s) imported: %d entries, active", p.id, p.app, p.service,
+                 sum(len(v) for v in p.entries.values()))
+        self._push_lists(p)
+        self._after_state_change(p)
+        return p
 
     # -- binaries that changed under a learned path -------------------------------------------
     def paths_for_written(self, profile: Profile, path: str) -> list[str]:
@@ -245,7 +313,7 @@ class ProfileBook:
                     self.record(profile, syscall_entry(nr, syscall_name(nr)))
         profile.state = "active"
         profile.activated = self.clock()
-        self.repo.save_state(profile.id, profile.state, profile.learn_until, profile.activated)
+        self._save_state(profile)
         # Lists first, then the mode: a protect policy must never meet an empty allow-list.
         self._push_lists(profile)
         self._after_state_change(profile)
@@ -258,8 +326,12 @@ class ProfileBook:
         profile.state = "learning"
         profile.activated = None
         profile.learn_until = now + self.learn_seconds(profile.app)
+        profile.gaps = []
+        profile.last_change = now
         self.repo.clear_learned(profile.id)
-        self.repo.save_state(profile.id, profile.state, profile.learn_until, None)
+        if any(a.container.started_at and a.container.started_at < now for a in self.attachments_of(profile)):
+            profile.add_gap("relearned while its containers ran: their start-up was not seen")
+        self._save_state(profile)
         for att in self.attachments_of(profile):
             self._seed(profile, att.container)
             if att.container.cgroup_id:
@@ -277,17 +349,66 @@ class ProfileBook:
     def attachments_of(self, profile: Profile) -> list[Attachment]:
         return [a for a in self.attached.values() if a.profile is profile]
 
+    # -- the end of learning, and what it may have missed -----------------------------------
+    def stable_window(self, app: str) -> float:
+        configured = float(self.settings.learn_stable_seconds)
+        return configured if configured >= 0 else min(MAX_STABLE_WINDOW, self.learn_seconds(app) / 4)
+
+    def learning_status(self, p: Profile) -> tuple[float, str]:
+        """(seconds stable so far, why it is still learning; '' when it may end)."""
+        now = self.clock()
+        stable_for = max(0.0, now - max(p.last_change, p.created))
+        if p.state != "learning":
+            return stable_for, ""
+        if now < p.learn_until:
+            return stable_for, f"minimum learning time: {p.learn_until - now:.0f} s left"
+        window = self.stable_window(p.app)
+        if stable_for < window:
+            return stable_for, f"not stable yet: last new entry {stable_for:.0f} s ago, needs {window:g} s"
+        return stable_for, ""
+
+    def _gap(self, p: Profile, reason: str) -> None:
+        if p.add_gap(reason):
+            log.info("profiles: profile %d (%s/%s) may be incomplete: %s", p.id, p.app, p.service, reason)
+            self._save_state(p)
+            self.publish("profile", p.summary())
+
+    def _save_state(self, p: Profile) -> None:
+        self.repo.save_state(p.id, p.state, p.learn_until, p.activated, p.gaps, p.last_change)
+
+    def _check_coverage(self, learning: list[Profile]) -> None:
+        """Sensor losses and a sensor not loaded make every learning profile incomplete."""
+        if self.sensors is None or not learning:
+            return
+        lost = self.sensors.events_lost()
+        if lost > self._lost_seen:
+            for p in learning:
+                self._gap(p, "sensor events were lost while it learned (see stockade status)")
+        self._lost_seen = lost
+        why = self.sensors.not_loaded()
+        if why and why != "loading":
+            for p in learning:
+                self._gap(p, f"the sensors were not loaded while it learned: {why[:200]}")
+
     async def _deadline_loop(self) -> None:
         while True:
             now = self.clock()
             upcoming = []
-            for p in list(self.profiles.values()):
-                if p.state != "learning":
+            learning = [p for p in self.profiles.values() if p.state == "learning"]
+            self._check_coverage(learning)
+            for p in learning:
+                if p.learn_until > now:
+                    upcoming.append(p.learn_until)
                     continue
-                if p.learn_until <= now:
+                stable_for, why = self.learning_status(p)
+                window = self.stable_window(p.app)
+                if not why:
+                    self.activate(p)
+                elif now >= p.learn_until + HARD_LIMIT_WINDOWS * window:
+                    p.add_gap(f"still changing when learning had to end (last new entry {stable_for:.0f} s before)")
                     self.activate(p)
                 else:
-                    upcoming.append(p.learn_until)
+                    upcoming.append(now + min(window - stable_for, 1.0))
             wait = min(min(upcoming) - now, 5.0) if upcoming else 5.0
             self._deadline_wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):
@@ -332,7 +453,9 @@ class ProfileBook:
             return {"mode": self.container_mode(c)}
         p = att.profile
         left = max(0.0, p.learn_until - self.clock()) if p.state == "learning" else 0.0
-        return {"mode": att.mode, "profile_state": p.state, "learning_left": left}
+        stable_for, why = self.learning_status(p)
+        return {"mode": att.mode, "profile_state": p.state, "learning_left": left, "profile_complete": p.complete,
+                "profile_gaps": list(p.gaps), "stable_for": round(stable_for, 1), "learning_reason": why}
 
     def describe_app(self, app: App) -> dict[str, Any]:
         return {"mode": self.app_mode(app.name), "edges": self.edges(app.name)}
@@ -365,6 +488,7 @@ class ProfileBook:
             "image": {"user": cfg.get("User") or "", "working_dir": cfg.get("WorkingDir") or "",
                       "command": command_argv(cfg, decl)},
             "suspect_paths": sorted(p.suspect_paths),
+            "stable_for": round(self.learning_status(p)[0], 1), "learning_reason": self.learning_status(p)[1],
         })
         return out
 

@@ -34,7 +34,7 @@ class Entry:
     kind: str
     key: str
     data: dict[str, Any]
-    source: str = "learned"  # seed | learned
+    source: str = "learned"  # seed | learned | allowed (by a person: data has "by", "alert_id")
     first_seen: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -94,6 +94,10 @@ class Profile:
     created: float = 0.0
     learn_until: float = 0.0
     activated: float | None = None
+    # Why what was learned may be incomplete (events lost, start-up unseen, ...): said out
+    # loud so an operator knows before moving to protect. Empty: complete.
+    gaps: list[str] = field(default_factory=list)
+    last_change: float = 0.0  # when learning last added an entry (stability is measured from it)
     entries: dict[str, dict[str, Entry]] = field(default_factory=lambda: {k: {} for k in PROFILE_KINDS})
     # -- lookups for the detector ---------------------------------------------------------
     processes: dict[str, set[str]] = field(default_factory=dict)  # path -> sha256s ("" = not pinned)
@@ -126,10 +130,14 @@ class Profile:
         self._index(entry)
         return True
 
-    def clear_learned(self) -> None:
-        """Forget what was learned, keep the seed (relearn)."""
-        seeds = [e for kind in self.entries.values() for e in kind.values() if e.source == "seed"]
+    def replace_entries(self, entries: list[Entry]) -> None:
+        """Every entry replaced by these (an imported profile)."""
         self.entries = {k: {} for k in PROFILE_KINDS}
+        self._clear_indexes()
+        for e in entries:
+            self.add(e)
+
+    def _clear_indexes(self) -> None:
         self.processes.clear()
         self.binaries.clear()
         self.listeners.clear()
@@ -139,6 +147,12 @@ class Profile:
         self.syscalls.clear()
         self.syscall_names.clear()
         self.suspect_paths.clear()
+
+    def clear_learned(self) -> None:
+        """Forget what was learned; keep the seed and what a person allowed (relearn)."""
+        seeds = [e for kind in self.entries.values() for e in kind.values() if e.source != "learned"]
+        self.entries = {k: {} for k in PROFILE_KINDS}
+        self._clear_indexes()
         for e in seeds:
             self.add(e)
 
@@ -229,12 +243,23 @@ class Profile:
 
     def summary(self) -> dict[str, Any]:
         return {"id": self.id, "app": self.app, "service": self.service,
-                "image_digest": self.image_digest, "state": self.state}
+                "image_digest": self.image_digest, "state": self.state, "complete": self.complete}
+
+    @property
+    def complete(self) -> bool:
+        return not self.gaps
+
+    def add_gap(self, reason: str) -> bool:
+        """Record a reason the profile may be incomplete (once); True if it is new."""
+        if reason in self.gaps:
+            return False
+        self.gaps.append(reason)
+        return True
 
     def to_dict(self) -> dict[str, Any]:
         return {
             **self.summary(), "created": self.created, "learn_until": self.learn_until,
-            "activated": self.activated,
+            "activated": self.activated, "complete": self.complete, "gaps": list(self.gaps),
             "entries": {k: [e.to_dict() for e in sorted(v.values(), key=lambda e: e.key)]
                         for k, v in self.entries.items()},
         }

@@ -201,18 +201,26 @@ def _networks(decl: ServiceDecl) -> set[str]:
 
 
 def allowed_links(topology: ComposeTopology) -> dict[str, dict[str, bool]]:
-    """source service -> {target service: any_port} from links, depends_on and shared networks.
+    """source service -> {target service: any_port}, as the compose file says them.
 
-    any_port is True for an explicit link/depends_on (a declared dependency may use any
-    port when the target declares none), False for a shared network only.
+    A file that declares dependencies (links or depends_on on any service) has said which
+    service talks to which: those are the allowances, and a shared network adds nothing
+    (otherwise every sibling on the app's default network could reach every declared port,
+    and lateral movement with an allowed tool would go unseen). A file that declares none
+    relies on its networks: then services on a shared network are seeded, on their declared
+    ports only. any_port is True for an explicit link/depends_on (a declared dependency may
+    use any port when the target declares none), False for a shared network.
     """
     out: dict[str, dict[str, bool]] = {}
     services = topology.services
+    declared = any(decl.links or decl.depends_on for decl in services.values())
     for name, decl in services.items():
         targets = out.setdefault(name, {})
         for t in decl.links + decl.depends_on:
             if t in services and t != name:
                 targets[t] = True
+        if declared:
+            continue
         for t, other in services.items():
             if t != name and t not in targets and _networks(decl) & _networks(other):
                 targets[t] = False

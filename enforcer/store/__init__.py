@@ -9,6 +9,7 @@ from .database import Database, StoreError
 from .enforcement import EnforcementRepo
 from .feeds import FeedRepo
 from .inventory import InventoryRepo
+from .outputs import OutputsRepo
 from .profiles import ProfilesRepo
 
 
@@ -23,6 +24,7 @@ class Store:
         self.alerts = AlertsRepo(self.db)
         self.feeds = FeedRepo(self.db)
         self.enforcement = EnforcementRepo(self.db)
+        self.outputs = OutputsRepo(self.db)
 
     async def open(self) -> None:
         await self.db.open()

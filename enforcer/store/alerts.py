@@ -109,20 +109,23 @@ class AlertsRepo:
         self.db.enqueue(
             """INSERT INTO alerts (id, fold_key, first_seen, last_seen, count, host, app, service,
                                    container, container_id, image, kind, severity, summary, detail,
-                                   action, subject, rule)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                   action, subject, rule, would, tags, lineage)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT(id) DO NOTHING""",
             (a.id, inc.fold_key, inc.first_seen, inc.last_seen, a.count, a.host, a.app, a.service,
              a.container, a.container_id, a.image, a.kind, a.severity, a.summary,
-             json.dumps(a.detail, separators=(",", ":"), default=str), a.action, a.subject, a.rule),
+             json.dumps(a.detail, separators=(",", ":"), default=str), a.action, a.subject, a.rule,
+             a.would, json.dumps(a.tags), json.dumps(a.lineage) if a.lineage else None),
         )
 
     def update(self, inc: StoredIncident) -> None:
         a = inc.alert
         self.db.enqueue(
-            "UPDATE alerts SET last_seen = ?, count = ?, severity = ?, action = ?, detail = ? WHERE id = ?",
+            "UPDATE alerts SET last_seen = ?, count = ?, severity = ?, action = ?, detail = ?, would = ?, tags = ?, "
+            "resolved = ? WHERE id = ?",
             (inc.last_seen, a.count, a.severity, a.action,
-             json.dumps(a.detail, separators=(",", ":"), default=str), a.id),
+             json.dumps(a.detail, separators=(",", ":"), default=str), a.would, json.dumps(a.tags), a.resolved,
+             a.id),
         )
 
 
@@ -130,6 +133,22 @@ def _printable(text: str, limit: int) -> str:
     """Attacker-controlled text for a log line: control characters and escapes as \\x.. ."""
     text = str(text)[:limit]
     return text if text.isprintable() else "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def _tags(text: str) -> list[str]:
+    try:
+        tags = json.loads(text or "[]")
+    except ValueError:
+        return []
+    return [str(t) for t in tags] if isinstance(tags, list) else []
+
+
+def _lineage(text: str | None) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _incident(r: Any) -> StoredIncident:
@@ -143,5 +162,6 @@ def _incident(r: Any) -> StoredIncident:
         severity=r["severity"], summary=r["summary"], detail=detail if isinstance(detail, dict) else {},
         action=r["action"], count=r["count"], first_seen=iso_time(r["first_seen"]),
         last_seen=iso_time(r["last_seen"]), subject=r["subject"], rule=r["rule"],
+        would=r["would"], tags=_tags(r["tags"]), resolved=r["resolved"], lineage=_lineage(r["lineage"]),
     )
     return StoredIncident(alert, r["fold_key"], r["first_seen"], r["last_seen"])

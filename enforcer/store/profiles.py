@@ -26,6 +26,8 @@ class ProfileRow:
     learn_until: float
     activated: float | None
     entries: list["EntryRow"] = field(default_factory=list)
+    gaps: list[str] = field(default_factory=list)
+    last_change: float = 0.0
 
 
 @dataclass(slots=True)
@@ -48,7 +50,7 @@ class ProfilesRepo:
             profiles[r["id"]] = ProfileRow(
                 id=r["id"], app=r["app"], service=r["service"], image_digest=r["image_digest"],
                 state=r["state"], created=r["created"], learn_until=r["learn_until"],
-                activated=r["activated"],
+                activated=r["activated"], gaps=_gaps(r["gaps"]), last_change=r["last_change"],
             )
         for r in await self.db.fetchall(
             "SELECT profile_id, kind, key, data, source, first_seen FROM profile_entries"
@@ -78,11 +80,19 @@ class ProfilesRepo:
             (p.id, p.app, p.service, p.image_digest, p.state, p.created, p.learn_until, p.activated),
         )
 
-    def save_state(self, profile_id: int, state: str, learn_until: float, activated: float | None) -> None:
+    def save_state(self, profile_id: int, state: str, learn_until: float, activated: float | None,
+                   gaps: list[str] | None = None, last_change: float = 0.0) -> None:
         self.db.enqueue(
-            "UPDATE profiles SET state = ?, learn_until = ?, activated = ? WHERE id = ?",
-            (state, learn_until, activated, profile_id),
+            "UPDATE profiles SET state = ?, learn_until = ?, activated = ?, gaps = ?, last_change = ? WHERE id = ?",
+            (state, learn_until, activated, json.dumps(gaps or []), last_change, profile_id),
         )
+
+    def replace_entries(self, profile_id: int, rows: list[EntryRow]) -> None:
+        """Every entry of a profile replaced (an import). Queued as one run, so the flusher
+        commits it in one transaction."""
+        self.db.enqueue("DELETE FROM profile_entries WHERE profile_id = ?", (profile_id,))
+        for e in rows:
+            self.add_entry(profile_id, e)
 
     def add_entry(self, profile_id: int, e: EntryRow) -> None:
         """Insert one entry; a seed outranks a learned entry of the same key (relearn keeps seeds)."""
@@ -98,3 +108,11 @@ class ProfilesRepo:
         self.db.enqueue(
             "DELETE FROM profile_entries WHERE profile_id = ? AND source = 'learned'", (profile_id,)
         )
+
+
+def _gaps(text: str) -> list[str]:
+    try:
+        gaps = json.loads(text or "[]")
+    except ValueError:
+        return []
+    return [str(g) for g in gaps] if isinstance(gaps, list) else []

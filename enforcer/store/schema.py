@@ -196,6 +196,48 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         """,
     ),
+    (
+        5,
+        """
+        -- Alerts: what protect mode would have done (learn and alert modes), ATT&CK techniques,
+        -- resolution.
+        ALTER TABLE alerts ADD COLUMN would TEXT;
+        ALTER TABLE alerts ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
+        -- An incident accepted into its profile (stockade allow): who and when.
+        ALTER TABLE alerts ADD COLUMN resolved TEXT NOT NULL DEFAULT '';
+        ALTER TABLE alerts ADD COLUMN lineage TEXT;  -- JSON {"pid", "path", "start"} or NULL
+        -- Why a profile may be incomplete (JSON list of reasons), and when learning last
+        -- added an entry (learning ends once the profile has been stable).
+        ALTER TABLE profiles ADD COLUMN gaps TEXT NOT NULL DEFAULT '[]';
+        ALTER TABLE profiles ADD COLUMN last_change REAL NOT NULL DEFAULT 0;
+        """,
+    ),
+    (
+        6,
+        """
+        -- Alert outputs (docs/outputs.md): where incidents are sent and in which format.
+        CREATE TABLE outputs (
+            name          TEXT PRIMARY KEY,
+            url           TEXT NOT NULL,
+            format        TEXT NOT NULL CHECK (format IN ('json', 'falco', 'ocsf')),
+            min_severity  TEXT NOT NULL DEFAULT 'low',
+            headers       TEXT NOT NULL DEFAULT '{}',  -- JSON name -> value (http only)
+            created       REAL NOT NULL,
+            delivered     INTEGER NOT NULL DEFAULT 0,
+            dropped       INTEGER NOT NULL DEFAULT 0   -- outbox rows dropped (oldest first) when full
+        );
+
+        -- The outbox: one row per (output, incident publication) not yet delivered. A row is
+        -- deleted once its receiver took it, so a restart sends what is left (at least once).
+        CREATE TABLE outbox (
+            id      INTEGER PRIMARY KEY AUTOINCREMENT,
+            output  TEXT NOT NULL REFERENCES outputs(name) ON DELETE CASCADE,
+            queued  REAL NOT NULL,
+            alert   TEXT NOT NULL  -- JSON of the incident as published
+        );
+        CREATE INDEX outbox_output ON outbox(output, id);
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

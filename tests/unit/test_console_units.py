@@ -181,3 +181,6 @@ def test_header_says_what_matters_first_and_flags_docker_down() -> None:
     assert "capped" not in line  # nothing held back by the kernel's rate caps: not shown
     state.set_status({"sensors": [{"rate": 1.0, "lost": 0, "suppressed": 700}, {"rate": 0, "suppressed": 5}]})
     assert "lost 0  capped 705" in header_text(state, read_only=False).plain
+    assert "outputs" not in header_text(state, read_only=False).plain  # no output in trouble: not shown
+    state.set_status({"sensors": [], "outputs": {"configured": 2, "dropped": 15, "failing": ["siem"]}})
+    assert "lost -  outputs failing siem dropped 15" in header_text(state, read_only=False).plain

@@ -112,8 +112,10 @@ async def test_alert_fields_follow_the_contract(app):
                              argv=["wget2", "http://x"]))
     (a,) = await rig.call("alerts")
     assert set(a) == {"id", "time", "host", "app", "service", "container", "container_id", "image", "kind",
-                      "severity", "summary", "detail", "action", "count", "first_seen", "last_seen", "subject", "rule"}
+                      "severity", "summary", "detail", "action", "count", "first_seen", "last_seen", "subject", "rule",
+                      "would", "tags", "resolved", "lineage"}
     assert a["summary"] == "unexpected process /usr/bin/wget2"
+    assert a["would"] == "killed" and a["tags"] == ["T1105"]  # alert mode: protect would have killed it
     assert a["detail"]["pid"] == 4411 and a["detail"]["ppid"] == 4402 and a["detail"]["argv"] == ["wget2", "http://x"]
     assert a["detail"]["sha256"] == SHA_EVIL and a["rule"] == "profile"
     assert a["time"].endswith("Z") and a["image"] == "local/client"

@@ -47,7 +47,9 @@ def test_compose_links_depends_on_and_networks_become_peers_in_both_directions()
     assert not any(peer == "shop/batch" for _, _, peer, _ in api.peers)
     assert api.allows_peer("out", "tcp", "shop/db", 5432)
     assert not api.allows_peer("out", "tcp", "shop/db", 22)
-    assert api.allows_peer("in", "tcp", "shop/db", 9000)  # db shares "back" and api declares 9000
+    # db shares "back" and api declares 9000, but the file declares dependencies and db has
+    # none on api: sharing a network is no allowance (lateral movement stays visible).
+    assert not api.allows_peer("in", "tcp", "shop/db", 9000)
     assert not api.allows_peer("in", "tcp", "shop/batch", 9000)
     web = _seed("web")
     assert ("out", "tcp", "shop/api", 9000) in web.peers
@@ -56,13 +58,31 @@ def test_compose_links_depends_on_and_networks_become_peers_in_both_directions()
     assert ("tcp", 80) in web.listeners
 
 
-def test_shared_network_alone_allows_only_declared_ports():
+def test_declared_dependencies_are_the_only_seeded_links():
     db = _seed("db")
-    # api and db share "back"; api depends on db: api may reach db, db may reach api's 9000.
+    # api depends on db: api may reach db. db shares "back" with api but never declared a
+    # dependency on it: the file said who talks to whom, so db may not reach api's 9000.
     assert ("in", "tcp", "shop/api", 5432) in db.peers
-    assert ("out", "tcp", "shop/api", 9000) in db.peers
-    # cache shares "back" but declares no port: sharing a network allows nothing to it.
+    assert ("out", "tcp", "shop/api", 9000) not in db.peers
+    assert not any(peer == "shop/cache" for _, _, peer, _ in db.peers)
+
+
+def test_a_file_without_dependencies_seeds_shared_networks_on_declared_ports_only():
+    topo = ComposeTopology(project="shop")
+    topo.services = {
+        "api": ServiceDecl(name="api", networks=["back"], expose=[PortBinding(port=9000)]),
+        "db": ServiceDecl(name="db", networks=["back"], expose=[PortBinding(port=5432)]),
+        "cache": ServiceDecl(name="cache", networks=["back"]),  # declares no port
+        "batch": ServiceDecl(name="batch", networks=["jobs"], expose=[PortBinding(port=7000)]),
+    }
+    c = Container(id="c" * 64, name="shop_db_1", app="shop", service="db", image="img", pid=os.getpid())
+    db = Profile(id=1, app="shop", service="db", image_digest="sha256:x")
+    for e in seed_entries(SeedInput(c, {}, topo, lambda s: {})):
+        db.add(e)
+    assert ("out", "tcp", "shop/api", 9000) in db.peers and ("in", "tcp", "shop/api", 5432) in db.peers
+    # cache declares no port: sharing a network allows nothing to it; batch shares none.
     assert not any(peer == "shop/cache" and d == "out" for d, _, peer, _ in db.peers)
+    assert not any(peer == "shop/batch" for _, _, peer, _ in db.peers)
 
 
 def test_listeners_and_writable_places_come_from_image_and_compose():

@@ -30,7 +30,8 @@ LOG_TAIL_LINES = 2000
 class ProfileViews(Protocol):
     """What `profile_of` reads of the profile book (profiles.book.ProfileBook)."""
 
-    attached: Mapping[str, Any]
+    @property
+    def attached(self) -> Mapping[str, Any]: ...
 
     def profile_view(self, att: Any) -> dict[str, Any]: ...
 
@@ -97,7 +98,9 @@ async def audit_of(recent: Callable[..., Awaitable[list[AuditEntry]]], c: Contai
 
 def profile_of(profiles: ProfileViews | None, c: Container) -> dict[str, Any] | None:
     """The profile attached to the container, as listings show it (None if none)."""
-    att = profiles.attached.get(c.id) if profiles is not None else None
+    if profiles is None:
+        return None
+    att = profiles.attached.get(c.id)
     if att is None:
         return None
     try:

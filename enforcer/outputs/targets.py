@@ -1,0 +1,263 @@
+"""Where an output sends: the URL schemes (docs/outputs.md).
+
+- `http://`, `https://`: one JSON object per POST (httpx, bounded timeouts); any 2xx is
+  delivered, anything else (a refused connection, a timeout, a 4xx or 5xx) is retried.
+- `file:///abs/path`: JSON lines appended in a worker thread; when the file would pass
+  `max_bytes` (query parameter, default 10 MiB) it is rotated to PATH.1 ... PATH.`keep`
+  (default 5).
+- `syslog://host:port`: RFC 5424 over UDP, one message per datagram;
+  `syslog+tcp://host:port`: RFC 5424 over TCP framed by octet counting (RFC 6587 3.4.1),
+  which survives any byte in a message. Query `facility` (a number 0-23 or a name such as
+  `local0`, the default, or `auth`).
+
+`parse(url)` checks a URL and returns a Target or raises ValueError with one line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from . import formats
+
+HTTP_TIMEOUT = 5.0  # seconds for connect, write and read of one POST
+SYSLOG_TIMEOUT = 5.0
+FILE_MAX_BYTES = 10 * 1024 * 1024
+FILE_KEEP = 5
+UDP_MAX = 65_000  # bytes: a longer message is cut (most syslog daemons cut far earlier, e.g. rsyslog at 8 KiB)
+
+FACILITIES = {"kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6, "news": 7,
+              "uucp": 8, "cron": 9, "authpriv": 10, "ftp": 11, **{f"local{i}": 16 + i for i in range(8)}}
+# Stockade severity -> syslog severity (2 crit, 3 err, 4 warning, 5 notice).
+SYSLOG_SEVERITY = {"critical": 2, "high": 3, "medium": 4, "low": 5}
+# RFC 5612's enterprise number for documentation examples: no private number is registered.
+SD_ID = "stockade@32473"
+
+
+class DeliveryError(Exception):
+    """One attempt failed; the message is one line (the worker retries)."""
+
+
+def _sd_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
+
+
+def _header_problem(headers: dict[str, str]) -> str:
+    for k, v in headers.items():
+        if not k or any(c in k for c in " :\r\n\t") or any(c in v for c in "\r\n"):
+            return f"bad header {k!r}: want NAME:VALUE with no line breaks"
+    return ""
+
+
+@dataclass
+class Target:
+    url: str
+    scheme: str  # http | file | syslog | syslog+tcp
+    headers: dict[str, str] = field(default_factory=dict)
+    path: str = ""
+    host: str = ""
+    port: int = 0
+    max_bytes: int = FILE_MAX_BYTES
+    keep: int = FILE_KEEP
+    facility: int = 16
+
+    # -- life cycle (the worker owns one Target) ----------------------------------------
+    def __post_init__(self) -> None:
+        self._ahttp: Any = None
+        self._tcp: socket.socket | None = None
+        self._udp: socket.socket | None = None
+        self._lock = threading.Lock()  # one delivery at a time; close waits for it
+        self.sent = 0
+
+    def close(self) -> None:
+        """Blocking (run in a thread): sockets; waits for a delivery in flight (bounded by the
+        timeouts). The HTTP client is closed by aclose()."""
+        with self._lock:
+            self._close_tcp()
+            if self._udp is not None:
+                self._udp.close()
+                self._udp = None
+
+    def _close_tcp(self) -> None:
+        if self._tcp is not None:
+            self._tcp.close()
+            self._tcp = None
+
+    # -- sending ----------------------------------------------------------------------------
+    def prepare(self, fmt: str, alert: Any) -> bytes:
+        """One incident (a dict, or its JSON text as the outbox keeps it) as the bytes this
+        target sends: the encoded payload's JSON (a JSON line for files, an RFC 5424 message
+        for syslog). Pure CPU: the worker runs it on the loop, one incident at a time, so a
+        batch never holds the interpreter against detection (a thread would: the GIL)."""
+        decoded = json.loads(alert) if isinstance(alert, str) else alert
+        payload = formats.encode(fmt, decoded)
+        if self.scheme in ("syslog", "syslog+tcp"):
+            return self.syslog_message(payload, decoded)
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        return body + b"\n" if self.scheme == "file" else body
+
+    def send(self, bodies: list[bytes]) -> None:
+        """Blocking, for files and syslog (the worker runs it in a thread; HTTP goes through
+        send_http_async): deliver prepared bodies in order; raise DeliveryError at the first
+        that fails. `self.sent` says how many went (those before the failure are delivered:
+        the caller acknowledges them)."""
+        with self._lock:
+            self.sent = 0
+            if self.scheme == "file":
+                self._append_lines(bodies)
+                self.sent = len(bodies)
+            else:
+                self._send_syslog(bodies)
+
+    async def send_http_async(self, bodies: list[bytes]) -> None:
+        """HTTP on the event loop (httpx's async client): no thread contends for the GIL."""
+        import httpx
+
+        self.sent = 0
+        if self._ahttp is None:
+            self._ahttp = httpx.AsyncClient(timeout=httpx.Timeout(HTTP_TIMEOUT), follow_redirects=False,
+                                            headers={"User-Agent": "stockade-outputs"})
+        for body in bodies:
+            try:
+                r = await self._ahttp.post(self.url, content=body,
+                                           headers={"Content-Type": "application/json", **self.headers})
+            except httpx.HTTPError as e:
+                raise DeliveryError(f"{type(e).__name__}: {e}".strip(": ")[:200]) from None
+            if not 200 <= r.status_code < 300:
+                raise DeliveryError(f"HTTP {r.status_code} from the receiver")
+            self.sent += 1
+            await asyncio.sleep(0)  # a fast receiver answers at once: let detection in between POSTs
+
+    async def aclose(self) -> None:
+        if self._ahttp is not None:
+            await self._ahttp.aclose()
+            self._ahttp = None
+
+    def _append_lines(self, lines: list[Any]) -> None:
+        """Append JSON lines (bytes, or payloads to dump) in one write, rotating first if needed."""
+        data = b"".join(x if isinstance(x, bytes) else json.dumps(x, separators=(",", ":")).encode() + b"\n"
+                        for x in lines)
+        path = Path(self.path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                size = 0
+            if size and size + len(data) > self.max_bytes:
+                self._rotate(path)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise DeliveryError(f"cannot write {path}: {e.strerror or e}") from None
+
+    def _rotate(self, path: Path) -> None:
+        for i in range(self.keep - 1, 0, -1):
+            older = path.with_name(f"{path.name}.{i}")
+            if older.exists():
+                os.replace(older, path.with_name(f"{path.name}.{i + 1}"))
+        if self.keep > 0:
+            os.replace(path, path.with_name(f"{path.name}.1"))
+        else:
+            path.unlink()
+
+    def syslog_message(self, payload: dict[str, Any], alert: dict[str, Any], hostname: str = "") -> bytes:
+        """One RFC 5424 message: header, structured data naming the incident, the payload as MSG."""
+        severity = SYSLOG_SEVERITY.get(alert.get("severity", ""), 4)
+        now = datetime.now(UTC)
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+        host = (hostname or alert.get("host") or "-").replace(" ", "_")[:255] or "-"
+        sd = (f'[{SD_ID} id="{alert.get("id")}" count="{alert.get("count", 1)}"'
+              f' kind="{_sd_escape(str(alert.get("kind", "")))}" severity="{_sd_escape(str(alert.get("severity", "")))}"'
+              f' container="{_sd_escape(str(alert.get("container", "")))}"]')
+        body = json.dumps(payload, separators=(",", ":"))  # ASCII: no BOM needed
+        return f"<{self.facility * 8 + severity}>1 {stamp} {host} stockade {os.getpid()} alert {sd} {body}".encode()
+
+    def _send_syslog(self, messages: list[bytes]) -> None:
+        if self.scheme == "syslog":
+            try:
+                if self._udp is None:
+                    info = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)[0]
+                    self._udp = socket.socket(info[0], socket.SOCK_DGRAM)
+                    self._udp.settimeout(SYSLOG_TIMEOUT)
+                    self._udp.connect(info[4])
+                for m in messages:
+                    self._udp.send(m[:UDP_MAX])
+                    self.sent += 1
+            except OSError as e:  # e.g. ECONNREFUSED reported for an earlier datagram
+                if self._udp is not None:
+                    self._udp.close()
+                    self._udp = None
+                raise DeliveryError(f"syslog udp {self.host}:{self.port}: {e.strerror or e}") from None
+            return
+        try:
+            if self._tcp is None:
+                self._tcp = socket.create_connection((self.host, self.port), timeout=SYSLOG_TIMEOUT)
+            self._tcp.sendall(b"".join(str(len(m)).encode() + b" " + m for m in messages))
+        except OSError as e:
+            self._close_tcp()
+            raise DeliveryError(f"syslog tcp {self.host}:{self.port}: {e.strerror or e or 'timeout'}") from None
+        self.sent = len(messages)
+
+
+def parse(url: Any, headers: dict[str, str] | None = None) -> Target:
+    """A checked Target, or ValueError with one line."""
+    if not isinstance(url, str) or not url or len(url) > 2048 or any(c in url for c in "\r\n\t "):
+        raise ValueError("url must be one http(s)://, file:// or syslog:// URL without spaces")
+    headers = dict(headers or {})
+    problem = _header_problem(headers)
+    if problem:
+        raise ValueError(problem)
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    if scheme in ("http", "https"):
+        if not parts.hostname:
+            raise ValueError(f"{url[:120]}: an http URL needs a host")
+        try:
+            _ = parts.port
+        except ValueError:
+            raise ValueError(f"{url[:120]}: bad port") from None
+        return Target(url=url, scheme="http", headers=headers)
+    if headers:
+        raise ValueError("--header is for http(s) outputs only")
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+            raise ValueError(f"{url[:120]}: want file:///absolute/path")
+        path = os.path.normpath(parts.path)
+        try:
+            max_bytes = int(query.get("max_bytes", FILE_MAX_BYTES))
+            keep = int(query.get("keep", FILE_KEEP))
+        except ValueError:
+            raise ValueError("file output: max_bytes and keep must be whole numbers") from None
+        if not 4096 <= max_bytes <= 1 << 40 or not 0 <= keep <= 100:
+            raise ValueError("file output: max_bytes from 4096, keep from 0 to 100")
+        return Target(url=url, scheme="file", path=path, max_bytes=max_bytes, keep=keep)
+    if scheme in ("syslog", "syslog+udp", "syslog+tcp"):
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError(f"{url[:120]}: bad port") from None
+        if not parts.hostname or not port:
+            raise ValueError(f"{url[:120]}: want syslog://host:port (UDP) or syslog+tcp://host:port")
+        facility_text = query.get("facility", "local0")
+        facility = FACILITIES.get(facility_text) if not facility_text.isdigit() else int(facility_text)
+        if facility is None or not 0 <= facility <= 23:
+            raise ValueError(f"syslog facility {facility_text[:20]!r}: a number 0-23 or a name such as local0")
+        return Target(url=url, scheme="syslog+tcp" if scheme == "syslog+tcp" else "syslog", host=parts.hostname,
+                      port=port, facility=facility)
+    raise ValueError(f"{url[:120]}: unknown scheme {scheme[:20]!r} (want http, https, file, syslog or syslog+tcp)")

@@ -1,0 +1,74 @@
+"""Accepting an incident into its profile (`stockade allow ALERT_ID`): the profile entry
+that makes the same thing normal, built from what the alert recorded.
+
+Only what the profile decides can be allowed: an unexpected program (with its sha256), a
+peer and port, a listener, a written path prefix, a syscall. Research rules (threat-feed
+hits, sensitive files, dangerous syscalls) fire in every mode whatever the profile says,
+and a burst folds many subjects; those are refused with the reason.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..models import Alert
+from .model import Entry, file_entry, listener_entry, peer_entry, process_entry, syscall_entry
+
+ALLOWED = "allowed"
+
+
+class NotAllowable(Exception):
+    """The incident is not about something a profile holds (the message says why)."""
+
+
+def entry_for(alert: Alert, by: str, now: float | None = None) -> Entry:
+    now = now or time.time()
+    d: dict[str, Any] = alert.detail or {}
+    if alert.subject == "burst":
+        raise NotAllowable(f"incident {alert.id} is a burst of {alert.kind} alerts: allow its subjects one by one")
+    if alert.rule != "profile":
+        what = {"research:sensitive-file": "a sensitive-file rule", "research:dangerous-syscall":
+                "a dangerous-syscall rule"}.get(alert.rule, "a threat-feed hit" if alert.rule.startswith("feed:")
+                                                   else f"rule {alert.rule!r}")
+        raise NotAllowable(f"incident {alert.id} is {what}, which fires in every mode: a profile cannot allow it")
+    entry: Entry
+    if alert.kind == "process":
+        if not d.get("sha256"):
+            raise NotAllowable(f"incident {alert.id}: the program was not hashed, so there is nothing to pin")
+        entry = process_entry(alert.subject, str(d["sha256"]), source=ALLOWED, now=now,
+                              binary=str(d.get("binary") or ""))
+    elif alert.kind == "network":
+        proto = str(d.get("proto") or "tcp")
+        if d.get("direction") == "listen":
+            entry = listener_entry(proto, int(d.get("local_port") or 0), source=ALLOWED, now=now)
+        else:
+            direction = str(d.get("direction") or "out")
+            port = d.get("local_port") if direction == "in" else d.get("remote_port")
+            entry = peer_entry(direction, proto, str(d.get("peer") or ""), int(port or 0), source=ALLOWED, now=now)
+    elif alert.kind == "file":
+        prefix = str(d.get("prefix") or "")
+        if not prefix:
+            raise NotAllowable(f"incident {alert.id} names no written path to allow")
+        entry = file_entry(prefix, source=ALLOWED, now=now)
+    elif alert.kind == "syscall":
+        entry = syscall_entry(int(d.get("nr", -1)), str(d.get("name") or ""), source=ALLOWED, now=now)
+    else:
+        raise NotAllowable(f"incident {alert.id} is a {alert.kind} alert: a profile cannot allow it")
+    entry.data.update({"by": by, "alert_id": alert.id})
+    return entry
+
+
+def describe(entry: Entry) -> str:
+    """One line: exactly what the entry allows (the confirmation the console and CLI show)."""
+    d = entry.data
+    if entry.kind == "process":
+        return f"run {d['path']} with sha256 {str(d['sha256'])[:16]}"
+    if entry.kind == "listener":
+        return f"listen on {d['proto']}/{d['port']}"
+    if entry.kind == "peer":
+        way = "connect to" if d["direction"] == "out" else "accept from"
+        return f"{way} {d['peer']} on {d['proto']}/{d['port']}"
+    if entry.kind == "file":
+        return f"write under {d['prefix']}" if "prefix" in d else f"write {d['path']}"
+    return f"use the syscall {d.get('name') or '#' + str(d.get('nr'))}"
