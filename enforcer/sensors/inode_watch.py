@@ -361,7 +361,8 @@ class InodeWatch:
         """(container id or None for the host, the path to report)."""
         if pid == self._self_pid:
             return None, ""
-        cg = cgroup_for_pid(pid)
+        # An exiting process (its root already released) may read as the root cgroup: as gone.
+        cg = cgroup_for_pid(pid) if _alive(pid) else None
         cid: str | None = None
         if cg is not None:
             c = self.inventory.by_cgroup(cg.cgroup_id)
@@ -475,6 +476,14 @@ def _fd_path(fd: int) -> str:
         return os.readlink(f"/proc/self/fd/{fd}")
     except OSError:
         return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.stat(f"/proc/{pid}/root")
+        return True
+    except OSError:
+        return False
 
 
 def _comm(pid: int) -> str:
