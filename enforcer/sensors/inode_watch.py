@@ -117,6 +117,7 @@ class InodeWatch:
         self._group = -1
         self._marks: dict[tuple[int, int], Mark] = {}
         self._dirs: dict[str, dict[str, Mark]] = {}  # container id -> dir path -> mark
+        self._dev_owner: dict[int, str] = {}  # st_dev of a container's root filesystem -> container id
         self._identity: dict[tuple[str, str], tuple[tuple[int, int], int]] = {}  # (cid, path) -> (dev, ino), nlink
         self._by_container: dict[str, set[tuple[int, int]]] = {}
         self._deny: frozenset[str] = frozenset()
@@ -213,6 +214,8 @@ class InodeWatch:
                         if not m.owners:
                             del self._marks[key]
                 self._dirs.pop(cid, None)
+                for dev in [d for d, owner in self._dev_owner.items() if owner == cid]:
+                    del self._dev_owner[dev]
                 for k in [k for k in self._identity if k[0] == cid]:
                     del self._identity[k]
         for c in running:
@@ -227,6 +230,7 @@ class InodeWatch:
         rootfd = os.open(f"/proc/{c.pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             root_dev = os.fstat(rootfd).st_dev
+            self._dev_owner[root_dev] = c.id
             mine = self._by_container.setdefault(c.id, set())
             dirs = self._dirs.setdefault(c.id, {})
             resolved: set[str] = set()
@@ -329,7 +333,7 @@ class InodeWatch:
             st = os.fstat(rec.fd)
             mark = self._marks.get((st.st_dev, st.st_ino))
             opened_as = _fd_path(rec.fd)
-            cid, path = self._attribute(rec.pid, mark, opened_as)
+            cid, path = self._attribute(rec.pid, mark, opened_as, st.st_dev)
             if cid is None:
                 self.host_opens += 1
             else:
@@ -357,7 +361,7 @@ class InodeWatch:
             time=time.time(), pid=rec.pid, tid=rec.pid, comm=comm, container_id=cid, op=op,
             path=path, sensitive=True, dev=st.st_dev, ino=st.st_ino, opened_as=opened_as, denied=not allow))
 
-    def _attribute(self, pid: int, mark: Mark | None, opened_as: str) -> tuple[str | None, str]:
+    def _attribute(self, pid: int, mark: Mark | None, opened_as: str, dev: int) -> tuple[str | None, str]:
         """(container id or None for the host, the path to report)."""
         if pid == self._self_pid:
             return None, ""
@@ -378,9 +382,12 @@ class InodeWatch:
             return cid, mark.path
         # A child of a watched directory: the kernel's path names it.
         path = opened_as.removesuffix(" (deleted)")
-        if cid is None:
+        if cid is None:  # gone: the filesystem it is on says whose root it is
+            cid = self._dev_owner.get(dev)
+        if cid is None:  # a bind-mounted directory: only if a single container watches it
             parent = posixpath.dirname(path)
-            cid = next((k for k, dirs in list(self._dirs.items()) if parent in dirs), None)
+            owners = [k for k, dirs in list(self._dirs.items()) if parent in dirs]
+            cid = owners[0] if len(owners) == 1 else None
         return cid, path
 
     def _post(self, ev: InodeEvent) -> None:
