@@ -110,3 +110,15 @@ def test_a_new_inode_or_a_new_link_under_a_sensitive_name_is_told():
     w._check_identity("c1", "/etc/shadow", (130, 10), 2)  # ln /etc/shadow /tmp/h, by any path
     w._check_identity("c1", "/etc/shadow", (130, 11), 1)  # mv x onto it, by any path
     assert [(e.op, e.path, e.ino) for e in posted] == [("link", "/etc/shadow", 10), ("replace", "/etc/shadow", 11)]
+
+
+def test_a_file_in_a_watched_directory_opened_by_a_gone_process_is_charged_by_its_filesystem():
+    from enforcer.sensors.inode_watch import Mark
+
+    w = InodeWatch(_NoInventory(), lambda ev: True, protected=lambda cid: False)
+    w._dirs = {"other": {"/root/.ssh": Mark("/root/.ssh", "dir", False, {"other"})},
+               "mine": {"/root/.ssh": Mark("/root/.ssh", "dir", False, {"mine"})}}
+    w._dev_owner = {130: "mine", 131: "other"}
+    gone = 2**22 + 12345  # no such pid
+    assert w._attribute(gone, None, "/root/.ssh/id_rsa", 130) == ("mine", "/root/.ssh/id_rsa")
+    assert w._attribute(gone, None, "/root/.ssh/id_rsa", 999) == (None, "/root/.ssh/id_rsa")  # ambiguous
