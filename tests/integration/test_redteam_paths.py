@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import errno
 import os
+import select
+import signal
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -152,10 +154,16 @@ def _open_in_container(pid: int, path: str) -> str:
         finally:
             os._exit(0)
     os.close(w)
-    with os.fdopen(r) as f:
-        out = f.read()
-    os.waitpid(child, 0)
-    return out
+    try:
+        # A wedged open would hang here: bounded, and the child is killed.
+        if not select.select([r], [], [], 20)[0]:
+            os.kill(child, signal.SIGKILL)
+            os.close(r)
+            raise AssertionError(f"open({path}) in the container did not return within 20 s")
+        with os.fdopen(r) as f:
+            return f.read()
+    finally:
+        os.waitpid(child, 0)
 
 
 def test_protect_mode_refuses_the_open_and_a_dead_enforcer_wedges_nothing(enforcer, dockerx):
