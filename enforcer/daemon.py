@@ -122,12 +122,20 @@ class Daemon:
                 audit_entries=functools.partial(audit_of, self.store.audit.recent),
                 profile_view=functools.partial(profile_of, self.profiles))
             responder = self.responder
+        self.inode_watch: Any = None
+        if settings.sensors:
+            from .sensors.inode_watch import InodeWatch
+            from .sensors.wiring import queue_deliver
+
+            self.inode_watch = InodeWatch(self.inventory, queue_deliver(self.events),
+                                          protected=functools.partial(_protected, self.profiles))
         self.detector = Detector(self.events, self.inventory, self.profiles, self.alerts, feeds, responder)
         self.views = Views(self.profiles, self.alerts, self.responder, settings.default_mode)
 
         # Started in this order, stopped in reverse.
-        self.parts: list[Any] = [p for p in (self.sensors, self.feed_manager, self.profiles, self.alerts,
-                                             self.outputs, self.detector, self.responder) if p is not None]
+        self.parts: list[Any] = [p for p in (self.sensors, self.inode_watch, self.feed_manager, self.profiles,
+                                             self.alerts, self.outputs, self.detector, self.responder)
+                                 if p is not None]
         self._register_ops()
 
     def _sensor_health(self) -> SensorHealth | None:
@@ -159,8 +167,8 @@ class Daemon:
             sensor_ops.register(s, self.sensors)
 
     def _status_sources(self) -> list[StatusSource]:
-        return [p for p in (self.sensors, self.feed_manager, self.alerts, self.outputs, self.detector,
-                            self.responder) if p is not None]
+        return [p for p in (self.sensors, self.inode_watch, self.feed_manager, self.alerts, self.outputs,
+                            self.detector, self.responder) if p is not None]
 
     # -- life cycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -205,3 +213,10 @@ class Daemon:
     def _on_inventory_change(self, change: InventoryChange) -> None:
         self.store.inventory.save_container(change.container, removed=change.change == "removed")
         self.server.publish("inventory", {"change": change.change, "container": self.views.container(change.container)})
+
+
+def _protected(profiles: ProfileBook, container_id: str) -> bool:
+    """Opens of its sensitive files are refused: protect mode on an active profile (the
+    same condition under which the detector hands alerts to the responder)."""
+    att = profiles.for_container(container_id)
+    return att is not None and att.mode == "protect" and att.profile.state == "active"

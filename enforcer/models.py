@@ -23,8 +23,8 @@ ALERT_KINDS: tuple[str, ...] = ("process", "network", "file", "syscall", "threat
 Severity = Literal["low", "medium", "high", "critical"]
 SEVERITIES: tuple[str, ...] = ("low", "medium", "high", "critical")
 
-AlertAction = Literal["alerted", "killed", "blocked", "frozen"]
-ALERT_ACTIONS: tuple[str, ...] = ("alerted", "killed", "blocked", "frozen")
+AlertAction = Literal["alerted", "killed", "blocked", "frozen", "denied"]
+ALERT_ACTIONS: tuple[str, ...] = ("alerted", "killed", "blocked", "frozen", "denied")
 ALERT_WOULD: tuple[str, ...] = ("killed", "blocked")
 
 ProfileState = Literal["learning", "active"]

@@ -35,7 +35,7 @@ from ..profiles.model import (LOOPBACK, exec_identity, file_entry, listener_entr
                               syscall_entry)
 from ..profiles.paths import generalise, is_noise, normalise
 from ..sensors.hashing import OVER_BUDGET, QUEUE_FULL, STALLED
-from ..sensors.events import (DnsEvent, ExecEvent, FileClosedEvent, FileEvent, NetworkEvent,
+from ..sensors.events import (DnsEvent, ExecEvent, FileClosedEvent, FileEvent, InodeEvent, NetworkEvent,
                               SensorEvent, SyscallEvent)
 from . import attack, rules
 from .lineage import Lineage
@@ -49,7 +49,8 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 2000
 DEFER_SECONDS = 2.0  # how long an unresolved private peer waits for the inventory
 MAX_DEFERRED = 10_000  # beyond this (a flood to unknown addresses) decide at once: memory stays bounded
-WRITE_OPS = frozenset({"write", "create", "rename", "unlink", "chmod", "mkdir"})
+WRITE_OPS = frozenset({"write", "create", "rename", "unlink", "chmod", "mkdir", "link", "symlink", "replace"})
+LINK_OPS = frozenset({"link", "symlink"})  # their first path is reached, not written
 
 
 class Detector:
@@ -354,21 +355,35 @@ class Detector:
         detail = {"op": ev.op, "path": ev.path, "pid": ev.pid, "comm": ev.comm, "uid": ev.uid}
         if ev.new_path:
             detail["new_path"] = ev.new_path
+        action = "alerted"
+        if isinstance(ev, InodeEvent):  # seen by inode (fanotify): the kernel's facts
+            if ev.lost:
+                self._alert(att, ev, "file", rules.SEVERITY["file.sensitive.write"],
+                            f"file watch lost {ev.lost} events: sensitive-file access may be unseen",
+                            {"lost": ev.lost}, subject="inode watch lost events", rule=rules.RULE_SENSITIVE)
+                return
+            detail.update(opened_as=ev.opened_as, dev=ev.dev, ino=ev.ino)
+            action = "denied" if ev.denied else action
         if ev.op not in WRITE_OPS:
             if ev.sensitive or rules.is_sensitive(path):
                 self._alert(att, ev, "file", rules.SEVERITY["file.sensitive.read"],
                             f"read of sensitive file {path}", detail, subject=f"read {path}",
-                            rule=rules.RULE_SENSITIVE)
+                            rule=rules.RULE_SENSITIVE, action=action)
             return
         targets = [path] + ([normalise(ev.new_path)] if ev.new_path else [])
+        sensitive = [rules.is_sensitive_write(t) for t in targets]
+        if ev.sensitive and not any(sensitive):
+            sensitive = [True] * len(targets)  # the kernel's flag: the names do not say which
         p = att.profile
-        for target in targets:
+        for target, flagged in zip(targets, sensitive):
             if is_noise(target):
                 continue
-            if ev.sensitive or rules.is_sensitive(target):
+            if flagged:
                 self._alert(att, ev, "file", rules.SEVERITY["file.sensitive.write"],
                             f"{ev.op} of sensitive file {target}", detail, subject=f"write {target}",
-                            rule=rules.RULE_SENSITIVE)
+                            rule=rules.RULE_SENSITIVE, action=action)
+                continue
+            if ev.op in LINK_OPS and target == path:
                 continue
             changed = self.profiles.paths_for_written(p, target)
             if changed:

@@ -80,6 +80,18 @@ def is_sensitive(path: str) -> bool:
     return path in SENSITIVE_FILES or path.startswith(SENSITIVE_PREFIXES) or bool(_HOME_SECRETS.match(path))
 
 
+# Read by everyone (ls -l, id), but a write, link or rename onto them grants root or
+# persistence: sensitive for writes only.
+SENSITIVE_WRITE_FILES = frozenset({
+    "/etc/passwd", "/etc/group", "/etc/ld.so.preload", "/etc/crontab", "/etc/profile", "/root/.bashrc",
+    "/root/.profile",
+})
+
+
+def is_sensitive_write(path: str) -> bool:
+    return path in SENSITIVE_WRITE_FILES or is_sensitive(path)
+
+
 SYSTEM_WRITE_DIRS: tuple[str, ...] = (
     "/etc/", "/bin/", "/sbin/", "/usr/", "/lib/", "/lib64/", "/boot/", "/root/", "/proc/", "/sys/",
 )

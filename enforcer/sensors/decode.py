@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes as ct
 import ipaddress
 import os
+import posixpath
 import re
 import time
 from concurrent.futures import Future
@@ -212,10 +213,13 @@ class Decoder:
 
     def _file(self, rec: L.FileRec, hdr: L.EvHdr, base: dict) -> Decoded | None:
         op = L.FILE_OPS.get(rec.op, "?")
-        path = self._resolve(hdr.pid, rec.dfd, _text(rec.path))
         new_path = _text(rec.path2)
         if new_path:
             new_path = self._resolve(hdr.pid, rec.dfd2, new_path)
+        if rec.dfd == L.SYMLINK_DFD:  # the text a symlink will hold, read from where the link is
+            path = join_container_path(posixpath.dirname(new_path) or "/", _text(rec.path))
+        else:
+            path = self._resolve(hdr.pid, rec.dfd, _text(rec.path))
         sensitive = bool(hdr.flags & L.F_SENSITIVE) or _sensitive(path) or (bool(new_path) and _sensitive(new_path))
         if not sensitive and hdr.flags & L.F_CANDIDATE and not path.startswith("/"):
             # Relative, and the process went before its cwd could be read: its name is

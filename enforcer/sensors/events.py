@@ -102,6 +102,25 @@ class FileEvent(SensorEvent):
 
 
 @dataclass(slots=True)
+class InodeEvent(FileEvent):
+    """A watched sensitive inode was opened or modified (sensors/inode_watch.py, fanotify).
+
+    Decided like a FileEvent with `sensitive` set; `path` is the name the file was watched
+    under inside the container, `opened_as` the path the kernel resolved for this open (a
+    hard link, a symlinked directory, a relative path all land on the same inode).
+    `lost` > 0: events were lost (a queue overflowed): the detector raises that instead.
+    """
+
+    dev: int = 0
+    ino: int = 0
+    opened_as: str = ""
+    denied: bool = False  # protect mode: the kernel refused the open (FAN_OPEN_PERM)
+    lost: int = 0
+
+    sensor = "inode"
+
+
+@dataclass(slots=True)
 class FileClosedEvent(SensorEvent):
     """A file written by the container was closed; sha256 when small enough to hash."""
 
@@ -127,4 +146,5 @@ class SyscallEvent(SensorEvent):
     sensor = "syscall"
 
 
-Event = ExecEvent | ForkEvent | ExitEvent | NetworkEvent | DnsEvent | FileEvent | FileClosedEvent | SyscallEvent
+Event = (ExecEvent | ForkEvent | ExitEvent | NetworkEvent | DnsEvent | FileEvent | InodeEvent | FileClosedEvent
+         | SyscallEvent)

@@ -35,10 +35,12 @@ F_DANGEROUS = 0x10
 F_FIRST = 0x20
 F_EXECVEAT = 0x40
 
-FILE_OPS = {1: "write", 2: "create", 3: "rename", 4: "unlink", 5: "chmod", 6: "mkdir", 7: "read"}
+FILE_OPS = {1: "write", 2: "create", 3: "rename", 4: "unlink", 5: "chmod", 6: "mkdir", 7: "read", 8: "link",
+            9: "symlink"}
 NET_DIRECTIONS = {1: "out", 2: "in", 3: "listen"}
 PROTOS = {6: "tcp", 17: "udp"}
 AT_FDCWD = -100
+SYMLINK_DFD = -1000  # bpf/file.c: a symlink's target text, relative to the link's own directory
 
 
 class EvHdr(ct.Structure):
