@@ -90,8 +90,8 @@ static __always_inline u64 self_exec_applet_hash(struct exec_ev *e, const char *
 
 static __always_inline int exec_enter(const char *filename, const char *const *argv, u16 extra_flags)
 {
-    u64 cg = bpf_get_current_cgroup_id();
-    struct policy *pol = watched.lookup(&cg);
+    u64 cg = 0;
+    struct policy *pol = watched_policy(&cg);
     if (!pol)
         return 0;
     u32 zero = 0;
@@ -197,8 +197,8 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 
 static __always_inline int exec_exit(void)
 {
-    u64 cg = bpf_get_current_cgroup_id();
-    if (!watched.lookup(&cg))
+    u64 cg = 0;
+    if (!watched_policy(&cg))
         return 0;
     u32 tid = (u32)bpf_get_current_pid_tgid();
     pending_exec.delete(&tid);  /* a failed attempt (PATH search) leaves nothing behind */
@@ -217,8 +217,8 @@ TRACEPOINT_PROBE(syscalls, sys_exit_execveat)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_clone)
 {
-    u64 cg = bpf_get_current_cgroup_id();
-    if (!watched.lookup(&cg))
+    u64 cg = 0;
+    if (!watched_policy(&cg))
         return 0;
     u32 tid = (u32)bpf_get_current_pid_tgid();
     u64 f = args->clone_flags;
@@ -228,8 +228,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_clone)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_clone3)
 {
-    u64 cg = bpf_get_current_cgroup_id();
-    if (!watched.lookup(&cg))
+    u64 cg = 0;
+    if (!watched_policy(&cg))
         return 0;
     u32 tid = (u32)bpf_get_current_pid_tgid();
     u64 f = 0;  /* struct clone_args (uapi) starts with the u64 flags */
@@ -240,8 +240,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_clone3)
 
 TRACEPOINT_PROBE(sched, sched_process_fork)
 {
-    u64 cg = bpf_get_current_cgroup_id();
-    struct policy *pol = watched.lookup(&cg);
+    u64 cg = 0;
+    struct policy *pol = watched_policy(&cg);
     if (!pol)
         return 0;
     u64 pt = bpf_get_current_pid_tgid();
@@ -268,8 +268,8 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 
 static __always_inline int remember_exit_code(int code, int whole_group, u32 nr)
 {
-    u64 cg = bpf_get_current_cgroup_id();
-    if (!watched.lookup(&cg))
+    u64 cg = 0;
+    if (!watched_policy(&cg))
         return 0;
     /* exit and exit_group never return, so the syscall sensor (at sys_exit) never sees
      * them: put them in the container's syscall set here. */
@@ -297,8 +297,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_exit)
 
 TRACEPOINT_PROBE(sched, sched_process_exit)
 {
-    u64 cg = bpf_get_current_cgroup_id();
-    struct policy *pol = watched.lookup(&cg);
+    u64 cg = 0;
+    struct policy *pol = watched_policy(&cg);
     if (!pol)
         return 0;
     u64 pt = bpf_get_current_pid_tgid();
