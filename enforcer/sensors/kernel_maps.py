@@ -14,9 +14,12 @@ kept in Python too and re-applied if the program is (re)loaded later):
         protect: an exec or a syscall is sent only when the profile's allow-list misses it
         (files, network and DNS are still sent as novelties; research events - sensitive
         files, dangerous syscalls - always). protect: an exec whose path is not allowed is
-        killed in the kernel before its first instruction (ExecEvent.killed = True).
+        killed in the kernel before its first instruction (ExecEvent.killed = True), and so
+        is a dangerous syscall (or qualified one, e.g. clone:newuser) the profile's
+        syscall allow-list lacks, at sys_enter (SyscallEvent.killed = True). A child cgroup
+        of a watched one is judged by this policy too (config[CFG_WATCH_LEVELS]).
     maps.allow_exec(profile_id, paths)             # paths as executed (ExecEvent.path)
-    maps.allow_syscalls(profile_id, nrs)           # syscall numbers (SyscallEvent.nr)
+    maps.allow_syscalls(profile_id, nrs)           # syscall numbers (SyscallEvent.nr, qualified too)
     maps.clear_profile(profile_id)                 # drop both allow-lists of a profile
     maps.syscall_bitmap(cgroup_id) -> set[int]     # syscalls this container has used
     maps.reset_novelty(cgroup_id)                  # forget what was already sent (relearn)
