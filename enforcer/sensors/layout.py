@@ -135,6 +135,8 @@ DANGEROUS_SYSCALLS: dict[str, int] = {
     "uselib": 134, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
 }
 
+DANGEROUS_SYSCALL_NRS = frozenset(DANGEROUS_SYSCALLS.values())
+
 # Qualified syscalls: one call judged by its arguments, numbered NR_SYSCALLS + bit (the
 # bits of bpf/syscall.c's qualifiers()). Every one is dangerous; each is learned, allowed
 # and reported under its own name, so a program that clones threads is not one that

@@ -17,7 +17,6 @@ The cgroup move needs the host's cgroup v2 hierarchy mounted writable in the con
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 from typing import Iterator
@@ -102,8 +101,9 @@ def test_escape_calls_are_alerted_in_alert_mode_and_the_ordinary_ones_are_not(en
     # The learned socket and clone stay quiet: judged by their arguments, not their number.
     assert exec_in(name, "/redteam", "tcp").returncode == 0
     assert exec_in(name, "/redteam", "fork").returncode == 0
+    # (clone3, which only the attack used, is a low "outside the learned set" alert.)
     subjects = {a["subject"] for a in enforcer.call("alerts", container=name)}
-    assert not subjects & {"socket", "clone", "clone3"}, subjects
+    assert not subjects & {"socket", "clone"}, subjects
 
 
 def test_protect_kills_each_escape_call_at_entry_and_the_learned_calls_still_run(enforcer, dockerx, helper):
@@ -112,7 +112,8 @@ def test_protect_kills_each_escape_call_at_entry_and_the_learned_calls_still_run
     for mode, subject in ATTACKS.items():
         proc = exec_in(name, "/redteam", mode)
         # SIGKILL before the call returns: the helper never prints its result.
-        assert proc.returncode == 137 and "RESULT" not in proc.stdout, (mode, proc.returncode, proc.stdout)
+        assert proc.returncode == 137 and "RESULT" not in proc.stdout, (
+            mode, proc.returncode, proc.stdout, enforcer.call("profile", target=name)["profile"]["entries"]["syscall"])
         alert = _alert(enforcer, name, "syscall", subject)
         assert alert["action"] == "killed" and alert["detail"]["killed"] is True, alert
     for ordinary in ("tcp", "fork"):
@@ -133,38 +134,20 @@ def _move_and_run(name: str) -> subprocess.CompletedProcess[str]:
     return proc
 
 
-def _remove_escape(name: str) -> None:
-    mount = cgroup2_mount()
-    cid = docker("inspect", "-f", "{{.Id}}", name).stdout.strip()
-    for rel in (f"docker/{cid}/escape", f"system.slice/docker-{cid}.scope/escape"):
-        try:
-            os.rmdir(os.path.join(mount or "/", rel))
-        except OSError:
-            pass
-
-
 def test_a_process_moved_into_a_child_cgroup_is_still_watched(enforcer, dockerx, helper):
+    # (runc removes the child cgroup with the container's own when the container goes.)
     name = _cgroup_container(dockerx, helper)
-    try:
-        _learn_then(enforcer, name, "alert")
-        proc = _move_and_run(name)
-        assert proc.returncode == 0 and "MOVED " in proc.stdout and "/escape" in proc.stdout, (proc.stdout,
-                                                                                                proc.stderr)
-        alert = _alert(enforcer, name, "process", "/bin/id")
-        assert alert["action"] == "alerted" and alert["container"] == name
-    finally:
-        docker("rm", "-f", name, check=False)
-        _remove_escape(name)
+    _learn_then(enforcer, name, "alert")
+    proc = _move_and_run(name)
+    assert proc.returncode == 0 and "MOVED " in proc.stdout and "/escape" in proc.stdout, (proc.stdout, proc.stderr)
+    alert = _alert(enforcer, name, "process", "/bin/id")
+    assert alert["action"] == "alerted" and alert["container"] == name
 
 
 def test_protect_kills_a_new_program_run_from_a_child_cgroup(enforcer, dockerx, helper):
     name = _cgroup_container(dockerx, helper)
-    try:
-        _learn_then(enforcer, name, "protect")
-        proc = _move_and_run(name)
-        assert "MOVED " in proc.stdout and "/escape" in proc.stdout, (proc.stdout, proc.stderr)
-        assert proc.returncode == 137, (proc.returncode, proc.stdout, proc.stderr)
-        assert _alert(enforcer, name, "process", "/bin/id")["action"] == "killed"
-    finally:
-        docker("rm", "-f", name, check=False)
-        _remove_escape(name)
+    _learn_then(enforcer, name, "protect")
+    proc = _move_and_run(name)
+    assert "MOVED " in proc.stdout and "/escape" in proc.stdout, (proc.stdout, proc.stderr)
+    assert proc.returncode == 137, (proc.returncode, proc.stdout, proc.stderr)
+    assert _alert(enforcer, name, "process", "/bin/id")["action"] == "killed"
