@@ -67,6 +67,7 @@ class KernelMaps:
         self._policies: dict[int, tuple[int, int]] = {}  # cgroup id -> (profile id, mode)
         self._levels: dict[int, int] = {}  # cgroup id -> its level in the v2 hierarchy (root 0)
         self._levels_warned = False
+        self._epoch = 0  # bumped whenever a cgroup is newly watched (bpf/common.h ALIAS_NONE)
         self._gens: dict[int, int] = {}
         self._ips: dict[bytes, int] = {}  # 16-byte address -> cgroup id
         self._exec_allow: dict[int, set[int]] = {}  # profile id -> path hashes
@@ -121,7 +122,7 @@ class KernelMaps:
         level = cgroup_level(c.cgroup_path)
         if level and self._levels.get(c.cgroup_id) != level:
             self._levels[c.cgroup_id] = level
-            self._write_levels()
+            self._write_levels()  # also a new epoch: see _write_levels
         if c.pid:
             self._root_pids[c.cgroup_id] = c.pid
         self._write_policy(c.cgroup_id)
@@ -230,7 +231,10 @@ class KernelMaps:
         return packed
 
     def _write_levels(self) -> None:
-        self._map_set("config", L.CFG_WATCH_LEVELS, self.watch_levels)
+        # High half: the watch epoch. A new watched cgroup may be the ancestor of one the
+        # kernel remembers as unwatched: a new epoch makes it walk those again.
+        self._epoch = (self._epoch + 1) & 0x7FFFFFFF
+        self._map_set("config", L.CFG_WATCH_LEVELS, self.watch_levels | self._epoch << 32)
 
     def _reapply(self) -> None:
         self._write_levels()
