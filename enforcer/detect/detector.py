@@ -426,7 +426,8 @@ class Detector:
     # -- syscalls ----------------------------------------------------------------------------------
     def _syscall(self, att: Attachment, ev: SyscallEvent) -> None:
         name = ev.name or rules.X86_64_NAMES.get(ev.nr, "")
-        detail = {"nr": ev.nr, "name": name, "ret": ev.ret, "pid": ev.pid, "comm": ev.comm, "uid": ev.uid}
+        detail = {"nr": ev.nr, "name": name, "ret": ev.ret, "pid": ev.pid, "comm": ev.comm, "uid": ev.uid,
+                  "killed": ev.killed, **ev.args}
         dangerous = ev.dangerous or name in rules.DANGEROUS_SYSCALLS
         runtime = ev.comm.startswith(rules.RUNTIME_COMM_PREFIX)
         if runtime:
@@ -436,10 +437,13 @@ class Detector:
             if not dangerous or name in rules.RUNTIME_SYSCALLS:
                 return
         if dangerous:
-            outcome = f" (failed: {errno.errorcode.get(-ev.ret, -ev.ret)})" if ev.ret < 0 else ""
+            if ev.killed:
+                outcome = " (killed at entry)"
+            else:
+                outcome = f" (failed: {errno.errorcode.get(-ev.ret, -ev.ret)})" if ev.ret < 0 else ""
             self._alert(att, ev, "syscall", rules.syscall_severity(name),
                         f"dangerous syscall {name or ev.nr}{outcome}", detail, subject=name or f"#{ev.nr}",
-                        rule=rules.RULE_DANGEROUS)
+                        rule=rules.RULE_DANGEROUS, action="killed" if ev.killed else "alerted")
         p = att.profile
         if runtime or p.allows_syscall(ev.nr, name):
             return

@@ -35,7 +35,7 @@ def profile_syscalls(profile: Profile) -> set[str]:
     for e in profile.entries.get("syscall", {}).values():
         name = e.data.get("name") or (_syscall_name(int(e.data["nr"])) if e.data.get("nr", -1) >= 0 else "")
         if name:
-            names.add(name)
+            names.add(name.split(":", 1)[0])  # "clone:newuser" is the syscall clone to seccomp
     return names
 
 
@@ -47,7 +47,7 @@ def used_syscalls(book: ProfileBook, c: Container) -> set[str]:
         numbers = book.hooks.used_syscalls(c.cgroup_id)
     except Exception:  # noqa: BLE001 - no sensors: the profile alone
         return set()
-    return {n for n in (_syscall_name(nr) for nr in numbers) if n}
+    return {n.split(":", 1)[0] for n in (_syscall_name(nr) for nr in numbers) if n}
 
 
 def container_profile(book: ProfileBook, c: Container) -> Profile:

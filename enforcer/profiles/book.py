@@ -343,7 +343,8 @@ class ProfileBook:
         for att in self.attachments_of(profile):
             if att.container.cgroup_id:
                 for nr in sorted(self.hooks.used_syscalls(att.container.cgroup_id) - profile.syscalls):
-                    self.record(profile, syscall_entry(nr, syscall_name(nr)))
+                    if not dangerous_nr(nr):
+                        self.record(profile, syscall_entry(nr, syscall_name(nr)))
         profile.state = "active"
         profile.activated = self.clock()
         self._save_state(profile)
@@ -526,6 +527,18 @@ class ProfileBook:
             "stable_for": round(self.learning_status(p)[0], 1), "learning_reason": self.learning_status(p)[1],
         })
         return out
+
+
+def dangerous_nr(nr: int) -> bool:
+    """A dangerous (or qualified) syscall number. Those are learned only from their events,
+    which the detector decides with the caller's name: the kernel's bitmap also holds what
+    the container runtime did in the container's cgroup (runc creates its namespaces there),
+    and that must not become the app's (a profile that "learned" clone:newns lets it pass)."""
+    try:
+        from ..sensors import layout as L
+    except Exception:  # noqa: BLE001 - no sensors package: nothing comes from a bitmap either
+        return False
+    return nr >= L.NR_SYSCALLS or nr in L.DANGEROUS_SYSCALL_NRS
 
 
 def syscall_name(nr: int) -> str:

@@ -46,7 +46,7 @@ def _syscall_names() -> dict[int, str]:
         names = {int(k): v.decode() for k, v in syscalls.items()}
     except Exception:  # noqa: BLE001 - names are a nicety
         names = {nr: name for name, nr in L.DANGEROUS_SYSCALLS.items()}
-    return {**_NEWER_SYSCALLS, **names}
+    return {**_NEWER_SYSCALLS, **names, **L.QUALIFIED}
 
 
 SYSCALL_NAMES = _syscall_names()
@@ -88,6 +88,19 @@ def parse_dns_question(payload: bytes) -> tuple[str, int]:
         return "", 0
     qtype = int.from_bytes(payload[i:i + 2], "big") if i + 2 <= len(payload) else 0
     return ".".join(labels), qtype
+
+
+_SOCKET_FAMILIES = {2: "AF_INET", 10: "AF_INET6", 17: "AF_PACKET"}
+
+
+def qualifier_args(nr: int, rec: L.SyscallRec) -> dict[str, str]:
+    """The arguments that made a call qualified (clone flags, socket family and type), as text."""
+    name = L.QUALIFIED.get(nr, "")
+    if name.startswith("clone:"):
+        return {"flags": hex(rec.arg0)}
+    if name.startswith("socket:"):
+        return {"family": _SOCKET_FAMILIES.get(rec.arg0, str(rec.arg0)), "type": hex(rec.arg1)}
+    return {}
 
 
 def _text(raw: bytes) -> str:
@@ -140,8 +153,9 @@ class Decoder:
         if t == L.EV_SYSCALL:
             nr = int(rec.nr)
             return Decoded(SyscallEvent(**base, nr=nr, name=SYSCALL_NAMES.get(nr, f"syscall_{nr}"), ret=int(rec.ret),
-                                        dangerous=bool(hdr.flags & L.F_DANGEROUS),
-                                        first=bool(hdr.flags & L.F_FIRST)), "syscall")
+                                        dangerous=bool(hdr.flags & L.F_DANGEROUS), first=bool(hdr.flags & L.F_FIRST),
+                                        killed=bool(hdr.flags & L.F_KILLED), args=qualifier_args(nr, rec)),
+                           "syscall")
         return None
 
     # -- process ----------------------------------------------------------------------

@@ -135,13 +135,19 @@ class FileClosedEvent(SensorEvent):
 
 @dataclass(slots=True)
 class SyscallEvent(SensorEvent):
-    """A syscall this container had not used before, or any call of a dangerous one."""
+    """A syscall this container had not used before, or any call of a dangerous one.
+
+    A call judged by its arguments has a qualified number (>= 512) and name, e.g.
+    "clone:newuser" (clone or clone3 with CLONE_NEWUSER), "socket:packet", "socket:raw":
+    sent besides (not instead of) the plain syscall's own event."""
 
     nr: int = 0
     name: str = ""
     ret: int = 0  # negative errno when it failed (e.g. denied by seccomp: -1 EPERM)
     dangerous: bool = False
     first: bool = False  # first use in this container (novelty)
+    killed: bool = False  # protect mode: SIGKILL at sys_enter, the caller never returned
+    args: dict[str, str] = field(default_factory=dict)  # what qualified it: {"flags": "0x10000000"}
 
     sensor = "syscall"
 

@@ -14,10 +14,13 @@ kept in Python too and re-applied if the program is (re)loaded later):
         protect: an exec or a syscall is sent only when the profile's allow-list misses it
         (files, network and DNS are still sent as novelties; research events - sensitive
         files, dangerous syscalls - always). protect: an exec whose path is not allowed is
-        killed in the kernel before its first instruction (ExecEvent.killed = True).
+        killed in the kernel before its first instruction (ExecEvent.killed = True), and so
+        is a dangerous syscall (or qualified one, e.g. clone:newuser) the profile's
+        syscall allow-list lacks, at sys_enter (SyscallEvent.killed = True). A child cgroup
+        of a watched one is judged by this policy too (config[CFG_WATCH_LEVELS]).
     maps.allow_exec(profile_id, paths)             # exec identities: the path, or PATH:APPLET
     maps.mark_multicall(profile_id, paths)         # multi-call binaries: keyed "PATH:APPLET"
-    maps.allow_syscalls(profile_id, nrs)           # syscall numbers (SyscallEvent.nr)
+    maps.allow_syscalls(profile_id, nrs)           # syscall numbers (SyscallEvent.nr, qualified too)
     maps.clear_profile(profile_id)                 # drop a profile's allow-lists and multi-call paths
     maps.syscall_bitmap(cgroup_id) -> set[int]     # syscalls this container has used
     maps.reset_novelty(cgroup_id)                  # forget what was already sent (relearn)
@@ -37,7 +40,7 @@ import logging
 import os
 from typing import Any, Iterable
 
-from ..inventory.cgroups import cgroup_for_pid
+from ..inventory.cgroups import cgroup2_mount, cgroup_for_pid
 from ..models import Container
 from . import layout as L
 from .paths import path_hash
@@ -64,6 +67,9 @@ class KernelMaps:
         self._self_logged: set[str] = set()  # own container ids already logged
         self._root_pids: dict[int, int] = {}  # cgroup id -> container init pid (for /proc/<pid>/root)
         self._policies: dict[int, tuple[int, int]] = {}  # cgroup id -> (profile id, mode)
+        self._levels: dict[int, int] = {}  # cgroup id -> its level in the v2 hierarchy (root 0)
+        self._levels_warned = False
+        self._epoch = 0  # bumped whenever a cgroup is newly watched (bpf/common.h ALIAS_NONE)
         self._gens: dict[int, int] = {}
         self._ips: dict[bytes, int] = {}  # 16-byte address -> cgroup id
         self._exec_allow: dict[int, set[int]] = {}  # profile id -> path hashes
@@ -116,6 +122,10 @@ class KernelMaps:
                 log.info("sensors: %s is the enforcer's own container: not watched", c.name[:64].encode("unicode_escape").decode())
             return
         self._watched[c.cgroup_id] = c.id
+        level = cgroup_level(c.cgroup_path)
+        if level and self._levels.get(c.cgroup_id) != level:
+            self._levels[c.cgroup_id] = level
+            self._write_levels()  # also a new epoch: see _write_levels
         if c.pid:
             self._root_pids[c.cgroup_id] = c.pid
         self._write_policy(c.cgroup_id, keep_kernel=True)
@@ -136,6 +146,8 @@ class KernelMaps:
         self._watched.pop(cgroup_id, None)
         self._root_pids.pop(cgroup_id, None)
         self._policies.pop(cgroup_id, None)
+        if self._levels.pop(cgroup_id, None) is not None:
+            self._write_levels()
         self._gens[cgroup_id] = self._gens.get(cgroup_id, 0) + 1  # a reused inode starts fresh
         self._map_del("watched", cgroup_id)
         self._map_del("syscalls_seen", cgroup_id)
@@ -178,7 +190,7 @@ class KernelMaps:
 
     def allow_syscalls(self, profile_id: int, nrs: Iterable[int]) -> None:
         allowed = self._syscall_allow.setdefault(int(profile_id), set())
-        allowed.update(int(n) for n in nrs if 0 <= int(n) < L.NR_SYSCALLS)
+        allowed.update(int(n) for n in nrs if 0 <= int(n) < L.NR_SYSCALL_BITS)
         self._map_set("syscall_allow", int(profile_id), _bits(allowed))
 
     def clear_profile(self, profile_id: int) -> None:
@@ -197,7 +209,7 @@ class KernelMaps:
             bits = table[table.Key(cgroup_id)]
         except KeyError:
             return set()
-        return {w * 64 + b for w in range(L.NR_SYSCALLS // 64) for b in range(64) if bits.w[w] >> b & 1}
+        return {w * 64 + b for w in range(L.NR_SYSCALL_BITS // 64) for b in range(64) if bits.w[w] >> b & 1}
 
     def reset_novelty(self, cgroup_id: int) -> None:
         self._gens[cgroup_id] = self._gens.get(cgroup_id, 0) + 1
@@ -213,6 +225,7 @@ class KernelMaps:
         profile_id, mode = self._policies.get(cgroup_id, (0, L.MODE_LEARN))
         gen = self._gens.setdefault(cgroup_id, 1)
         self._map_set("watched", cgroup_id, L.Policy(profile_id, mode, gen, 0))
+        self._map_del("watched_alias", cgroup_id)  # a reused inode is no longer a nested cgroup
         if self.bpf is not None:
             seen = self.bpf[b"syscalls_seen"]
             if seen.Key(cgroup_id) not in seen:
@@ -239,7 +252,30 @@ class KernelMaps:
                 dropped += 1
         return dropped
 
+    @property
+    def watch_levels(self) -> int:
+        """The levels at which watched cgroups sit, one per byte, lowest first (at most
+        WATCH_LEVELS): the kernel looks for a watched ancestor of an unwatched cgroup at
+        these levels only (bpf/common.h watched_policy). A level beyond the bound is logged:
+        containers there are watched by their exact id only."""
+        levels = sorted(set(self._levels.values()))
+        if len(levels) > WATCH_LEVELS and not self._levels_warned:
+            self._levels_warned = True
+            log.warning("sensors: watched cgroups at %d levels; nested cgroups below levels %s are not watched",
+                        len(levels), levels[WATCH_LEVELS:])
+        packed = 0
+        for i, level in enumerate(levels[:WATCH_LEVELS]):
+            packed |= level << (8 * i)
+        return packed
+
+    def _write_levels(self) -> None:
+        # High half: the watch epoch. A new watched cgroup may be the ancestor of one the
+        # kernel remembers as unwatched: a new epoch makes it walk those again.
+        self._epoch = (self._epoch + 1) & 0x7FFFFFFF
+        self._map_set("config", L.CFG_WATCH_LEVELS, self.watch_levels | self._epoch << 32)
+
     def _reapply(self) -> None:
+        self._write_levels()
         for cg in list(self._watched):
             self._write_policy(cg, keep_kernel=True)
         for key, cg in self._ips.items():
@@ -276,6 +312,23 @@ class KernelMaps:
             del table[k]
         except KeyError:
             pass
+
+
+MAX_WATCH_LEVEL = 256  # a level is one byte of config[CFG_WATCH_LEVELS]
+WATCH_LEVELS = 4  # bpf/common.h: distinct levels the kernel looks at
+
+
+def cgroup_level(path: str, mount: str | None = None) -> int:
+    """The level of a v2 cgroup directory below the hierarchy's mount (root 0, /docker 1,
+    /docker/<id> 2); 0 when unknown or out of the kernel's bound."""
+    mount = mount if mount is not None else cgroup2_mount()
+    if not path or not mount:
+        return 0
+    rel = os.path.relpath(path, mount)
+    if rel == "." or rel.startswith(".."):
+        return 0
+    level = rel.count("/") + 1
+    return level if level < MAX_WATCH_LEVEL else 0
 
 
 def _ip_key(ip: str) -> bytes | None:

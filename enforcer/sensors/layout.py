@@ -14,6 +14,8 @@ ARGS_LEN = 1024
 ARG_MAX_READ = 256
 DNS_LEN = 256
 NR_SYSCALLS = 512
+NR_QUALIFIED = 512  # bits NR_SYSCALLS.. : calls judged by their arguments (bpf/syscall.c)
+NR_SYSCALL_BITS = NR_SYSCALLS + NR_QUALIFIED
 
 SENSORS: tuple[str, ...] = ("process", "network", "dns", "file", "syscall")
 S_PROCESS, S_NETWORK, S_DNS, S_FILE, S_SYSCALL = range(5)
@@ -25,7 +27,8 @@ EV_EXEC, EV_FORK, EV_EXIT, EV_NET, EV_DNS, EV_FILE, EV_FILE_CLOSED, EV_SYSCALL =
 MODE_LEARN, MODE_ALERT, MODE_PROTECT = 0, 1, 2
 MODES = {"learn": MODE_LEARN, "alert": MODE_ALERT, "protect": MODE_PROTECT}
 
-CFG_TTL_NS, CFG_RATE_EXEC, CFG_RATE_TREE, CFG_RATE_NET, CFG_RATE_DNS, CFG_RATE_FILE, CFG_RATE_SYSCALL = range(7)
+(CFG_TTL_NS, CFG_RATE_EXEC, CFG_RATE_TREE, CFG_RATE_NET, CFG_RATE_DNS, CFG_RATE_FILE, CFG_RATE_SYSCALL,
+ CFG_WATCH_LEVELS) = range(8)
 
 F_KILLED = 0x1
 F_ARGV_TRUNC = 0x2
@@ -94,7 +97,7 @@ class ClosedRec(ct.Structure):
 
 
 class SyscallRec(ct.Structure):
-    _fields_ = [("h", EvHdr), ("nr", ct.c_int64), ("ret", ct.c_int64)]
+    _fields_ = [("h", EvHdr), ("nr", ct.c_int64), ("ret", ct.c_int64), ("arg0", ct.c_uint64), ("arg1", ct.c_uint64)]
 
 
 class Policy(ct.Structure):
@@ -102,7 +105,7 @@ class Policy(ct.Structure):
 
 
 class SyscallBits(ct.Structure):
-    _fields_ = [("w", ct.c_uint64 * (NR_SYSCALLS // 64))]
+    _fields_ = [("w", ct.c_uint64 * (NR_SYSCALL_BITS // 64))]
 
 
 class ExecAllowKey(ct.Structure):
@@ -131,5 +134,19 @@ DANGEROUS_SYSCALLS: dict[str, int] = {
     "process_vm_writev": 311, "process_vm_readv": 310, "fsopen": 430, "fsmount": 432,
     "move_mount": 429, "open_tree": 428, "syslog": 103, "acct": 163, "settimeofday": 164,
     "clock_settime": 227, "name_to_handle_at": 303, "quotactl": 179, "lookup_dcookie": 212,
-    "uselib": 134,
+    "uselib": 134, "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
+}
+
+DANGEROUS_SYSCALL_NRS = frozenset(DANGEROUS_SYSCALLS.values())
+
+# Qualified syscalls: one call judged by its arguments, numbered NR_SYSCALLS + bit (the
+# bits of bpf/syscall.c's qualifiers()). Every one is dangerous; each is learned, allowed
+# and reported under its own name, so a program that clones threads is not one that
+# creates user namespaces, and a packet socket does not pass as the app's `socket`.
+CLONE_NAMESPACES: tuple[str, ...] = ("newns", "newcgroup", "newuts", "newipc", "newuser", "newpid", "newnet",
+                                     "newtime")
+QUALIFIED: dict[int, str] = {
+    **{NR_SYSCALLS + i: f"clone:{ns}" for i, ns in enumerate(CLONE_NAMESPACES)},
+    NR_SYSCALLS + 8: "socket:packet",
+    NR_SYSCALLS + 9: "socket:raw",
 }

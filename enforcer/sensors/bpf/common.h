@@ -29,7 +29,7 @@ enum mode_id { MODE_LEARN = 0, MODE_ALERT = 1, MODE_PROTECT = 2 };
 /* config[] slots: dedup TTL, then per-container events-per-second caps (0 = no cap). */
 enum config_id {
     CFG_TTL_NS = 0, CFG_RATE_EXEC = 1, CFG_RATE_TREE = 2, CFG_RATE_NET = 3,
-    CFG_RATE_DNS = 4, CFG_RATE_FILE = 5, CFG_RATE_SYSCALL = 6, CFG_SLOTS = 8,
+    CFG_RATE_DNS = 4, CFG_RATE_FILE = 5, CFG_RATE_SYSCALL = 6, CFG_WATCH_LEVELS = 7, CFG_SLOTS = 8,
 };
 /* ev_hdr.flags */
 #define F_KILLED 0x1
@@ -77,8 +77,12 @@ PINNED_TABLE("array", int, u64, config, CFG_SLOTS);
 
 /* cgroup -> syscalls used (user space creates the entry when it watches the cgroup). */
 #define NR_SYSCALLS 512
+/* Bits 512.. are "qualified" syscalls: one call judged by its arguments (clone with
+ * CLONE_NEWUSER, a packet socket...), numbered in syscall.c and sensors/layout.py. */
+#define NR_QUALIFIED 512  /* the bitmap stays a power of two: its word index is masked */
+#define NR_SYSCALL_BITS (NR_SYSCALLS + NR_QUALIFIED)
 struct syscall_bits {
-    u64 w[NR_SYSCALLS / 64];
+    u64 w[NR_SYSCALL_BITS / 64];
 };
 PINNED_TABLE("hash", u64, struct syscall_bits, syscalls_seen, 8192);
 BPF_PERCPU_ARRAY(counters, u64, S_COUNT * C_SLOTS);
@@ -269,4 +273,97 @@ static __always_inline u64 hash_addr(u64 h, const u8 *a)
     __builtin_memcpy(&w0, a, 8);
     __builtin_memcpy(&w1, a + 8, 8);
     return mix64(mix64(h, w0), w1);
+}
+
+/* ---- watched cgroups and their descendants ----
+ * A process that can write its cgroupfs (or a nested runtime) can move into a child cgroup
+ * of its container, whose id is not in `watched`: descendants of a watched cgroup are
+ * watched too, attributed to (and judged by the policy of) the watched ancestor.
+ *
+ * The raw syscall programs (syscall.c), which every syscall passes at entry and exit, walk
+ * the ancestors of an unwatched cgroup (watched_policy_walk) and remember a hit in
+ * `watched_alias`; every other program only reads that alias (one more lookup). A moved
+ * process cannot do anything before its cgroup.procs write returns through sys_exit, and a
+ * process moved by another one passes sys_exit of whatever syscall it sleeps in: the alias
+ * exists before its next exec, connect or open. (Walking in every program was tried: the
+ * extra paths pushed the file programs past the verifier's complexity limit.) User space
+ * deletes the alias of a cgroup id it starts to watch (a reused inode).
+ *
+ * config[CFG_WATCH_LEVELS] holds the levels of the v2 hierarchy (root = 0) at which watched
+ * cgroups sit, one per byte, up to WATCH_LEVELS of them (0: none), and in its high 32 bits
+ * the watch epoch. Only those ancestors are looked up, and an unwatched cgroup is walked
+ * once per epoch (ALIAS_NONE): a host process pays one alias lookup per program. */
+#define WATCH_LEVELS 4
+
+/* nested cgroup id -> its watched ancestor. LRU: an evicted alias is walked again at the
+ * process's next syscall. */
+BPF_TABLE("lru_hash", u64, u64, watched_alias, 16384);
+
+/* Alias first, then one watched lookup: both ways meet in a single state for the verifier
+ * (the file programs are near its complexity limit; two lookup sites pushed them over). */
+static __always_inline struct policy *watched_policy(u64 *cgp)
+{
+    u64 id = bpf_get_current_cgroup_id();
+    u64 *alias = watched_alias.lookup(&id);
+    u64 key = alias ? *alias : id;
+    *cgp = key;
+    return watched.lookup(&key);
+}
+
+static __always_inline u64 watched_ancestor(u64 id, u64 level)
+{
+    if (level == 0)
+        return 0;
+    u64 anc = bpf_get_current_ancestor_cgroup_id((int)level);
+    if (anc == 0 || anc == id)
+        return 0;  /* above the task, or the task's own cgroup (already missed) */
+    return watched.lookup(&anc) ? anc : 0;
+}
+
+/* An alias value with this bit: "walked in watch epoch <low bits>, no watched ancestor",
+ * so that a host process walks once per epoch, not at every syscall (measured: the walk
+ * at every syscall cost a host process +267 ns per syscall with one level, +443 with four).
+ * User space bumps the epoch (config[CFG_WATCH_LEVELS] >> 32) whenever it watches a new
+ * cgroup, which may be an ancestor of a cgroup already remembered as unwatched. Such a
+ * value is never a cgroup id, so watched_policy's lookup with it simply misses. */
+#define ALIAS_NONE (1ULL << 63)
+
+static __always_inline struct policy *watched_policy_walk(u64 *cgp)
+{
+    u64 id = bpf_get_current_cgroup_id();
+    *cgp = id;
+    struct policy *pol = watched.lookup(&id);
+    if (pol)
+        return pol;
+    u64 levels = cfg(CFG_WATCH_LEVELS);
+    u64 none = ALIAS_NONE | (levels >> 32);
+    u64 *alias = watched_alias.lookup(&id);
+    if (alias) {
+        u64 a = *alias;
+        if (a == none)
+            return 0;
+        if (!(a & ALIAS_NONE)) {
+            *cgp = a;
+            pol = watched.lookup(&a);
+            if (pol)
+                return pol;
+            *cgp = id;  /* the ancestor is no longer watched: walk again */
+        }
+    }
+    if (!(levels & 0xffffffffULL))
+        return 0;
+    u64 hit = watched_ancestor(id, levels & 0xff);
+    if (!hit)
+        hit = watched_ancestor(id, (levels >> 8) & 0xff);
+    if (!hit)
+        hit = watched_ancestor(id, (levels >> 16) & 0xff);
+    if (!hit)
+        hit = watched_ancestor(id, (levels >> 24) & 0xff);
+    if (!hit) {
+        watched_alias.update(&id, &none);
+        return 0;
+    }
+    watched_alias.update(&id, &hit);
+    *cgp = hit;
+    return watched.lookup(&hit);
 }

@@ -144,7 +144,8 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     } else {
         return 0;
     }
-    u64 cg;
+    u64 cg = 0;
+    struct policy *pol;
     if (inbound && !is_loopback(laddr)) {
         struct ip_key ik = {};
         __builtin_memcpy(ik.addr, laddr, 16);
@@ -152,10 +153,10 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         if (!owner)
             return 0;
         cg = *owner;
+        pol = watched.lookup(&cg);
     } else {
-        cg = bpf_get_current_cgroup_id();
+        pol = watched_policy(&cg);
     }
-    struct policy *pol = watched.lookup(&cg);
     if (!pol)
         return 0;
     if (newstate == TCP_SYN_SENT_) {
@@ -220,8 +221,8 @@ static __always_inline void emit_udp_out(u64 cg, struct policy *pol, const struc
 
 TRACEPOINT_PROBE(syscalls, sys_enter_connect)
 {
-    u64 cg = bpf_get_current_cgroup_id();
-    if (!watched.lookup(&cg))
+    u64 cg = 0;
+    if (!watched_policy(&cg))
         return 0;
     struct connect_state st = {};
     if (!read_sockaddr(args->uservaddr, &st.dst))
@@ -234,8 +235,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_connect)
 
 TRACEPOINT_PROBE(syscalls, sys_exit_connect)
 {
-    u64 cg = bpf_get_current_cgroup_id();
-    struct policy *pol = watched.lookup(&cg);
+    u64 cg = 0;
+    struct policy *pol = watched_policy(&cg);
     if (!pol)
         return 0;
     u64 pt = bpf_get_current_pid_tgid();
@@ -258,8 +259,8 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect)
 
 static __always_inline int on_send(u32 fd, const void *buf, u64 len, const void *uaddr)
 {
-    u64 cg = bpf_get_current_cgroup_id();
-    struct policy *pol = watched.lookup(&cg);
+    u64 cg = 0;
+    struct policy *pol = watched_policy(&cg);
     if (!pol)
         return 0;
     struct inet_addr dst = {};
@@ -289,8 +290,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_sendto)
  * struct iovec: base@0, len@8. A struct mmsghdr starts with a user_msghdr. */
 static __always_inline int on_sendmsg(u32 fd, const void *msg)
 {
-    u64 cg = bpf_get_current_cgroup_id();
-    if (!watched.lookup(&cg))
+    u64 cg = 0;
+    if (!watched_policy(&cg))
         return 0;
     u64 hdr[4] = {};
     if (!msg || bpf_probe_read_user(hdr, sizeof(hdr), msg) != 0)
@@ -313,8 +314,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_write)
 {
-    u64 cg = bpf_get_current_cgroup_id();
-    struct policy *pol = watched.lookup(&cg);
+    u64 cg = 0;
+    struct policy *pol = watched_policy(&cg);
     if (!pol)
         return 0;
     u64 key = (bpf_get_current_pid_tgid() & 0xffffffff00000000ULL) | args->fd;

@@ -140,8 +140,8 @@ static __always_inline int is_dev_fd(struct exec_ev *e)
 
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
-    u64 cg = bpf_get_current_cgroup_id();
-    struct policy *pol = watched.lookup(&cg);
+    u64 cg = 0;
+    struct policy *pol = watched_policy(&cg);
     if (!pol)
         return 0;
     u32 zero = 0;
@@ -227,8 +227,8 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_clone)
 {
-    u64 cg = bpf_get_current_cgroup_id();
-    if (!watched.lookup(&cg))
+    u64 cg = 0;
+    if (!watched_policy(&cg))
         return 0;
     u32 tid = (u32)bpf_get_current_pid_tgid();
     u64 f = args->clone_flags;
@@ -238,8 +238,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_clone)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_clone3)
 {
-    u64 cg = bpf_get_current_cgroup_id();
-    if (!watched.lookup(&cg))
+    u64 cg = 0;
+    if (!watched_policy(&cg))
         return 0;
     u32 tid = (u32)bpf_get_current_pid_tgid();
     u64 f = 0;  /* struct clone_args (uapi) starts with the u64 flags */
@@ -250,8 +250,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_clone3)
 
 TRACEPOINT_PROBE(sched, sched_process_fork)
 {
-    u64 cg = bpf_get_current_cgroup_id();
-    struct policy *pol = watched.lookup(&cg);
+    u64 cg = 0;
+    struct policy *pol = watched_policy(&cg);
     if (!pol)
         return 0;
     u64 pt = bpf_get_current_pid_tgid();
@@ -278,8 +278,8 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 
 static __always_inline int remember_exit_code(int code, int whole_group, u32 nr)
 {
-    u64 cg = bpf_get_current_cgroup_id();
-    if (!watched.lookup(&cg))
+    u64 cg = 0;
+    if (!watched_policy(&cg))
         return 0;
     /* exit and exit_group never return, so the syscall sensor (at sys_exit) never sees
      * them: put them in the container's syscall set here. */
@@ -307,8 +307,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_exit)
 
 TRACEPOINT_PROBE(sched, sched_process_exit)
 {
-    u64 cg = bpf_get_current_cgroup_id();
-    struct policy *pol = watched.lookup(&cg);
+    u64 cg = 0;
+    struct policy *pol = watched_policy(&cg);
     if (!pol)
         return 0;
     u64 pt = bpf_get_current_pid_tgid();
