@@ -45,7 +45,8 @@ class AlertSink(Protocol):
     def raise_alert(self, container: "Container", kind: str, severity: str, summary: str,
                     detail: dict[str, Any], subject: str, rule: str, action: str = "alerted",
                     when: float | None = None, fold_burst: bool = True, *, would: str | None = None,
-                    tags: Sequence[str] = (), lineage: dict[str, Any] | None = None) -> "Alert": ...
+                    tags: Sequence[str] = (), lineage: dict[str, Any] | None = None,
+                    refresh: bool = False) -> "Alert": ...
 
     def set_action(self, alert_id: int, action: str) -> "Alert | None": ...
 

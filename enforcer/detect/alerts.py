@@ -113,8 +113,11 @@ class AlertBook:
     def raise_alert(self, container: Container, kind: str, severity: str, summary: str,
                     detail: dict[str, Any], subject: str, rule: str, action: str = "alerted",
                     when: float | None = None, fold_burst: bool = True, *, would: str | None = None,
-                    tags: Sequence[str] = (), lineage: dict[str, Any] | None = None) -> Alert:
+                    tags: Sequence[str] = (), lineage: dict[str, Any] | None = None,
+                    refresh: bool = False) -> Alert:
         """Record an anomaly: a new incident, or one more occurrence of an open one.
+        refresh=True: a repeat's summary and detail replace the incident's (an incident that
+        lists what it folded, e.g. every new syscall of one program run).
         `would`: what protect mode would have done (learn and alert modes); `tags`: ATT&CK ids;
         `lineage`: the root of the process's lineage in the container (kept from the first).
         fold_burst=False: never folded into a burst (what the enforcer says of itself)."""
@@ -127,6 +130,8 @@ class AlertBook:
         inc = self._open.get(key)
         self.raised += 1
         if inc is not None and now - inc.last_seen <= FOLD_WINDOW:
+            if refresh:
+                inc.alert.summary, inc.alert.detail = summary, detail
             return self._fold(inc, severity, action, now, would, tags)
         if fold_burst and subject != BURST_SUBJECT and self._bursting(container.id, kind, now):
             return self._fold_burst(container, kind, severity, summary, detail, subject, rule, action, now,

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 2000
 DEFER_SECONDS = 2.0  # how long an unresolved private peer waits for the inventory
+MAX_RUNS = 10_000  # program runs whose new syscalls are folded together (the oldest forgotten)
 MAX_DEFERRED = 10_000  # beyond this (a flood to unknown addresses) decide at once: memory stays bounded
 WRITE_OPS = frozenset({"write", "create", "rename", "unlink", "chmod", "mkdir", "link", "symlink", "replace"})
 LINK_OPS = frozenset({"link", "symlink"})  # their first path is reached, not written
@@ -64,6 +65,7 @@ class Detector:
         self.feeds = feeds
         self.responder = responder  # None: nothing can be stopped (alerts only)
         self.lineage = Lineage()
+        self._run_syscalls: dict[tuple[str, int], dict[str, int]] = {}  # (container, pid) -> name -> nr
         self._task: asyncio.Task[None] | None = None
         self._deferred_task: asyncio.Task[None] | None = None
         self._responses: set[asyncio.Task[None]] = set()
@@ -163,13 +165,15 @@ class Detector:
         # Fork and exit only build the process tree: nothing to decide.
 
     def _alert(self, att: Attachment, ev: SensorEvent, kind: str, severity: str, summary: str,
-               detail: dict[str, Any], subject: str, rule: str, action: str = "alerted") -> Alert:
+               detail: dict[str, Any], subject: str, rule: str, action: str = "alerted",
+               refresh: bool = False) -> Alert:
         # The dry run of protect: what the responder would have done, had the mode been protect.
         would = None if att.mode == "protect" else _would_stop(ev)
         alert = self.alerts.raise_alert(att.container, kind, severity, summary, detail, subject, rule,
                                         action=action, when=ev.time or None, would=would,
                                         tags=attack.techniques(kind, rule, subject, detail),
-                                        lineage=self.lineage.root_of(att.container.id, ev.pid))
+                                        lineage=self.lineage.root_of(att.container.id, ev.pid),
+                                        refresh=refresh)
         responder = self.responder
         # Keyed by subject too: the subjects folded into one burst incident each need a response.
         once = (alert.id, subject)
@@ -451,9 +455,20 @@ class Detector:
             self.profiles.record(p, syscall_entry(ev.nr, name))
             return
         if not dangerous:
+            # One incident per program run, listing every syscall it made outside the set:
+            # a shell that ran `cat` and `ln` is one finding, not one per syscall name.
+            run = (att.container.id, ev.pid)
+            names = self._run_syscalls.pop(run, {})
+            names[name or f"#{ev.nr}"] = ev.nr
+            self._run_syscalls[run] = names
+            while len(self._run_syscalls) > MAX_RUNS:
+                self._run_syscalls.pop(next(iter(self._run_syscalls)))
+            listed = ", ".join(names)
+            detail = {**detail, "syscalls": [{"name": n, "nr": nr} for n, nr in names.items()]}
             self._alert(att, ev, "syscall", rules.SEVERITY["syscall.new"],
-                        f"syscall outside the learned set: {name or ev.nr}", detail,
-                        subject=name or f"#{ev.nr}", rule=rules.RULE_PROFILE)
+                        f"syscalls outside the learned set by {ev.comm or '?'} (pid {ev.pid}): {listed}"[:500],
+                        detail, subject=f"run {ev.pid}" if ev.pid else (name or f"#{ev.nr}"),
+                        rule=rules.RULE_PROFILE, refresh=True)
 
 
 def _would_stop(ev: SensorEvent) -> str | None:

@@ -84,18 +84,18 @@ def register(server: Server, book: ProfileBook, inventory: Inventory, view: Cont
         if profile is None:
             raise OpError(f"no profile of {alert.app}/{alert.service} to add to", args.CONFLICT)
         try:
-            entry = allow.entry_for(alert, by=req.peer.user)
+            entries = allow.entries_for(alert, by=req.peer.user)
         except allow.NotAllowable as e:
             raise OpError(str(e), args.CONFLICT) from None
         if args.boolean(req.args, "dry_run", False):  # what the confirmation shows
             return {"alert_id": alert_id, "profile": profile.id, "app": profile.app, "service": profile.service,
-                    "allowed": allow.describe(entry), "dry_run": True}
-        added = book.allow(profile, entry)
+                    "allowed": allow.describe_all(entries), "dry_run": True}
+        added = [book.allow(profile, e) for e in entries]
         note = f"allowed by {req.peer.user} at {iso_time()}"
         await alerts.resolve(alert_id, note)
         return {"alert_id": alert_id, "profile": profile.id, "app": profile.app, "service": profile.service,
-                "allowed": allow.describe(entry), "entry": {"kind": entry.kind, **entry.to_dict()}, "new": added,
-                "resolved": note}
+                "allowed": allow.describe_all(entries),
+                "entries": [{"kind": e.kind, **e.to_dict()} for e in entries], "new": any(added), "resolved": note}
 
     async def op_disallow(req: Request) -> dict[str, Any]:
         """Withdraw what `allow` added for an incident; the incident is open again."""
@@ -105,10 +105,10 @@ def register(server: Server, book: ProfileBook, inventory: Inventory, view: Cont
             raise OpError(f"no alert {alert_id}", args.NOT_FOUND)
         candidates = [p for p in book.profiles.values() if p.app == alert.app and p.service == alert.service]
         for p in candidates:
-            entry = book.withdraw(p, alert_id)
-            if entry is not None:
+            withdrawn = book.withdraw(p, alert_id)
+            if withdrawn:
                 await alerts.resolve(alert_id, "")
-                return {"alert_id": alert_id, "profile": p.id, "withdrawn": allow.describe(entry)}
+                return {"alert_id": alert_id, "profile": p.id, "withdrawn": allow.describe_all(withdrawn)}
         raise OpError(f"incident {alert_id} was not allowed into a profile", args.NOT_FOUND)
 
     async def op_export(req: Request) -> dict[str, Any]:

@@ -22,6 +22,23 @@ class NotAllowable(Exception):
     """The incident is not about something a profile holds (the message says why)."""
 
 
+def entries_for(alert: Alert, by: str, now: float | None = None) -> list[Entry]:
+    """The entries that make the incident normal: one, or for an incident that folded one
+    program run's new syscalls, one per syscall it lists."""
+    now = now or time.time()
+    d: dict[str, Any] = alert.detail or {}
+    if alert.kind == "syscall" and alert.rule == "profile" and isinstance(d.get("syscalls"), list):
+        out = []
+        for s in d["syscalls"]:
+            if isinstance(s, dict):
+                e = syscall_entry(int(s.get("nr", -1)), str(s.get("name") or ""), source=ALLOWED, now=now)
+                e.data.update({"by": by, "alert_id": alert.id})
+                out.append(e)
+        if out:
+            return out
+    return [entry_for(alert, by, now)]
+
+
 def entry_for(alert: Alert, by: str, now: float | None = None) -> Entry:
     now = now or time.time()
     d: dict[str, Any] = alert.detail or {}
@@ -58,6 +75,12 @@ def entry_for(alert: Alert, by: str, now: float | None = None) -> Entry:
         raise NotAllowable(f"incident {alert.id} is a {alert.kind} alert: a profile cannot allow it")
     entry.data.update({"by": by, "alert_id": alert.id})
     return entry
+
+
+def describe_all(entries: list[Entry]) -> str:
+    if len(entries) > 1 and all(e.kind == "syscall" for e in entries):
+        return "use the syscalls " + ", ".join(e.data.get("name") or f"#{e.data.get('nr')}" for e in entries)
+    return "; ".join(describe(e) for e in entries)
 
 
 def describe(entry: Entry) -> str:

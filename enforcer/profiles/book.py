@@ -279,16 +279,16 @@ class ProfileBook:
             self.mark_dirty(profile)  # learning or not: the kernel's lists follow the profile
         return added
 
-    def withdraw(self, profile: Profile, alert_id: int) -> Entry | None:
-        """Take out the entry that allowing incident `alert_id` added (None if there is none)."""
-        for table in profile.entries.values():
-            for e in table.values():
-                if e.source == "allowed" and e.data.get("alert_id") == alert_id:
-                    profile.remove(e.kind, e.key)
-                    self.repo.remove_entry(profile.id, e.kind, e.key)
-                    self.mark_dirty(profile)  # the kernel's lists lose it too
-                    return e
-        return None
+    def withdraw(self, profile: Profile, alert_id: int) -> list[Entry]:
+        """Take out the entries that allowing incident `alert_id` added (none: [])."""
+        found = [e for table in profile.entries.values() for e in table.values()
+                 if e.source == "allowed" and e.data.get("alert_id") == alert_id]
+        for e in found:
+            profile.remove(e.kind, e.key)
+            self.repo.remove_entry(profile.id, e.kind, e.key)
+        if found:
+            self.mark_dirty(profile)  # the kernel's lists lose them too
+        return found
 
     def import_document(self, doc: "ProfileDocument") -> Profile:
         """Install a profile from a file (profiles as code): its entries replace what this host

@@ -121,9 +121,9 @@ class AlertsRepo:
     def update(self, inc: StoredIncident) -> None:
         a = inc.alert
         self.db.enqueue(
-            "UPDATE alerts SET last_seen = ?, count = ?, severity = ?, action = ?, detail = ?, would = ?, tags = ?, "
-            "resolved = ? WHERE id = ?",
-            (inc.last_seen, a.count, a.severity, a.action,
+            "UPDATE alerts SET last_seen = ?, count = ?, severity = ?, action = ?, summary = ?, detail = ?, would = ?, "
+            "tags = ?, resolved = ? WHERE id = ?",
+            (inc.last_seen, a.count, a.severity, a.action, a.summary,
              json.dumps(a.detail, separators=(",", ":"), default=str), a.would, json.dumps(a.tags), a.resolved,
              a.id),
         )

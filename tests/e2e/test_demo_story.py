@@ -126,6 +126,16 @@ def test_attack_in_alert_mode_raises_every_kind_of_alert(demo: DemoInstance) -> 
         find(alerts, db, "network", direction="in", remote_ip=demo.pinger_ip, local_port=3306),
     ]
     assert {a["action"] for a in found} == {"alerted"}
+    # Alert mode's dry run of protect: the programs would have been killed, the connection blocked.
+    assert find(alerts, pinger, "process", path="/usr/bin/wget")["would"] == "killed"
+    assert find(alerts, pinger, "network", direction="out", remote_ip=demo.db_ip, remote_port=3306)["would"] == "blocked"
+    # An incident per story: the whole intrusion folds into a few rows of the console's
+    # stories view (g), every finding one Enter away (issue goal: at most 5).
+    attack = [a for a in alerts if a["container"] in (pinger, db) and a["kind"] != "syscall" or
+              a["container"] == pinger and a["kind"] == "syscall"]
+    stories = {(a["container_id"], (a.get("lineage") or {}).get("pid", 0)) for a in attack}
+    print(f"\nmake attack in alert mode: {len(attack)} incidents in {len(stories)} stories")
+    assert len(stories) <= 5, sorted(stories)
     # The blog's steady workload (a visitor reading pages that query the database) raised no
     # process, network, file or threat alert. (A short learning period can miss a rare syscall
     # such as malloc's madvise: low-severity syscall novelties are tolerated here.)

@@ -174,3 +174,21 @@ async def test_alerts_carry_the_root_of_their_process_lineage(rig):
     assert by_subject["/usr/bin/wget"]["lineage"]["pid"] == init
     assert by_subject["/usr/bin/wget"]["lineage"]["path"] == "(entrypoint)"
     assert by_subject["/bin/nc"]["lineage"]["pid"] == 9100 and by_subject["/bin/nc"]["lineage"]["path"] == "/bin/nc"
+
+
+# -- an incident per story: one program run's new syscalls are one finding ---------------------
+async def test_new_syscalls_of_one_program_run_fold_into_one_incident_that_lists_them(rig):
+    c = await _active(rig, "weak", "alert")
+    names = [("getrandom", 318), ("mremap", 25), ("madvise", 28), ("flock", 73), ("linkat", 265)]
+    await rig.feed(*[SyscallEvent(container_id=c.id, pid=4242, comm="ln", nr=nr, name=n) for n, nr in names])
+    await rig.feed(SyscallEvent(container_id=c.id, pid=4343, comm="cat", nr=318, name="getrandom"))
+    runs = [a for a in await rig.alerts_of(c) if a["kind"] == "syscall"]
+    assert len(runs) == 2, runs  # one per program run, not one per syscall name
+    ln = next(a for a in runs if a["detail"]["pid"] == 4242)
+    assert [s["name"] for s in ln["detail"]["syscalls"]] == [n for n, _ in names]
+    assert ln["summary"].endswith("getrandom, mremap, madvise, flock, linkat") and ln["count"] == 5
+    # Allowing the incident allows every syscall it lists.
+    out = await rig.call("allow", alert_id=ln["id"])
+    assert out["allowed"] == "use the syscalls getrandom, mremap, madvise, flock, linkat"
+    p = rig.profiles.for_container(c.id).profile
+    assert {318, 25, 28, 73, 265} <= p.syscalls
