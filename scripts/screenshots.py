@@ -101,6 +101,11 @@ async def shoot(socket_path: str, out: Path, focus_app: str | None) -> list[Path
                     table.move_cursor_to(target)
             await pilot.pause(0.3)
             save(f"{name}")
+            if name == "alerts":  # the same incidents folded into stories (g)
+                await pilot.press("g")
+                await pilot.pause(0.5)
+                save("alerts-stories")
+                await pilot.press("g")
         await pilot.press("2")
         if focus_app:
             await pilot.press("slash", *f"{focus_app}_api", "enter")
@@ -116,6 +121,9 @@ async def shoot(socket_path: str, out: Path, focus_app: str | None) -> list[Path
         await pilot.press("escape", "f")
         await pilot.pause(0.5)
         save("confirm-freeze")
+        await pilot.press("escape", "m", "enter", "end", "enter")  # the app, then protect
+        await pilot.pause(1.0)
+        save("confirm-protect-preview")
         await pilot.press("escape", "escape", "question_mark")
         await pilot.pause(0.5)
         save("help")
