@@ -11,7 +11,7 @@ from typing import Iterator
 import pytest
 import yaml
 
-from support.enforce import WEB_COMMAND, host_fetch, ip_of, start_with_sensors, wait_active, wait_known
+from support.enforce import WEB_COMMAND, host_fetch, ip_of, sensing, wait_active, wait_known
 from enforcer.enforce.harden import ServiceFacts, decide, render_override
 from enforcer.enforce.seccomp import allowed_names, build_seccomp
 from support.harness import EnforcerProcess, container_info, docker, exec_in, sh, unique, wait_for
@@ -23,14 +23,8 @@ LEARN_SECONDS = 12
 
 @pytest.fixture(scope="module")
 def enforcer(tmp_path_factory: pytest.TempPathFactory, busybox_image: str) -> Iterator[EnforcerProcess]:
-    e = start_with_sensors(tmp_path_factory.mktemp("exports") / "enforcer", LEARN_SECONDS)
-    try:
+    with sensing(tmp_path_factory.mktemp("exports") / "enforcer", LEARN_SECONDS) as e:
         yield e
-    finally:
-        try:
-            e.stop()
-        finally:
-            e.remove_nft_table()
 
 
 def test_a_container_started_with_the_learned_seccomp_profile_serves_its_traffic(enforcer, dockerx, busybox_image,

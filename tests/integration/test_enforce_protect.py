@@ -10,7 +10,7 @@ from typing import Iterator
 
 import pytest
 
-from support.enforce import WEB_COMMAND, host_fetch, ip_of, nft_elements, start_with_sensors, wait_active, wait_known
+from support.enforce import WEB_COMMAND, host_fetch, ip_of, nft_elements, sensing, wait_active, wait_known
 from support.harness import EnforcerProcess, container_info, exec_in, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.bpf, pytest.mark.nftables, pytest.mark.slow]
@@ -24,14 +24,8 @@ CLIENT = ["sh", "-c", "mkdir -p /tmp; while true; do read t < /tmp/target; /bin/
 
 @pytest.fixture(scope="module")
 def enforcer(tmp_path_factory: pytest.TempPathFactory, busybox_image: str) -> Iterator[EnforcerProcess]:
-    e = start_with_sensors(tmp_path_factory.mktemp("protect") / "enforcer", LEARN_SECONDS)
-    try:
+    with sensing(tmp_path_factory.mktemp("protect") / "enforcer", LEARN_SECONDS) as e:
         yield e
-    finally:
-        try:
-            e.stop()
-        finally:
-            e.remove_nft_table()
 
 
 def _write_in(container: str, path: str, text: str) -> None:

@@ -19,7 +19,7 @@ from typing import Iterator
 
 import pytest
 
-from support.enforce import WEB_COMMAND, drop_counters, nft_elements, start_with_sensors, wait_active, wait_known
+from support.enforce import WEB_COMMAND, drop_counters, nft_elements, sensing, wait_active, wait_known
 from support.harness import EnforcerProcess, container_info, docker, sh, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.bpf, pytest.mark.nftables, pytest.mark.slow]
@@ -34,15 +34,8 @@ CLIENT = ["sh", "-c", "mkdir -p /tmp; echo $T > /tmp/target; while true; do read
 
 @pytest.fixture(scope="module")
 def enforcer(tmp_path_factory: pytest.TempPathFactory, busybox_image: str) -> Iterator[EnforcerProcess]:
-    e = start_with_sensors(tmp_path_factory.mktemp("netpolicy") / "enforcer", LEARN_SECONDS)
-    try:
+    with sensing(tmp_path_factory.mktemp("netpolicy") / "enforcer", LEARN_SECONDS) as e:
         yield e
-    finally:
-        try:
-            e.stop()
-        finally:
-            e.remove_nft_table()
-            Path("/tmp/stockade-netpolicy-enforcer.log").write_text(e.log()[-200_000:])
 
 
 def _dual_stack_network(dockerx) -> tuple[str, str, str]:

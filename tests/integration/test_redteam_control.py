@@ -19,8 +19,9 @@ from typing import Any, Iterator
 
 import pytest
 
-from support.enforce import host_fetch, ip_of, start_with_sensors, wait_active, wait_known
-from support.principals import Principal, Principals, open_workdir
+from support.enforce import host_fetch, ip_of, wait_active, wait_known
+from support.enforce import sensing as sensing_enforcer
+from support.principals import Principal, Principals, as_user, guarded_enforcer, open_workdir
 from support.principals import principals as support_principals
 from support.harness import REPO, DockerResources, EnforcerProcess, docker, sh, unique, wait_for
 
@@ -36,26 +37,10 @@ def principals() -> Iterator[Principals]:
 
 @pytest.fixture
 def guarded(principals: Principals) -> Iterator[EnforcerProcess]:
-    workdir = open_workdir("stockade-rc-")
-    e = EnforcerProcess(workdir / "e", "--no-sensors", "--socket-group", principals.viewer_group,
-                        "--admin-group", principals.admin_group, "--viewer-group", principals.viewer_group)
-    os.chmod(workdir / "e", 0o755)
-    e.start()
-    try:
+    with guarded_enforcer(principals, "stockade-rc-") as e:
         yield e
-    finally:
-        try:
-            e.stop()
-        finally:
-            e.remove_nft_table()
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
-def as_user(p: Principal, *cmd: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/tmp", "LANG": "C.UTF-8",
-           "PYTHONDONTWRITEBYTECODE": "1"}
-    return subprocess.run(["setpriv", f"--reuid={p.uid}", f"--regid={p.gid}", "--init-groups", *cmd],
-                          capture_output=True, text=True, timeout=timeout, cwd=str(REPO), env=env)
 
 
 # Sends each request line given on the command line and prints every reply, one JSON a line.
@@ -314,14 +299,8 @@ WEB = ["sh", "-c", "mkdir -p /var/www; echo hello > /var/www/index.html; exec ht
 
 @pytest.fixture(scope="module")
 def sensing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EnforcerProcess]:
-    e = start_with_sensors(tmp_path_factory.mktemp("budget") / "enforcer", LEARN_SECONDS)
-    try:
+    with sensing_enforcer(tmp_path_factory.mktemp("budget") / "enforcer", LEARN_SECONDS) as e:
         yield e
-    finally:
-        try:
-            e.stop()
-        finally:
-            e.remove_nft_table()
 
 
 def _write_in(container: str, path: str, text: str) -> None:

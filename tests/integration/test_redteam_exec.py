@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from support.enforce import start_with_sensors, wait_active, wait_known
+from support.enforce import sensing, wait_active, wait_known
 from support.harness import EnforcerProcess, exec_in, wait_for
 from support.exec_race import attack_container, build_attacks, escaped, tally
 
@@ -29,14 +29,8 @@ LEARN_SECONDS = 10
 
 @pytest.fixture(scope="module")
 def enforcer(tmp_path_factory: pytest.TempPathFactory, busybox_image: str) -> Iterator[EnforcerProcess]:
-    e = start_with_sensors(tmp_path_factory.mktemp("redteam") / "enforcer", LEARN_SECONDS)
-    try:
+    with sensing(tmp_path_factory.mktemp("redteam") / "enforcer", LEARN_SECONDS) as e:
         yield e
-    finally:
-        try:
-            e.stop()
-        finally:
-            e.remove_nft_table()
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from typing import Iterator
 
 import pytest
 
-from support.enforce import start_with_sensors, wait_active, wait_known
+from support.enforce import sensing, wait_active, wait_known
 from support.harness import EnforcerProcess, exec_in, wait_for
 from support.hasher_attack import cpu_share, exec_to_alert, process_alert, start_attack
 
@@ -27,14 +27,8 @@ ALERT_BOUND = 10.0  # seconds from B's exec to its alert while A attacks the has
 
 @pytest.fixture(scope="module")
 def enforcer(tmp_path_factory: pytest.TempPathFactory, busybox_image: str) -> Iterator[EnforcerProcess]:
-    e = start_with_sensors(tmp_path_factory.mktemp("redteam-hasher") / "enforcer", LEARN_SECONDS)
-    try:
+    with sensing(tmp_path_factory.mktemp("redteam-hasher") / "enforcer", LEARN_SECONDS) as e:
         yield e
-    finally:
-        try:
-            e.stop()
-        finally:
-            e.remove_nft_table()
 
 
 def test_a_container_writing_to_dev_zero_does_not_blind_the_host(enforcer, dockerx):

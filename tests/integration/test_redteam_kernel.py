@@ -24,7 +24,7 @@ from typing import Iterator
 import pytest
 
 from enforcer.inventory.cgroups import cgroup2_mount
-from support.enforce import start_with_sensors, wait_active, wait_known
+from support.enforce import sensing, wait_active, wait_known
 from support.harness import BUSYBOX_IMAGE, TEST_LABEL, EnforcerProcess, docker, exec_in, unique, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.bpf, pytest.mark.nftables, pytest.mark.slow]
@@ -49,14 +49,8 @@ def helper(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def enforcer(tmp_path_factory: pytest.TempPathFactory, busybox_image: str) -> Iterator[EnforcerProcess]:
-    e = start_with_sensors(tmp_path_factory.mktemp("redteam-kernel") / "enforcer", LEARN_SECONDS)
-    try:
+    with sensing(tmp_path_factory.mktemp("redteam-kernel") / "enforcer", LEARN_SECONDS) as e:
         yield e
-    finally:
-        try:
-            e.stop()
-        finally:
-            e.remove_nft_table()
 
 
 def _container(dockerx, helper: Path, network: str, *args: str) -> str:

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from support.enforce import start_with_sensors, wait_active
+from support.enforce import sensing, wait_active
 from support.harness import EnforcerProcess, container_info, exec_in, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.bpf, pytest.mark.nftables, pytest.mark.slow]
@@ -31,14 +31,8 @@ FILES = {"etc/passwd": "root:x:0:0:root:/root:/bin/sh\n", "etc/group": "root:x:0
 
 @pytest.fixture(scope="module")
 def enforcer(tmp_path_factory: pytest.TempPathFactory, busybox_image: str) -> Iterator[EnforcerProcess]:
-    e = start_with_sensors(tmp_path_factory.mktemp("redteam-paths") / "enforcer", LEARN_SECONDS)
-    try:
+    with sensing(tmp_path_factory.mktemp("redteam-paths") / "enforcer", LEARN_SECONDS) as e:
         yield e
-    finally:
-        try:
-            e.stop()
-        finally:
-            e.remove_nft_table()
 
 
 def _victim(enforcer: EnforcerProcess, dockerx: Any) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import grp
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -17,9 +16,9 @@ from typing import Any, Iterator
 
 import pytest
 
-from support.principals import Principal, Principals, open_workdir
+from support.principals import Principal, Principals, as_user, guarded_enforcer
 from support.principals import principals as support_principals
-from support.harness import REPO, DockerResources, EnforcerProcess, docker, unique, wait_for
+from support.harness import DockerResources, EnforcerProcess, docker, unique, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.nftables, pytest.mark.slow]
 
@@ -32,28 +31,10 @@ def principals() -> Iterator[Principals]:
 
 @pytest.fixture
 def guarded(principals: Principals) -> Iterator[EnforcerProcess]:
-    """A real enforcer whose socket belongs to the viewer group, in a folder anyone may enter."""
-    workdir = open_workdir("stockade-roles-")
-    e = EnforcerProcess(workdir / "e", "--no-sensors", "--socket-group", principals.viewer_group,
-                        "--admin-group", principals.admin_group, "--viewer-group", principals.viewer_group)
-    os.chmod(workdir / "e", 0o755)
-    e.start()
-    try:
+    with guarded_enforcer(principals, "stockade-roles-") as e:
         yield e
-    finally:
-        try:
-            e.stop()
-        finally:
-            e.remove_nft_table()
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
-def as_user(p: Principal, *cmd: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run a command as the test user, with its own groups (initgroups), from the repo."""
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/tmp", "LANG": "C.UTF-8",
-           "PYTHONDONTWRITEBYTECODE": "1", "TERM": "xterm-256color"}
-    return subprocess.run(["setpriv", f"--reuid={p.uid}", f"--regid={p.gid}", "--init-groups", *cmd],
-                          capture_output=True, text=True, timeout=timeout, cwd=str(REPO), env=env)
 
 
 def cli_as(p: Principal, e: EnforcerProcess, *args: str) -> subprocess.CompletedProcess[str]:

@@ -4,8 +4,9 @@ the `nft` tool, independently of the code under test)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from typing import Any
+from typing import Any, Iterator
 
 from enforcer.inventory.cgroups import freezer_v1_state_file
 from support.harness import DockerResources, EnforcerProcess, container_info, exec_in, sh, wait_for
@@ -117,3 +118,16 @@ def host_fetch(container: str, ip: str, port: int = 8080, timeout: int = 2) -> b
     proc = sh("nsenter", "-t", str(pid), "-n", "timeout", str(timeout), "busybox", "wget", "-q", "-O", "-",
               f"http://{ip}:{port}/", check=False, timeout=timeout + 20)
     return proc.returncode == 0 and "hello" in proc.stdout
+
+
+@contextlib.contextmanager
+def sensing(workdir: Any, learn_seconds: float) -> Iterator[EnforcerProcess]:
+    """`start_with_sensors` for a fixture: stopped, and its nftables table removed, afterwards."""
+    e = start_with_sensors(workdir, learn_seconds)
+    try:
+        yield e
+    finally:
+        try:
+            e.stop()
+        finally:
+            e.remove_nft_table()

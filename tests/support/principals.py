@@ -1,18 +1,21 @@
 """Real users and groups for role tests: an admin group, a viewer group, and three users
 (admin, viewer, outsider), removed afterwards; and a folder those users may enter (pytest's
-tmp_path is 0700 under root, so the test users could not reach a socket there)."""
+tmp_path is 0700 under root, so the test users could not reach a socket there); an enforcer
+whose socket those groups own; running a command as one of the users."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import pwd
+import shutil
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from .harness import sh, unique
+from .harness import REPO, EnforcerProcess, sh, unique
 
 
 @dataclass
@@ -65,3 +68,30 @@ def open_workdir(prefix: str) -> Path:
     d = Path(tempfile.mkdtemp(prefix=prefix))
     os.chmod(d, 0o755)
     return d
+
+
+@contextlib.contextmanager
+def guarded_enforcer(p: Principals, prefix: str) -> Iterator[EnforcerProcess]:
+    """A real enforcer (no sensors) whose socket belongs to the viewer group and whose
+    admins are the admin group, in a folder the test users may enter."""
+    workdir = open_workdir(prefix)
+    e = EnforcerProcess(workdir / "e", "--no-sensors", "--socket-group", p.viewer_group,
+                        "--admin-group", p.admin_group, "--viewer-group", p.viewer_group)
+    os.chmod(workdir / "e", 0o755)
+    e.start()
+    try:
+        yield e
+    finally:
+        try:
+            e.stop()
+        finally:
+            e.remove_nft_table()
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def as_user(p: Principal, *cmd: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run a command as the test user, with its own groups (initgroups), from the repo."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/tmp", "LANG": "C.UTF-8",
+           "PYTHONDONTWRITEBYTECODE": "1", "TERM": "xterm-256color"}
+    return subprocess.run(["setpriv", f"--reuid={p.uid}", f"--regid={p.gid}", "--init-groups", *cmd],
+                          capture_output=True, text=True, timeout=timeout, cwd=str(REPO), env=env)
