@@ -517,6 +517,7 @@ class ProfileBook:
         cfg = self.inventory.image_config(att.container.image_id)
         topo = self.inventory.topologies.get(att.container.app)
         decl = topo.services.get(att.container.service) if topo else None
+        stable_for, why = self.learning_status(p)
         out = p.to_dict()
         out.update({
             "mode": att.mode,
@@ -524,7 +525,7 @@ class ProfileBook:
             "image": {"user": cfg.get("User") or "", "working_dir": cfg.get("WorkingDir") or "",
                       "command": command_argv(cfg, decl)},
             "suspect_paths": sorted(p.suspect_paths),
-            "stable_for": round(self.learning_status(p)[0], 1), "learning_reason": self.learning_status(p)[1],
+            "stable_for": round(stable_for, 1), "learning_reason": why,
         })
         return out
 
