@@ -15,13 +15,19 @@ from typing import Any, Callable, TypeVar
 T = TypeVar("T")
 
 
-async def in_daemon_thread(fn: Callable[..., T], *args: Any, name: str = "stockade-blocking") -> T:
-    """fn(*args) in a daemon thread; cancelling the await abandons the thread, never the loop."""
+async def in_daemon_thread(fn: Callable[..., T], *args: Any, name: str = "stockade-blocking",
+                           on_abandoned: Callable[[T], Any] | None = None) -> T:
+    """fn(*args) in a daemon thread; cancelling the await abandons the thread, never the loop.
+
+    `on_abandoned(result)` runs (in a daemon thread of its own) when the call succeeds after
+    nobody waits any more, for results that hold resources (a loaded BPF object)."""
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[T] = loop.create_future()
 
     def settle(ok: bool, value: Any) -> None:
         if fut.done():
+            if ok and value is not None and on_abandoned is not None:
+                threading.Thread(target=on_abandoned, args=(value,), name=f"{name}-cleanup", daemon=True).start()
             return
         if ok:
             fut.set_result(value)

@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from concurrent.futures import Future
 from typing import Any, Callable, Iterable, Protocol
 
 from ..models import Container, SensorStats
+from ..threads import in_daemon_thread
 from . import layout as L
 from .decode import Decoded, Decoder
 from .events import ExecEvent, FileClosedEvent, NetworkEvent, SensorEvent
@@ -156,7 +156,10 @@ class SensorHub:
 
     async def _load(self) -> None:
         try:
-            bpf = await _in_daemon_thread(self._loader)
+            # A daemon thread: a compile still running at shutdown must not hold the process;
+            # a load that finishes after nobody waits is cleaned up.
+            bpf = await in_daemon_thread(self._loader, name="stockade-sensors-load",
+                                         on_abandoned=lambda loaded: loaded.cleanup())
         except SensorLoadError as e:
             self.error = str(e)
             log.error("sensors: %s", e)
@@ -273,31 +276,6 @@ class SensorHub:
             if tick % 2 == 0 and self.publish_stats is not None:
                 self.publish_stats(self.stats_result)
             await asyncio.sleep(1.0)
-
-
-async def _in_daemon_thread(fn: Callable[[], Any]) -> Any:
-    """Run fn in a daemon thread: a compile still running at shutdown must not hold
-    the process (asyncio.to_thread's workers are joined at exit)."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[Any] = loop.create_future()
-
-    def settle(ok: bool, value: Any) -> None:
-        if done.cancelled():
-            if ok and value is not None:
-                threading.Thread(target=value.cleanup, daemon=True).start()
-            return
-        done.set_result(value) if ok else done.set_exception(value)
-
-    def run() -> None:
-        try:
-            result = fn()
-        except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
-            _call_soon(loop, settle, False, e)
-            return
-        _call_soon(loop, settle, True, result)
-
-    threading.Thread(target=run, name="stockade-sensors-load", daemon=True).start()
-    return await done
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop | None, fn: Callable[..., Any], *args: Any) -> None:
