@@ -21,6 +21,15 @@ old_enough() {  # stdin: "ID CREATED" lines; stdout: the IDs created at least mi
 ids=$(docker ps -aq --filter label=stockade.test 2>/dev/null)
 [ -n "$ids" ] && ids=$(docker inspect -f '{{.Id}} {{.Created}}' $ids 2>/dev/null | old_enough)
 [ -n "$ids" ] && docker rm -f $ids >/dev/null
+# Containers of the private demo copies (label stockade.demo=sdt<hex>), never the real demo's.
+ids=$(docker ps -aq --filter label=stockade.demo 2>/dev/null)
+[ -n "$ids" ] && ids=$(docker inspect -f '{{.Id}} {{index .Config.Labels "stockade.demo"}} {{.Created}}' $ids 2>/dev/null \
+    | awk '$2 ~ /^sdt[0-9a-f]+$/ {print $1, $3}' | old_enough)
+[ -n "$ids" ] && docker rm -f $ids >/dev/null
+nets=$(docker network ls -q 2>/dev/null)  # ... and their networks (shared, and compose's)
+[ -n "$nets" ] && nets=$(docker network inspect -f '{{.Id}} {{with index .Labels "stockade.demo"}}{{.}}{{end}}{{with index .Labels "com.docker.compose.project"}}{{.}}{{end}} {{.Created}}' $nets 2>/dev/null \
+    | awk '$2 ~ /^sdt[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]/ {print $1, $3}' | old_enough)
+[ -n "$nets" ] && docker network rm $nets >/dev/null 2>&1
 nets=$(docker network ls -q --filter label=stockade.test 2>/dev/null)
 [ -n "$nets" ] && nets=$(docker network inspect -f '{{.Id}} {{.Created}}' $nets 2>/dev/null | old_enough)
 [ -n "$nets" ] && docker network rm $nets >/dev/null 2>&1
@@ -40,6 +49,25 @@ for dir in /sys/fs/bpf/stockade/sttest_*_*; do
     case "$created" in ''|*[!0-9]*) continue ;; esac
     [ $((now - created)) -ge "$min_age" ] && rm -rf "$dir"
 done
+# The private demo copies of tests/e2e (sdt<hex>_demo) name no time: their pin folder's age
+# does, and an enforcer that still runs holds its table's lock.
+for dir in /sys/fs/bpf/stockade/sdt*_demo; do
+    [ -d "$dir" ] || continue
+    name=${dir##*/}
+    [ $((now - $(stat -c %Y "$dir"))) -ge "$min_age" ] || continue
+    lock=/run/stockade/nft-$name.lock
+    if [ -e "$lock" ] && ! flock -n "$lock" true 2>/dev/null; then continue; fi
+    rm -rf "$dir"
+    for family in inet bridge; do nft delete table "$family" "$name" 2>/dev/null; done
+done
+if command -v nft >/dev/null; then  # ... and their tables once no enforcer holds them
+    nft list tables 2>/dev/null | while read -r _ family name; do
+        case "$name" in sdt*_demo) ;; *) continue ;; esac
+        lock=/run/stockade/nft-$name.lock
+        if [ -e "$lock" ] && ! flock -n "$lock" true 2>/dev/null; then continue; fi
+        nft delete table "$family" "$name" 2>/dev/null
+    done
+fi
 # ... and their ownership locks, unless an enforcer still holds one.
 for lock in /run/stockade/nft-sttest_*_*.lock; do
     [ -e "$lock" ] || continue

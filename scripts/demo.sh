@@ -213,10 +213,10 @@ down() {
     stop_pidfile "$state/hostside.pid" hostside.py
     if [ -f "$state/enforcer.pid" ]; then
         stop_pidfile "$state/enforcer.pid" stockade-enforcer
-        # Its blocks outlive it by design (protection across restarts); the demo's go with it.
-        for family in inet bridge; do
-            nft delete table "$family" "$STOCKADE_NFT_TABLE" 2>/dev/null || true
-        done
+        # Its table and pinned programs outlive it by design (protect across restarts); the
+        # demo's go with it, or the programs would stay attached to every exec on the host.
+        "$venv/stockade-enforcer" --config "$repo/demo/enforcer.toml" --uninstall >/dev/null \
+            || say "could not uninstall table and pins $STOCKADE_NFT_TABLE (see above)"
     elif enforcer_answers; then
         say "left the enforcer on $STOCKADE_SOCKET running: the demo did not start it"
     fi
