@@ -25,6 +25,7 @@ from typing import Any
 
 from ..models import SEVERITIES
 from ..store.outputs import OutputConfig, OutputsRepo
+from ..threads import in_daemon_thread
 from . import targets
 
 log = logging.getLogger(__name__)
@@ -155,8 +156,7 @@ class OutputManager:
         except targets.DeliveryError as e:
             return {"name": name, "delivered": False, "error": str(e), "seconds": round(time.monotonic() - started, 3)}
         finally:
-            await target.aclose()
-            await asyncio.to_thread(target.close)
+            await in_daemon_thread(target.close, name="stockade-output-close")
 
     # -- delivery -------------------------------------------------------------------------
     def _start_worker(self, out: Output) -> None:
@@ -170,8 +170,7 @@ class OutputManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await out.task
             out.task = None
-        await out.target.aclose()
-        await asyncio.to_thread(out.target.close)
+        await in_daemon_thread(out.target.close, name="stockade-output-close")
 
     async def _worker(self, out: Output) -> None:
         name = out.config.name
@@ -223,9 +222,7 @@ class OutputManager:
 
 
 async def _send(target: targets.Target, bodies: list[bytes]) -> None:
-    """HTTP with httpx's async client on the loop (cancellable, no thread holding the GIL);
-    files and syslog with blocking calls in a thread."""
-    if target.scheme == "http":
-        await target.send_http_async(bodies)
-    else:
-        await asyncio.to_thread(target.send, bodies)
+    """Blocking calls in a thread of their own, for every scheme (HTTP too: see Target.send):
+    a receiver that answers slowly holds that thread, never the executor hashing and Docker
+    calls share, and a stopped worker abandons it."""
+    await in_daemon_thread(target.send, bodies, name="stockade-output-send")
