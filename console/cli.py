@@ -118,8 +118,8 @@ async def _run(args: argparse.Namespace, target: str) -> int:
     from .client import EnforcerClient
 
     client = EnforcerClient(target)
-    await client.connect()
     try:
+        await client.connect()
         return int(await args.run(args, client) or 0)
     finally:
         await client.close()

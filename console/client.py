@@ -87,6 +87,9 @@ class EnforcerClient:
             except asyncio.TimeoutError:
                 timed_out = timeout
                 raise Unreachable(f"cannot reach the enforcer at {self.path}: no answer within {timeout:g} s") from None
+        except asyncio.CancelledError:
+            await asyncio.shield(self.close())  # no ssh child outlives a cancelled connect
+            raise
         except ProtocolError as e:
             if e.code != protocol.UNAVAILABLE or self._stream is None:
                 await self.close()

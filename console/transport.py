@@ -38,6 +38,12 @@ _HOST6 = re.compile(r"^[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?$")
 _USER = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.$-]*$")
 
 
+def inert(text: str) -> str:
+    """The remote's words (its stderr) with control characters as visible \\xNN escapes:
+    whoever controls the remote host must not reach the terminal that shows the message."""
+    return "".join(f"\\x{ord(c):02x}" if ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 else c for c in text)
+
+
 def default_socket_path() -> str:
     return os.environ.get("STOCKADE_SOCKET") or DEFAULT_SOCKET
 
@@ -272,7 +278,7 @@ class SshStream(Stream):
                 line = await stream.readline()
                 if not line:
                     return
-                self.stderr.append(line.decode("utf-8", "replace").rstrip("\r\n")[:STDERR_LINE_MAX])
+                self.stderr.append(inert(line.decode("utf-8", "replace").rstrip("\r\n")[:STDERR_LINE_MAX]))
 
     async def explain(self, timed_out: float | None = None) -> str:
         if timed_out is None:

@@ -249,4 +249,18 @@ async def test_the_console_connects_over_ssh_and_is_read_only_for_a_viewer(world
             assert app.read_only is read_only
             assert app.client.host_label == f"{user}@127.0.0.1:{s.port}"  # type: ignore[attr-defined]
         assert not ssh_children()
+    # A remote without the socket: the console says dial-stdio's line under its header and
+    # keeps retrying (a fresh ssh each time, none left behind).
+    app = StockadeApp(s.target("root", "/run/stockade-nowhere/e.sock"), retry_seconds=0.2)
+    async with app.run_test(size=(160, 45)) as pilot:
+        for _ in range(300):
+            if app.state.connection.state == "down":
+                break
+            await pilot.pause(0.1)
+        app.repaint_now()
+        await pilot.pause()
+        banner = str(app.screen.query_one("#connection-banner").render())
+        assert "cannot reach the enforcer at /run/stockade-nowhere/e.sock: no such socket" in banner, banner
+        assert f"root@127.0.0.1:{s.port}" in banner, banner
+    assert not ssh_children()
     await asyncio.to_thread(no_leftovers, e.socket)

@@ -315,3 +315,47 @@ def test_the_client_speaks_through_dial_stdio_as_it_would_through_ssh(echo_socke
         return line
 
     assert asyncio.run(go()) == b'{"id": 1, "op": "hello"}\n'
+
+
+# -- the ssh child, with a stand-in `ssh` on PATH (the real one: tests/integration) ---------------
+def fake_ssh(folder: Path, body: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    script = folder / "ssh"
+    script.write_text("#!/bin/sh\n" + body)
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}")
+
+
+async def test_what_a_hostile_remote_writes_on_stderr_is_inert(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_ssh(tmp_path, "printf 'stockade dial-stdio: cannot reach \\033]0;pwned\\007\\033[2J the enforcer\\n' >&2\nexit 1\n",
+             monkeypatch)
+    client = EnforcerClient("ssh://node1")
+    with pytest.raises(Unreachable) as info:
+        await client.connect(timeout=20)
+    message = str(info.value)
+    assert message == "node1: cannot reach \\x1b]0;pwned\\x07\\x1b[2J the enforcer"
+    assert message.isprintable()
+
+
+async def test_a_hung_ssh_times_out_and_is_killed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from support.sshd import processes_with
+
+    marker = f"{os.getpid() % 1000}.{len(str(tmp_path))}4242"
+    fake_ssh(tmp_path, f"echo 'still connecting' >&2\nexec sleep {marker}\n", monkeypatch)
+    client = EnforcerClient("ssh://ops@node1:2222")
+    with pytest.raises(Unreachable) as info:
+        await client.connect(timeout=1.5)
+    assert str(info.value) == "ssh ops@node1:2222: timed out after 1.5 s before the enforcer answered (still connecting)"
+    assert not processes_with(f"sleep {marker}"), "the ssh child outlived the client"
+    # A connect cancelled half-way (Ctrl+C, the console quitting) ends its ssh child too.
+    fake_ssh(tmp_path, f"exec sleep {marker}\n", monkeypatch)
+    task = asyncio.create_task(client.connect(timeout=30))
+    for _ in range(100):
+        if processes_with(f"sleep {marker}"):
+            break
+        await asyncio.sleep(0.05)
+    assert processes_with(f"sleep {marker}")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not processes_with(f"sleep {marker}"), "a cancelled connect left the ssh child"
+    await client.close()
