@@ -169,11 +169,14 @@ def remote_command(target: Target) -> str:
 
 def ssh_argv(target: Target, connect_timeout: float = SSH_CONNECT_TIMEOUT,
              extra: Sequence[str] | None = None) -> list[str]:
-    """`ssh [opts] -T -o BatchMode=yes ... [-l user] [-p port] -- host <stockade dial-stdio ...>`.
+    """`ssh [opts] -T -x -o BatchMode=yes ... [-l user] [-p port] -- host <stockade dial-stdio ...>`.
     The user's options come first: for `-o`, ssh keeps the first value it sees."""
     extra = list(ssh_options_from_env() if extra is None else extra)
     argv = ["ssh", *extra, "-T", "-x", "-o", "BatchMode=yes",
-            "-o", f"ConnectTimeout={max(1, math.ceil(connect_timeout))}"]
+            "-o", f"ConnectTimeout={max(1, math.ceil(connect_timeout))}",
+            # A host that vanishes mid-session (no FIN, no RST) is noticed in about 30 s,
+            # not at TCP's timeout: the console then says so and reconnects.
+            "-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=3"]
     if target.user:
         argv += ["-l", target.user]
     if target.port:

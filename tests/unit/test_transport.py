@@ -99,6 +99,7 @@ def test_ssh_argv_puts_the_users_options_first_and_the_host_after_a_double_dash(
     argv = ssh_argv(parse_target("ssh://ops@node1:2222/srv/my dir/e.sock"), 7.2)
     assert argv[:7] == ["ssh", "-F", "/tmp/my cfg", "-i", "key", "-o", "ConnectTimeout=30"]
     assert "BatchMode=yes" in argv and "ConnectTimeout=8" in argv and "-T" in argv
+    assert "ServerAliveInterval=10" in argv  # a vanished host is noticed mid-session
     assert argv[argv.index("-l") + 1] == "ops" and argv[argv.index("-p") + 1] == "2222"
     assert argv[-3:-1] == ["--", "node1"]
     # The remote shell sees each word quoted: the path with a space stays one argument.
