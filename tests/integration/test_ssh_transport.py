@@ -9,7 +9,10 @@ exactly as it is locally, an outsider cannot open the socket. Every failure is o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -262,5 +265,50 @@ async def test_the_console_connects_over_ssh_and_is_read_only_for_a_viewer(world
         banner = str(app.screen.query_one("#connection-banner").render())
         assert "cannot reach the enforcer at /run/stockade-nowhere/e.sock: no such socket" in banner, banner
         assert f"root@127.0.0.1:{s.port}" in banner, banner
+    assert not ssh_children()
+    await asyncio.to_thread(no_leftovers, e.socket)
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            children.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(int(entry.name))
+    out, todo = [], list(children.get(pid, []))
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += children.get(p, [])
+    return out
+
+
+async def test_a_host_that_goes_silent_mid_session_is_noticed(world: World, ssh_env: Sshd,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """No FIN, no RST: the remote's sshd session is stopped (SIGSTOP), as a host that lost
+    power or its network would be. ssh's keep-alives notice (here after ~2 s; by default ~30 s)
+    and the client says Unreachable instead of hanging."""
+    s, e = ssh_env, world.e
+    monkeypatch.setenv("STOCKADE_SSH_OPTS", f"-F {s.client_config} -o ServerAliveInterval=1 -o ServerAliveCountMax=2")
+    assert s.proc is not None
+    client = EnforcerClient(s.target("root", e.socket))
+    await client.connect()
+    assert (await client.call("status"))["host"]
+    stopped = _descendants(s.proc.pid)
+    assert stopped, "no sshd session process"
+    try:
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        with pytest.raises(Unreachable):
+            await client.call("status", timeout=60)
+        assert not client.connected
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        await client.close()
     assert not ssh_children()
     await asyncio.to_thread(no_leftovers, e.socket)
