@@ -360,3 +360,10 @@ async def test_a_hung_ssh_times_out_and_is_killed(tmp_path: Path, monkeypatch: p
         await task
     assert not processes_with(f"sleep {marker}"), "a cancelled connect left the ssh child"
     await client.close()
+
+
+async def test_unbalanced_ssh_options_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STOCKADE_SSH_OPTS", "-F 'unclosed")
+    with pytest.raises(Unreachable) as info:
+        await EnforcerClient("ssh://node1").connect(timeout=2)
+    assert str(info.value) == "STOCKADE_SSH_OPTS is not valid shell words: No closing quotation"
