@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -97,6 +98,7 @@ def main() -> None:
     finally:
         e.stop()
         e.remove_nft_table()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

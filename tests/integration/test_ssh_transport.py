@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -233,6 +234,7 @@ async def test_the_enforcer_stopping_mid_session_is_unreachable_and_a_reconnect_
             e.stop()
         finally:
             e.remove_nft_table()
+            shutil.rmtree(workdir, ignore_errors=True)
     assert not ssh_children()
     await asyncio.to_thread(no_leftovers, e.socket)
 
