@@ -140,7 +140,8 @@ def parse_keymap(text: str) -> dict[str, str]:
     return keymap
 
 
-def run_console(socket_path: str, read_only: bool = False) -> int:
-    StockadeApp(socket_path, read_only=read_only).run()
+def run_console(targets: list[str], read_only: bool = False) -> int:
+    # One enforcer for now: the first target (the fleet console takes them all).
+    StockadeApp(targets[0] if targets else None, read_only=read_only).run()
     return 0
 

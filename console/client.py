@@ -3,25 +3,25 @@
 Requests are multiplexed on one connection by id; events from `subscribe` arrive on
 `events()`. When the connection drops, pending calls fail with `Unreachable` and the
 event stream yields a `disconnected` event, so a caller can reconnect and resubscribe.
+Where the enforcer is (a local socket, or a remote one over SSH) is console.transport's
+business; this module is about the protocol.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import grp
 import itertools
-import os
 from typing import Any, AsyncIterator
 
 from enforcer import protocol
 from enforcer.protocol import ProtocolError
 
-DEFAULT_SOCKET = "/run/stockade/enforcer.sock"
+from . import transport
+from .transport import DEFAULT_SOCKET, Target, TargetError, TransportError, default_socket_path, parse_target
 
-
-def default_socket_path() -> str:
-    return os.environ.get("STOCKADE_SOCKET") or DEFAULT_SOCKET
+__all__ = ["DEFAULT_SOCKET", "DISCONNECTED", "EnforcerClient", "Target", "TargetError", "Unreachable",
+           "call_once", "default_socket_path", "parse_target"]
 
 
 class Unreachable(ProtocolError):
@@ -35,9 +35,14 @@ DISCONNECTED = {"event": "disconnected", "data": {}}
 
 
 class EnforcerClient:
-    def __init__(self, path: str | None = None) -> None:
-        self.path = path or default_socket_path()
+    def __init__(self, target: str | Target | None = None) -> None:
+        """`target`: a socket path, `unix:///path` or `ssh://[user@]host[:port][/socket]`
+        (None: $STOCKADE_SOCKET or the default socket). A bad target raises TargetError."""
+        self.target: Target = target if isinstance(target, Target) else parse_target(target)
+        # The socket path for a local target, the ssh:// URL for a remote one: what messages name.
+        self.path: str = self.target.display
         self.hello: dict[str, Any] = {}
+        self._stream: transport.Stream | None = None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[int, asyncio.Future[Any]] = {}
@@ -47,6 +52,11 @@ class EnforcerClient:
         self._refusal: ProtocolError | None = None  # the server's connection-level refusal, if any
 
     @property
+    def host_label(self) -> str:
+        """`user@host:port` for an ssh target, `local` for a unix socket."""
+        return self.target.label
+
+    @property
     def connected(self) -> bool:
         return self._writer is not None and not self._writer.is_closing()
 
@@ -54,24 +64,43 @@ class EnforcerClient:
     def read_only(self) -> bool:
         return self.hello.get("role") != "admin"
 
-    async def connect(self, timeout: float = 3.0) -> dict[str, Any]:
-        """Connect and say hello; returns the server's hello (protocol version, role...)."""
+    async def connect(self, timeout: float | None = None) -> dict[str, Any]:
+        """Connect and say hello; returns the server's hello (protocol version, role...).
+        `timeout` covers both (default 3 s for a socket, 15 s over ssh)."""
         await self.close()
+        if timeout is None:
+            timeout = transport.SSH_CONNECT_TIMEOUT if self.target.is_ssh else transport.UNIX_CONNECT_TIMEOUT
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
-            self._reader, self._writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(self.path, limit=protocol.MAX_LINE * 16), timeout
-            )
-        except FileNotFoundError:
-            raise Unreachable(f"cannot reach the enforcer at {self.path}: no such socket (is stockade-enforcer running?)") from None
-        except PermissionError:
-            raise Unreachable(f"cannot reach the enforcer at {self.path}: permission denied "
-                              f"(join group {_group_of(self.path)})") from None
-        except (ConnectionRefusedError, OSError, asyncio.TimeoutError) as e:
-            reason = getattr(e, "strerror", None) or type(e).__name__
-            raise Unreachable(f"cannot reach the enforcer at {self.path}: {reason}") from None
+            self._stream = await transport.open_stream(self.target, timeout, protocol.MAX_LINE * 16)
+        except TransportError as e:
+            raise Unreachable(str(e)) from None
+        self._reader, self._writer = self._stream.reader, self._stream.writer
         self._refusal = None
         self._read_task = asyncio.create_task(self._read_loop(), name="enforcer-client-read")
-        self.hello = await self.call("hello", timeout=timeout)
+        remaining = max(0.1, timeout - (loop.time() - started))
+        timed_out: float | None = None
+        try:
+            try:
+                self.hello = await asyncio.wait_for(self.call("hello", timeout=None), remaining)
+            except asyncio.TimeoutError:
+                timed_out = timeout
+                raise Unreachable(f"cannot reach the enforcer at {self.path}: no answer within {timeout:g} s") from None
+        except asyncio.CancelledError:
+            await asyncio.shield(self.close())  # no ssh child outlives a cancelled connect
+            raise
+        except ProtocolError as e:
+            if e.code != protocol.UNAVAILABLE or self._stream is None:
+                await self.close()
+                raise
+            # The transport failed before the enforcer answered: ask it why (ssh's stderr).
+            why = await self._stream.explain(timed_out)
+            await self.close()
+            self._drop_events()  # this attempt's `disconnected` must not end the next stream
+            if why is None:
+                raise
+            raise Unreachable(why) from None
         if self.hello.get("protocol") != protocol.PROTOCOL_VERSION:
             version = self.hello.get("protocol")
             await self.close()
@@ -86,12 +115,19 @@ class EnforcerClient:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._read_task
             self._read_task = None
-        if self._writer:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            await stream.close()
+        elif self._writer:
             self._writer.close()
             with contextlib.suppress(Exception):
                 await self._writer.wait_closed()
         self._writer = self._reader = None
         self._fail_pending("connection closed")
+
+    def _drop_events(self) -> None:
+        while not self._events.empty():
+            self._events.get_nowait()
 
     async def call(self, op: str, timeout: float | None = 30.0, **args: Any) -> Any:
         """Send a request and wait for its reply; raises ProtocolError on ok=false."""
@@ -186,15 +222,3 @@ async def call_once(path: str | None, op: str, **args: Any) -> Any:
         return await client.call(op, **args)
     finally:
         await client.close()
-
-
-def _group_of(path: str) -> str:
-    """The group that may open the socket, to name in a permission error."""
-    try:
-        gid = os.stat(path).st_gid
-    except OSError:
-        return "stockade"
-    try:
-        return grp.getgrgid(gid).gr_name
-    except KeyError:
-        return str(gid)

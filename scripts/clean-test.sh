@@ -75,4 +75,13 @@ for lock in /run/stockade/nft-sttest_*_*.lock; do
     case "$created" in ''|*[!0-9]*) continue ;; esac
     [ $((now - created)) -ge "$min_age" ] && flock -n "$lock" rm -f "$lock" 2>/dev/null
 done
+# ... and the throwaway sshd of the SSH transport tests (tests/support/sshd.py), with its folder.
+ps -eo pid=,etimes=,args= 2>/dev/null | while read -r pid age args; do
+    # (sshd rewrites its title: "sshd: /usr/sbin/sshd -D -e -f /tmp/stockade-sshd-X/sshd_config [listener] ...")
+    case "$args" in *"/usr/sbin/sshd -D -e -f /tmp/stockade-sshd-"*/sshd_config*) ;; *) continue ;; esac
+    [ "$age" -ge "$min_age" ] || continue
+    dir=${args#*-f }; dir=${dir%%/sshd_config*}
+    kill "$pid" 2>/dev/null
+    case "$dir" in /tmp/stockade-sshd-*) rm -rf "$dir" ;; esac
+done
 exit 0

@@ -8,7 +8,7 @@ say() { printf 'setup: %s\n' "$*"; }
 
 PACKAGES=(docker.io docker-compose busybox-static python3-bpfcc bpfcc-tools
           linux-headers-amd64 nftables tmux python3-venv debootstrap iproute2 procps
-          libcairo2 fonts-dejavu-core rsyslog)
+          libcairo2 fonts-dejavu-core rsyslog openssh-client openssh-server)
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "setup: must run as root (it installs packages, mounts tracefs, starts dockerd)" >&2
@@ -22,8 +22,20 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # openssh-server is for the SSH transport's tests, which run their own sshd on 127.0.0.1:
+    # the package must not start (or enable) the system's sshd. policy-rc.d says no to starts.
+    made_policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
+        made_policy=1
+    fi
+    rc=0
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; } || rc=$?
+    [ -z "$made_policy" ] || rm -f /usr/sbin/policy-rc.d
+    [ "$rc" -eq 0 ] || { echo "setup: apt-get failed (exit $rc)" >&2; exit "$rc"; }
+    if [[ " ${missing[*]} " == *" openssh-server "* ]] && command -v deb-systemd-helper >/dev/null; then
+        deb-systemd-helper disable ssh.service ssh.socket >/dev/null 2>&1 || true
+    fi
 fi
 
 # bcc compiles C at run time against kernel headers. This kernel ships none; Debian's
@@ -77,6 +89,18 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     say "installing the project into .venv"
     .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
     touch "$stamp"
+fi
+
+# `stockade` on the PATH of a non-interactive ssh session (sshd's default PATH has /usr/local/bin):
+# `--host ssh://this-machine` runs `stockade dial-stdio` here.
+entry=$(readlink -f .venv/bin/stockade)
+if [ "$(readlink /usr/local/bin/stockade 2>/dev/null)" != "$entry" ]; then
+    if [ -e /usr/local/bin/stockade ] && [ ! -L /usr/local/bin/stockade ]; then
+        say "leaving /usr/local/bin/stockade alone (not a link of ours); ssh:// targets need stockade on the PATH"
+    else
+        say "linking /usr/local/bin/stockade -> $entry"
+        ln -sfn "$entry" /usr/local/bin/stockade
+    fi
 fi
 
 .venv/bin/python -c 'import bcc, textual, docker, pyroute2, aiosqlite, httpx' \
