@@ -16,7 +16,9 @@ from .escape import printable
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stockade", description="Stockade: container runtime defense. "
                                 "With no command, opens the console.")
-    p.add_argument("--socket", default=None, help="enforcer socket (default $STOCKADE_SOCKET or /run/stockade/enforcer.sock)")
+    p.add_argument("--socket", action="append", default=None,
+                   help="enforcer socket (default $STOCKADE_SOCKET or /run/stockade/enforcer.sock); the console "
+                        "takes it several times and shows every enforcer (a fleet); commands use the first")
     p.add_argument("--read-only", action="store_true", help="console: unbind every key that changes state")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for module in commands.MODULES:
@@ -27,11 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    socket_path = args.socket or default_socket_path()
+    sockets = args.socket or [default_socket_path()]
+    socket_path = sockets[0]
     if not args.command:
         from .app import run_console
 
-        return run_console(socket_path, read_only=args.read_only)
+        return run_console(sockets, read_only=args.read_only)
     try:
         return asyncio.run(_run(args, socket_path))
     except KeyboardInterrupt:

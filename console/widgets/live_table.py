@@ -47,6 +47,7 @@ class Row:
     styles: tuple[str, ...] = ()
     sort: tuple[Any, ...] = ()  # one sortable value per column (defaults to the cell text)
     search: str = ""  # what `/` matches, lower case (defaults to the cells' text)
+    host: str = ""  # the host's label in a fleet console (what `host:NAME` and `h` filter on)
     widths: tuple[int, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
@@ -70,6 +71,19 @@ def _sortable(value: Any) -> tuple[int, Any]:
     if isinstance(value, Text):
         return (1, value.plain.lower())
     return (1, str(value).lower())
+
+
+def split_filter(text: str) -> tuple[str, list[str]]:
+    """`/host:node-2 wget` -> ("wget", ["node-2"]): the `host:` words, and what else to match."""
+    if "host:" not in text.lower():
+        return text.lower(), []
+    words, hosts = [], []
+    for word in text.lower().split():
+        if word.startswith("host:"):
+            hosts.append(word[5:])
+        else:
+            words.append(word)
+    return " ".join(words), hosts
 
 
 class LiveTable(ScrollView, can_focus=True):
@@ -125,6 +139,7 @@ class LiveTable(ScrollView, can_focus=True):
         self.sortable = sortable
         self.empty_text = empty_text
         self.filter_text = ""
+        self.host_only: str | None = None  # a fleet console's host filter (`h`), by label
         self.rows: dict[RowKey, Row] = {}
         self.order: list[RowKey] = []
         self._position: dict[RowKey, int] = {}
@@ -157,6 +172,11 @@ class LiveTable(ScrollView, can_focus=True):
     def set_filter(self, text: str) -> None:
         self.filter_text = text
         self._rebuild()
+
+    def set_host_only(self, label: str | None) -> None:
+        if label != self.host_only:
+            self.host_only = label
+            self._rebuild()
 
     def set_empty_text(self, text: str) -> None:
         if text != self.empty_text:
@@ -198,8 +218,12 @@ class LiveTable(ScrollView, can_focus=True):
     # -- order, widths, cursor -----------------------------------------------------------
     def _rebuild(self) -> None:
         self.rebuilds += 1
-        needle = self.filter_text.lower()
+        needle, hosts = split_filter(self.filter_text)
         rows = [r for r in self.rows.values() if needle in r.search] if needle else list(self.rows.values())
+        if hosts:  # `host:NAME` in the filter: rows of hosts whose label starts so
+            rows = [r for r in rows if any(r.host.lower().startswith(h) for h in hosts)]
+        if self.host_only is not None:
+            rows = [r for r in rows if r.host == self.host_only]
         col_keys = [c.key for c in self.columns]
         if self.sortable and self.sort_column in col_keys:
             i = col_keys.index(self.sort_column)
@@ -350,6 +374,8 @@ class LiveTable(ScrollView, can_focus=True):
                 message = self.empty_text
                 if self.filter_text and self.rows:
                     message = f"no row matches /{self.filter_text}"
+                elif self.host_only is not None and self.rows:
+                    message = f"nothing here from host {self.host_only} (h: next host)"
                 text = Text(" " + message, style=style, end="")
                 return Strip(list(text.render(self.app.console))).adjust_cell_length(width, base)
             return Strip.blank(width, base)
