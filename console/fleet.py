@@ -78,8 +78,9 @@ def fleet_labels(targets: list[str], hellos: list[dict[str, Any]]) -> list[str]:
     for i, label in enumerate(base):
         if base.count(label) > 1:
             labels[i] = f"{label}:{target_detail(targets[i])}"[:HOST_LABEL_MAX + 12]
-    for i, label in enumerate(labels):
-        if labels.count(label) > 1:
+    told = list(labels)
+    for i, label in enumerate(told):
+        if told.count(label) > 1:
             labels[i] = f"{label}#{i + 1}"
     return labels
 

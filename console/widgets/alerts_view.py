@@ -323,7 +323,8 @@ class AlertsView(View):
         if signature == self._shown_detail:
             return
         self._shown_detail = signature
-        read_only = bool(getattr(self.app, "read_only", False))
+        read_only_for = getattr(self.app, "read_only_for", None)
+        read_only = bool(read_only_for(host)) if read_only_for is not None else False
         self.query_one("#alert-detail", Static).update(alert_detail_text(alert, actions=not read_only))
 
     def on_live_table_highlighted(self, event: LiveTable.Highlighted) -> None:

@@ -103,7 +103,7 @@ def fleet_header_text(fleet: Any, read_only: bool, now: float | None = None) -> 
     sensors = [x for h in hosts for x in as_list(h.state.status.get("sensors")) if isinstance(x, dict)]
     lost = sum(int(x.get("lost") or 0) for x in sensors)
     rate = sum(float(x.get("rate") or 0) for x in sensors)
-    out.append("  lost ", style=LABEL)
+    out.append("  events lost ", style=LABEL)
     out.append(str(lost) if sensors else "-", style="bold bright_red" if lost else "")
     out.append("  ")
     out.append(f"{rate:.1f}" if sensors else "-")
