@@ -256,11 +256,17 @@ class AlertsView(View):
             table.set_empty_text("no incidents" + (" match the filters" if self._filtering else ""))
         reloaded = any(hs.incidents_reloaded for _, hs in hosts)
         if self.grouped and not self.story:
-            table.set_rows(fleet_rows(state, lambda hs: story_rows(
-                a for a in hs.incidents.values() if self._passes(a, self._index_of(state, hs)))))
+            def stories(hs: ConsoleState) -> list[Row]:
+                index = self._index_of(state, hs)
+                return story_rows(a for a in hs.incidents.values() if self._passes(a, index))
+
+            table.set_rows(fleet_rows(state, stories))
         elif full or self.stale or reloaded:
-            table.set_rows(fleet_rows(state, lambda hs: [
-                incident_row(a) for a in hs.incidents.values() if self._passes(a, self._index_of(state, hs))]))
+            def incidents(hs: ConsoleState) -> list[Row]:
+                index = self._index_of(state, hs)
+                return [incident_row(a) for a in hs.incidents.values() if self._passes(a, index)]
+
+            table.set_rows(fleet_rows(state, incidents))
         elif any(hs.changed_incidents for _, hs in hosts):
             upserts, removed = [], []
             for index, hs in hosts:

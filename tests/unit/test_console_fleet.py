@@ -7,6 +7,7 @@ enforcers is in tests/integration/test_console_fleet_real.py.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -16,6 +17,8 @@ from console.screens.detail import ContainerDetailScreen
 from console.screens.main import MainScreen
 from console.screens.modals import ConfirmScreen
 from console.widgets.header import ConnectionBanner, StatusHeader
+from enforcer import protocol
+from enforcer.protocol import ProtocolError
 from support.fake_client import NOW, FakeEnforcerClient, container
 
 SIZE = (160, 45)
@@ -209,3 +212,67 @@ async def test_one_host_console_has_no_host_column() -> None:
         assert WEB in main(app).view.table.rows
         await pilot.press("h")  # nothing to cycle
         assert main(app).view.table.row_count == 6
+
+
+class RefusingEnforcer(FakeEnforcerClient):
+    """Answers, but refuses this user (as a socket whose peer check says no)."""
+
+    async def connect(self, timeout: float = 3.0) -> dict[str, Any]:
+        raise ProtocolError("forbidden: uid 1001 may not use this socket", protocol.FORBIDDEN)
+
+
+class SlowEnforcer(FakeEnforcerClient):
+    """Accepts the connection and never says hello."""
+
+    async def connect(self, timeout: float = 3.0) -> dict[str, Any]:
+        await asyncio.Event().wait()
+        return {}
+
+
+async def test_a_refusing_host_and_a_slow_one_hold_up_nothing() -> None:
+    good = FakeEnforcerClient(host="node-a", path="/run/a/enforcer.sock")
+    refusing = RefusingEnforcer(host="node-r", path="ssh://ops@node-r:22/run/stockade/enforcer.sock")
+    slow = SlowEnforcer(host="node-s", path="ssh://ops@node-s/run/stockade/enforcer.sock")
+    app = StockadeApp(clients=[good, refusing, slow], clock=lambda: NOW, retry_seconds=0.05)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, app, lambda: app.hosts[0].up and app.hosts[1].state.connection.attempts >= 2,
+                    "node-a up and node-r refused twice")
+        # No hello from the other two: their labels come from their targets.
+        assert [h.label for h in app.hosts] == ["node-a", "node-r", "node-s"]
+        text = header(app)
+        assert "fleet 1/3 up" in text and "● node-a" in text
+        assert "○ node-r unreachable" in text and "◌ node-s connecting" in text
+        banner = str(app.screen.query_one(ConnectionBanner).render())
+        assert "node-r: forbidden: uid 1001 may not use this socket" in banner
+        table = main(app).view.table
+        assert table.row_count == len(good.containers)
+        good.push("inventory", {"change": "added", "container": container("c9" * 32, "late-arrival", "z", "z", "i")})
+        await until(pilot, app, lambda: HostKey(0, "c9" * 32) in table.rows, "node-a's new row")
+
+
+async def test_feed_sync_and_mode_go_to_the_selected_rows_host() -> None:
+    app, a, b = fleet()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(app, pilot)
+        await pilot.press("4")
+        table = main(app).view.table
+        assert table.move_cursor_to(HostKey(1, "feodotracker"))
+        await pilot.pause()
+        await pilot.press("s")
+        assert isinstance(app.screen, ConfirmScreen) and "node-b" in app.screen.title_text
+        await pilot.press("right", "enter")
+        await until(pilot, app, lambda: calls(b, "feeds.sync"), "the sync on node-b")
+        assert not calls(a, "feeds.sync")
+        # Mode of a container of node-a: the container only, then alert.
+        await pilot.press("2")
+        assert main(app).view.table.move_cursor_to(HostKey(0, WEB))
+        await pilot.pause()
+        await pilot.press("m", "down", "enter", "end", "enter")  # this container, protect
+        await until(pilot, app, lambda: isinstance(app.screen, ConfirmScreen), "the mode confirmation")
+        assert "node-a" in app.screen.title_text
+        await pilot.press("right", "enter")
+        await until(pilot, app, lambda: len(calls(a, "mode")) == 2, "the mode change on node-a")
+        # The preview (what protect would stop) and the change: both asked of node-a.
+        assert calls(a, "mode") == [{"target": WEB, "mode": "protect", "scope": "container", "preview": True},
+                                    {"target": WEB, "mode": "protect", "scope": "container"}]
+        assert not calls(b, "mode")
