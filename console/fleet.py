@@ -12,10 +12,9 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Iterator
+from typing import Any, Hashable, Iterator, NamedTuple
 from urllib.parse import urlsplit
 
-from rich.text import Text
 
 from .format import esc
 from .state import Connection, ConsoleState
@@ -24,9 +23,9 @@ from .widgets.live_table import Column, Row
 HOST_LABEL_MAX = 24
 
 
-@dataclass(frozen=True, slots=True)
-class HostKey:
-    """A row key in a fleet: which host (its index in the target list) and the host's own key."""
+class HostKey(NamedTuple):
+    """A row key in a fleet: which host (its index in the target list) and the host's own key.
+    (A tuple: hashed in C, which 10,000 rows of a rebuild notice.)"""
 
     host: int
     key: Hashable
@@ -182,10 +181,7 @@ def host_cell(h: HostState) -> tuple[str, str]:
 def with_host(row: Row, h: HostState) -> Row:
     """A view's row in a fleet: the HOST cell first, and a key that names the host."""
     cell, style = host_cell(h)
-    styles = row.styles + ("",) * (len(row.cells) - len(row.styles))
-    sort = row.sort if row.sort else tuple(c.plain if isinstance(c, Text) else c for c in row.cells)
-    return Row(key=HostKey(h.index, row.key), cells=(cell,) + row.cells, styles=(style,) + styles,
-               sort=(h.label,) + tuple(sort), search=f"{h.label.lower()} {row.search}", host=h.label)
+    return row.prefixed(HostKey(h.index, row.key), cell, style, h.label, f"{h.label.lower()} {row.search}", h.label)
 
 
 HOST_COLUMN_ARGS = {"key": "host", "label": "HOST", "min_width": 4, "max_width": HOST_LABEL_MAX + 8}

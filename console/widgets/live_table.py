@@ -56,6 +56,17 @@ class Row:
             self.search = " ".join(plain).lower()
         self.widths = tuple(len(p) if p.isascii() else cell_len(p) for p in plain)
 
+    def prefixed(self, key: RowKey, cell: str, style: str, sort: Any, search: str, host: str) -> "Row":
+        """This row with one more (escaped, plain) cell first, without measuring the others again."""
+        row = object.__new__(Row)
+        row.key, row.host, row.search = key, host, search
+        row.cells = (cell,) + self.cells
+        row.styles = (style,) + self.styles + ("",) * (len(self.cells) - len(self.styles))
+        own = self.sort if self.sort else tuple(c.plain if isinstance(c, Text) else c for c in self.cells)
+        row.sort = (sort,) + tuple(own)
+        row.widths = (len(cell) if cell.isascii() else cell_len(cell),) + self.widths
+        return row
+
     def text(self, i: int) -> Text:
         value = self.cells[i]
         if isinstance(value, Text):
