@@ -57,7 +57,8 @@ class StockadeApp(App[None]):
             host_state = ConsoleState()
             host_state.clock = clock
             target = str(getattr(c, "target", None) or getattr(c, "path", "") or "")
-            self.hosts.append(HostState(i, target, host_state))
+            hint = getattr(c, "host_label", None)
+            self.hosts.append(HostState(i, target, host_state, hint=hint if isinstance(hint, str) else ""))
             self.sessions.append(EnforcerSession(c, host_state, self.request_repaint,
                                                  retry_seconds=retry_seconds, status_interval=status_interval))
         self.multi_host = len(self.clients) > 1

@@ -65,14 +65,16 @@ def target_detail(target: str) -> str:
     return stem.removesuffix(".sock") or path
 
 
-def fleet_labels(targets: list[str], hellos: list[dict[str, Any]]) -> list[str]:
+def fleet_labels(targets: list[str], hellos: list[dict[str, Any]], hints: list[str] | None = None) -> list[str]:
     """One short, unique label per host: the enforcer's own hostname (hello `host`) when it
-    said one, else what the target says; equal ones get what tells their targets apart,
-    then a number."""
+    said one, else the client's own `host_label` (hints) or what the target says; equal ones
+    get what tells their targets apart, then a number."""
     base = []
-    for target, hello in zip(targets, hellos):
+    for i, (target, hello) in enumerate(zip(targets, hellos)):
         name = hello.get("host") if isinstance(hello, dict) else None
-        base.append(str(name)[:HOST_LABEL_MAX] if isinstance(name, str) and name.strip() else target_label(target))
+        hint = hints[i] if hints and i < len(hints) and hints[i] else ""
+        base.append(str(name)[:HOST_LABEL_MAX] if isinstance(name, str) and name.strip()
+                    else hint[:HOST_LABEL_MAX] or target_label(target))
     labels = list(base)
     for i, label in enumerate(base):
         if base.count(label) > 1:
@@ -93,6 +95,7 @@ class HostState:
     target: str
     state: ConsoleState
     label: str = "local"
+    hint: str = ""  # the client's own host_label, if it has one (ssh targets)
 
     @property
     def up(self) -> bool:
@@ -128,7 +131,8 @@ class FleetState:
 
     def relabel(self) -> bool:
         """Labels from the hellos received so far; True if one changed."""
-        labels = fleet_labels([h.target for h in self.hosts], [h.state.hello for h in self.hosts])
+        labels = fleet_labels([h.target for h in self.hosts], [h.state.hello for h in self.hosts],
+                              [h.hint for h in self.hosts])
         changed = False
         for h, label in zip(self.hosts, labels):
             if h.label != label:

@@ -76,6 +76,8 @@ def test_a_host_label_is_the_enforcers_hostname_else_the_targets_and_unique() ->
     # The enforcers' own names win; two equal ones are told apart by their targets.
     assert fleet_labels(targets, [{"host": "web"}, {"host": "box"}, {"host": "box"}]) == ["web", "box:one", "box:two"]
     assert fleet_labels(["/a.sock", "/a.sock"], [{"host": "x"}, {"host": "x"}]) == ["x:a#1", "x:a#2"]
+    # A client that names its host (ssh targets) is believed before the target is parsed.
+    assert fleet_labels(["ssh://u@10.0.0.7/x"], [{}], ["db-7"]) == ["db-7"]
 
 
 # -- pilot ------------------------------------------------------------------------------------
