@@ -100,8 +100,8 @@ def test_two_real_enforcers_in_one_console_one_stopped_and_back(
 
         # The host filter: h shows one host's rows only, then the next's, then all.
         console.keys("h")
-        screen = console.wait(lambda s: all(r.startswith(label_one) for r in rows_of(s, prefix)) and
-                              "host " + label_one in s, "only the first host's rows")
+        screen = console.wait(lambda s: len(rows_of(s, prefix)) == 2 and "host " + label_one in s and
+                              all(r.startswith(label_one) for r in rows_of(s, prefix)), "only the first host's rows")
         console.keys("h", "h")
         console.wait(lambda s: len(rows_of(s, first)) == 2, "every host's rows again")
 
