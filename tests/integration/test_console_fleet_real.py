@@ -2,10 +2,14 @@
 database and nftables table; --no-sensors, so no eBPF), and the real console in tmux
 (`python -m console.cli --socket A --socket B`), keys sent and the screen read as a person
 would. One enforcer is stopped mid-test: the screen says that host is lost and keeps its
-rows (stale) while the other host's rows still update; then it comes back."""
+rows (stale) while the other host's rows still update; then it comes back. Then, through
+Textual's pilot: an action reaches only the selected row's enforcer (the two audit logs,
+and the container FROZEN then thawed as that enforcer reports it), and a hung socket and a
+missing one beside a real enforcer."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shlex
 import shutil
@@ -13,11 +17,17 @@ import subprocess
 import sys
 import time
 import uuid
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
-from support.harness import REPO, DockerResources, EnforcerProcess
+from console.app import StockadeApp
+from console.fleet import HostKey
+from console.screens.main import MainScreen
+from console.screens.modals import ConfirmScreen
+from console.widgets.header import ConnectionBanner, StatusHeader
+from support.harness import REPO, DockerResources, EnforcerProcess, docker
 
 pytestmark = [pytest.mark.docker, pytest.mark.nftables, pytest.mark.slow]
 
@@ -115,3 +125,69 @@ def test_two_real_enforcers_in_one_console_one_stopped_and_back(
     finally:
         console.keys("q")
         console.stop()
+
+
+# -- the same fleet through Textual's pilot (exact keys and exact state) ---------------------
+async def until(pilot: Any, predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout:g}s waiting for {what}"
+        await pilot.pause(0.1)
+
+
+async def test_an_action_reaches_only_the_enforcer_of_the_selected_row(
+        make_enforcer: Callable[..., EnforcerProcess], dockerx: DockerResources, busybox_image: str) -> None:
+    one = make_enforcer("--no-sensors")
+    two = make_enforcer("--no-sensors")
+    name = dockerx.run(name="stfleet" + uuid.uuid4().hex[:6], command=["sleep", "3600"])
+    cid = docker("inspect", "-f", "{{.Id}}", name).stdout.strip()
+    app = StockadeApp(targets=[one.socket, two.socket], retry_seconds=0.3)
+    async with app.run_test(size=(160, 45)) as pilot:
+        await until(pilot, lambda: all(h.up and cid in h.state.containers for h in app.hosts), "both hosts")
+        app.repaint_now()
+        await pilot.press("2")
+        screen = app.screen
+        assert isinstance(screen, MainScreen)
+        assert screen.view.table.move_cursor_to(HostKey(1, cid))
+        await pilot.press("f")
+        assert isinstance(app.screen, ConfirmScreen)
+        assert app.screen.title_text == f"Freeze container on {app.hosts[1].label}"
+        await pilot.press("right", "enter")
+        await until(pilot, lambda: app.hosts[1].state.containers[cid].get("frozen"), "FROZEN on the second host")
+        # Only the second enforcer was asked (the audit logs), and it froze the container.
+        assert [e["action"] for e in two.call("audit")][:1] == ["freeze"]
+        assert not [e for e in one.call("audit") if e["action"] == "freeze"]
+        await pilot.press("u")
+        await pilot.press("right", "enter")
+        await until(pilot, lambda: not app.hosts[1].state.containers[cid].get("frozen"), "thawed")
+        assert not [e for e in one.call("audit") if e["action"] in ("freeze", "unfreeze")]
+
+
+async def test_a_silent_and_a_missing_enforcer_beside_a_real_one(
+        make_enforcer: Callable[..., EnforcerProcess], tmp_path: Path) -> None:
+    real = make_enforcer("--no-sensors")
+    silent_path = str(tmp_path / "silent" / "enforcer.sock")
+    os.makedirs(os.path.dirname(silent_path))
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept_and_say_nothing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # a hung enforcer: it accepts, and never answers hello
+
+    server = await asyncio.start_unix_server(accept_and_say_nothing, path=silent_path)
+    missing = str(tmp_path / "missing" / "enforcer.sock")
+    app = StockadeApp(targets=[real.socket, silent_path, missing], retry_seconds=0.3)
+    try:
+        async with app.run_test(size=(160, 45)) as pilot:
+            await until(pilot, lambda: app.hosts[0].up and app.hosts[1].state.connection.attempts >= 1
+                        and app.hosts[2].state.connection.attempts >= 2, "the real host up, the others refused")
+            app.repaint_now()
+            await pilot.pause()
+            header = str(app.screen.query_one(StatusHeader).render())
+            assert "fleet 1/3 up" in header and f"● {app.hosts[0].label}" in header
+            banner = str(app.screen.query_one(ConnectionBanner).render())
+            assert "did not answer hello" in banner and "no such socket" in banner
+            assert app.hosts[0].state.containers or app.hosts[0].state.status  # the real one loaded
+    finally:
+        server.close()
+        for w in held:
+            w.close()
