@@ -189,6 +189,12 @@ class ConsoleScreen(Screen[None]):
                     (":feeds", "threat feeds and their hits"), (":audit", "actions taken, by whom"),
                     (":quit", "leave the console")]
         sections = [("This screen", keys), ("Moving", table_keys), ("Commands (: then Tab completes)", commands)]
+        if self.stockade.multi_host:
+            sections.append(("Fleet (several enforcers)", [
+                ("h", "one host's rows, then the next host's, then every host's (main screen)"),
+                ("/host:NAME", "in the filter: rows of the hosts whose label starts with NAME"),
+                ("", "actions go to the host of the selected row; the header's second line is each host's health"),
+            ]))
         if self.stockade.read_only:
             sections.append(("Read-only", [("", "action keys (b B f u k m r s x A) are off: "
                                                 + self.stockade.read_only_reason)]))

@@ -278,3 +278,36 @@ async def test_feed_sync_and_mode_go_to_the_selected_rows_host() -> None:
         assert calls(a, "mode") == [{"target": WEB, "mode": "protect", "scope": "container", "preview": True},
                                     {"target": WEB, "mode": "protect", "scope": "container"}]
         assert not calls(b, "mode")
+
+
+async def test_stories_are_per_host_and_help_names_the_fleet_keys() -> None:
+    app, a, b = fleet()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(app, pilot)
+        await pilot.press("3", "g")
+        table = main(app).view.table
+        stories = table.visible_keys()
+        assert stories and all(isinstance(k, HostKey) and str(k.key).startswith("story:") for k in stories)
+        assert {k.host for k in stories} == {0, 1}
+        # The same story on node-b: Enter lists node-b's incidents only.
+        web_story = next(k for k in stories if k.host == 1 and WEB in k.key)
+        assert table.move_cursor_to(web_story)
+        await pilot.press("enter")
+        shown = table.visible_keys()
+        assert shown and all(k.host == 1 and isinstance(k.key, int) for k in shown)
+        await pilot.press("escape")
+        assert set(table.visible_keys()) == set(stories)
+        sections = dict(main(app).help_sections())
+        assert "h" in dict(sections["Fleet (several enforcers)"])
+
+
+def test_snapshot_fleet_containers(snap_compare: Any) -> None:
+    async def run_before(pilot: Any) -> None:
+        app: StockadeApp = pilot.app
+        await ready(app, pilot)
+        await pilot.pause(0.3)
+        app.repaint_now()
+        await pilot.pause()
+
+    app, _, _ = fleet(role="viewer")
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
