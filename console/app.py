@@ -29,6 +29,7 @@ from .session import ClientLike, EnforcerSession
 from .state import ConsoleState
 
 REPAINT_INTERVAL = 0.25  # seconds: at most 4 repaints a second, whatever arrives
+FLEET_BACKOFF = 8  # a fleet's host that is down is retried at retry_seconds, doubling up to 8 times that
 
 
 class StockadeApp(App[None]):
@@ -53,14 +54,15 @@ class StockadeApp(App[None]):
         self.hosts: list[HostState] = []
         self.sessions: list[EnforcerSession] = []
         self.clients: list[ClientLike] = list(clients)
+        backoff = retry_seconds * FLEET_BACKOFF if len(self.clients) > 1 else None
         for i, c in enumerate(self.clients):
             host_state = ConsoleState()
             host_state.clock = clock
             target = str(getattr(c, "target", None) or getattr(c, "path", "") or "")
             hint = getattr(c, "host_label", None)
             self.hosts.append(HostState(i, target, host_state, hint=hint if isinstance(hint, str) else ""))
-            self.sessions.append(EnforcerSession(c, host_state, self.request_repaint,
-                                                 retry_seconds=retry_seconds, status_interval=status_interval))
+            self.sessions.append(EnforcerSession(c, host_state, self.request_repaint, retry_seconds=retry_seconds,
+                                                 status_interval=status_interval, max_retry_seconds=backoff))
         self.multi_host = len(self.clients) > 1
         self.fleet = FleetState(self.hosts, clock=clock)
         self.fleet.relabel()

@@ -30,6 +30,7 @@ class Connection:
     since: float = field(default_factory=time.time)
     # When the link was lost (or first failed), kept through the reconnect attempts; None while up.
     lost_since: float | None = None
+    retry_delay: float = 0.0  # seconds until the next attempt, as the session chose them
 
 
 @dataclass

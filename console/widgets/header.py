@@ -145,7 +145,8 @@ def host_health(h: Any, now: float) -> Text:
         out.append(label, style="bold bright_red")
         ago = duration(max(0.0, now - (conn.lost_since or conn.since)))
         word = "lost" if conn.generation else "unreachable"
-        out.append(f" {word} {ago} ago, retrying (attempt {conn.attempts})", style="bright_red")
+        every = f" every {conn.retry_delay:g}s" if conn.retry_delay else ""
+        out.append(f" {word} {ago} ago, retrying{every} (attempt {conn.attempts})", style="bright_red")
     return out
 
 
@@ -174,7 +175,8 @@ def fleet_banner_text(fleet: Any, retry_seconds: float) -> Text:
         shown = "its rows are stale (the last received)" if h.state.containers or h.state.incidents \
             else "nothing from it yet"
         what = esc(conn.message or "not reachable", 200)
-        out.append(f" {esc(h.label, 40)}: {what}; retrying every {retry_seconds:g}s; {shown}")
+        every = h.state.connection.retry_delay or retry_seconds
+        out.append(f" {esc(h.label, 40)}: {what}; retrying every {every:g}s; {shown}")
     return out
 
 

@@ -311,3 +311,23 @@ def test_snapshot_fleet_containers(snap_compare: Any) -> None:
 
     app, _, _ = fleet(role="viewer")
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+async def test_a_down_host_is_retried_with_backoff_and_one_host_at_a_fixed_pace() -> None:
+    absent = FakeEnforcerClient(host="node-x", path="/run/x/enforcer.sock")
+    absent.reachable = False
+    app = StockadeApp(clients=[FakeEnforcerClient(host="node-a"), absent], clock=lambda: NOW, retry_seconds=0.01)
+    session = app.sessions[1]
+    delays = []
+    for attempts in (1, 2, 3, 4, 5, 9):
+        session.state.connection.attempts = attempts
+        delays.append(session.retry_delay())
+    assert delays == [0.01, 0.02, 0.04, 0.08, 0.08, 0.08]  # doubling up to 8 times the pace
+    session.state.connection.attempts = 0
+    one = StockadeApp(client=FakeEnforcerClient(), retry_seconds=0.01)
+    one.state.connection.attempts = 9
+    assert one.session.retry_delay() == 0.01  # one host: as before, every retry_seconds
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, app, lambda: absent.calls == [] and app.hosts[1].state.connection.attempts >= 5,
+                    "attempts against the absent host")
+        assert "retrying every 0.08s" in header(app)
