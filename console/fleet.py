@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any, Hashable, Iterator, NamedTuple
 from urllib.parse import urlsplit
 
-
 from .format import esc
 from .state import Connection, ConsoleState
 from .widgets.live_table import Column, Row
