@@ -34,6 +34,7 @@ class ActionPlan:
     lines: list[Text] = field(default_factory=list)
     confirm_label: str = "Confirm"
     subject: str = ""  # who it acts on, for the result line
+    host: int | None = None  # which host of a fleet console it goes to (None: the only one)
 
     def request_text(self) -> Text:
         """The request exactly as it goes over the socket."""

@@ -41,11 +41,14 @@ class ClientLike(Protocol):
 
 class EnforcerSession:
     def __init__(self, client: ClientLike, state: ConsoleState, on_change: Callable[[], None],
-                 retry_seconds: float = 1.0, status_interval: float = 2.0) -> None:
+                 retry_seconds: float = 1.0, status_interval: float = 2.0,
+                 max_retry_seconds: float | None = None) -> None:
         self.client = client
         self.state = state
         self.on_change = on_change
         self.retry_seconds = retry_seconds
+        # None: retry every retry_seconds; else back off, doubling up to this (a fleet's hosts).
+        self.max_retry_seconds = max_retry_seconds
         self.status_interval = status_interval
         self._connected = asyncio.Event()
         self._apps_reload: asyncio.Task[None] | None = None
@@ -71,8 +74,17 @@ class EnforcerSession:
                 self.state.set_connection("down", f"console error: {type(e).__name__}: {e}")
             finally:
                 self._connected.clear()
+            delay = self.retry_delay()
+            self.state.connection.retry_delay = delay
             self.on_change()
-            await asyncio.sleep(self.retry_seconds)
+            await asyncio.sleep(delay)
+
+    def retry_delay(self) -> float:
+        """Seconds before the next attempt: fixed, or doubling per failed attempt up to the cap."""
+        if self.max_retry_seconds is None:
+            return self.retry_seconds
+        attempts = max(1, self.state.connection.attempts)
+        return min(self.max_retry_seconds, self.retry_seconds * 2 ** min(attempts - 1, 16))
 
     async def _serve_one_connection(self) -> None:
         self.state.set_connection("connecting", f"connecting to {self.client.path}")

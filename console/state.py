@@ -28,6 +28,9 @@ class Connection:
     attempts: int = 0
     generation: int = 0  # how many times a connection was made (1 = first)
     since: float = field(default_factory=time.time)
+    # When the link was lost (or first failed), kept through the reconnect attempts; None while up.
+    lost_since: float | None = None
+    retry_delay: float = 0.0  # seconds until the next attempt, as the session chose them
 
 
 @dataclass
@@ -50,6 +53,22 @@ class ConsoleState:
     events_seen: int = 0
     overflows: int = 0
     clock: Any = time.time  # the app's clock (fixed in snapshot tests)
+
+    # A single-host console's state answers the fleet's questions too (console/fleet.py):
+    # one host, index None, whose row keys are the enforcer's own ids.
+    multi = False
+
+    def per_host(self) -> list[tuple[None, "ConsoleState"]]:
+        return [(None, self)]
+
+    def host_state(self, index: int | None) -> "ConsoleState":
+        return self
+
+    def label(self, index: int | None) -> str:
+        return ""
+
+    def count(self, what: str) -> int:
+        return len(getattr(self, what))
 
     # -- whole lists (after connect, reconnect or an overflow) ------------------------------
     def set_hello(self, hello: dict[str, Any]) -> None:
@@ -158,6 +177,10 @@ class ConsoleState:
             conn.attempts = 0
         if state != conn.state:
             conn.since = time.time()
+        if state == "connected":
+            conn.lost_since = None
+        elif state == "down" and conn.lost_since is None:
+            conn.lost_since = time.time()
         if state == "down":
             conn.attempts += 1
         conn.state = state

@@ -7,6 +7,8 @@ a real enforcer on a temporary socket, lets the profiles learn for a few seconds
 the app misbehave (a new program, a read of /etc/shadow, an unlinked connection), then
 drives the console headless (Textual's run_test) through every view and saves each one.
 With `--socket PATH` it photographs an enforcer that is already running instead (the demo).
+With `--fleet` it starts two enforcers (no sensors) and photographs the fleet console on
+both (fleet.svg), then with the second one stopped (fleet-lost.svg).
 
 PNG: the SVG is rendered with cairosvg (PyPI, offline) using DejaVu Sans Mono, because
 the Fira Code font that Textual's SVG names is not installed here.
@@ -133,6 +135,30 @@ async def shoot(socket_path: str, out: Path, focus_app: str | None) -> list[Path
     return saved
 
 
+async def shoot_fleet(enforcers: list[EnforcerProcess], out: Path, project: str) -> list[Path]:
+    """The fleet console on two enforcers: both up, then the second one stopped."""
+    app = StockadeApp(targets=[e.socket for e in enforcers], retry_seconds=1.0)
+    saved: list[Path] = []
+
+    def save(name: str) -> None:
+        app.repaint_now()
+        path = out / f"{name}.svg"
+        app.save_screenshot(filename=path.name, path=str(out))
+        saved.append(path)
+
+    async with app.run_test(size=SIZE) as pilot:
+        await wait(lambda: all(h.up and h.state.containers for h in app.hosts), pilot, 30, "both enforcers")
+        await pilot.pause(2.5)  # one status poll each
+        await pilot.press("2", "slash", *project, "enter")
+        await pilot.pause(0.5)
+        save("fleet")
+        enforcers[1].stop()
+        await wait(lambda: not app.hosts[1].up, pilot, 30, "the second enforcer to be lost")
+        await pilot.pause(3.2)
+        save("fleet-lost")
+    return saved
+
+
 def wait_for_sensors(enforcer: EnforcerProcess, timeout: float = 90.0) -> None:
     """The sensors load in the background (bcc compiles C): deploy once they watch."""
     deadline = time.monotonic() + timeout
@@ -201,10 +227,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--socket", help="photograph this running enforcer instead of starting one")
     p.add_argument("--learn-seconds", type=float, default=15.0)
     p.add_argument("--no-sensors", action="store_true", help="start the enforcer without eBPF sensors")
+    p.add_argument("--fleet", action="store_true", help="only the fleet console's shots, on two enforcers")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.socket:
+    if args.fleet:
+        remove_leftovers()
+        resources = DockerResources()
+        workdir = Path(tempfile.mkdtemp(prefix="stockade-shots-"))
+        enforcers = [EnforcerProcess(workdir / name, "--no-sensors", "--learn-seconds", str(args.learn_seconds))
+                     for name in ("node-a", "node-b")]
+        try:
+            for e in enforcers:
+                e.start()
+            project = deploy(resources, workdir)
+            time.sleep(5)
+            saved = asyncio.run(shoot_fleet(enforcers, out, project))
+        finally:
+            for e in enforcers:
+                e.stop()
+                e.remove_nft_table()
+            resources.cleanup()
+            remove_leftovers()
+            shutil.rmtree(workdir, ignore_errors=True)
+    elif args.socket:
         saved = asyncio.run(shoot(args.socket, out, None))
     else:
         remove_leftovers()

@@ -92,13 +92,33 @@ class ConsoleScreen(Screen[None]):
             # While the command line has the focus, `:` and `/` are text for it.
             bars = self.query(CommandBar)
             return not (bars and bars.first().has_focus)
-        if action in actions.MUTATING_ACTIONS and self.stockade.read_only:
+        if action in actions.MUTATING_ACTIONS and self._read_only_here():
             return False  # read-only: the key does nothing and is not shown
         if action in CONTEXT_ACTIONS and action not in self.current_actions():
             if action == "sort_reverse" and "sort" in self.current_actions():
                 return True
             return False
         return True
+
+    def _read_only_here(self) -> bool:
+        """Read-only for what the keys would act on: in a fleet, the selected row's host."""
+        app = self.stockade
+        if not app.multi_host:
+            return app.read_only
+        try:
+            host = self.current_target().host
+        except Exception:  # noqa: BLE001 - not composed yet: the fleet as a whole
+            host = None
+        return app.read_only_for(host)
+
+    def _for_host(self, plan: ActionPlan, host: int | None) -> ActionPlan:
+        """Address the plan to the selected row's host, and say which host in the dialog."""
+        plan.host = host
+        label = self.stockade.host_label(host)
+        if label:
+            plan.lines.insert(0, Text.assemble(("on host ", "dim"), (esc(label, 64), "bold reverse")))
+            plan.title = f"{plan.title} on {printable(label, 64)}"
+        return plan
 
     # -- command line and filter -------------------------------------------------------------
     def _typing_in_bar(self, char: str) -> bool:
@@ -169,6 +189,12 @@ class ConsoleScreen(Screen[None]):
                     (":feeds", "threat feeds and their hits"), (":audit", "actions taken, by whom"),
                     (":quit", "leave the console")]
         sections = [("This screen", keys), ("Moving", table_keys), ("Commands (: then Tab completes)", commands)]
+        if self.stockade.multi_host:
+            sections.append(("Fleet (several enforcers)", [
+                ("h", "one host's rows, then the next host's, then every host's (main screen)"),
+                ("/host:NAME", "in the filter: rows of the hosts whose label starts with NAME"),
+                ("", "actions go to the host of the selected row; the header's second line is each host's health"),
+            ]))
         if self.stockade.read_only:
             sections.append(("Read-only", [("", "action keys (b B f u k m r s x A) are off: "
                                                 + self.stockade.read_only_reason)]))
@@ -178,33 +204,37 @@ class ConsoleScreen(Screen[None]):
     def _container(self, target: Target) -> dict[str, Any] | None:
         if not target.container_id:
             return None
-        c = self.stockade.state.containers.get(target.container_id)
+        c = self.stockade.host_state(target.host).containers.get(target.container_id)
         if c is not None:
             return c
         alert = target.alert or {}
         return {"id": target.container_id, "name": alert.get("container") or target.container_id[:12],
                 "app": alert.get("app") or target.app or ""}
 
-    def _need_container(self, what: str) -> dict[str, Any] | None:
-        c = self._container(self.current_target())
+    def _need_container(self, what: str) -> tuple[dict[str, Any] | None, int | None]:
+        target = self.current_target()
+        c = self._container(target)
         if c is None:
             self.notify(f"{what}: select a container (or an incident of one) first", severity="warning")
-        return c
+        return c, target.host
 
     def action_freeze(self) -> None:
-        c = self._need_container("freeze")
+        c, host = self._need_container("freeze")
         if c is not None:
-            self.run_worker(self._confirm_and_run(actions.freeze_plan(c)), group="action", exit_on_error=False)
+            self.run_worker(self._confirm_and_run(self._for_host(actions.freeze_plan(c), host)), group="action",
+                            exit_on_error=False)
 
     def action_unfreeze(self) -> None:
-        c = self._need_container("unfreeze")
+        c, host = self._need_container("unfreeze")
         if c is not None:
-            self.run_worker(self._confirm_and_run(actions.unfreeze_plan(c)), group="action", exit_on_error=False)
+            self.run_worker(self._confirm_and_run(self._for_host(actions.unfreeze_plan(c), host)), group="action",
+                            exit_on_error=False)
 
     def action_forensics(self) -> None:
-        c = self._need_container("forensics")
+        c, host = self._need_container("forensics")
         if c is not None:
-            self.run_worker(self._confirm_and_run(actions.forensics_plan(c), timeout=120.0), group="action", exit_on_error=False)
+            self.run_worker(self._confirm_and_run(self._for_host(actions.forensics_plan(c), host), timeout=120.0),
+                            group="action", exit_on_error=False)
 
     def action_kill(self) -> None:
         target = self.current_target()
@@ -215,7 +245,8 @@ class ConsoleScreen(Screen[None]):
         alert = target.alert or {}
         detail = as_dict(alert.get("detail"))
         what = target.process or str(detail.get("path") or alert.get("subject") or "")
-        self.run_worker(self._confirm_and_run(actions.kill_plan(c, target.pid, what)), group="action", exit_on_error=False)
+        self.run_worker(self._confirm_and_run(self._for_host(actions.kill_plan(c, target.pid, what), target.host)),
+                        group="action", exit_on_error=False)
 
     def action_unblock(self) -> None:
         target = self.current_target()
@@ -223,7 +254,8 @@ class ConsoleScreen(Screen[None]):
         if c is None or not target.block:
             self.notify("unblock: select a block (container detail, Blocks tab) first", severity="warning")
             return
-        self.run_worker(self._confirm_and_run(actions.unblock_plan(c, target.block)), group="action", exit_on_error=False)
+        self.run_worker(self._confirm_and_run(self._for_host(actions.unblock_plan(c, target.block), target.host)),
+                        group="action", exit_on_error=False)
 
     def action_block(self) -> None:
         target = self.current_target()
@@ -231,9 +263,9 @@ class ConsoleScreen(Screen[None]):
         if c is None:
             self.notify("block: select a container (or an incident of one) first", severity="warning")
             return
-        self.run_worker(self._block_flow(c, target.peer or ""), group="action", exit_on_error=False)
+        self.run_worker(self._block_flow(c, target.peer or "", target.host), group="action", exit_on_error=False)
 
-    async def _block_flow(self, c: dict[str, Any], peer: str) -> None:
+    async def _block_flow(self, c: dict[str, Any], peer: str, host: int | None = None) -> None:
         explanation = Text("Block traffic between ", end="")
         explanation.append(esc(c.get("name"), 128), style="bold")
         explanation.append(" and the peer below: a container name, an IP or CIDR, with an optional :port.")
@@ -242,7 +274,7 @@ class ConsoleScreen(Screen[None]):
         value = await self.app.push_screen_wait(PromptScreen("Block a peer", explanation, printable(peer, 300),
                                                              "container, 10.0.0.5, 10.0.0.0/24:443 …"))
         if value:
-            await self._confirm_and_run(actions.block_plan(c, value))
+            await self._confirm_and_run(self._for_host(actions.block_plan(c, value), host))
 
     def action_mode(self) -> None:
         target = self.current_target()
@@ -252,7 +284,8 @@ class ConsoleScreen(Screen[None]):
         self.run_worker(self._mode_flow(target), group="action", exit_on_error=False)
 
     async def _mode_flow(self, target: Target) -> None:
-        state = self.stockade.state
+        state = self.stockade.host_state(target.host)
+        session = self.stockade.session_for(target.host)
         c = self._container(target)
         scope = "app"
         if c is not None:
@@ -283,32 +316,34 @@ class ConsoleScreen(Screen[None]):
         preview: dict[str, Any] | str | None = None
         if mode == "protect":  # before the confirm button: what protect would have stopped
             try:
-                preview = await self.stockade.session.call("mode", timeout=10.0, target=ref, mode=mode, scope=scope,
+                preview = await session.call("mode", timeout=10.0, target=ref, mode=mode, scope=scope,
                                                            preview=True)
             except ProtocolError as e:
                 preview = str(e)
         members = [c] if scope == "container" and c is not None else \
             [x for x in state.containers.values() if x.get("app") == ref]
         gaps = sorted({str(g) for x in members for g in (x.get("profile_gaps") or []) if isinstance(g, str)})
-        await self._confirm_and_run(actions.mode_plan(ref, scope, mode, current, label, preview, gaps))
+        await self._confirm_and_run(self._for_host(actions.mode_plan(ref, scope, mode, current, label, preview, gaps),
+                                                   target.host))
 
     def action_allow(self) -> None:
-        alert = self.current_target().alert
+        target = self.current_target()
+        alert = target.alert
         if not alert or not alert.get("id"):
             self.notify("allow: select an incident first", severity="warning")
             return
-        self.run_worker(self._allow_flow(alert), group="action", exit_on_error=False)
+        self.run_worker(self._allow_flow(alert, target.host), group="action", exit_on_error=False)
 
-    async def _allow_flow(self, alert: dict[str, Any]) -> None:
-        if self.stockade.read_only:
+    async def _allow_flow(self, alert: dict[str, Any], host: int | None = None) -> None:
+        if self.stockade.read_only_for(host):
             self.notify("read-only: actions are off", severity="warning")
             return
         try:
-            dry_run = await self.stockade.session.call("allow", timeout=10.0, alert_id=alert["id"], dry_run=True)
+            dry_run = await self.stockade.session_for(host).call("allow", timeout=10.0, alert_id=alert["id"], dry_run=True)
         except ProtocolError as e:
             self.notify(f"allow: {printable(str(e), 300)}", severity="warning", timeout=8)
             return
-        await self._confirm_and_run(actions.allow_plan(alert, dry_run))
+        await self._confirm_and_run(self._for_host(actions.allow_plan(alert, dry_run), host))
 
     def action_relearn(self) -> None:
         target = self.current_target()
@@ -320,15 +355,20 @@ class ConsoleScreen(Screen[None]):
         else:
             self.notify("relearn: select an app or a container first", severity="warning")
             return
-        self.run_worker(self._confirm_and_run(plan), group="action", exit_on_error=False)
+        self.run_worker(self._confirm_and_run(self._for_host(plan, target.host)), group="action", exit_on_error=False)
 
     def action_sync(self) -> None:
-        self.run_worker(self._confirm_and_run(actions.sync_plan(self.stockade.state.feeds), timeout=300.0),
-                        group="action", exit_on_error=False)
+        host = self.current_target().host
+        if self.stockade.multi_host and host is None:
+            self.notify("sync: select a feed of the host whose feeds to sync", severity="warning")
+            return
+        plan = self._for_host(actions.sync_plan(self.stockade.host_state(host).feeds), host)
+        self.run_worker(self._confirm_and_run(plan, timeout=300.0), group="action", exit_on_error=False)
 
     async def _confirm_and_run(self, plan: ActionPlan, timeout: float = 30.0) -> None:
-        if self.stockade.read_only:
-            self.notify("read-only: actions are off", severity="warning")
+        if self.stockade.read_only_for(plan.host):
+            self.notify("read-only: actions are off" + (f" on {self.stockade.host_label(plan.host)}"
+                                                         if plan.host is not None else ""), severity="warning")
             return
         confirmed = await self.app.push_screen_wait(
             ConfirmScreen(plan.title, plan.lines, plan.confirm_label, plan.request_text()))
@@ -336,14 +376,16 @@ class ConsoleScreen(Screen[None]):
             self.notify(f"{plan.title}: cancelled", timeout=2)
             return
         try:
-            result = await self.stockade.session.call(plan.op, timeout=timeout, **plan.args)
+            result = await self.stockade.session_for(plan.host).call(plan.op, timeout=timeout, **plan.args)
         except ProtocolError as e:
             message = f"{plan.title} failed: {printable(str(e), 300)}"
             self.notify(message, severity="error", timeout=8)
             self.stockade.last_action = message
             return
         message = actions.describe_result(plan, result)
+        if plan.host is not None and self.stockade.multi_host:
+            message = f"{self.stockade.host_label(plan.host)}: {message}"
         self.stockade.last_action = message
         self.notify(message, timeout=6)
         if self.app.is_running:
-            await self.stockade.after_action(plan.op)
+            await self.stockade.after_action(plan.op, plan.host)

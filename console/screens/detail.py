@@ -115,9 +115,10 @@ class ContainerDetailScreen(ConsoleScreen):
         Binding("shift+tab", "tab(-1)", "Previous tab", show=False, id="detail.shift_tab"),
     ]
 
-    def __init__(self, container_id: str, tab: str = "process") -> None:
+    def __init__(self, container_id: str, tab: str = "process", host: int | None = None) -> None:
         super().__init__()
         self.container_id = container_id
+        self.host = host  # which host of a fleet console (None: the only one)
         self.initial_tab = tab
         self.profile: dict[str, Any] | None = None
         self.profile_note = "loading…"
@@ -158,7 +159,7 @@ class ContainerDetailScreen(ConsoleScreen):
     # -- what the keys act on ----------------------------------------------------------------
     @property
     def container(self) -> dict[str, Any]:
-        return self.stockade.state.containers.get(self.container_id) or {"id": self.container_id,
+        return self.stockade.host_state(self.host).containers.get(self.container_id) or {"id": self.container_id,
                                                                          "name": self.container_id[:12]}
 
     def current_table(self) -> LiveTable | None:
@@ -177,7 +178,7 @@ class ContainerDetailScreen(ConsoleScreen):
 
     def current_target(self) -> Target:
         c = self.container
-        target = Target(container_id=self.container_id, app=c.get("app"))
+        target = Target(container_id=self.container_id, app=c.get("app"), host=self.host)
         active = self.query_one("#detail-tabs", TabbedContent).active
         if active == "tab-tree":
             key = self.query_one("#process-tree", LiveTable).cursor_key
@@ -248,22 +249,23 @@ class ContainerDetailScreen(ConsoleScreen):
 
     async def refresh_data(self) -> None:
         app = self.stockade
-        state = app.state
+        state = app.host_state(self.host)
+        session = app.session_for(self.host)
         if state.connection.state != "connected":
             return
         try:
-            self.profile = await app.session.call("profile", target=self.container_id)
+            self.profile = await session.call("profile", target=self.container_id)
             self.profile_note = ""
         except ProtocolError as e:
             self.profile_note = f"profile: {e}"
         try:
-            rows = await app.session.call("alerts", container=self.container_id, limit=1000)
+            rows = await session.call("alerts", container=self.container_id, limit=1000)
             self.incidents = {a["id"]: a for a in rows if isinstance(a, dict) and isinstance(a.get("id"), int)}
             self.incidents_note = ""
         except ProtocolError as e:
             self.incidents_note = f"incidents: {e}"
         try:
-            fresh = await app.session.call("container", target=self.container_id)
+            fresh = await session.call("container", target=self.container_id)
             if isinstance(fresh, dict) and fresh.get("id"):
                 fresh["_received"] = state.clock()
                 state.containers[fresh["id"]] = fresh
@@ -271,7 +273,7 @@ class ContainerDetailScreen(ConsoleScreen):
             if e.code == protocol.NOT_FOUND:
                 self.profile_note = self.profile_note or "this container is gone"
         try:
-            rows = await app.session.call("blocks", target=self.container_id)
+            rows = await session.call("blocks", target=self.container_id)
             self.blocks = [b for b in rows if isinstance(b, dict)] if isinstance(rows, list) else []
             self.blocks_note = ""
         except ProtocolError as e:
@@ -296,7 +298,8 @@ class ContainerDetailScreen(ConsoleScreen):
         if dirty & {"containers", "connection"}:
             self._paint_info()
         if "alerts" in dirty:
-            live = {i: a for i, a in state.incidents.items() if a.get("container_id") == self.container_id}
+            live = {i: a for i, a in app.host_state(self.host).incidents.items()
+                    if a.get("container_id") == self.container_id}
             if live:
                 self.incidents.update(live)
                 self._paint_incidents()
@@ -306,11 +309,13 @@ class ContainerDetailScreen(ConsoleScreen):
     def _paint_info(self) -> None:
         c = self.container
         crumb = Text(" Containers › ", style="dim", end="")
+        if self.stockade.host_label(self.host):
+            crumb.append(esc(self.stockade.host_label(self.host), 64) + " › ", style="bold")
         crumb.append(esc(c.get("name"), 128), style="bold")
         crumb.append("   Esc back · Tab/←→ switch tabs", style="dim")
         self.query_one("#breadcrumb", Static).update(crumb)
         status, status_style = status_str(c)
-        profile, profile_style = profile_str(c, self.stockade.state.clock())
+        profile, profile_style = profile_str(c, self.stockade.host_state(self.host).clock())
         mode = str(c.get("mode") or "")
         info = Text(end="")
 

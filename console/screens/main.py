@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -12,6 +11,7 @@ from textual.widgets import ContentSwitcher, Footer, Static
 
 from enforcer.models import SEVERITIES
 
+from ..fleet import unqualify
 from ..format import esc
 from ..state import DOMAINS
 from ..widgets.alerts_view import AlertsView
@@ -31,7 +31,7 @@ VIEW_TITLES = {"apps": "Apps", "containers": "Containers", "alerts": "Alerts", "
 class ViewTabs(Static):
     DEFAULT_CSS = "ViewTabs { height: 1; background: $boost; }"
 
-    def show(self, current: str, table: LiveTable | None, counts: dict[str, int]) -> None:
+    def show(self, current: str, table: LiveTable | None, counts: dict[str, int], host: str | None = None) -> None:
         out = Text(end="")
         for i, name in enumerate(VIEW_NAMES, 1):
             label = f" {i} {VIEW_TITLES[name]}"
@@ -44,11 +44,16 @@ class ViewTabs(Static):
             out.append("  /", style="bold yellow")
             out.append(esc(table.filter_text, 64), style="bold yellow")
             out.append(f" ({table.row_count} of {len(table.rows)})", style="dim")
+        if host is not None:
+            out.append("  host ", style="bold yellow")
+            out.append(esc(host, 64), style="bold yellow")
+            out.append(" (h: next)", style="dim")
         self.update(out)
 
 
 class MainScreen(ConsoleScreen):
-    BINDINGS = [Binding("q", "quit_console", "Quit", id="quit")]
+    BINDINGS = [Binding("q", "quit_console", "Quit", id="quit"),
+                Binding("h", "next_host", "Host", id="view.host")]
 
     def __init__(self, initial_view: str = "containers") -> None:
         super().__init__()
@@ -119,6 +124,33 @@ class MainScreen(ConsoleScreen):
         if self.history:
             self.switch_view(self.history.pop(), remember=False)
 
+    def action_next_host(self) -> None:
+        """Fleet console: show one host's rows, the next host's, ..., then every host's again."""
+        app = self.stockade
+        if not app.multi_host:
+            return
+        current = app.host_filter
+        app.host_filter = 0 if current is None else current + 1 if current + 1 < len(app.hosts) else None
+        self._apply_host_filter()
+        label = app.host_label(app.host_filter) if app.host_filter is not None else "every host"
+        self.notify(f"showing {label}", timeout=1.5)
+
+    def _apply_host_filter(self) -> None:
+        app = self.stockade
+        label = app.host_label(app.host_filter) if app.host_filter is not None else None
+        for table in self.query(LiveTable):
+            table.set_host_only(label)
+        self._show_tabs()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "next_host":
+            return self.stockade.multi_host
+        return super().check_action(action, parameters)
+
+    def on_live_table_highlighted(self, event: LiveTable.Highlighted) -> None:
+        if self.stockade.multi_host:
+            self.refresh_bindings()  # a viewer on one host, admin on another: the keys follow the row
+
     def action_quit_console(self) -> None:
         self.app.exit()
 
@@ -154,22 +186,26 @@ class MainScreen(ConsoleScreen):
 
     # -- drill down ------------------------------------------------------------------------
     def on_live_table_selected(self, event: LiveTable.Selected) -> None:
-        key: Any = event.key
+        host, key = unqualify(event.key)
+        app = self.stockade
         if self.current_view == "containers" and isinstance(key, str):
-            self.stockade.open_detail(key)
+            app.open_detail(key, host=host)
         elif self.current_view == "apps" and isinstance(key, tuple):
             if key[0] == "ctr":
-                self.stockade.open_detail(key[1])
+                app.open_detail(key[1], host=host)
             else:
                 self.switch_view("containers")
-                self.view.table.set_filter(str(key[1]))
+                text = str(key[1])
+                if host is not None:
+                    text = f"host:{app.host_label(host)} {text}"
+                self.view.table.set_filter(text)
                 self.filter_changed()
         elif self.current_view == "alerts" and isinstance(key, str) and key.startswith("story:"):
-            self.query_one(AlertsView).open_story(key)
+            self.query_one(AlertsView).open_story(event.key)
         elif self.current_view == "alerts" and isinstance(key, int):
-            alert = self.stockade.state.incidents.get(key) or {}
+            alert = app.host_state(host).incidents.get(key) or {}
             if alert.get("container_id"):
-                self.stockade.open_detail(str(alert["container_id"]), tab="incidents")
+                app.open_detail(str(alert["container_id"]), tab="incidents", host=host)
 
     # -- repaint (method calls down from the app) ------------------------------------------
     def repaint(self, dirty: set[str]) -> None:
@@ -186,14 +222,19 @@ class MainScreen(ConsoleScreen):
             view.repaint(state)
         if "hello" in dirty:
             self.refresh_bindings()
+            if app.host_filter is not None:
+                self._apply_host_filter()  # the host's label may have come with its hello
         self._show_tabs()
 
     def _show_tabs(self) -> None:
-        state = self.stockade.state
-        counts = {"containers": len(state.containers), "apps": len(state.apps) or len(
-            {c.get("app") for c in state.containers.values()}),
-            "alerts": len(state.incidents), "feeds": len(state.feeds)}
-        self.query_one(ViewTabs).show(self.current_view, self.current_table(), counts)
+        app = self.stockade
+        state = app.state
+        counts = {"containers": state.count("containers"),
+                  "apps": sum(len(hs.apps) or len({c.get("app") for c in hs.containers.values()})
+                              for _, hs in state.per_host()),
+                  "alerts": state.count("incidents"), "feeds": state.count("feeds")}
+        host = app.host_label(app.host_filter) if app.host_filter is not None else None
+        self.query_one(ViewTabs).show(self.current_view, self.current_table(), counts, host)
 
 
 def printable_cmd(text: str) -> str:

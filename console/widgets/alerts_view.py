@@ -17,6 +17,7 @@ from textual.widgets import Static
 
 from enforcer.models import ALERT_KINDS, SEVERITIES
 
+from ..fleet import columns_for, fleet_rows, qualify, unqualify, with_host
 from ..format import (KIND_STYLE, SEVERITY_RANK, SEVERITY_STYLE, as_dict, clock_time, date_time, detail_lines,
                       esc)
 from ..state import ConsoleState
@@ -226,50 +227,67 @@ class AlertsView(View):
 
     def compose(self) -> ComposeResult:
         yield Static(id="alerts-filters")
-        yield LiveTable(COLUMNS, sort_column="id", sort_reverse=True, empty_text="no incidents",
-                        id="alerts-table")
+        yield LiveTable(columns_for(COLUMNS, self.multi_host), sort_column="id", sort_reverse=True,
+                        empty_text="no incidents", id="alerts-table")
         with VerticalScroll(id="alert-detail-pane"):
             yield Static(id="alert-detail")
 
-    def _passes(self, a: dict[str, Any]) -> bool:
+    def _passes(self, a: dict[str, Any], host: int | None = None) -> bool:
         if self.kind and a.get("kind") != self.kind:
             return False
         if self.min_severity and SEVERITY_RANK.get(str(a.get("severity")), -1) < SEVERITY_RANK[self.min_severity]:
             return False
         if self.app_filter and a.get("app") != self.app_filter:
             return False
-        if self.story and story_key(a) != self.story:
+        if self.story and qualify(host, story_key(a)) != self.story:
             return False
         return True
 
     def repaint(self, state: ConsoleState, full: bool = False) -> None:
         self._state = state
         table = self.table
-        if "alerts" in state.errors:
-            table.set_empty_text(f"alerts: {esc(state.errors['alerts'], 200)}")
-        elif state.connection.state != "connected" and not state.incidents:
+        hosts = list(state.per_host())
+        errors = [hs.errors["alerts"] for _, hs in hosts if "alerts" in hs.errors]
+        if errors:
+            table.set_empty_text(f"alerts: {esc(errors[0], 200)}")
+        elif state.connection.state != "connected" and not state.count("incidents"):
             table.set_empty_text("waiting for the enforcer…")
         else:
             table.set_empty_text("no incidents" + (" match the filters" if self._filtering else ""))
+        reloaded = any(hs.incidents_reloaded for _, hs in hosts)
         if self.grouped and not self.story:
-            table.set_rows(story_rows(a for a in state.incidents.values() if self._passes(a)))
-            state.incidents_reloaded = False
-        elif full or self.stale or state.incidents_reloaded:
-            table.set_rows(incident_row(a) for a in state.incidents.values() if self._passes(a))
-            state.incidents_reloaded = False
-        elif state.changed_incidents:
+            def stories(hs: ConsoleState) -> list[Row]:
+                index = self._index_of(state, hs)
+                return story_rows(a for a in hs.incidents.values() if self._passes(a, index))
+
+            table.set_rows(fleet_rows(state, stories))
+        elif full or self.stale or reloaded:
+            def incidents(hs: ConsoleState) -> list[Row]:
+                index = self._index_of(state, hs)
+                return [incident_row(a) for a in hs.incidents.values() if self._passes(a, index)]
+
+            table.set_rows(fleet_rows(state, incidents))
+        elif any(hs.changed_incidents for _, hs in hosts):
             upserts, removed = [], []
-            for alert_id in state.changed_incidents:
-                a = state.incidents.get(alert_id)
-                if a is not None and self._passes(a):
-                    upserts.append(incident_row(a))
-                else:
-                    removed.append(alert_id)
+            for index, hs in hosts:
+                for alert_id in hs.changed_incidents:
+                    a = hs.incidents.get(alert_id)
+                    if a is not None and self._passes(a, index):
+                        row = incident_row(a)
+                        upserts.append(row if index is None else with_host(row, state.host(index)))
+                    else:
+                        removed.append(qualify(index, alert_id))
             table.upsert(upserts, remove=removed)
-        state.changed_incidents.clear()
+        for _, hs in hosts:
+            hs.incidents_reloaded = False
+            hs.changed_incidents.clear()
         self.stale = False
         self._show_filters()
         self.show_detail()
+
+    @staticmethod
+    def _index_of(state: Any, hs: ConsoleState) -> int | None:
+        return next((i for i, x in state.per_host() if x is hs), None)
 
     @property
     def _filtering(self) -> bool:
@@ -287,7 +305,7 @@ class AlertsView(View):
         out.append("stories" if self.grouped else "incidents", style="bold" if self.grouped else "")
         if self.story:
             out.append("   story ", style="dim")
-            out.append(esc(self.story.split(":", 2)[2], 16), style="bold")
+            out.append(esc(str(unqualify(self.story)[1]).split(":", 2)[2], 16), style="bold")
             out.append(" (Esc: all stories)", style="dim")
         if self.table.filter_text:
             out.append("   / ", style="dim")
@@ -297,20 +315,22 @@ class AlertsView(View):
 
     def show_detail(self) -> None:
         state = self._state
-        key = self.table.cursor_key
+        host, key = unqualify(self.table.cursor_key)
         if state is not None and isinstance(key, str) and key.startswith("story:"):
-            members = [a for a in state.incidents.values() if story_key(a) == key and self._passes(a)]
-            signature: tuple[Any, ...] = (key, len(members), sum(_count(a) for a in members))
+            members = [a for a in state.host_state(host).incidents.values()
+                       if story_key(a) == key and self._passes(a, host)]
+            signature: tuple[Any, ...] = (host, key, len(members), sum(_count(a) for a in members))
             if signature != self._shown_detail:
                 self._shown_detail = signature
                 self.query_one("#alert-detail", Static).update(story_detail_text(members))
             return
-        alert = state.incidents.get(key) if state is not None and isinstance(key, int) else None
-        signature = (key, alert.get("count") if alert else None, alert.get("last_seen") if alert else None)
+        alert = state.host_state(host).incidents.get(key) if state is not None and isinstance(key, int) else None
+        signature = (host, key, alert.get("count") if alert else None, alert.get("last_seen") if alert else None)
         if signature == self._shown_detail:
             return
         self._shown_detail = signature
-        read_only = bool(getattr(self.app, "read_only", False))
+        read_only_for = getattr(self.app, "read_only_for", None)
+        read_only = bool(read_only_for(host)) if read_only_for is not None else False
         self.query_one("#alert-detail", Static).update(alert_detail_text(alert, actions=not read_only))
 
     def on_live_table_highlighted(self, event: LiveTable.Highlighted) -> None:
@@ -329,8 +349,8 @@ class AlertsView(View):
         self._refilter()
 
     def action_cycle_app(self) -> None:
-        apps = sorted({str(a.get("app")) for a in (self._state.incidents.values() if self._state else [])
-                       if a.get("app")})
+        apps = sorted({str(a.get("app")) for _, hs in (self._state.per_host() if self._state else [])
+                       for a in hs.incidents.values() if a.get("app")})
         self.app_filter = _next(self.app_filter, tuple(apps))
         self._refilter()
 
@@ -339,7 +359,7 @@ class AlertsView(View):
         self.story = None
         self._refilter()
 
-    def open_story(self, key: str) -> None:
+    def open_story(self, key: Any) -> None:
         """Enter on a story: its incidents, one per row (Esc comes back)."""
         self.story = key
         self._refilter()
@@ -357,16 +377,17 @@ class AlertsView(View):
         self._refilter()
 
     def target(self, state: ConsoleState) -> Target:
-        key = self.table.cursor_key
+        host, key = unqualify(self.table.cursor_key)
+        hs = state.host_state(host)
         if isinstance(key, str) and key.startswith("story:"):
             cid = key.split(":", 2)[1]
-            return Target(container_id=cid or None, app=(state.containers.get(cid) or {}).get("app"))
-        alert = state.incidents.get(key) if isinstance(key, int) else None
+            return Target(container_id=cid or None, app=(hs.containers.get(cid) or {}).get("app"), host=host)
+        alert = hs.incidents.get(key) if isinstance(key, int) else None
         if alert is None:
             return Target()
         cid = str(alert.get("container_id") or "") or None
         return Target(container_id=cid, app=alert.get("app"), alert=alert, pid=alert_pid(alert),
-                      peer=alert_peer(alert))
+                      peer=alert_peer(alert), host=host)
 
 
 def _next(current: str | None, choices: tuple[str, ...]) -> str | None:

@@ -14,6 +14,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Static
 
+from ..fleet import columns_for, fleet_rows, unqualify
 from ..format import MODE_STYLE, as_dict, as_list, esc
 from ..state import ConsoleState
 from ..topology import Edge, app_edges, edges_of
@@ -69,13 +70,24 @@ class AppsView(View):
 
     def compose(self) -> ComposeResult:
         with Horizontal():
-            yield LiveTable(COLUMNS, sortable=False, empty_text="no apps on this host", id="apps-table")
+            yield LiveTable(columns_for(COLUMNS, self.multi_host), sortable=False, empty_text="no apps on this host", id="apps-table")
             with VerticalScroll(id="topology-pane"):
                 yield Static(id="topology")
 
     def repaint(self, state: ConsoleState) -> None:
         self._state = state
         table = self.table
+        rows = fleet_rows(state, self._rows)
+        if not rows and state.connection.state != "connected":
+            table.set_empty_text("waiting for the enforcer…")
+        else:
+            table.set_empty_text("no apps on this host")
+        table.set_rows(rows)
+        self.stale = False
+        self.show_topology()
+
+    def _rows(self, state: ConsoleState) -> list[Row]:
+        """One host's apps, services and containers, as tree rows."""
         apps = dict(state.apps)
         # Without the apps op (or before it answers), group the containers by their labels.
         for c in state.containers.values():
@@ -147,30 +159,26 @@ class AppsView(View):
                         str(n_ctr), esc(" ".join(ips), 100)),
                         ("", "dim", MODE_STYLE.get(cmode, "dim"), status_style, profile_style, _count_style(n_ctr), "dim"),
                         search=f"{name} {svc} {c.get('name')} {c.get('image')}".lower()))
-        if not rows and state.connection.state != "connected":
-            table.set_empty_text("waiting for the enforcer…")
-        else:
-            table.set_empty_text("no apps on this host")
-        table.set_rows(rows)
-        self.stale = False
-        self.show_topology()
+        return rows
 
-    def _app_of(self, key: Any) -> str | None:
+    def _app_of(self, qualified: Any) -> str | None:
+        host, key = unqualify(qualified)
         if isinstance(key, tuple) and key:
             if key[0] in ("app", "svc"):
                 return str(key[1])
             if key[0] == "ctr":
-                c = self._state.containers.get(key[1]) if self._state else None
+                c = self._state.host_state(host).containers.get(key[1]) if self._state else None
                 return c.get("app") if c else None
         return None
 
     def show_topology(self) -> None:
-        state = getattr(self, "_state", None)
+        fleet = getattr(self, "_state", None)
         pane = self.query_one("#topology", Static)
-        name = self._app_of(self.table.cursor_key) if state else None
-        if state is None or name is None:
+        name = self._app_of(self.table.cursor_key) if fleet else None
+        if fleet is None or name is None:
             pane.update(Text("select an app to see its connections", style="dim italic"))
             return
+        state = fleet.host_state(unqualify(self.table.cursor_key)[0])
         app = state.apps.get(name, {"name": name})
         edges = app_edges(app)
         out = Text(end="")
@@ -222,8 +230,8 @@ class AppsView(View):
         self.show_topology()
 
     def target(self, state: ConsoleState) -> Target:
-        key = self.table.cursor_key
+        host, key = unqualify(self.table.cursor_key)
         if isinstance(key, tuple) and key and key[0] == "ctr":
-            c = state.containers.get(key[1])
-            return Target(container_id=key[1], app=c.get("app") if c else None)
-        return Target(app=self._app_of(key))
+            c = state.host_state(host).containers.get(key[1])
+            return Target(container_id=key[1], app=c.get("app") if c else None, host=host)
+        return Target(app=self._app_of(self.table.cursor_key), host=host)

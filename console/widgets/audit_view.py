@@ -7,6 +7,7 @@ from typing import Any
 
 from textual.app import ComposeResult
 
+from ..fleet import columns_for, fleet_rows
 from ..format import as_dict, date_time, esc
 from ..state import ConsoleState
 from .live_table import Column, LiveTable, Row
@@ -44,10 +45,13 @@ class AuditView(View):
     ACTIONS = frozenset({"sort"})
 
     def compose(self) -> ComposeResult:
-        yield LiveTable(COLUMNS, sort_column="id", sort_reverse=True, empty_text="no actions taken yet",
+        yield LiveTable(columns_for(COLUMNS, self.multi_host), sort_column="id", sort_reverse=True, empty_text="no actions taken yet",
                         id="audit-table")
 
     def repaint(self, state: ConsoleState) -> None:
-        names = {cid: str(c.get("name") or "") for cid, c in state.containers.items()}
-        self.table.set_rows(audit_row(e, names) for e in state.audit.values())
+        def build(hs: ConsoleState) -> list[Row]:
+            names = {cid: str(c.get("name") or "") for cid, c in hs.containers.items()}
+            return [audit_row(e, names) for e in hs.audit.values()]
+
+        self.table.set_rows(fleet_rows(state, build))
         self.stale = False

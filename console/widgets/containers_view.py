@@ -6,6 +6,7 @@ from typing import Any
 
 from textual.app import ComposeResult
 
+from ..fleet import columns_for, fleet_rows, unqualify
 from ..format import MODE_STYLE, STATE_STYLE, as_list, esc
 from ..output import duration
 from ..state import ConsoleState
@@ -80,13 +81,17 @@ class ContainersView(View):
     ACTIONS = frozenset({"block", "freeze", "unfreeze", "mode", "relearn", "forensics", "sort"})
 
     def compose(self) -> ComposeResult:
-        yield LiveTable(COLUMNS, sort_column="name", empty_text="no containers on this host",
+        yield LiveTable(columns_for(COLUMNS, self.multi_host), sort_column="name", empty_text="no containers on this host",
                         id="containers-table")
 
     def repaint(self, state: ConsoleState) -> None:
-        loaded = state.incidents_by_container()
         now = state.clock()
-        rows = [container_row(c, state.container_alerts(c, loaded), now) for c in state.containers.values()]
+
+        def build(hs: ConsoleState) -> list[Row]:
+            loaded = hs.incidents_by_container()
+            return [container_row(c, hs.container_alerts(c, loaded), now) for c in hs.containers.values()]
+
+        rows = fleet_rows(state, build)
         table = self.table
         if not rows and state.connection.state != "connected":
             table.set_empty_text("waiting for the enforcer…")
@@ -96,8 +101,8 @@ class ContainersView(View):
         self.stale = False
 
     def target(self, state: ConsoleState) -> Target:
-        key = self.table.cursor_key
-        c = state.containers.get(key) if isinstance(key, str) else None
+        host, key = unqualify(self.table.cursor_key)
+        c = state.host_state(host).containers.get(key) if isinstance(key, str) else None
         if c is None:
             return Target()
-        return Target(container_id=c["id"], app=c.get("app"))
+        return Target(container_id=c["id"], app=c.get("app"), host=host)

@@ -7,6 +7,7 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.widgets import Static
 
+from ..fleet import columns_for, fleet_rows, unqualify
 from ..format import Clock, date_time, esc, since
 from ..state import ConsoleState
 from .live_table import Column, LiveTable, Row
@@ -76,10 +77,10 @@ class FeedsView(View):
         self.clock = clock
 
     def compose(self) -> ComposeResult:
-        yield LiveTable(FEED_COLUMNS, sort_column="name", empty_text="no feeds configured (stockade feeds add …)",
+        yield LiveTable(columns_for(FEED_COLUMNS, self.multi_host), sort_column="name", empty_text="no feeds configured (stockade feeds add …)",
                         id="feeds-table")
         yield Static(" Recent hits", classes="section-title")
-        yield LiveTable(HIT_COLUMNS, sort_column="time", sort_reverse=True, empty_text="no feed hits",
+        yield LiveTable(columns_for(HIT_COLUMNS, self.multi_host), sort_column="time", sort_reverse=True, empty_text="no feed hits",
                         id="hits-table")
 
     @property
@@ -89,12 +90,13 @@ class FeedsView(View):
     def repaint(self, state: ConsoleState) -> None:
         feeds = self.table
         hits = self.query_one("#hits-table", LiveTable)
-        if "feeds" in state.errors:
-            feeds.set_empty_text(f"feeds: {esc(state.errors['feeds'], 200)}")
-        feeds.set_rows(feed_row(f, self.clock) for f in state.feeds)
-        hits.set_rows(hit_row(i, h) for i, h in enumerate(state.feed_hits))
+        errors = [hs.errors["feeds"] for _, hs in state.per_host() if "feeds" in hs.errors]
+        if errors:
+            feeds.set_empty_text(f"feeds: {esc(errors[0], 200)}")
+        feeds.set_rows(fleet_rows(state, lambda hs: [feed_row(f, self.clock) for f in hs.feeds]))
+        hits.set_rows(fleet_rows(state, lambda hs: [hit_row(i, h) for i, h in enumerate(hs.feed_hits)]))
         self.stale = False
 
     def target(self, state: ConsoleState) -> Target:
-        key = self.table.cursor_key
-        return Target(feed=key if isinstance(key, str) else None)
+        host, key = unqualify(self.table.cursor_key)
+        return Target(feed=key if isinstance(key, str) else None, host=host)

@@ -47,6 +47,7 @@ class Row:
     styles: tuple[str, ...] = ()
     sort: tuple[Any, ...] = ()  # one sortable value per column (defaults to the cell text)
     search: str = ""  # what `/` matches, lower case (defaults to the cells' text)
+    host: str = ""  # the host's label in a fleet console (what `host:NAME` and `h` filter on)
     widths: tuple[int, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
@@ -54,6 +55,17 @@ class Row:
         if not self.search:
             self.search = " ".join(plain).lower()
         self.widths = tuple(len(p) if p.isascii() else cell_len(p) for p in plain)
+
+    def prefixed(self, key: RowKey, cell: str, style: str, sort: Any, search: str, host: str) -> "Row":
+        """This row with one more (escaped, plain) cell first, without measuring the others again."""
+        row = object.__new__(Row)
+        row.key, row.host, row.search = key, host, search
+        row.cells = (cell,) + self.cells
+        row.styles = (style,) + self.styles + ("",) * (len(self.cells) - len(self.styles))
+        own = self.sort if self.sort else tuple(c.plain if isinstance(c, Text) else c for c in self.cells)
+        row.sort = (sort,) + tuple(own)
+        row.widths = (len(cell) if cell.isascii() else cell_len(cell),) + self.widths
+        return row
 
     def text(self, i: int) -> Text:
         value = self.cells[i]
@@ -70,6 +82,19 @@ def _sortable(value: Any) -> tuple[int, Any]:
     if isinstance(value, Text):
         return (1, value.plain.lower())
     return (1, str(value).lower())
+
+
+def split_filter(text: str) -> tuple[str, list[str]]:
+    """`/host:node-2 wget` -> ("wget", ["node-2"]): the `host:` words, and what else to match."""
+    if "host:" not in text.lower():
+        return text.lower(), []
+    words, hosts = [], []
+    for word in text.lower().split():
+        if word.startswith("host:"):
+            hosts.append(word[5:])
+        else:
+            words.append(word)
+    return " ".join(words), hosts
 
 
 class LiveTable(ScrollView, can_focus=True):
@@ -125,6 +150,7 @@ class LiveTable(ScrollView, can_focus=True):
         self.sortable = sortable
         self.empty_text = empty_text
         self.filter_text = ""
+        self.host_only: str | None = None  # a fleet console's host filter (`h`), by label
         self.rows: dict[RowKey, Row] = {}
         self.order: list[RowKey] = []
         self._position: dict[RowKey, int] = {}
@@ -157,6 +183,11 @@ class LiveTable(ScrollView, can_focus=True):
     def set_filter(self, text: str) -> None:
         self.filter_text = text
         self._rebuild()
+
+    def set_host_only(self, label: str | None) -> None:
+        if label != self.host_only:
+            self.host_only = label
+            self._rebuild()
 
     def set_empty_text(self, text: str) -> None:
         if text != self.empty_text:
@@ -198,8 +229,12 @@ class LiveTable(ScrollView, can_focus=True):
     # -- order, widths, cursor -----------------------------------------------------------
     def _rebuild(self) -> None:
         self.rebuilds += 1
-        needle = self.filter_text.lower()
+        needle, hosts = split_filter(self.filter_text)
         rows = [r for r in self.rows.values() if needle in r.search] if needle else list(self.rows.values())
+        if hosts:  # `host:NAME` in the filter: rows of hosts whose label starts so
+            rows = [r for r in rows if any(r.host.lower().startswith(h) for h in hosts)]
+        if self.host_only is not None:
+            rows = [r for r in rows if r.host == self.host_only]
         col_keys = [c.key for c in self.columns]
         if self.sortable and self.sort_column in col_keys:
             i = col_keys.index(self.sort_column)
@@ -350,6 +385,8 @@ class LiveTable(ScrollView, can_focus=True):
                 message = self.empty_text
                 if self.filter_text and self.rows:
                     message = f"no row matches /{self.filter_text}"
+                elif self.host_only is not None and self.rows:
+                    message = f"nothing here from host {self.host_only} (h: next host)"
                 text = Text(" " + message, style=style, end="")
                 return Strip(list(text.render(self.app.console))).adjust_cell_length(width, base)
             return Strip.blank(width, base)

@@ -24,6 +24,7 @@ class Target:
     feed: str | None = None
     process: str = ""  # what the pid runs, for the kill dialog
     block: dict[str, Any] | None = None  # a selected block in force (container detail)
+    host: int | None = None  # which host of a fleet console (None: the only one)
 
 
 class View(Vertical):
@@ -46,6 +47,10 @@ class View(Vertical):
 
     def target(self, state: ConsoleState) -> Target:
         return Target()
+
+    @property
+    def multi_host(self) -> bool:
+        return bool(getattr(self.app, "multi_host", False))
 
     def focus_table(self) -> None:
         self.table.focus()

@@ -11,6 +11,7 @@ import asyncio
 import copy
 from typing import Any, AsyncIterator
 
+from console.client import Unreachable
 from enforcer import protocol
 from enforcer.protocol import ProtocolError
 
@@ -156,8 +157,11 @@ class FakeEnforcerClient:
     """Answers the ops from fixed data; `errors` maps ops to the error they answer with."""
 
     def __init__(self, *, role: str = "admin", errors: dict[str, ProtocolError] | None = None,
-                 incidents: int | None = None, containers: list[dict[str, Any]] | None = None) -> None:
-        self.path = "/run/stockade/enforcer.sock"
+                 incidents: int | None = None, containers: list[dict[str, Any]] | None = None,
+                 host: str = "node-1", path: str = "/run/stockade/enforcer.sock") -> None:
+        self.path = path
+        self.host = host
+        self.reachable = True  # False: connect fails as with no enforcer there (see drop())
         self.hello: dict[str, Any] = {}
         self.role = role
         self.errors = dict(errors or {})
@@ -174,11 +178,13 @@ class FakeEnforcerClient:
         self.connected = False
 
     async def connect(self, timeout: float = 3.0) -> dict[str, Any]:
+        if not self.reachable:
+            raise Unreachable(f"cannot reach the enforcer at {self.path}: no such socket (is stockade-enforcer running?)")
         self.connected = True
         ops = ["hello", "ping", "subscribe", "apps", "containers", "container", "status", "audit", "profile",
                "alerts", "alert", "mode", "relearn", "feeds", "feeds.sync", "feeds.hits", "block", "unblock",
                "blocks", "freeze", "unfreeze", "kill", "forensics"]
-        self.hello = {"protocol": 1, "server": "stockade-enforcer", "version": "0.1.0", "host": "node-1",
+        self.hello = {"protocol": 1, "server": "stockade-enforcer", "version": "0.1.0", "host": self.host,
                       "started": NOW - 7322, "uid": 0, "user": "root", "role": self.role,
                       "ops": ops}
         return self.hello
@@ -196,6 +202,13 @@ class FakeEnforcerClient:
             if event.get("event") == "disconnected":
                 return
 
+    def drop(self) -> None:
+        """The enforcer goes away: the connection ends and reconnecting fails until
+        `reachable` is set again."""
+        self.reachable = False
+        self.connected = False
+        self.queue.put_nowait({"event": "disconnected", "data": {}})
+
     def push(self, topic: str, data: Any) -> None:
         self.queue.put_nowait({"event": topic, "data": data})
 
@@ -203,8 +216,10 @@ class FakeEnforcerClient:
         self.calls.append((op, args))
         if op in self.errors:
             raise self.errors[op]
+        if not self.reachable:
+            raise Unreachable(f"cannot reach the enforcer at {self.path}: not connected")
         if op == "status":
-            return {"host": "node-1", "version": "0.1.0", "started": NOW - 7322, "uptime": 7322.0,
+            return {"host": self.host, "version": "0.1.0", "started": NOW - 7322, "uptime": 7322.0,
                     "docker": {"connected": True, "error": ""}, "containers": len(self.containers),
                     "containers_watched": len(self.containers) - 1, "store": {"pending_writes": 0, "error": ""},
                     "socket": {}, "sensors": [
