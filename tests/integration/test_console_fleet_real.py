@@ -28,6 +28,7 @@ from console.screens.main import MainScreen
 from console.screens.modals import ConfirmScreen
 from console.widgets.header import ConnectionBanner, StatusHeader
 from support.harness import REPO, DockerResources, EnforcerProcess, docker
+from support.sshd import sshd
 
 pytestmark = [pytest.mark.docker, pytest.mark.nftables, pytest.mark.slow]
 
@@ -125,6 +126,45 @@ def test_two_real_enforcers_in_one_console_one_stopped_and_back(
     finally:
         console.keys("q")
         console.stop()
+
+
+def test_two_enforcers_over_ssh_in_one_console_one_stopped_and_back(
+        make_enforcer: Callable[..., EnforcerProcess], dockerx: DockerResources, busybox_image: str) -> None:
+    """The fleet as a user runs it: the console in tmux, both hosts named ssh://, the system
+    ssh and a real sshd carrying `stockade dial-stdio`; one enforcer stopped, then back."""
+    one = make_enforcer("--no-sensors")
+    two = make_enforcer("--no-sensors")
+    name = dockerx.run(name="stfleetssh" + uuid.uuid4().hex[:6], command=["sleep", "3600"])
+    with sshd() as server:
+        targets = [server.target("root", one.socket), server.target("root", two.socket)]
+        # The CLI against each host over ssh first (one host per command).
+        for target in targets:
+            proc = subprocess.run([sys.executable, "-m", "console.cli", "--host", target, "containers", "--json"],
+                                  capture_output=True, text=True, timeout=120, cwd=REPO, env=server.env())
+            assert proc.returncode == 0, proc.stderr
+            assert name in proc.stdout
+        opts = server.env()["STOCKADE_SSH_OPTS"]
+        command = ["env", f"STOCKADE_SSH_OPTS={opts}", sys.executable, "-m", "console.cli"]
+        for target in targets:
+            command += ["--host", target]
+        console = Tmux(command).start()
+        try:
+            screen = console.wait(lambda s: "fleet 2/2 up" in s and len(rows_of(s, name)) == 2,
+                                  "both hosts over ssh and the container once per host", timeout=60)
+            assert "HOST" in screen
+            two.stop()
+            screen = console.wait(lambda s: "fleet 1/2 up" in s and " lost" in s, "the stopped host shown lost",
+                                  timeout=60)
+            assert any("(stale)" in r for r in rows_of(screen, name)) or "(stale)" in screen
+            two.start()
+            console.wait(lambda s: "fleet 2/2 up" in s and "(stale)" not in s and len(rows_of(s, name)) == 2,
+                         "the host back over ssh", timeout=90)
+        except BaseException:
+            print(f"---- last screen ----\n{console.screen()}\n---- sshd log ----\n{server.log()[-3000:]}")
+            raise
+        finally:
+            console.keys("q")
+            console.stop()
 
 
 # -- the same fleet through Textual's pilot (exact keys and exact state) ---------------------
