@@ -4,7 +4,7 @@
 #   2. wheels of the project and its dependencies (pip, from the package index or pip's cache)
 #   3. docker build deploy/Dockerfile with --network none: the wheels are installed offline
 # Cached: the image carries the sha256 of everything it is built from (label
-# stockade.image.hash): the project's sources (enforcer/, console/, pyproject.toml), the
+# stockade.enforcer.hash): the project's sources (enforcer/, console/, pyproject.toml), the
 # Dockerfile, this script and the base image (itself labelled with the hash of
 # deploy/enforcer-packages). When that matches, nothing is rebuilt (no pip, no docker build)
 # and a run takes about a second. STOCKADE_REBUILD=1 builds anyway (e.g. to pick up newer
@@ -16,7 +16,7 @@ repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
 cache="${STOCKADE_BUILD_CACHE:-/var/cache/stockade-build}"
 image="${STOCKADE_ENFORCER_IMAGE:-stockade/enforcer:latest}"
-label=stockade.image.hash
+label=stockade.enforcer.hash
 ctx="$cache/context-enforcer"
 say() { printf 'enforcer-image: %s\n' "$*"; }
 die() { printf 'enforcer-image: %s\n' "$*" >&2; exit 1; }

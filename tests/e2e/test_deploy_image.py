@@ -164,7 +164,7 @@ def test_the_image_build_is_cached_by_what_it_is_built_from(image: dict[str, Any
     assert "is up to date" in image["second"] and "docker build" not in image["second"], image["second"]
     assert image["second_id"] == image["first_id"]
     labels = json.loads(docker("image", "inspect", "-f", "{{json .Config.Labels}}", IMAGE).stdout)
-    assert len(labels.get("stockade.image.hash", "")) == 64
+    assert len(labels.get("stockade.enforcer.hash", "")) == 64
 
 
 def test_the_documented_line_runs_it_with_the_hosts_namespaces_and_the_host_cli_sees_every_sensor(
