@@ -191,6 +191,11 @@ def test_the_documented_line_runs_it_with_the_hosts_namespaces_and_the_host_cli_
     assert os.listdir(enforcer.pin_dir)
     # The socket and the database are in the folders the line mounted.
     assert (enforcer.state_dir / "stockade.db").exists()
+    # The image's healthcheck (Docker runs it every 30 s) passes now that the sensors are in.
+    kind, command = info["Config"]["Healthcheck"]["Test"]
+    assert kind == "CMD-SHELL"
+    health = docker("exec", enforcer.name, "/bin/sh", "-c", command, check=False)
+    assert health.returncode == 0, health.stderr
 
 
 def test_an_unexpected_program_after_learning_is_an_alert_listed_by_the_host_cli(enforcer: Deployed, dockerx) -> None:
