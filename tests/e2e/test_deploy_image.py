@@ -3,7 +3,7 @@ run, with nothing changed, builds nothing), the `docker run` line of docs/demo.m
 exactly as written but for its own names and folders (tests/support/deploy.py), and from the
 host: the CLI reaches it through the mounted socket, every eBPF sensor is loaded, a program a
 busybox container never ran while learning is an alert, a block between two containers is
-refused in the kernel, SIGTERM stops it cleanly, and `--uninstall` (the same line, run once)
+refused in the kernel, the host's groups give the socket its roles, SIGTERM stops it cleanly, and `--uninstall` (the same line, run once)
 removes its nftables table and its bpffs pins. Then deploy/compose.yaml starts the same
 container (with `docker compose`, or Debian 12's docker-compose 1.29).
 
@@ -18,10 +18,13 @@ show with `pytest -s`."""
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import shutil
+import stat
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -35,6 +38,7 @@ from support.deploy import (RUN_DIR, STATE_DIR, compose_for_v1, compose_service,
 from support.enforce import drop_counters, ip_of, nft_table, reaches, wait_active, wait_known, wait_reaches, \
     wait_reconciled, web
 from support.harness import REPO, TEST_LABEL, container_info, docker, exec_in, sh, socket_call, unique, wait_for
+from support.principals import Principal, Principals, as_user, open_workdir, principals
 
 pytestmark = [pytest.mark.docker, pytest.mark.bpf, pytest.mark.nftables, pytest.mark.slow]
 
@@ -90,7 +94,7 @@ def image(docker_engine: None) -> dict[str, Any]:
 class Deployed:
     """One containerized enforcer started from the documented line, with its own names."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, users: Principals) -> None:
         suffix = uuid.uuid4().hex[:8]
         self.name = f"sttest-enforcer-{suffix}"
         self.table = f"sttest_{int(time.time())}_{suffix[:6]}"
@@ -100,7 +104,11 @@ class Deployed:
         self.state_dir.mkdir(parents=True)
         self.socket = str(self.run_dir / "enforcer.sock")
         self.pin_dir = f"/sys/fs/bpf/stockade/{self.table}"
-        self.env = {"STOCKADE_NFT_TABLE": self.table, "STOCKADE_LEARN_SECONDS": str(LEARN_SECONDS)}
+        # The socket's roles go to test groups made on the host before the container starts
+        # (it sees the host's /etc/group through the documented mount).
+        self.env = {"STOCKADE_NFT_TABLE": self.table, "STOCKADE_LEARN_SECONDS": str(LEARN_SECONDS),
+                    "STOCKADE_SOCKET_GROUP": users.viewer_group, "STOCKADE_VIEWER_GROUP": users.viewer_group,
+                    "STOCKADE_ADMIN_GROUP": users.admin_group}
 
     def argv(self, uninstall: bool = False) -> list[str]:
         return instance_argv(documented_run_argv(), name=self.name, run_dir=self.run_dir, state_dir=self.state_dir,
@@ -143,8 +151,16 @@ class Deployed:
 
 
 @pytest.fixture(scope="module")
-def enforcer(image: dict[str, Any], busybox_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
-    d = Deployed(tmp_path_factory.mktemp("deploy-image"))
+def users() -> Iterator[Principals]:
+    """Host users and groups (admin, viewer, outsider), removed afterwards."""
+    with principals("dp") as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def enforcer(image: dict[str, Any], busybox_image: str, users: Principals) -> Iterator[Deployed]:
+    workdir = open_workdir("stdeploy")  # the test users must reach the socket in it
+    d = Deployed(workdir, users)
     try:
         start = time.monotonic()
         sh(*d.argv())
@@ -158,6 +174,7 @@ def enforcer(image: dict[str, Any], busybox_image: str, tmp_path_factory: pytest
         raise
     finally:
         d.remove()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def test_the_image_build_is_cached_by_what_it_is_built_from(image: dict[str, Any]) -> None:
@@ -227,6 +244,37 @@ def test_a_block_between_two_containers_is_refused_in_the_kernel(enforcer: Deplo
     assert not reaches(b, ip_a)
     counters = drop_counters("bridge", enforcer.table)
     assert counters["from-container4"] > 0 and counters["to-container4"] > 0, counters
+
+
+HELLO_PROBE = """
+import asyncio, json, sys
+from console.client import EnforcerClient
+async def main():
+    c = EnforcerClient(sys.argv[1])
+    print(json.dumps(await c.connect()))
+    await c.close()
+asyncio.run(main())
+"""
+
+
+def cli_as(who: Principal, enforcer: Deployed, *args: str) -> subprocess.CompletedProcess[str]:
+    return as_user(who, sys.executable, "-m", "console.cli", "--socket", enforcer.socket, *args)
+
+
+def test_the_hosts_groups_give_the_socket_its_roles(enforcer: Deployed, users: Principals) -> None:
+    st = os.stat(enforcer.socket)
+    assert stat.S_IMODE(st.st_mode) == 0o660 and st.st_gid == grp.getgrnam(users.viewer_group).gr_gid
+    for who, role in ((users.admin, "admin"), (users.viewer, "viewer")):
+        proc = as_user(who, sys.executable, "-c", HELLO_PROBE, enforcer.socket)
+        assert proc.returncode == 0, proc.stderr
+        hello = json.loads(proc.stdout)
+        assert (hello["role"], hello["uid"]) == (role, who.uid), hello
+    assert cli_as(users.viewer, enforcer, "status", "--json").returncode == 0
+    refused = cli_as(users.viewer, enforcer, "block", "nosuch-container", "--peer", "10.9.9.9")
+    assert refused.returncode == 1 and "block changes state" in refused.stderr, refused.stderr
+    assert f"user {users.viewer.name} may only read" in refused.stderr
+    outsider = cli_as(users.outsider, enforcer, "status")
+    assert outsider.returncode == 1 and "permission denied" in outsider.stderr, outsider.stderr
 
 
 def test_sigterm_stops_it_cleanly_and_uninstall_removes_its_table_and_pins(enforcer: Deployed) -> None:

@@ -22,7 +22,7 @@ from support.deploy import (COMPOSE, DOC, DOCKERFILE, RUN_DIR, STATE_DIR, UNIT, 
 # each where it applies.
 CONDITIONAL_CAPS = {"CAP_BPF", "CAP_PERFMON", "CAP_SYS_RESOURCE"}
 MOUNTS = {"/sys/kernel/tracing", "/sys/fs/cgroup", "/sys/fs/bpf", "/var/run/docker.sock", "/lib/modules",
-          "/usr/src", RUN_DIR, STATE_DIR}
+          "/usr/src", RUN_DIR, STATE_DIR, "/etc/passwd", "/etc/group"}
 
 
 def documented() -> RunSpec:
@@ -43,7 +43,8 @@ def test_the_documented_line_runs_the_image_with_the_hosts_namespaces_and_no_oth
     assert {f"CAP_{c}" for c in spec.cap_add} | CONDITIONAL_CAPS == unit_caps()
     assert spec.security_opt == {"apparmor=unconfined", "seccomp=unconfined"}
     assert set(spec.volumes) == MOUNTS
-    assert spec.volumes["/lib/modules"].endswith(":ro") and spec.volumes["/usr/src"].endswith(":ro")
+    read_only = {target for target, source in spec.volumes.items() if source.endswith(":ro")}
+    assert read_only == {"/lib/modules", "/usr/src", "/etc/passwd", "/etc/group"}
     assert spec.restart == "unless-stopped" and spec.detach and spec.name == "stockade-enforcer"
     # Host paths are the container's: the host's `stockade` finds the socket where it looks.
     assert all(source.split(":")[0] == target for target, source in spec.volumes.items())
