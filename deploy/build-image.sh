@@ -17,7 +17,6 @@ cd "$repo"
 cache="${STOCKADE_BUILD_CACHE:-/var/cache/stockade-build}"
 image="${STOCKADE_ENFORCER_IMAGE:-stockade/enforcer:latest}"
 label=stockade.enforcer.hash
-ctx="$cache/context-enforcer"
 say() { printf 'enforcer-image: %s\n' "$*"; }
 die() { printf 'enforcer-image: %s\n' "$*" >&2; exit 1; }
 [ -x .venv/bin/pip ] || die "no .venv: run make setup first"
@@ -45,10 +44,15 @@ if [ "$have" = "$want" ] && [ -z "${STOCKADE_REBUILD:-}" ]; then
     exit 0
 fi
 
-rm -rf "$ctx"
-mkdir -p "$ctx/wheels"
+# A build context of its own (two builds at once must not share one), removed whatever happens.
+ctx=$(mktemp -d "$cache/context-enforcer.XXXXXX")
+trap 'rm -rf "$ctx"' EXIT
+mkdir -p "$ctx/wheels" "$ctx/src"
+# The wheel is built from a copy of exactly the hashed sources: a build/ folder left in the
+# checkout by an earlier build can hold files since deleted, which setuptools would pack.
+tar -c --exclude=__pycache__ --exclude='*.pyc' pyproject.toml README.md enforcer console | tar -x -C "$ctx/src"
 say "building wheels of the project and its dependencies"
-.venv/bin/pip wheel -q --disable-pip-version-check -w "$ctx/wheels" . >"$cache/wheels.log" 2>&1 \
+.venv/bin/pip wheel -q --disable-pip-version-check -w "$ctx/wheels" "$ctx/src" >"$cache/wheels.log" 2>&1 \
     || { tail -n 20 "$cache/wheels.log" >&2; die "pip wheel failed; full log in $cache/wheels.log"; }
 cp deploy/Dockerfile "$ctx/"
 say "docker build $image"
@@ -57,7 +61,6 @@ if ! docker build --force-rm --network none --label "$label=$want" -t "$image" "
     tail -n 30 "$cache/build-enforcer.log" >&2
     die "docker build failed; full output in $cache/build-enforcer.log"
 fi
-rm -rf "$ctx"
 # Older builds, now untagged (only ours: they carry the label).
 docker image prune -f --filter "label=$label" >/dev/null 2>&1 || true
 say "built $image in $((SECONDS - start)) s: $(docker image inspect -f '{{.Size}}' "$image" | numfmt --to=iec)"
