@@ -3,7 +3,8 @@ run, with nothing changed, builds nothing), the `docker run` line of docs/demo.m
 exactly as written but for its own names and folders (tests/support/deploy.py), and from the
 host: the CLI reaches it through the mounted socket, every eBPF sensor is loaded, a program a
 busybox container never ran while learning is an alert, a block between two containers is
-refused in the kernel, the host's groups give the socket its roles, SIGTERM stops it cleanly, and `--uninstall` (the same line, run once)
+refused in the kernel, protect mode kills an unknown program and refuses an unknown peer,
+the host's groups give the socket its roles, SIGTERM stops it cleanly, and `--uninstall` (the same line, run once)
 removes its nftables table and its bpffs pins. Then deploy/compose.yaml starts the same
 container (with `docker compose`, or Debian 12's docker-compose 1.29).
 
@@ -35,8 +36,8 @@ import yaml
 
 from support.deploy import (RUN_DIR, STATE_DIR, compose_for_v1, compose_service, documented_run_argv,
                             instance_argv, parse_run)
-from support.enforce import drop_counters, ip_of, nft_table, reaches, wait_active, wait_known, wait_reaches, \
-    wait_reconciled, web
+from support.enforce import (drop_counters, host_fetch, ip_of, nft_elements, nft_table, reaches, wait_active,
+                             wait_known, wait_reaches, wait_reconciled, web)
 from support.harness import REPO, TEST_LABEL, container_info, docker, exec_in, sh, socket_call, unique, wait_for
 from support.principals import Principal, Principals, as_user, open_workdir, principals
 
@@ -244,6 +245,36 @@ def test_a_block_between_two_containers_is_refused_in_the_kernel(enforcer: Deplo
     assert not reaches(b, ip_a)
     counters = drop_counters("bridge", enforcer.table)
     assert counters["from-container4"] > 0 and counters["to-container4"] > 0, counters
+
+
+# Fetches db's page twice a second (only wget and sleep run, learned while learning).
+CLIENT = ["sh", "-c", "while true; do /bin/wget -q -O /dev/null http://$T:8080/; /bin/sleep 0.5; done"]
+
+
+def test_protect_mode_kills_an_unknown_program_and_refuses_an_unknown_peer_in_the_kernel(
+        enforcer: Deployed, dockerx) -> None:
+    net = dockerx.network()
+    db, stranger = web(dockerx, net), web(dockerx, net)
+    app = dockerx.run("-e", f"T={ip_of(db)}", network=net, command=CLIENT)
+    wait_known(enforcer, db, stranger, app)
+
+    def learned() -> bool:
+        entries = enforcer.call("profile", target=app)["profile"]["entries"]
+        return (any(e["key"].startswith(f"out tcp {db}/{db} 8080") for e in entries["peer"])
+                and any(e["data"]["path"] == "/bin/wget" for e in entries["process"]))
+
+    wait_for(learned, timeout=30, interval=0.5, what="app's profile to hold the fetch from db and wget")
+    wait_active(enforcer, app, timeout=LEARN_SECONDS + 60)
+    enforcer.cli("mode", app, "protect")
+    wait_for(lambda: ip_of(app) in json.dumps(nft_elements("inet", enforcer.table, "prot4")), timeout=15,
+             what="app under default-deny in the container's nftables table")
+    # What the profile holds passes; a peer it does not hold is refused (fetched from the
+    # app's network namespace by a host process, so nothing is exec'd in the app).
+    assert host_fetch(app, ip_of(db))
+    assert not host_fetch(app, ip_of(stranger))
+    assert drop_counters("inet", enforcer.table).get("deny-out4-tcp", 0) >= 1
+    # A program the app never ran is killed before its first instruction (SIGKILL: 137).
+    assert exec_in(app, "uname").returncode == 137
 
 
 HELLO_PROBE = """
