@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket as _socket
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -96,6 +97,11 @@ class Settings:
             except (TypeError, ValueError) as e:
                 raise ConfigError(f"bad value for {key} in {source}: {e}") from None
             setattr(self, key, value)
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,63}", self.nft_table):
+            # It names the nftables table and the pin folder /sys/fs/bpf/stockade/<nft_table>:
+            # an empty name would make --uninstall remove every instance's pins.
+            raise ConfigError(f"nft_table must be a letter then letters, digits or _ (at most 64), "
+                              f"not {self.nft_table!r}")
         if self.default_mode not in ("learn", "alert", "protect"):
             raise ConfigError(f"default_mode must be learn, alert or protect, not {self.default_mode!r}")
         if self.learn_seconds < 0:

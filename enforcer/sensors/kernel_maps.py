@@ -157,6 +157,10 @@ class KernelMaps:
         mode_id = L.MODES[mode] if isinstance(mode, str) else int(mode)
         if mode_id not in L.MODES.values():
             raise ValueError(f"unknown mode {mode!r}")
+        if self.own_cgroup_id and cgroup_id == self.own_cgroup_id:
+            # The profile book gives the enforcer's own container a profile like any other;
+            # a policy would watch it after all (its bpf() calls, its reads of /proc).
+            return
         old = self._policies.get(cgroup_id)
         self._policies[cgroup_id] = (int(profile_id), mode_id)
         self._watched.setdefault(cgroup_id, "")

@@ -9,8 +9,10 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from console.commands.inventory import _pins_line
-from enforcer.config import Settings
+from enforcer.config import ConfigError, Settings
 from enforcer.sensors.pins import PinDir
 
 
@@ -68,3 +70,15 @@ def test_status_line_says_what_is_pinned_or_why_not():
                        "adopted": {"links": [{"pid": 8}]}})
     assert "2 maps" in line and "39 programs" in line and "adopted from pid 8" in line
     assert "kill-on-exec ends" in _pins_line({"enabled": False, "reason": "bpffs is not mounted"})
+
+
+def test_a_table_name_that_is_not_a_plain_name_is_refused(monkeypatch, tmp_path):
+    # The name is also the pin folder's: "" would make the folder /sys/fs/bpf/stockade/ itself,
+    # whose uninstall would unpin every instance.
+    monkeypatch.setenv("STOCKADE_CONFIG", str(tmp_path / "none.toml"))
+    for bad in ("", "../x", "a/b", "1abc", "a b", "x" * 65):
+        monkeypatch.setenv("STOCKADE_NFT_TABLE", bad)
+        with pytest.raises(ConfigError, match="nft_table"):
+            Settings.load(config_file=None)
+    monkeypatch.setenv("STOCKADE_NFT_TABLE", "sttest_1796455503_b4317c")
+    assert Settings.load().pin_root() == "/sys/fs/bpf/stockade/sttest_1796455503_b4317c"

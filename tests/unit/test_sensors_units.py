@@ -106,3 +106,14 @@ def test_kernel_map_hooks_log_a_failing_update_once_and_never_raise(caplog):
     hooks.set_syscall_allowlist(1, [0, 1])
     hooks.set_policy(5, 1, "protect")
     assert maps._syscall_allow[1] == {0, 1} and maps.policy(5) == (1, "protect")
+
+
+def test_a_policy_for_the_enforcers_own_container_does_not_watch_it():
+    # Run as a container, the enforcer is in the inventory and the profile book gives it a
+    # profile and a policy like any other container: the policy must not make it watched
+    # (seen with the image: its own bpf() calls and reads of /proc became alerts on itself).
+    maps = KernelMaps(own_cgroup_id=4242)
+    maps.set_policy(4242, 7, "alert")
+    assert maps.policy(4242) is None and maps.watched_count == 0
+    maps.set_policy(4243, 8, "protect")
+    assert maps.policy(4243) == (8, "protect") and maps.watched_count == 1
