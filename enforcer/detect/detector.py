@@ -246,6 +246,8 @@ class Detector:
             self._threat(att, ev, hit, "program", detail)
         verdict = p.process_verdict(path, ev.sha256)
         action = "killed" if ev.killed else "alerted"
+        if p.unused and verdict != "unknown" and (att.learning or verdict == "pin"):
+            self.profiles.note_use(p, "process", p.process_keys(path))  # a seeded program ran
         if verdict == "known":
             if ev.sha256:
                 self.profiles.clear_suspect(p, path)
@@ -305,7 +307,11 @@ class Detector:
     def _network(self, att: Attachment, ev: NetworkEvent, final: bool = False) -> None:
         p = att.profile
         if ev.direction == "listen":
-            if not ev.local_port or (ev.proto, ev.local_port) in p.listeners:
+            if not ev.local_port:
+                return
+            if (ev.proto, ev.local_port) in p.listeners:
+                if p.unused and att.learning:
+                    self.profiles.note_use(p, "listener", (f"{ev.proto}/{ev.local_port}",))
                 return
             if att.learning:
                 self.profiles.record(p, listener_entry(ev.proto, ev.local_port))
@@ -334,6 +340,8 @@ class Detector:
                 self._deferred_wake.set()
                 return
         if p.allows_peer(ev.direction, ev.proto, peer, port, ip if remote is None else ""):
+            if p.unused and att.learning:  # a seeded link or port seen in use
+                self.profiles.note_use(p, "peer", p.peer_keys(ev.direction, ev.proto, peer, port))
             return
         if att.learning:
             self.profiles.record(p, peer_entry(ev.direction, ev.proto, peer, port))
@@ -393,6 +401,8 @@ class Detector:
             if changed:
                 self.profiles.mark_suspect(p, changed)
             if p.allows_write(target):
+                if p.unused and att.learning:  # a seeded volume or working directory written
+                    self.profiles.note_use(p, "file", p.file_keys(target))
                 continue
             key = generalise(target)
             if not key:

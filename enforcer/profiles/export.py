@@ -33,7 +33,7 @@ _FIELDS: dict[str, tuple[str, ...]] = {
     "file": ("prefix", "path"),
     "syscall": ("name", "nr"),
 }
-_PROVENANCE = ("by", "alert_id")  # of an allowed entry
+_PROVENANCE = ("by", "alert_id", "carried_from")  # of an allowed entry (carried: from which digest)
 
 
 class ProfileFileError(ValueError):
@@ -65,6 +65,8 @@ def entry_document(e: Entry) -> dict[str, Any]:
     for name in sorted(set(d) - set(_FIELDS[e.kind]) - set(_PROVENANCE)):
         out[name] = d[name]
     out["origin"] = e.source
+    if e.never_used:
+        out["never_used"] = True  # seeded, and not seen in use while the profile learned
     for name in _PROVENANCE:
         if name in d:
             out[name] = d[name]
@@ -159,7 +161,11 @@ def _entry(kind: str, obj: Any) -> Entry:
         if not isinstance(nr, int) or isinstance(nr, bool) or not -1 <= nr < 1024:
             raise ProfileFileError(_line(obj), "nr must be a syscall number (or -1)")
         e = syscall_entry(nr, _text(obj, "name", 64, required=nr < 0), source=origin)
-    known = set(_FIELDS[kind]) | {"origin", "__line__", *_PROVENANCE}
+    never_used = obj.get("never_used", False)
+    if not isinstance(never_used, bool) or (never_used and origin != "seed"):
+        raise ProfileFileError(_line(obj), "never_used must be true or false, and only a seed can be never used")
+    e.used = not never_used
+    known = set(_FIELDS[kind]) | {"origin", "never_used", "__line__", *_PROVENANCE}
     for name in sorted(set(obj) - known):  # fields a newer exporter adds: scalars only
         value = obj[name]
         if not isinstance(value, (str, int, bool)) or (isinstance(value, str) and len(value) > 4096):
@@ -172,6 +178,9 @@ def _entry(kind: str, obj: Any) -> Entry:
             if not isinstance(alert_id, int) or isinstance(alert_id, bool) or alert_id < 1:
                 raise ProfileFileError(_line(obj), "alert_id must be a positive number")
             e.data["alert_id"] = alert_id
+        carried = _text(obj, "carried_from", 256, required=False)
+        if carried:
+            e.data["carried_from"] = carried
     return e
 
 

@@ -64,6 +64,8 @@ def seed_entries(s: SeedInput) -> list[Entry]:
     out += _listener_seeds(s, decl)
     out += _file_seeds(s, decl)
     out += _peer_seeds(s, decl)
+    for e in out:
+        e.used = False  # declared, not seen: the detector marks it used when it is (book.note_use)
     return out
 
 
