@@ -50,6 +50,8 @@ class AlertSink(Protocol):
 
     def set_action(self, alert_id: int, action: str) -> "Alert | None": ...
 
+    def set_lineage(self, alert_id: int, lineage: dict[str, Any]) -> bool: ...
+
 
 class FeedMatcher(Protocol):
     """Threat-feed lookups, synchronous (called for every event), and the hit record."""
