@@ -292,8 +292,6 @@ class Detector:
             self._threat(att, ev, hit, "program", detail)
         verdict = p.process_verdict(path, ev.sha256)
         action = "killed" if ev.killed else "alerted"
-        if p.unused and verdict != "unknown" and (att.learning or verdict == "pin"):
-            self.profiles.note_use(p, "process", p.process_keys(path))  # a seeded program ran
         if verdict == "known":
             if ev.sha256:
                 self.profiles.clear_suspect(p, path)

@@ -80,7 +80,8 @@ class ProfileBook:
     def __init__(self, settings: Settings, repo: ProfilesRepo, modes: InventoryRepo, inventory: Inventory,
                  publish: Publish, changed: ContainerChanged, hooks: KernelHooks | None = None,
                  clock: Callable[[], float] = time.time, sensors: SensorHealth | None = None,
-                 started: float | None = None) -> None:
+                 started: float | None = None,
+                 sockets: Callable[[Container], list[tuple[str, tuple[str, ...]]]] | None = None) -> None:
         self.settings = settings
         self.repo = repo
         self.modes = modes  # the apps' and containers' chosen modes, as stored
@@ -90,6 +91,8 @@ class ProfileBook:
         self.hooks: KernelHooks = hooks or NullKernelHooks()
         self.clock = clock
         self.sensors = sensors
+        # What a container's sockets use right now (profiles/sockets.py; None: not looked at).
+        self.sockets = sockets
         self.started = started if started is not None else clock()  # when this enforcer started
         self._lost_seen = 0  # the sensors' loss count at the last check
         self.profiles: dict[int, Profile] = {}
@@ -262,6 +265,8 @@ class ProfileBook:
 
     def record(self, profile: Profile, entry: Entry) -> bool:
         """Add an entry to a profile (memory now, database behind); True if it is new."""
+        if entry.source == "seed" and profile.state != "learning":
+            entry.used = True  # seeded after learning ended: its use was never watched, never claimed unused
         if not profile.add(entry):
             if entry.source != "seed":
                 self.note_use(profile, entry.kind, (entry.key,))  # seen: a seed of the same key is used
@@ -284,9 +289,25 @@ class ProfileBook:
             if profile.mark_used(kind, key) is not None:
                 self.repo.set_used(profile.id, kind, key)
 
+    def note_live_use(self, profile: Profile) -> None:
+        """What the profile's containers' sockets use now counts as use: a listener or a
+        connection made before the inventory knew the container was never an event."""
+        if self.sockets is None or not profile.unused:
+            return
+        for att in self.attachments_of(profile):
+            try:
+                found = self.sockets(att.container)
+            except Exception as e:  # noqa: BLE001 - a container gone meanwhile: nothing in use
+                log.debug("profiles: sockets of %s not read: %s", att.container.name, e)
+                continue
+            for kind, keys in found:
+                self.note_use(profile, kind, keys)
+
     def prune(self, profile: Profile, dry_run: bool = False) -> list[Entry]:
         """Take the seeded, never used entries out of the profile (the kernel's allow-lists and
-        the network policy follow); the entries removed, or with `dry_run` that would be."""
+        the network policy follow); the entries removed, or with `dry_run` that would be.
+        What the containers' sockets use right now is never removed."""
+        self.note_live_use(profile)
         found = profile.never_used()
         if dry_run or not found:
             return found
@@ -403,6 +424,7 @@ class ProfileBook:
                 for nr in sorted(self.hooks.used_syscalls(att.container.cgroup_id) - profile.syscalls):
                     if not dangerous_nr(nr):
                         self.record(profile, syscall_entry(nr, syscall_name(nr)))
+        self.note_live_use(profile)  # listeners and connections older than the watch count too
         profile.state = "active"
         profile.activated = self.clock()
         self._save_state(profile)

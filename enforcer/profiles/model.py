@@ -239,9 +239,6 @@ class Profile:
         return [e for kind in PROFILE_KINDS for _, e in sorted(self.entries[kind].items()) if e.never_used]
 
     # Keys of the entries that can allow one event (the detector's questions, answered by key).
-    def process_keys(self, path: str) -> tuple[str, ...]:
-        return (f"{path} sha256:{ANY}",)
-
     @staticmethod
     def peer_keys(direction: str, proto: str, peer: str, port: int | str) -> tuple[str, ...]:
         return (f"{direction} {proto} {peer} {port}", f"{direction} {proto} {peer} {ANY}",

@@ -182,3 +182,61 @@ async def test_carry_without_an_earlier_profile_says_so(rig):
     with pytest.raises(ProtocolError) as e:
         await rig.call("profile.carry", target=web.name)
     assert e.value.code == "not_found" and "no profile of an earlier image" in str(e.value)
+
+
+# -- sockets alive now count as use ------------------------------------------------------------
+TCP = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
+   1: 0200050A:B3B0 0400050A:1538 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 20 4 30 10 -1
+   2: 0200050A:1F90 0900050A:C350 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0 20 4 30 10 -1
+"""
+TCP6 = """  sl  local_address                         remote_address                        st tx_queue
+   0: 0000000000000000FFFF00000200050A:B3B2 0000000000000000FFFF00000500050A:18EB 01 00000000:00000000
+"""
+
+
+def test_socket_tables_are_read_as_listeners_and_connections_in_and_out():
+    from enforcer.profiles.sockets import uses
+
+    names = {"10.5.0.4": "shop/db", "10.5.0.5": "shop/cache", "10.5.0.9": "shop/lb"}
+    found = uses({"tcp": (TCP, False), "tcp6": (TCP6, True), "udp": ("  sl local\n", False)},
+                 lambda ip: names.get(ip, ip))
+    assert found[0] == ("listener", ("tcp/8080",))
+    keys = {k for kind, ks in found if kind == "peer" for k in ks[:1]}
+    assert keys == {"out tcp shop/db 5432", "in tcp shop/lb 8080", "out tcp shop/cache 6379"}
+
+
+def test_the_sockets_of_a_real_process_are_read():
+    """This process's own namespace: a listener and a connection it holds show up."""
+    import os
+    import socket
+
+    from enforcer.profiles.sockets import read_tables, uses
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    try:
+        found = uses(read_tables(os.getpid()), lambda ip: "loopback")
+        assert ("listener", (f"tcp/{port}",)) in found
+        assert any(kind == "peer" and keys[0] == f"out tcp loopback {port}" for kind, keys in found)
+    finally:
+        client.close()
+        server.close()
+
+
+async def test_what_the_sockets_use_at_activation_and_at_prune_is_never_pruned(rig):
+    web, _ = await _learned(rig)
+    live: list = []
+    rig.profiles.sockets = lambda c: list(live) if c.id == web.id else []
+    p = rig.profiles.for_container(web.id).profile
+    # httpd listened before the container was known: only its socket says so.
+    live.append(("listener", ("tcp/8080",)))
+    rig.profiles.activate(p)
+    assert _entry(p, "listener", "tcp/8080").used
+    # A connection pool to cache, opened at start and held: in use at prune time.
+    live.append(("peer", p.peer_keys("out", "tcp", "shop/cache", 6379)))
+    assert (await rig.call("profile.prune", target=web.name, dry_run=True))["removed"] == []
+    assert _entry(p, "peer", "out tcp shop/cache 6379").used
