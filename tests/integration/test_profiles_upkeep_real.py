@@ -119,6 +119,12 @@ def test_a_link_never_used_while_learning_is_marked_pruned_then_alerts_and_is_re
     # Prune: the dry run lists it and changes nothing; the prune removes it (audited).
     dry = e.cli_json("profile", "prune", client, "--dry-run")
     assert link in [r["key"] for r in dry["removed"]] and dry["dry_run"]
+    # Programs are never pruned (an entrypoint's exec is usually unseen); web's listener,
+    # opened at its start, is in use (its event, or its socket when the profile activated).
+    assert all(r["kind"] != "process" for r in dry["removed"])
+    web_listener = next(x for x in e.call("profile", target=web)["profile"]["entries"]["listener"]
+                        if x["key"] == "tcp/8080")
+    assert web_listener["used"] is True
     assert any(x["key"] == link for x in e.call("profile", target=client)["profile"]["entries"]["peer"])
     out = e.cli("profile", "prune", client).stdout
     assert "remove" in out and f"connect to {project}/web on tcp/8080" in out
@@ -143,9 +149,13 @@ def test_a_link_never_used_while_learning_is_marked_pruned_then_alerts_and_is_re
                     what="the pruned link to be refused")
     assert not host_fetch(client, web_ip)
     # Seeding (the container restarting) does not bring the pruned seed back.
+    since = last_id(e)
     docker("restart", "-t", "1", client)
     wait_for(lambda: e.call("container", target=client)["state"] == "running", timeout=30)
-    time.sleep(1)
+    time.sleep(3)
+    # ... and its entrypoint still runs in protect mode (no program was pruned).
+    assert docker("inspect", "-f", "{{.State.Running}}", client).stdout.strip() == "true"
+    assert not [a for a in alerts_of(e, client, since) if a["kind"] == "process" and a["action"] == "killed"]
     assert not any(x["key"] == link for x in e.call("profile", target=client)["profile"]["entries"]["peer"])
 
 
