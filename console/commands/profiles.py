@@ -141,6 +141,10 @@ async def run_profile(args: argparse.Namespace, client: EnforcerClient) -> int:
     if p.get("suspect_paths"):
         print()
         print("held for a hash check: " + ", ".join(printable(x) for x in p["suspect_paths"]))
+    if p.get("pruned"):
+        print()
+        print("pruned (not seeded again): " + ", ".join(printable(x, 200) for x in p["pruned"][:20])
+              + (f" and {len(p['pruned']) - 20} more" if len(p["pruned"]) > 20 else ""))
     if p.get("never_used"):
         print()
         print(f"{p['never_used']} seeded entr{'y' if p['never_used'] == 1 else 'ies'} never used"
@@ -162,19 +166,20 @@ async def _profile_upkeep(verb: str, rest: list[str], args: argparse.Namespace, 
         print_json(result)
         return 0
     rows = result["removed"] if verb == "prune" else result["carried"]
-    would = "would " if result["dry_run"] else ""
     head = f"{printable(result['container'])} (profile {result['profile']})"
     if verb == "prune":
         if not rows:
             print(f"{head}: no seeded entry is unused; nothing to prune")
             return 0
-        print(f"{head}: {would}remove {len(rows)} seeded, never used entr{'y' if len(rows) == 1 else 'ies'}:")
+        verb_done = "would remove" if result["dry_run"] else "removed"
+        print(f"{head}: {verb_done} {len(rows)} seeded, never used entr{'y' if len(rows) == 1 else 'ies'}:")
     else:
         source = f"profile {result['from_profile']} ({printable(result['from_digest'][:19], 20)})"
         if not rows:
             print(f"{head}: nothing allowed by hand in {source} is missing here; nothing to carry")
             return 0
-        print(f"{head}: {would}carry {len(rows)} allowed entr{'y' if len(rows) == 1 else 'ies'} from {source}:")
+        verb_done = "would carry" if result["dry_run"] else "carried"
+        print(f"{head}: {verb_done} {len(rows)} allowed entr{'y' if len(rows) == 1 else 'ies'} from {source}:")
     for r in rows:
         print(f"  {r['kind']:<8} {printable(r['what'], 300)}")
     if result["dry_run"]:

@@ -127,7 +127,7 @@ def test_a_link_never_used_while_learning_is_marked_pruned_then_alerts_and_is_re
     assert web_listener["used"] is True
     assert any(x["key"] == link for x in e.call("profile", target=client)["profile"]["entries"]["peer"])
     out = e.cli("profile", "prune", client).stdout
-    assert "remove" in out and f"connect to {project}/web on tcp/8080" in out
+    assert "removed" in out and f"connect to {project}/web on tcp/8080" in out
     after = e.call("profile", target=client)["profile"]
     assert not any(x["key"] == link for x in after["entries"]["peer"]) and after["never_used"] == 0
     assert f"peer {link}" in after["pruned"]
@@ -193,7 +193,7 @@ def test_carry_brings_an_allowed_entry_to_the_new_image_digest(
     assert [r["key"].split(" ")[0] for r in dry["carried"]] == ["/bin/uname"] and dry["dry_run"]
     old_digest = dry["from_digest"]
     text = e.cli("profile", "carry", svc, "--from", old_digest.split(":", 1)[-1][:12]).stdout
-    assert "carry 1 allowed entry" in text and "run /bin/uname" in text
+    assert "carried 1 allowed entry" in text and "run /bin/uname" in text
     prof = e.call("profile", target=svc)["profile"]
     entry = next(x for x in prof["entries"]["process"] if x["key"].startswith("/bin/uname "))
     assert entry["source"] == "allowed" and entry["data"]["carried_from"] == old_digest
