@@ -384,8 +384,10 @@ class Detector:
                 self._deferred_wake.set()
                 return
         if p.allows_peer(ev.direction, ev.proto, peer, port, ip if remote is None else ""):
-            if p.unused and att.learning:  # a seeded link or port seen in use
-                self.profiles.note_use(p, "peer", p.peer_keys(ev.direction, ev.proto, peer, port))
+            if p.unused and att.learning:  # a seeded link or port seen in use (once per flow)
+                flow = (ev.direction, ev.proto, peer, port)
+                if p.first_use_question(flow):
+                    self.profiles.note_use(p, "peer", p.peer_keys(*flow))
             return
         if att.learning:
             self.profiles.record(p, peer_entry(ev.direction, ev.proto, peer, port))
@@ -445,7 +447,7 @@ class Detector:
             if changed:
                 self.profiles.mark_suspect(p, changed)
             if p.allows_write(target):
-                if p.unused and att.learning:  # a seeded volume or working directory written
+                if p.unused and att.learning and p.first_use_question(target):  # a seeded volume written
                     self.profiles.note_use(p, "file", p.file_keys(target))
                 continue
             key = generalise(target)

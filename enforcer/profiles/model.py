@@ -26,6 +26,7 @@ from typing import Any
 PROFILE_KINDS: tuple[str, ...] = ("process", "listener", "peer", "file", "syscall")
 
 ANY = "*"  # wildcard peer or port
+MAX_USE_ASKED = 4096  # flows and paths remembered as asked about (then forgotten at once)
 LOOPBACK = "loopback"  # the container talking to itself
 
 
@@ -155,6 +156,9 @@ class Profile:
     # (kind, key) of the seeds a person pruned: seeding (every start of a container of the
     # profile) does not bring them back.
     pruned: set[tuple[str, str]] = field(default_factory=set)
+    # What the detector already asked about use (a flow, a written path): asked once, not per
+    # event. Forgotten whenever an unused seed appears; bounded.
+    use_asked: set[Any] = field(default_factory=set)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -213,6 +217,17 @@ class Profile:
         for e in seeds:
             self.add(e)
 
+    def first_use_question(self, what: Any) -> bool:
+        """True the first time `what` (a hashable: a flow, a path) is asked about, while seeds
+        are unused: the detector then looks up the seed keys it may use."""
+        asked = self.use_asked
+        if what in asked:
+            return False
+        if len(asked) >= MAX_USE_ASKED:
+            asked.clear()
+        asked.add(what)
+        return True
+
     def mark_used(self, kind: str, key: str) -> Entry | None:
         """A seed seen in use: the entry when it was unused until now, else None."""
         if (kind, key) not in self.unused:
@@ -226,6 +241,7 @@ class Profile:
     def forget_use(self) -> list[Entry]:
         """Every seed unused again (a relearn observes afresh); the seeds changed."""
         out = []
+        self.use_asked.clear()
         for table in self.entries.values():
             for e in table.values():
                 if e.source == "seed" and e.used:
@@ -257,6 +273,7 @@ class Profile:
     def _index(self, e: Entry) -> None:
         if e.source == "seed" and not e.used:
             self.unused.add((e.kind, e.key))
+            self.use_asked.clear()  # what was asked before may use this one
         d = e.data
         if e.kind == "process":
             self.processes.setdefault(d["path"], set()).add(d.get("sha256") or "")
