@@ -106,12 +106,13 @@ def register(server: Server, book: ProfileBook, inventory: Inventory, view: Cont
         if alert is None:
             raise OpError(f"no alert {alert_id}", args.NOT_FOUND)
         candidates = [p for p in book.profiles.values() if p.app == alert.app and p.service == alert.service]
-        for p in candidates:
-            withdrawn = book.withdraw(p, alert_id)
-            if withdrawn:
-                await alerts.resolve(alert_id, "")
-                return {"alert_id": alert_id, "profile": p.id, "withdrawn": allow.describe_all(withdrawn)}
-        raise OpError(f"incident {alert_id} was not allowed into a profile", args.NOT_FOUND)
+        # Every profile holding it: the one it was allowed into, and those it was carried to.
+        done = [(p, w) for p in candidates if (w := book.withdraw(p, alert_id))]
+        if not done:
+            raise OpError(f"incident {alert_id} was not allowed into a profile", args.NOT_FOUND)
+        await alerts.resolve(alert_id, "")
+        return {"alert_id": alert_id, "profile": done[0][0].id, "profiles": [p.id for p, _ in done],
+                "withdrawn": allow.describe_all(done[0][1])}
 
     async def op_export(req: Request) -> dict[str, Any]:
         profiles = _profiles_named(book, inventory, args.target(req.args, "a container or an app"))

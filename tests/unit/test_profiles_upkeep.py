@@ -170,6 +170,10 @@ async def test_carry_copies_what_was_allowed_to_the_new_digest(rig):
     assert "carried_from: sha256:img1" in text
     await rig.call("profile.import", text=text)
     assert (await rig.call("profile.export", target=web2.name))["yaml"] == text
+    # Undoing the allowance takes it out of both profiles, carried copy included.
+    undo = await rig.call("disallow", alert_id=alert["id"])
+    assert sorted(undo["profiles"]) == sorted([old.id, new.id])
+    assert "out tcp 203.0.113.9 443" not in new.entries["peer"] and "out tcp 203.0.113.9 443" not in old.entries["peer"]
     # Nothing left to carry; an unknown digest is one clear line.
     assert (await rig.call("profile.carry", target=web2.name))["carried"] == []
     with pytest.raises(ProtocolError) as err:
