@@ -356,7 +356,9 @@ async def run_allow(args: argparse.Namespace, client: EnforcerClient) -> int:
         if args.json:
             print_json(result)
         else:
-            print(f"incident {result['alert_id']}: profile {result['profile']} no longer allows "
+            ids = result.get("profiles") or [result["profile"]]
+            which = f"profile {ids[0]}" if len(ids) == 1 else "profiles " + ", ".join(str(i) for i in ids)
+            print(f"incident {result['alert_id']}: {which} no longer allow{'s' if len(ids) == 1 else ''} "
                   f"{printable(result['withdrawn'], 300)}; the incident is open again")
         return 0
     result = await client.call("allow", alert_id=args.alert_id)
