@@ -383,8 +383,10 @@ class ProfileBook:
             self.repo.insert_profile(ProfileRow(p.id, p.app, p.service, p.image_digest, p.state, p.created,
                                                 p.learn_until, p.activated))
         p.replace_entries(doc.entries)
-        p.pruned.clear()  # the file says what the profile is (its rows go below)
+        p.pruned = set(doc.pruned)  # the file says what the profile is, tombstones included
         self.repo.replace_entries(p.id, [_row(e) for kind in p.entries.values() for e in kind.values()])
+        for kind, key in sorted(p.pruned):
+            self.repo.add_tombstone(p.id, kind, key, now)
         p.state, p.activated, p.learn_until, p.gaps = "active", now, min(p.learn_until, now), list(doc.gaps)
         p.last_change = now
         self._save_state(p)

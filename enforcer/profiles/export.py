@@ -52,6 +52,7 @@ class ProfileDocument:
     image_digest: str
     entries: list[Entry] = field(default_factory=list)
     gaps: list[str] = field(default_factory=list)
+    pruned: list[tuple[str, str]] = field(default_factory=list)  # (kind, key) of seeds pruned
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -77,6 +78,9 @@ def document(p: Profile) -> dict[str, Any]:
     doc: dict[str, Any] = {"format": FORMAT, "app": p.app, "service": p.service, "image_digest": p.image_digest}
     if p.gaps:
         doc["gaps"] = list(p.gaps)
+    if p.pruned:  # seeds a person pruned: the importing host does not seed them again either
+        doc["pruned"] = {kind: sorted(k for kd, k in p.pruned if kd == kind)
+                         for kind in PROFILE_KINDS if any(kd == kind for kd, _ in p.pruned)}
     doc["entries"] = {kind: [entry_document(e) for _, e in sorted(p.entries[kind].items())]
                       for kind in PROFILE_KINDS}
     return doc
@@ -211,6 +215,16 @@ def parse(text: str) -> list[ProfileDocument]:
         if not isinstance(gaps, list) or not all(isinstance(g, str) and len(g) <= 500 for g in gaps):
             raise ProfileFileError(_line(doc), "gaps must be a list of short strings")
         pd.gaps = list(gaps)
+        pruned = doc.get("pruned", {})
+        if not isinstance(pruned, dict):
+            raise ProfileFileError(_line(doc), "pruned must be a mapping of kind to a list of keys")
+        for kind, keys in pruned.items():
+            if kind == "__line__":
+                continue
+            if kind not in PROFILE_KINDS or not isinstance(keys, list) or not all(
+                    isinstance(k, str) and 0 < len(k) <= 4096 and k.isprintable() for k in keys):
+                raise ProfileFileError(_line(pruned), f"pruned {str(kind)[:32]!r}: a kind and a list of entry keys")
+            pd.pruned += [(kind, k) for k in keys]
         entries = doc.get("entries")
         if not isinstance(entries, dict):
             raise ProfileFileError(_line(doc), "entries must be a mapping of kind to a list")

@@ -98,6 +98,13 @@ class ProfilesRepo:
         self.db.enqueue("UPDATE profile_entries SET source = 'pruned', used = 0 "
                         "WHERE profile_id = ? AND kind = ? AND key = ?", (profile_id, kind, key))
 
+    def add_tombstone(self, profile_id: int, kind: str, key: str, when: float) -> None:
+        """A pruned seed's tombstone without its entry (an imported profile's `pruned`)."""
+        self.db.enqueue(
+            """INSERT INTO profile_entries (profile_id, kind, key, data, source, first_seen, used)
+               VALUES (?, ?, ?, '{}', 'pruned', ?, 0) ON CONFLICT(profile_id, kind, key) DO NOTHING""",
+            (profile_id, kind, key, when))
+
     def replace_entries(self, profile_id: int, rows: list[EntryRow]) -> None:
         """Every entry of a profile replaced (an import). Queued as one run, so the flusher
         commits it in one transaction."""

@@ -123,6 +123,34 @@ async def test_prune_removes_exactly_the_never_used_seeds_and_the_link_then_aler
     assert cache.id
 
 
+async def test_pruned_seeds_travel_with_the_profile_file(rig, tmp_path):
+    web, _ = await _learned(rig)
+    rig.profiles.activate(rig.profiles.for_container(web.id).profile)
+    await rig.call("profile.prune", target=web.name)
+    text = (await rig.call("profile.export", target=web.name))["yaml"]
+    assert "pruned:\n  listener:\n  - tcp/8080\n  peer:\n  - out tcp shop/cache 6379\n" in text
+    # Another host running the same app: after the import, its seeding does not bring them back.
+    other = Rig(tmp_path / "other", learn_seconds=3600.0)
+    other.compose("shop", {"web": {"expose": [{"port": 8080}], "depends_on": ["db", "cache"]},
+                           "db": {"expose": [{"port": 5432}]}, "cache": {"expose": [{"port": 6379}]}})
+    await other.start()
+    try:
+        web2 = other.container("shop_web_1", "shop", "web", ip="10.6.0.2")
+        await other.call("profile.import", text=text)
+        p = other.profiles.for_container(web2.id).profile
+        other.container("shop_web_2", "shop", "web", ip="10.6.0.3")  # seeding again
+        assert "out tcp shop/cache 6379" not in p.entries["peer"] and "tcp/8080" not in p.entries["listener"]
+        assert (await other.call("profile.export", target=web2.name))["yaml"] == text
+        await other.restart()
+        p = other.profiles.for_container(web2.id).profile
+        assert ("peer", "out tcp shop/cache 6379") in p.pruned and "out tcp shop/cache 6379" not in p.entries["peer"]
+    finally:
+        await other.stop()
+    with pytest.raises(ProtocolError) as e:
+        await rig.call("profile.import", text=text.replace("  listener:\n  - tcp/8080", "  nope:\n  - x", 1))
+    assert e.value.code == "bad_request" and "pruned" in str(e.value)
+
+
 async def test_relearn_watches_the_seeds_again(rig):
     web, _ = await _learned(rig)
     p = rig.profiles.for_container(web.id).profile
