@@ -189,8 +189,8 @@ def prune_plan(c: dict[str, Any], dry_run: dict[str, Any]) -> ActionPlan:
                           style="dim"))
     lines += [
         Text("Afterwards each of them is an incident in alert mode, and stopped in protect mode."),
-        Text("Recorded in the audit log with your name; seeding does not bring them back (an import does).",
-             style="dim"),
+        Text("Recorded in the audit log with your name; the profile remembers them as pruned, so seeding "
+             "(a restart, a relearn) does not bring them back.", style="dim"),
     ]
     return ActionPlan("profile.prune", {"target": c["id"]}, "Prune unused seeds", lines, "Prune",
                       esc(c.get("name"), 128))
