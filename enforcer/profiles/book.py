@@ -383,7 +383,8 @@ class ProfileBook:
             self.repo.insert_profile(ProfileRow(p.id, p.app, p.service, p.image_digest, p.state, p.created,
                                                 p.learn_until, p.activated))
         p.replace_entries(doc.entries)
-        p.pruned = set(doc.pruned)  # the file says what the profile is, tombstones included
+        # The file says what the profile is, tombstones included (an entry it also lists wins).
+        p.pruned = {(kind, key) for kind, key in doc.pruned if key not in p.entries[kind]}
         self.repo.replace_entries(p.id, [_row(e) for kind in p.entries.values() for e in kind.values()])
         for kind, key in sorted(p.pruned):
             self.repo.add_tombstone(p.id, kind, key, now)
