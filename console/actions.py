@@ -15,8 +15,9 @@ from rich.text import Text
 from .format import as_list, esc
 
 MUTATING_ACTIONS = frozenset({"block", "unblock", "freeze", "unfreeze", "kill", "mode", "relearn", "sync",
-                              "forensics", "allow"})
+                              "forensics", "allow", "prune"})
 PREVIEW_SHOWN = 8  # incidents listed in the protect dialog; the rest are counted
+PRUNE_SHOWN = 20  # entries listed in the prune dialog; the rest are counted
 
 MODE_MEANING = {
     "learn": "record new behaviour into the profile; alert only on research rules (feeds, sensitive files, dangerous syscalls)",
@@ -172,6 +173,30 @@ def allow_plan(alert: dict[str, Any], dry_run: dict[str, Any]) -> ActionPlan:
     ], "Allow", f"incident #{esc(alert.get('id'), 12)}")
 
 
+def prune_plan(c: dict[str, Any], dry_run: dict[str, Any]) -> ActionPlan:
+    """Remove the seeded, never used entries of a container's profile; `dry_run` is the
+    enforcer's answer listing exactly what will be removed."""
+    rows = [r for r in as_list(dry_run.get("removed")) if isinstance(r, dict)]
+    lines = [
+        _line("The profile of ", _who(c), f" (#{esc(dry_run.get('profile'), 12)}) loses ",
+              Text(f"{len(rows)} seeded entr{'y' if len(rows) == 1 else 'ies'}", style="bold"),
+              " never used while it learned:"),
+    ]
+    for r in rows[:PRUNE_SHOWN]:
+        lines.append(_line("  ", Text(esc(r.get("kind"), 10).ljust(9), style="dim"), Text(esc(r.get("what"), 200),
+                                                                                        style="bold")))
+    if len(rows) > PRUNE_SHOWN:
+        lines.append(Text(f"  … and {len(rows) - PRUNE_SHOWN} more (stockade profile prune --dry-run lists all)",
+                          style="dim"))
+    lines += [
+        Text("Afterwards each of them is an incident in alert mode, and stopped in protect mode."),
+        Text("Recorded in the audit log with your name; the profile remembers them as pruned, so seeding "
+             "(a restart, a relearn) does not bring them back.", style="dim"),
+    ]
+    return ActionPlan("profile.prune", {"target": c["id"]}, "Prune unused seeds", lines, "Prune",
+                      esc(c.get("name"), 128))
+
+
 def relearn_plan(target: str, what: str) -> ActionPlan:
     return ActionPlan("relearn", {"target": target}, "Relearn", [
         _line("Reset the profile(s) of ", Text(esc(what, 200), style="bold"), " to learning."),
@@ -223,6 +248,8 @@ def describe_result(plan: ActionPlan, result: Any) -> str:
                 f"sha256 {esc(str(result.get('sha256', ''))[:16], 16)}…)")
     if plan.op == "allow" and isinstance(result, dict):
         return f"{plan.subject}: the profile now allows {esc(result.get('allowed'), 200)}"
+    if plan.op == "profile.prune" and isinstance(result, dict):
+        return f"{plan.subject}: {len(as_list(result.get('removed')))} seeded, never used entries pruned"
     if plan.op == "feeds.sync":
         n = len(result) if isinstance(result, list) else 1
         return f"synced {n} feed(s)"

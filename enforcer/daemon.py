@@ -43,6 +43,7 @@ from .ports import FeedMatcher, ProtectResponse, StatusSource
 from .profiles import ProfileBook
 from .profiles.book import SensorHealth
 from .profiles.kernel import KernelHooks, NullKernelHooks, hooks_for_maps
+from .profiles.sockets import live_uses
 from .server import Server
 from .store import Store
 from .views import Views
@@ -108,7 +109,8 @@ class Daemon:
         self.outputs = OutputManager(self.store.outputs, self.store.db.flush)
         self.profiles = ProfileBook(settings, self.store.profiles, self.store.inventory, self.inventory,
                                     self._publish, self.container_changed, hooks or NullKernelHooks(),
-                                    sensors=self._sensor_health(), started=self.started)
+                                    sensors=self._sensor_health(), started=self.started,
+                                    sockets=self._live_sockets if settings.sensors else None)
         self.responder: Responder | None = None
         self.forensics: Forensics | None = None
         responder = seams.responder
@@ -137,6 +139,9 @@ class Daemon:
                                              self.alerts, self.outputs, self.detector, self.responder)
                                  if p is not None]
         self._register_ops()
+
+    def _live_sockets(self, c: Container) -> list[tuple[str, tuple[str, ...]]]:
+        return live_uses(c, self.inventory.by_ip)
 
     def _sensor_health(self) -> SensorHealth | None:
         hub = self.sensors

@@ -1,5 +1,5 @@
-"""stockade profile CONTAINER | alerts [--follow] [--since ID] | mode TARGET MODE [--preview] |
-relearn TARGET | allow ALERT_ID"""
+"""stockade profile CONTAINER | profile export|import|diff|prune|carry ... | alerts [--follow]
+[--since ID] | mode TARGET MODE [--preview] | relearn TARGET | allow ALERT_ID"""
 
 from __future__ import annotations
 
@@ -21,13 +21,20 @@ MAX_PROFILE_FILE = 900 << 10  # the socket refuses a request line over 1 MiB (JS
 
 def register(sub: Any) -> None:
     p = sub.add_parser("profile", help="a container's profile: what it may run, listen on, reach, write, call; "
-                       "profile export|import|diff: profiles as code",
+                       "profile export|import|diff: profiles as code; profile prune|carry: its upkeep (audited)",
                        usage="stockade profile CONTAINER [--json]\n"
                              "       stockade profile export CONTAINER|APP [--out FILE]\n"
                              "       stockade profile import FILE\n"
-                             "       stockade profile diff CONTAINER [FILE|CONTAINER]")
-    p.add_argument("words", nargs="+", metavar="CONTAINER", help="name, id or id prefix (or export/import/diff ...)")
+                             "       stockade profile diff CONTAINER [FILE|CONTAINER]\n"
+                             "       stockade profile prune CONTAINER [--dry-run]\n"
+                             "       stockade profile carry CONTAINER [--from DIGEST] [--dry-run]")
+    p.add_argument("words", nargs="+", metavar="CONTAINER",
+                   help="name, id or id prefix (or export/import/diff/prune/carry ...)")
     p.add_argument("--out", metavar="FILE", help="export: write the YAML here (default: stdout)")
+    p.add_argument("--dry-run", action="store_true", help="prune, carry: say what would change; change nothing")
+    p.add_argument("--from", dest="from_digest", metavar="DIGEST",
+                   help="carry: the image digest (or a prefix of it) whose profile to carry from "
+                        "(default: the previous one of the service)")
     p.add_argument("--json", action="store_true", help="one JSON document")
     p.set_defaults(run=run_profile)
 
@@ -82,20 +89,28 @@ def _entry_text(kind: str, e: dict[str, Any]) -> str:
 
 
 def _origin(e: dict[str, Any]) -> str:
-    """Where an entry came from: seed, learned, or allowed by whom (and from which incident)."""
+    """Where an entry came from: seed (and whether it was ever used), learned, or allowed by
+    whom (from which incident, carried from which image digest)."""
     d = e.get("data") or {}
     if e.get("source") == "allowed":
-        return f"allowed by {d.get('by', '?')} (incident {d.get('alert_id', '?')})"
-    return str(e.get("source", ""))
+        text = f"allowed by {printable(d.get('by', '?'), 64)} (incident {printable(d.get('alert_id', '?'), 20)})"
+        if d.get("carried_from"):
+            text += f", carried from {printable(str(d['carried_from'])[:19], 20)}"
+        return text
+    if e.get("source") == "seed" and e.get("never_used"):
+        return "seed, never used"
+    return printable(e.get("source", ""), 20)
 
 
 async def run_profile(args: argparse.Namespace, client: EnforcerClient) -> int:
     verb, rest = args.words[0], args.words[1:]
     if verb in ("export", "import", "diff"):
         return await _profile_as_code(verb, rest, args, client)
+    if verb in ("prune", "carry"):
+        return await _profile_upkeep(verb, rest, args, client)
     if rest:
-        raise ProtocolError(f"unexpected {printable(rest[0], 64)!s}: give one container (or export, import, diff)",
-                            "bad_request")
+        raise ProtocolError(f"unexpected {printable(rest[0], 64)!s}: give one container "
+                            "(or export, import, diff, prune, carry)", "bad_request")
     args.container = verb
     result = await client.call("profile", target=args.container)
     if args.json:
@@ -126,6 +141,49 @@ async def run_profile(args: argparse.Namespace, client: EnforcerClient) -> int:
     if p.get("suspect_paths"):
         print()
         print("held for a hash check: " + ", ".join(printable(x) for x in p["suspect_paths"]))
+    if p.get("pruned"):
+        print()
+        print("pruned (not seeded again): " + ", ".join(printable(x, 200) for x in p["pruned"][:20])
+              + (f" and {len(p['pruned']) - 20} more" if len(p["pruned"]) > 20 else ""))
+    if p.get("never_used"):
+        print()
+        print(f"{p['never_used']} seeded entr{'y' if p['never_used'] == 1 else 'ies'} never used"
+              + (" so far" if p["state"] == "learning" else " while it learned")
+              + f": `stockade profile prune {printable(c['name'])}` removes them")
+    return 0
+
+
+async def _profile_upkeep(verb: str, rest: list[str], args: argparse.Namespace, client: EnforcerClient) -> int:
+    usage = {"prune": "profile prune CONTAINER [--dry-run]",
+             "carry": "profile carry CONTAINER [--from DIGEST] [--dry-run]"}[verb]
+    if len(rest) != 1:
+        raise ProtocolError(f"usage: stockade {usage}", "bad_request")
+    kwargs: dict[str, Any] = {"target": rest[0], "dry_run": bool(args.dry_run)}
+    if verb == "carry" and args.from_digest:
+        kwargs["from"] = args.from_digest
+    result = await client.call(f"profile.{verb}", **kwargs)
+    if args.json:
+        print_json(result)
+        return 0
+    rows = result["removed"] if verb == "prune" else result["carried"]
+    head = f"{printable(result['container'])} (profile {result['profile']})"
+    if verb == "prune":
+        if not rows:
+            print(f"{head}: no seeded entry is unused; nothing to prune")
+            return 0
+        verb_done = "would remove" if result["dry_run"] else "removed"
+        print(f"{head}: {verb_done} {len(rows)} seeded, never used entr{'y' if len(rows) == 1 else 'ies'}:")
+    else:
+        source = f"profile {result['from_profile']} ({printable(result['from_digest'][:19], 20)})"
+        if not rows:
+            print(f"{head}: nothing allowed by hand in {source} is missing here; nothing to carry")
+            return 0
+        verb_done = "would carry" if result["dry_run"] else "carried"
+        print(f"{head}: {verb_done} {len(rows)} allowed entr{'y' if len(rows) == 1 else 'ies'} from {source}:")
+    for r in rows:
+        print(f"  {r['kind']:<8} {printable(r['what'], 300)}")
+    if result["dry_run"]:
+        print("(dry run: nothing changed)")
     return 0
 
 
@@ -298,7 +356,9 @@ async def run_allow(args: argparse.Namespace, client: EnforcerClient) -> int:
         if args.json:
             print_json(result)
         else:
-            print(f"incident {result['alert_id']}: profile {result['profile']} no longer allows "
+            ids = result.get("profiles") or [result["profile"]]
+            which = f"profile {ids[0]}" if len(ids) == 1 else "profiles " + ", ".join(str(i) for i in ids)
+            print(f"incident {result['alert_id']}: {which} no longer allow{'s' if len(ids) == 1 else ''} "
                   f"{printable(result['withdrawn'], 300)}; the incident is open again")
         return 0
     result = await client.call("allow", alert_id=args.alert_id)

@@ -20,6 +20,8 @@ from textual.widgets import Footer, Static, TabbedContent, TabPane
 from enforcer import protocol
 from enforcer.protocol import ProtocolError
 
+from .. import actions
+from ..escape import printable
 from ..format import MODE_STYLE, as_list, date_time, esc
 from ..output import duration
 from ..proctree import Proc, process_tree
@@ -66,6 +68,8 @@ def entry_row(kind: str, i: int, e: dict[str, Any]) -> Row:
     data = e.get("data")
     source = str(e.get("source") or "")
     source_style = "cyan" if source == "seed" else "green" if source == "learned" else ""
+    if source == "seed" and e.get("never_used") is True:
+        source, source_style = "unused", "yellow"  # seeded, never seen in use while it learned (P prunes)
     first = date_time(e.get("first_seen"))
     if kind == "process":
         d = data if isinstance(data, dict) else {}
@@ -113,6 +117,7 @@ class ContainerDetailScreen(ConsoleScreen):
         Binding("left", "tab(-1)", "Previous tab", show=False, id="detail.prev_tab"),
         Binding("tab", "tab(1)", "Next tab", show=False, id="detail.tab"),
         Binding("shift+tab", "tab(-1)", "Previous tab", show=False, id="detail.shift_tab"),
+        Binding("P", "prune", "Prune unused", id="detail.prune"),
     ]
 
     def __init__(self, container_id: str, tab: str = "process", host: int | None = None) -> None:
@@ -195,7 +200,39 @@ class ContainerDetailScreen(ConsoleScreen):
                 target.alert, target.pid, target.peer = alert, alert_pid(alert), alert_peer(alert)
         return target
 
+    def never_used(self) -> int:
+        """Seeded entries of the active profile never used while it learned (0: nothing to prune)."""
+        p = self.profile.get("profile") if isinstance(self.profile, dict) else None
+        if not isinstance(p, dict) or p.get("state") != "active":
+            return 0
+        n = p.get("never_used")
+        return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 0
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "prune" and not self.never_used():
+            return False  # shown only when the active profile has seeds never used
+        return super().check_action(action, parameters)
+
     # -- keys ------------------------------------------------------------------------------
+    def action_prune(self) -> None:
+        self.run_worker(self._prune_flow(), group="action", exit_on_error=False)
+
+    async def _prune_flow(self) -> None:
+        if self.stockade.read_only:
+            self.notify("read-only: actions are off", severity="warning")
+            return
+        c = self.container
+        try:  # the enforcer's own list, exactly what the confirmed request removes
+            dry_run = await self.stockade.session.call("profile.prune", timeout=10.0, target=self.container_id,
+                                                       dry_run=True)
+        except ProtocolError as e:
+            self.notify(f"prune: {printable(str(e), 300)}", severity="warning", timeout=8)
+            return
+        if not isinstance(dry_run, dict) or not as_list(dry_run.get("removed")):
+            self.notify(f"{printable(c.get('name'), 128)}: no seeded entry is unused; nothing to prune", timeout=4)
+            return
+        await self._confirm_and_run(actions.prune_plan(c, dry_run))
+
     def action_back(self) -> None:
         table = self.current_table()
         if table is not None and table.filter_text:
@@ -287,6 +324,7 @@ class ContainerDetailScreen(ConsoleScreen):
         self._paint_incidents()
         self._paint_tree()
         self._paint_info()
+        self.refresh_bindings()  # the prune key follows the profile
 
     # -- painting ----------------------------------------------------------------------------
     def repaint(self, dirty: set[str]) -> None:
@@ -349,6 +387,8 @@ class ContainerDetailScreen(ConsoleScreen):
             if p.get("activated"):
                 fact("active since", date_time(p.get("activated")))
             fact("image digest", esc(str(p.get("image_digest") or "")[:19], 20))
+            if self.never_used():
+                fact("seeded, never used", f"{self.never_used()} (P prunes)", "yellow")
         self.query_one("#container-info", Static).update(info)
 
     def _paint_profile(self) -> None:

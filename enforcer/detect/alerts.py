@@ -132,6 +132,8 @@ class AlertBook:
         if inc is not None and now - inc.last_seen <= FOLD_WINDOW:
             if refresh:
                 inc.alert.summary, inc.alert.detail = summary, detail
+            if lineage and inc.alert.lineage is None:
+                inc.alert.lineage = lineage  # raised first with its process unknown yet
             return self._fold(inc, severity, action, now, would, tags)
         if fold_burst and subject != BURST_SUBJECT and self._bursting(container.id, kind, now):
             return self._fold_burst(container, kind, severity, summary, detail, subject, rule, action, now,
@@ -229,6 +231,17 @@ class AlertBook:
         inc.alert.action = action
         self._mark_dirty(alert_id)
         return inc.alert
+
+    def set_lineage(self, alert_id: int, lineage: dict[str, Any]) -> bool:
+        """Fill in the lineage of an incident raised before its process was known (an event
+        of the inode watch can reach the detector before the exec event of its process).
+        Only an incident without one: the first lineage stands. True if it was filled."""
+        inc = self._recent.get(alert_id)
+        if inc is None or inc.alert.lineage is not None or not lineage:
+            return False
+        inc.alert.lineage = lineage
+        self._mark_dirty(alert_id)
+        return True
 
     async def resolve(self, alert_id: int, note: str) -> Alert | None:
         """Mark an incident resolved (e.g. "allowed by alice at ..."); None if there is none."""

@@ -25,7 +25,7 @@ import errno
 import ipaddress
 import logging
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from typing import TYPE_CHECKING, Any
 
 from ..models import Alert, Container
@@ -35,8 +35,8 @@ from ..profiles.model import (LOOPBACK, exec_identity, file_entry, listener_entr
                               syscall_entry)
 from ..profiles.paths import generalise, is_noise, normalise
 from ..sensors.hashing import OVER_BUDGET, QUEUE_FULL, STALLED
-from ..sensors.events import (DnsEvent, ExecEvent, FileClosedEvent, FileEvent, InodeEvent, NetworkEvent,
-                              SensorEvent, SyscallEvent)
+from ..sensors.events import (DnsEvent, ExecEvent, FileClosedEvent, FileEvent, ForkEvent, InodeEvent,
+                              NetworkEvent, SensorEvent, SyscallEvent)
 from . import attack, rules
 from .lineage import Lineage
 from .alerts import BURST_SUBJECT
@@ -50,6 +50,11 @@ MAX_BATCH = 2000
 DEFER_SECONDS = 2.0  # how long an unresolved private peer waits for the inventory
 MAX_RUNS = 10_000  # program runs whose new syscalls are folded together (the oldest forgotten)
 MAX_DEFERRED = 10_000  # beyond this (a flood to unknown addresses) decide at once: memory stays bounded
+# An alert whose process the lineage tracker does not know yet (an inode-watch event can
+# arrive before the exec event of its reader) waits this long for that exec or fork event,
+# which fills its lineage in; at most this many wait (the oldest give up first).
+LINEAGE_WAIT = 10.0
+MAX_LINEAGE_WAITING = 10_000
 WRITE_OPS = frozenset({"write", "create", "rename", "unlink", "chmod", "mkdir", "link", "symlink", "replace"})
 LINK_OPS = frozenset({"link", "symlink"})  # their first path is reached, not written
 
@@ -65,6 +70,9 @@ class Detector:
         self.feeds = feeds
         self.responder = responder  # None: nothing can be stopped (alerts only)
         self.lineage = Lineage()
+        # (container id, pid) -> (give up at (monotonic), alert ids waiting for its lineage)
+        self._lineage_waiting: OrderedDict[tuple[str, int], tuple[float, list[int]]] = OrderedDict()
+        self.lineage_late = 0  # alerts whose lineage was filled in when their process became known
         self._run_syscalls: dict[tuple[str, int], dict[str, int]] = {}  # (container, pid) -> name -> nr
         self._task: asyncio.Task[None] | None = None
         self._deferred_task: asyncio.Task[None] | None = None
@@ -98,7 +106,7 @@ class Detector:
         return {"detector": {"events": sum(self.counts.values()), "by_type": dict(self.counts),
                              "unattributed": self.unattributed, "alerts_raised": self.alerts.raised,
                              "runtime_execs": self.runtime_execs, "runtime_syscalls": self.runtime_syscalls,
-                             "deferred": self.deferred,
+                             "deferred": self.deferred, "lineage_late": self.lineage_late,
                              "queued": self.events.qsize(), "errors": self.errors, "error": self.last_error}}
 
     async def _run(self) -> None:
@@ -150,6 +158,8 @@ class Detector:
             self.unattributed += 1
             return
         self.lineage.observe(ev, att.container.pid)
+        if self._lineage_waiting and isinstance(ev, (ExecEvent, ForkEvent)):
+            self._fill_lineage(ev)
         if isinstance(ev, ExecEvent):
             self._exec(att, ev)
         elif isinstance(ev, NetworkEvent):
@@ -169,11 +179,13 @@ class Detector:
                refresh: bool = False) -> Alert:
         # The dry run of protect: what the responder would have done, had the mode been protect.
         would = None if att.mode == "protect" else _would_stop(ev)
+        lineage = self.lineage.root_of(att.container.id, ev.pid)
         alert = self.alerts.raise_alert(att.container, kind, severity, summary, detail, subject, rule,
                                         action=action, when=ev.time or None, would=would,
                                         tags=attack.techniques(kind, rule, subject, detail),
-                                        lineage=self.lineage.root_of(att.container.id, ev.pid),
-                                        refresh=refresh)
+                                        lineage=lineage, refresh=refresh)
+        if lineage is None and alert.lineage is None and ev.pid > 0:
+            self._await_lineage(att.container.id, ev.pid, alert.id)
         responder = self.responder
         # Keyed by subject too: the subjects folded into one burst incident each need a response.
         once = (alert.id, subject)
@@ -187,6 +199,40 @@ class Detector:
             self._responses.add(task)
             task.add_done_callback(self._responses.discard)
         return alert
+
+    # -- lineage known late ------------------------------------------------------------------
+    def _await_lineage(self, container_id: str, pid: int, alert_id: int) -> None:
+        """The alert's process is not known to the tracker yet: its exec (or the fork that
+        made it) is still on its way. Keyed by container and pid, so a pid only ever names a
+        process of the container the alert was charged to (it never leads outside it)."""
+        now = time.monotonic()
+        waiting = self._lineage_waiting
+        while waiting and next(iter(waiting.values()))[0] < now:
+            waiting.popitem(last=False)  # given up: the event was lost, or never comes
+        key = (container_id, pid)
+        entry = waiting.get(key)
+        if entry is None:
+            waiting[key] = (now + LINEAGE_WAIT, [alert_id])
+            while len(waiting) > MAX_LINEAGE_WAITING:
+                waiting.popitem(last=False)
+        elif alert_id not in entry[1] and len(entry[1]) < 64:
+            entry[1].append(alert_id)
+
+    def _fill_lineage(self, ev: ExecEvent | ForkEvent) -> None:
+        key = (ev.container_id, ev.child_pid if isinstance(ev, ForkEvent) else ev.pid)
+        entry = self._lineage_waiting.get(key)
+        if entry is None:
+            return
+        root = self.lineage.root_of(*key)
+        if root is None:
+            return  # a fork of a parent not known either: its exec will say
+        del self._lineage_waiting[key]
+        give_up, alert_ids = entry
+        if time.monotonic() > give_up:
+            return
+        for alert_id in alert_ids:
+            if self.alerts.set_lineage(alert_id, root):
+                self.lineage_late += 1
 
     async def _respond(self, responder: ProtectResponse, c: Container, ev: SensorEvent, alert: Alert) -> None:
         try:
@@ -305,7 +351,11 @@ class Detector:
     def _network(self, att: Attachment, ev: NetworkEvent, final: bool = False) -> None:
         p = att.profile
         if ev.direction == "listen":
-            if not ev.local_port or (ev.proto, ev.local_port) in p.listeners:
+            if not ev.local_port:
+                return
+            if (ev.proto, ev.local_port) in p.listeners:
+                if p.unused and att.learning:
+                    self.profiles.note_use(p, "listener", (f"{ev.proto}/{ev.local_port}",))
                 return
             if att.learning:
                 self.profiles.record(p, listener_entry(ev.proto, ev.local_port))
@@ -334,6 +384,10 @@ class Detector:
                 self._deferred_wake.set()
                 return
         if p.allows_peer(ev.direction, ev.proto, peer, port, ip if remote is None else ""):
+            if p.unused and att.learning:  # a seeded link or port seen in use (once per flow)
+                flow = (ev.direction, ev.proto, peer, port)
+                if p.first_use_question(flow):
+                    self.profiles.note_use(p, "peer", p.peer_keys(*flow))
             return
         if att.learning:
             self.profiles.record(p, peer_entry(ev.direction, ev.proto, peer, port))
@@ -393,6 +447,8 @@ class Detector:
             if changed:
                 self.profiles.mark_suspect(p, changed)
             if p.allows_write(target):
+                if p.unused and att.learning and p.first_use_question(target):  # a seeded volume written
+                    self.profiles.note_use(p, "file", p.file_keys(target))
                 continue
             key = generalise(target)
             if not key:

@@ -1,5 +1,7 @@
-"""Ops of the profiles: profile, mode (and its preview), relearn, allow, and profiles as
-code: profile.export, profile.import, profile.diff (docs/protocol.md)."""
+"""Ops of the profiles: profile, mode (and its preview), relearn, allow, profiles as code
+(profile.export, profile.import, profile.diff), and the upkeep of a profile: profile.prune
+(seeded, never used entries out) and profile.carry (what was allowed by hand, over to a new
+image digest's profile) (docs/protocol.md)."""
 
 from __future__ import annotations
 
@@ -104,12 +106,13 @@ def register(server: Server, book: ProfileBook, inventory: Inventory, view: Cont
         if alert is None:
             raise OpError(f"no alert {alert_id}", args.NOT_FOUND)
         candidates = [p for p in book.profiles.values() if p.app == alert.app and p.service == alert.service]
-        for p in candidates:
-            withdrawn = book.withdraw(p, alert_id)
-            if withdrawn:
-                await alerts.resolve(alert_id, "")
-                return {"alert_id": alert_id, "profile": p.id, "withdrawn": allow.describe_all(withdrawn)}
-        raise OpError(f"incident {alert_id} was not allowed into a profile", args.NOT_FOUND)
+        # Every profile holding it: the one it was allowed into, and those it was carried to.
+        done = [(p, w) for p in candidates if (w := book.withdraw(p, alert_id))]
+        if not done:
+            raise OpError(f"incident {alert_id} was not allowed into a profile", args.NOT_FOUND)
+        await alerts.resolve(alert_id, "")
+        return {"alert_id": alert_id, "profile": done[0][0].id, "profiles": [p.id for p, _ in done],
+                "withdrawn": allow.describe_all(done[0][1])}
 
     async def op_export(req: Request) -> dict[str, Any]:
         profiles = _profiles_named(book, inventory, args.target(req.args, "a container or an app"))
@@ -161,7 +164,61 @@ def register(server: Server, book: ProfileBook, inventory: Inventory, view: Cont
         return {"container": c.name, "profile": att.profile.id, "against": against,
                 **profile_file.diff(other, mine)}
 
+    def attachment(target: Any) -> tuple[Container, Any]:
+        c = args.container(inventory, target)
+        att = book.for_container(c.id)
+        if att is None:
+            raise OpError(f"container {c.name} has no profile ({c.state})", args.CONFLICT)
+        return c, att
+
+    def listing(entries: list[Any]) -> list[dict[str, Any]]:
+        return [{"kind": e.kind, "key": e.key, "source": e.source, "what": allow.describe(e)} for e in entries]
+
+    async def op_prune(req: Request) -> dict[str, Any]:
+        """Remove the seeded entries never seen in use while the profile learned."""
+        c, att = attachment(req.args.get("target"))
+        p = att.profile
+        dry_run = args.boolean(req.args, "dry_run", False)
+        if p.state == "learning" and not dry_run:
+            raise OpError(f"profile {p.id} of {c.name} is still learning: what is unused is not known yet "
+                          "(prune once it is active)", args.CONFLICT)
+        removed = book.prune(p, dry_run=dry_run)
+        return {"container": c.name, "profile": p.id, "app": p.app, "service": p.service, "state": p.state,
+                "dry_run": dry_run, "removed": listing(removed)}
+
+    async def op_carry(req: Request) -> dict[str, Any]:
+        """Copy the entries allowed by hand in an earlier image digest's profile of the
+        container's service into its current profile."""
+        c, att = attachment(req.args.get("target"))
+        p = att.profile
+        older = [o for o in book.profiles.values() if o.app == p.app and o.service == p.service and o is not p]
+        wanted = req.args.get("from")
+        if wanted is not None:
+            digest = args.text(req.args, "from", limit=256)
+            matches = [o for o in older if o.image_digest == digest or
+                       (len(digest) >= 4 and (o.image_digest.startswith(digest)
+                                              or o.image_digest.split(":", 1)[-1].startswith(digest)))]
+            if not matches:
+                raise OpError(f"{p.app}/{p.service} has no other profile of image {digest[:80]}", args.NOT_FOUND)
+            if len(matches) > 1:
+                raise args.bad(f"{digest[:80]} names {len(matches)} profiles of {p.app}/{p.service}: give more digits")
+            source = matches[0]
+        else:
+            earlier = [o for o in older if o.created <= p.created]
+            if not earlier:
+                raise OpError(f"{p.app}/{p.service} has no profile of an earlier image to carry from",
+                              args.NOT_FOUND)
+            source = max(earlier, key=lambda o: (o.created, o.id))
+        dry_run = args.boolean(req.args, "dry_run", False)
+        carried = book.carry(source, p, dry_run=dry_run)
+        return {"container": c.name, "profile": p.id, "app": p.app, "service": p.service,
+                "from_profile": source.id, "from_digest": source.image_digest, "dry_run": dry_run,
+                "carried": [{**row, "by": e.data.get("by", ""), "alert_id": e.data.get("alert_id")}
+                            for row, e in zip(listing(carried), carried)]}
+
     server.register("profile", op_profile)
+    server.register("profile.prune", op_prune, mutates=True)
+    server.register("profile.carry", op_carry, mutates=True)
     server.register("profile.export", op_export)
     server.register("profile.import", op_import, mutates=True, target_arg="name")
     server.register("profile.diff", op_diff)

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+PRUNED = "pruned"  # the source of a stored seed a person pruned (a tombstone, not an entry)
 KERNEL_PUSH_DELAY = 0.05  # seconds: allow-list changes within this are pushed together
 MAX_STABLE_WINDOW = 300.0  # the automatic stability window is a quarter of learning, at most this
 HARD_LIMIT_WINDOWS = 4.0  # learning ends anyway this many stability windows after its deadline
@@ -79,7 +80,8 @@ class ProfileBook:
     def __init__(self, settings: Settings, repo: ProfilesRepo, modes: InventoryRepo, inventory: Inventory,
                  publish: Publish, changed: ContainerChanged, hooks: KernelHooks | None = None,
                  clock: Callable[[], float] = time.time, sensors: SensorHealth | None = None,
-                 started: float | None = None) -> None:
+                 started: float | None = None,
+                 sockets: Callable[[Container], list[tuple[str, tuple[str, ...]]]] | None = None) -> None:
         self.settings = settings
         self.repo = repo
         self.modes = modes  # the apps' and containers' chosen modes, as stored
@@ -89,6 +91,8 @@ class ProfileBook:
         self.hooks: KernelHooks = hooks or NullKernelHooks()
         self.clock = clock
         self.sensors = sensors
+        # What a container's sockets use right now (profiles/sockets.py; None: not looked at).
+        self.sockets = sockets
         self.started = started if started is not None else clock()  # when this enforcer started
         self._lost_seen = 0  # the sensors' loss count at the last check
         self.profiles: dict[int, Profile] = {}
@@ -111,7 +115,10 @@ class ProfileBook:
                         state=row.state, created=row.created, learn_until=row.learn_until,
                         activated=row.activated, gaps=list(row.gaps), last_change=row.last_change)
             for e in row.entries:
-                p.add(Entry(e.kind, e.key, e.data, e.source, e.first_seen))
+                if e.source == PRUNED:
+                    p.pruned.add((e.kind, e.key))
+                    continue
+                p.add(Entry(e.kind, e.key, e.data, e.source, e.first_seen, e.used))
             self.profiles[p.id] = p
             self.by_key[p.key] = p
             if p.state == "learning":
@@ -258,16 +265,92 @@ class ProfileBook:
 
     def record(self, profile: Profile, entry: Entry) -> bool:
         """Add an entry to a profile (memory now, database behind); True if it is new."""
+        if entry.source == "seed" and profile.state != "learning":
+            entry.used = True  # seeded after learning ended: its use was never watched, never claimed unused
         if not profile.add(entry):
+            if entry.source != "seed":
+                self.note_use(profile, entry.kind, (entry.key,))  # seen: a seed of the same key is used
             return False
         if profile.state == "learning" and entry.source == "learned":
             profile.last_change = self.clock()
-        self.repo.add_entry(profile.id, EntryRow(entry.kind, entry.key, entry.data, entry.source, entry.first_seen))
+        self.repo.add_entry(profile.id, _row(entry))
         if profile.state == "active" and entry.kind in ("process", "syscall"):
             self.mark_dirty(profile)
         if profile.state == "active" and entry.kind == "peer":
             self._policy_changed()
         return True
+
+    def note_use(self, profile: Profile, kind: str, keys: tuple[str, ...] | list[str]) -> None:
+        """Something the profile allows by one of `keys` was seen: a seed among them that was
+        never used until now is marked used (in memory, and in the database once)."""
+        if not profile.unused:
+            return
+        for key in keys:
+            if profile.mark_used(kind, key) is not None:
+                self.repo.set_used(profile.id, kind, key)
+
+    def note_live_use(self, profile: Profile) -> None:
+        """What the profile's containers' sockets use now counts as use: a listener or a
+        connection made before the inventory knew the container was never an event."""
+        if self.sockets is None or not profile.unused:
+            return
+        for att in self.attachments_of(profile):
+            try:
+                found = self.sockets(att.container)
+            except Exception as e:  # noqa: BLE001 - a container gone meanwhile: nothing in use
+                log.debug("profiles: sockets of %s not read: %s", att.container.name, e)
+                continue
+            for kind, keys in found:
+                self.note_use(profile, kind, keys)
+
+    def prune(self, profile: Profile, dry_run: bool = False) -> list[Entry]:
+        """Take the seeded, never used entries out of the profile (the kernel's allow-lists and
+        the network policy follow); the entries removed, or with `dry_run` that would be.
+        What the containers' sockets use right now is never removed."""
+        self.note_live_use(profile)
+        found = profile.never_used()
+        if dry_run or not found:
+            return found
+        self._remove(profile, found, pruned=True)
+        log.info("profiles: profile %d (%s/%s) pruned of %d seeded, never used entries", profile.id,
+                 profile.app, profile.service, len(found))
+        return found
+
+    def carry(self, source: Profile, target: Profile, dry_run: bool = False) -> list[Entry]:
+        """Copy what a person allowed in `source` (an earlier image digest's profile of the
+        same service) into `target`: the entries `target` lacks, origin kept, each saying
+        where it was carried from. The copies, or with `dry_run` what they would be."""
+        out = []
+        for kind in source.entries:
+            for key, e in sorted(source.entries[kind].items()):
+                if e.source != "allowed" or key in target.entries[kind]:
+                    continue
+                data = {**e.data, "carried_from": source.image_digest}
+                out.append(Entry(e.kind, e.key, data, e.source, self.clock()))
+        if not dry_run:
+            for e in out:
+                self.allow(target, e)
+            if out:
+                log.info("profiles: profile %d (%s/%s) got %d allowed entries carried from %s", target.id,
+                         target.app, target.service, len(out), source.image_digest[:19])
+        return out
+
+    def _remove(self, profile: Profile, entries: list[Entry], pruned: bool = False) -> None:
+        """Entries out of a profile, memory and database; then the kernel's lists and, when a
+        peer went, the network policy (protect mode drops what is no longer allowed).
+        `pruned`: seeds, remembered as pruned so that seeding does not bring them back."""
+        for e in entries:
+            profile.remove(e.kind, e.key)
+            if pruned:
+                profile.pruned.add((e.kind, e.key))
+                self.repo.mark_pruned(profile.id, e.kind, e.key)
+            else:
+                self.repo.remove_entry(profile.id, e.kind, e.key)
+        if entries:
+            self.mark_dirty(profile)
+            if any(e.kind == "peer" for e in entries):
+                self._policy_changed()
+            self.publish("profile", profile.summary())
 
     def allow(self, profile: Profile, entry: Entry) -> bool:
         """A person accepted an incident into the profile: add the entry (in the kernel too)
@@ -283,11 +366,7 @@ class ProfileBook:
         """Take out the entries that allowing incident `alert_id` added (none: [])."""
         found = [e for table in profile.entries.values() for e in table.values()
                  if e.source == "allowed" and e.data.get("alert_id") == alert_id]
-        for e in found:
-            profile.remove(e.kind, e.key)
-            self.repo.remove_entry(profile.id, e.kind, e.key)
-        if found:
-            self.mark_dirty(profile)  # the kernel's lists lose them too
+        self._remove(profile, found)  # the kernel's lists and the network policy lose them too
         return found
 
     def import_document(self, doc: "ProfileDocument") -> Profile:
@@ -304,8 +383,11 @@ class ProfileBook:
             self.repo.insert_profile(ProfileRow(p.id, p.app, p.service, p.image_digest, p.state, p.created,
                                                 p.learn_until, p.activated))
         p.replace_entries(doc.entries)
-        self.repo.replace_entries(p.id, [EntryRow(e.kind, e.key, e.data, e.source, e.first_seen)
-                                         for kind in p.entries.values() for e in kind.values()])
+        # The file says what the profile is, tombstones included (an entry it also lists wins).
+        p.pruned = {(kind, key) for kind, key in doc.pruned if key not in p.entries[kind]}
+        self.repo.replace_entries(p.id, [_row(e) for kind in p.entries.values() for e in kind.values()])
+        for kind, key in sorted(p.pruned):
+            self.repo.add_tombstone(p.id, kind, key, now)
         p.state, p.activated, p.learn_until, p.gaps = "active", now, min(p.learn_until, now), list(doc.gaps)
         p.last_change = now
         self._save_state(p)
@@ -345,6 +427,7 @@ class ProfileBook:
                 for nr in sorted(self.hooks.used_syscalls(att.container.cgroup_id) - profile.syscalls):
                     if not dangerous_nr(nr):
                         self.record(profile, syscall_entry(nr, syscall_name(nr)))
+        self.note_live_use(profile)  # listeners and connections older than the watch count too
         profile.state = "active"
         profile.activated = self.clock()
         self._save_state(profile)
@@ -357,6 +440,7 @@ class ProfileBook:
     def relearn(self, profile: Profile) -> None:
         now = self.clock()
         profile.clear_learned()
+        profile.forget_use()  # the seeds are watched for use again
         profile.state = "learning"
         profile.activated = None
         profile.learn_until = now + self.learn_seconds(profile.app)
@@ -526,8 +610,15 @@ class ProfileBook:
                       "command": command_argv(cfg, decl)},
             "suspect_paths": sorted(p.suspect_paths),
             "stable_for": round(stable_for, 1), "learning_reason": why,
+            # Seeds not seen in use while it learned (so far, while learning): profile prune.
+            "never_used": len(p.never_used()),
+            "pruned": sorted(f"{kind} {key}" for kind, key in p.pruned),
         })
         return out
+
+
+def _row(e: Entry) -> EntryRow:
+    return EntryRow(e.kind, e.key, e.data, e.source, e.first_seen, e.used)
 
 
 def dangerous_nr(nr: int) -> bool:

@@ -33,7 +33,7 @@ _FIELDS: dict[str, tuple[str, ...]] = {
     "file": ("prefix", "path"),
     "syscall": ("name", "nr"),
 }
-_PROVENANCE = ("by", "alert_id")  # of an allowed entry
+_PROVENANCE = ("by", "alert_id", "carried_from")  # of an allowed entry (carried: from which digest)
 
 
 class ProfileFileError(ValueError):
@@ -52,6 +52,7 @@ class ProfileDocument:
     image_digest: str
     entries: list[Entry] = field(default_factory=list)
     gaps: list[str] = field(default_factory=list)
+    pruned: list[tuple[str, str]] = field(default_factory=list)  # (kind, key) of seeds pruned
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -65,6 +66,8 @@ def entry_document(e: Entry) -> dict[str, Any]:
     for name in sorted(set(d) - set(_FIELDS[e.kind]) - set(_PROVENANCE)):
         out[name] = d[name]
     out["origin"] = e.source
+    if e.never_used:
+        out["never_used"] = True  # seeded, and not seen in use while the profile learned
     for name in _PROVENANCE:
         if name in d:
             out[name] = d[name]
@@ -75,6 +78,9 @@ def document(p: Profile) -> dict[str, Any]:
     doc: dict[str, Any] = {"format": FORMAT, "app": p.app, "service": p.service, "image_digest": p.image_digest}
     if p.gaps:
         doc["gaps"] = list(p.gaps)
+    if p.pruned:  # seeds a person pruned: the importing host does not seed them again either
+        doc["pruned"] = {kind: sorted(k for kd, k in p.pruned if kd == kind)
+                         for kind in PROFILE_KINDS if any(kd == kind for kd, _ in p.pruned)}
     doc["entries"] = {kind: [entry_document(e) for _, e in sorted(p.entries[kind].items())]
                       for kind in PROFILE_KINDS}
     return doc
@@ -159,7 +165,11 @@ def _entry(kind: str, obj: Any) -> Entry:
         if not isinstance(nr, int) or isinstance(nr, bool) or not -1 <= nr < 1024:
             raise ProfileFileError(_line(obj), "nr must be a syscall number (or -1)")
         e = syscall_entry(nr, _text(obj, "name", 64, required=nr < 0), source=origin)
-    known = set(_FIELDS[kind]) | {"origin", "__line__", *_PROVENANCE}
+    never_used = obj.get("never_used", False)
+    if not isinstance(never_used, bool) or (never_used and origin != "seed"):
+        raise ProfileFileError(_line(obj), "never_used must be true or false, and only a seed can be never used")
+    e.used = not never_used
+    known = set(_FIELDS[kind]) | {"origin", "never_used", "__line__", *_PROVENANCE}
     for name in sorted(set(obj) - known):  # fields a newer exporter adds: scalars only
         value = obj[name]
         if not isinstance(value, (str, int, bool)) or (isinstance(value, str) and len(value) > 4096):
@@ -172,6 +182,9 @@ def _entry(kind: str, obj: Any) -> Entry:
             if not isinstance(alert_id, int) or isinstance(alert_id, bool) or alert_id < 1:
                 raise ProfileFileError(_line(obj), "alert_id must be a positive number")
             e.data["alert_id"] = alert_id
+        carried = _text(obj, "carried_from", 256, required=False)
+        if carried:
+            e.data["carried_from"] = carried
     return e
 
 
@@ -202,6 +215,16 @@ def parse(text: str) -> list[ProfileDocument]:
         if not isinstance(gaps, list) or not all(isinstance(g, str) and len(g) <= 500 for g in gaps):
             raise ProfileFileError(_line(doc), "gaps must be a list of short strings")
         pd.gaps = list(gaps)
+        pruned = doc.get("pruned", {})
+        if not isinstance(pruned, dict):
+            raise ProfileFileError(_line(doc), "pruned must be a mapping of kind to a list of keys")
+        for kind, keys in pruned.items():
+            if kind == "__line__":
+                continue
+            if kind not in PROFILE_KINDS or not isinstance(keys, list) or not all(
+                    isinstance(k, str) and 0 < len(k) <= 4096 and k.isprintable() for k in keys):
+                raise ProfileFileError(_line(pruned), f"pruned {str(kind)[:32]!r}: a kind and a list of entry keys")
+            pd.pruned += [(kind, k) for k in keys]
         entries = doc.get("entries")
         if not isinstance(entries, dict):
             raise ProfileFileError(_line(doc), "entries must be a mapping of kind to a list")

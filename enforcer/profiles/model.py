@@ -26,6 +26,7 @@ from typing import Any
 PROFILE_KINDS: tuple[str, ...] = ("process", "listener", "peer", "file", "syscall")
 
 ANY = "*"  # wildcard peer or port
+MAX_USE_ASKED = 4096  # flows and paths remembered as asked about (then forgotten at once)
 LOOPBACK = "loopback"  # the container talking to itself
 
 
@@ -36,9 +37,20 @@ class Entry:
     data: dict[str, Any]
     source: str = "learned"  # seed | learned | allowed (by a person: data has "by", "alert_id")
     first_seen: float = 0.0
+    # Seen in use while the profile learned. Only a seed can be unused: it is declared (compose
+    # file, image config), not observed; "seeded, never used" is what `profile prune` removes.
+    used: bool = True
+
+    @property
+    def never_used(self) -> bool:
+        return self.source == "seed" and not self.used
 
     def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "data": self.data, "source": self.source, "first_seen": self.first_seen}
+        out = {"key": self.key, "data": self.data, "source": self.source, "first_seen": self.first_seen,
+               "used": self.used}
+        if self.never_used:
+            out["never_used"] = True
+        return out
 
 
 # -- entry constructors: one canonical key per thing -------------------------------------
@@ -138,6 +150,15 @@ class Profile:
     # Paths whose binary was written to since it was pinned: kept out of the kernel's exec
     # allow-list so that the next exec is checked again (sha256) in user space.
     suspect_paths: set[str] = field(default_factory=set)
+    # (kind, key) of the seeds not seen in use yet: the detector looks here only while it is
+    # not empty (a learning profile whose declared links have all been used costs nothing).
+    unused: set[tuple[str, str]] = field(default_factory=set)
+    # (kind, key) of the seeds a person pruned: seeding (every start of a container of the
+    # profile) does not bring them back.
+    pruned: set[tuple[str, str]] = field(default_factory=set)
+    # What the detector already asked about use (a flow, a written path): asked once, not per
+    # event. Forgotten whenever an unused seed appears; bounded.
+    use_asked: set[Any] = field(default_factory=set)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -146,11 +167,13 @@ class Profile:
     # -- changing -------------------------------------------------------------------------
     def add(self, entry: Entry) -> bool:
         """Add an entry; True if it is new (the caller stores it). A seed upgrades a learned one."""
+        if entry.source == "seed" and self.pruned and (entry.kind, entry.key) in self.pruned:
+            return False
         table = self.entries[entry.kind]
         existing = table.get(entry.key)
         if existing is not None:
             if entry.source == "seed" and existing.source != "seed":
-                existing.source = "seed"
+                existing.source = "seed"  # stays used: it was learned, so it was seen
                 return True
             return False
         table[entry.key] = entry
@@ -184,6 +207,7 @@ class Profile:
         self.syscalls.clear()
         self.syscall_names.clear()
         self.suspect_paths.clear()
+        self.unused.clear()
 
     def clear_learned(self) -> None:
         """Forget what was learned; keep the seed and what a person allowed (relearn)."""
@@ -193,7 +217,63 @@ class Profile:
         for e in seeds:
             self.add(e)
 
+    def first_use_question(self, what: Any) -> bool:
+        """True the first time `what` (a hashable: a flow, a path) is asked about, while seeds
+        are unused: the detector then looks up the seed keys it may use."""
+        asked = self.use_asked
+        if what in asked:
+            return False
+        if len(asked) >= MAX_USE_ASKED:
+            asked.clear()
+        asked.add(what)
+        return True
+
+    def mark_used(self, kind: str, key: str) -> Entry | None:
+        """A seed seen in use: the entry when it was unused until now, else None."""
+        if (kind, key) not in self.unused:
+            return None
+        self.unused.discard((kind, key))
+        entry = self.entries[kind].get(key)
+        if entry is not None:
+            entry.used = True
+        return entry
+
+    def forget_use(self) -> list[Entry]:
+        """Every seed unused again (a relearn observes afresh); the seeds changed."""
+        out = []
+        self.use_asked.clear()
+        for table in self.entries.values():
+            for e in table.values():
+                if e.source == "seed" and e.used:
+                    e.used = False
+                    self.unused.add((e.kind, e.key))
+                    out.append(e)
+        return out
+
+    def never_used(self) -> list[Entry]:
+        """The seeds never seen in use, in a stable order (kind, then key)."""
+        return [e for kind in PROFILE_KINDS for _, e in sorted(self.entries[kind].items()) if e.never_used]
+
+    # Keys of the entries that can allow one event (the detector's questions, answered by key).
+    @staticmethod
+    def peer_keys(direction: str, proto: str, peer: str, port: int | str) -> tuple[str, ...]:
+        return (f"{direction} {proto} {peer} {port}", f"{direction} {proto} {peer} {ANY}",
+                f"{direction} {proto} {ANY} {port}")
+
+    @staticmethod
+    def file_keys(path: str) -> list[str]:
+        out = [path]
+        end = len(path)
+        while True:
+            end = path.rfind("/", 0, end)
+            if end <= 0:
+                return out
+            out.append(path[: end + 1])
+
     def _index(self, e: Entry) -> None:
+        if e.source == "seed" and not e.used:
+            self.unused.add((e.kind, e.key))
+            self.use_asked.clear()  # what was asked before may use this one
         d = e.data
         if e.kind == "process":
             self.processes.setdefault(d["path"], set()).add(d.get("sha256") or "")

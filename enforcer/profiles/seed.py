@@ -32,6 +32,8 @@ from ..sensors.paths import open_in_root
 from .model import ANY, Entry, exec_identity, file_entry, listener_entry, peer_entry, process_entry
 from .paths import seed_prefix
 
+# The seeds whose use is watched while a profile learns (and that `profile prune` may remove).
+USE_TRACKED = frozenset({"listener", "peer", "file"})
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # Words of a shell script that are not programs.
@@ -64,6 +66,11 @@ def seed_entries(s: SeedInput) -> list[Entry]:
     out += _listener_seeds(s, decl)
     out += _file_seeds(s, decl)
     out += _peer_seeds(s, decl)
+    for e in out:
+        # Declared, not seen: the detector marks it used when it is (book.note_use). Not a
+        # program: the entrypoint's exec runs before the inventory knows the container, so
+        # its use is usually unseen, and a pruned entrypoint would be killed in protect mode.
+        e.used = e.kind not in USE_TRACKED
     return out
 
 

@@ -122,10 +122,10 @@ class AlertsRepo:
         a = inc.alert
         self.db.enqueue(
             "UPDATE alerts SET last_seen = ?, count = ?, severity = ?, action = ?, summary = ?, detail = ?, would = ?, "
-            "tags = ?, resolved = ? WHERE id = ?",
+            "tags = ?, resolved = ?, lineage = COALESCE(lineage, ?) WHERE id = ?",
             (inc.last_seen, a.count, a.severity, a.action, a.summary,
              json.dumps(a.detail, separators=(",", ":"), default=str), a.would, json.dumps(a.tags), a.resolved,
-             a.id),
+             json.dumps(a.lineage) if a.lineage else None, a.id),
         )
 
 

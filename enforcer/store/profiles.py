@@ -37,6 +37,7 @@ class EntryRow:
     data: dict[str, Any]
     source: str
     first_seen: float
+    used: bool = True  # a seed seen in use while its profile learned (False: seeded, never used)
 
 
 class ProfilesRepo:
@@ -53,7 +54,7 @@ class ProfilesRepo:
                 activated=r["activated"], gaps=_gaps(r["gaps"]), last_change=r["last_change"],
             )
         for r in await self.db.fetchall(
-            "SELECT profile_id, kind, key, data, source, first_seen FROM profile_entries"
+            "SELECT profile_id, kind, key, data, source, first_seen, used FROM profile_entries"
         ):
             p = profiles.get(r["profile_id"])
             if p is None:
@@ -63,7 +64,7 @@ class ProfilesRepo:
             except ValueError:
                 data = {}
             p.entries.append(EntryRow(r["kind"], r["key"], data if isinstance(data, dict) else {},
-                                      r["source"], r["first_seen"]))
+                                      r["source"], r["first_seen"], bool(r["used"])))
         return list(profiles.values())
 
     async def max_id(self) -> int:
@@ -91,6 +92,19 @@ class ProfilesRepo:
         self.db.enqueue("DELETE FROM profile_entries WHERE profile_id = ? AND kind = ? AND key = ?",
                         (profile_id, kind, key))
 
+    def mark_pruned(self, profile_id: int, kind: str, key: str) -> None:
+        """A seed pruned: its row stays as a tombstone (source 'pruned') so that seeding does
+        not add it again after a restart."""
+        self.db.enqueue("UPDATE profile_entries SET source = 'pruned', used = 0 "
+                        "WHERE profile_id = ? AND kind = ? AND key = ?", (profile_id, kind, key))
+
+    def add_tombstone(self, profile_id: int, kind: str, key: str, when: float) -> None:
+        """A pruned seed's tombstone without its entry (an imported profile's `pruned`)."""
+        self.db.enqueue(
+            """INSERT INTO profile_entries (profile_id, kind, key, data, source, first_seen, used)
+               VALUES (?, ?, ?, '{}', 'pruned', ?, 0) ON CONFLICT(profile_id, kind, key) DO NOTHING""",
+            (profile_id, kind, key, when))
+
     def replace_entries(self, profile_id: int, rows: list[EntryRow]) -> None:
         """Every entry of a profile replaced (an import). Queued as one run, so the flusher
         commits it in one transaction."""
@@ -99,19 +113,33 @@ class ProfilesRepo:
             self.add_entry(profile_id, e)
 
     def add_entry(self, profile_id: int, e: EntryRow) -> None:
-        """Insert one entry; a seed outranks a learned entry of the same key (relearn keeps seeds)."""
+        """Insert one entry; a seed outranks a learned entry of the same key (relearn keeps seeds),
+        and any entry replaces the tombstone of a pruned seed (learned or allowed since)."""
         self.db.enqueue(
-            """INSERT INTO profile_entries (profile_id, kind, key, data, source, first_seen)
-               VALUES (?, ?, ?, ?, ?, ?)
-               ON CONFLICT(profile_id, kind, key) DO UPDATE SET source = 'seed'
-               WHERE excluded.source = 'seed'""",
-            (profile_id, e.kind, e.key, json.dumps(e.data, separators=(",", ":")), e.source, e.first_seen),
+            """INSERT INTO profile_entries (profile_id, kind, key, data, source, first_seen, used)
+               VALUES (?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT(profile_id, kind, key) DO UPDATE SET
+                 source = excluded.source,
+                 data = CASE WHEN profile_entries.source = 'pruned' THEN excluded.data ELSE profile_entries.data END,
+                 first_seen = CASE WHEN profile_entries.source = 'pruned' THEN excluded.first_seen
+                                   ELSE profile_entries.first_seen END,
+                 used = CASE WHEN profile_entries.source = 'pruned' THEN excluded.used ELSE profile_entries.used END
+               WHERE excluded.source = 'seed' OR profile_entries.source = 'pruned'""",
+            (profile_id, e.kind, e.key, json.dumps(e.data, separators=(",", ":")), e.source, e.first_seen,
+             int(e.used)),
         )
+
+    def set_used(self, profile_id: int, kind: str, key: str, used: bool = True) -> None:
+        self.db.enqueue("UPDATE profile_entries SET used = ? WHERE profile_id = ? AND kind = ? AND key = ?",
+                        (int(used), profile_id, kind, key))
 
     def clear_learned(self, profile_id: int) -> None:
         self.db.enqueue(
             "DELETE FROM profile_entries WHERE profile_id = ? AND source = 'learned'", (profile_id,)
         )
+        # Learning again: every seed is unused until it is seen again.
+        self.db.enqueue("UPDATE profile_entries SET used = 0 WHERE profile_id = ? AND source = 'seed'",
+                        (profile_id,))
 
 
 def _gaps(text: str) -> list[str]:

@@ -238,6 +238,16 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX outbox_output ON outbox(output, id);
         """,
     ),
+    (
+        7,
+        """
+        -- A seeded entry (compose file, image config) seen in use while its profile learned:
+        -- 0 = seeded, never used (stockade profile prune removes those). Entries stored
+        -- before this version count as used: their use was never recorded, so none is
+        -- claimed unused.
+        ALTER TABLE profile_entries ADD COLUMN used INTEGER NOT NULL DEFAULT 1;
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

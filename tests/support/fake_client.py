@@ -174,6 +174,8 @@ class FakeEnforcerClient:
             self.incidents = [incident(i, cs[i % len(cs)], KINDS[i % 5], SEVERITIES[i % 4], 1 + i % 7)
                               for i in range(1, incidents + 1)]
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        # Seeded entries never used ({"kind", "key", "what"}): the profile shows them, prune removes them.
+        self.unused_seeds: list[dict[str, Any]] = []
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.connected = False
 
@@ -183,7 +185,7 @@ class FakeEnforcerClient:
         self.connected = True
         ops = ["hello", "ping", "subscribe", "apps", "containers", "container", "status", "audit", "profile",
                "alerts", "alert", "mode", "relearn", "feeds", "feeds.sync", "feeds.hits", "block", "unblock",
-               "blocks", "freeze", "unfreeze", "kill", "forensics"]
+               "blocks", "freeze", "unfreeze", "kill", "forensics", "profile.prune"]
         self.hello = {"protocol": 1, "server": "stockade-enforcer", "version": "0.1.0", "host": self.host,
                       "started": NOW - 7322, "uid": 0, "user": "root", "role": self.role,
                       "ops": ops}
@@ -248,7 +250,20 @@ class FakeEnforcerClient:
             return sample_audit()
         if op == "profile":
             c = next((c for c in self.containers if c["id"] == args.get("target")), self.containers[0])
-            return sample_profile(c)
+            out = sample_profile(c)
+            if self.unused_seeds:
+                out["profile"]["never_used"] = len(self.unused_seeds)
+                for u in self.unused_seeds:
+                    out["profile"]["entries"][u["kind"]].append(
+                        {"key": u["key"], "data": {}, "source": "seed", "first_seen": iso(NOW - 3000), "used": False,
+                         "never_used": True})
+            return out
+        if op == "profile.prune":
+            removed = [dict(u) for u in self.unused_seeds]
+            if not args.get("dry_run"):
+                self.unused_seeds = []
+            return {"container": "blog_web_1", "profile": 7, "app": "blog", "service": "web", "state": "active",
+                    "dry_run": bool(args.get("dry_run")), "removed": removed}
         if op in ("freeze", "unfreeze"):
             for c in self.containers:
                 if c["id"] == args.get("target"):

@@ -437,3 +437,56 @@ async def test_keys_can_be_remapped_by_binding_id(monkeypatch: Any) -> None:
         await pilot.press("z")
         assert isinstance(app.screen, ConfirmScreen) and "Freeze" in app.screen.title_text
         await pilot.press("escape")
+
+
+async def test_prune_in_the_detail_lists_exactly_what_goes_then_prunes() -> None:
+    fake = FakeEnforcerClient()
+    fake.unused_seeds = [{"kind": "listener", "key": "tcp/8443", "source": "seed", "what": "listen on tcp/8443"},
+                         {"kind": "peer", "key": "out tcp blog/cache *", "source": "seed",
+                          "what": "connect to blog/cache on tcp/*"}]
+    app = StockadeApp(client=fake, clock=lambda: NOW)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(app, pilot)
+        await select_container(app, pilot, WEB)
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        detail = app.screen
+        assert isinstance(detail, ContainerDetailScreen) and detail.never_used() == 2
+        assert "unused" in "".join(str(c) for r in detail.query_one("#profile-listener").rows.values()  # type: ignore[attr-defined]
+                                   for c in r.cells)
+        await pilot.press("P")
+        await pilot.pause(0.1)
+        assert isinstance(app.screen, ConfirmScreen)
+        text = "\n".join(line.plain for line in app.screen.lines)
+        assert "2 seeded entries" in text and "listen on tcp/8443" in text and "connect to blog/cache on tcp/*" in text
+        assert calls(fake, "profile.prune") == [{"target": WEB, "dry_run": True}]  # nothing removed yet
+        assert app.focused is not None and app.focused.id == "cancel"
+        await pilot.press("right", "enter")
+        await pilot.pause(0.3)
+        assert calls(fake, "profile.prune")[-1] == {"target": WEB}
+        assert isinstance(app.screen, ContainerDetailScreen) and detail.never_used() == 0  # refreshed: key gone
+        assert detail.check_action("prune", ()) is False
+
+
+async def test_prune_key_is_off_read_only_and_when_nothing_is_unused() -> None:
+    app = StockadeApp(client=FakeEnforcerClient(), clock=lambda: NOW)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(app, pilot)
+        await select_container(app, pilot, WEB)
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        detail = app.screen
+        assert isinstance(detail, ContainerDetailScreen) and detail.check_action("prune", ()) is False
+    fake = FakeEnforcerClient(role="viewer")
+    fake.unused_seeds = [{"kind": "listener", "key": "tcp/8443", "source": "seed", "what": "listen on tcp/8443"}]
+    app = StockadeApp(client=fake, clock=lambda: NOW)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(app, pilot)
+        await select_container(app, pilot, WEB)
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        detail = app.screen
+        assert isinstance(detail, ContainerDetailScreen) and detail.never_used() == 1
+        assert detail.check_action("prune", ()) is False
+        await pilot.press("P")
+        assert calls(fake, "profile.prune") == []

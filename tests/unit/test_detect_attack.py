@@ -176,6 +176,36 @@ async def test_alerts_carry_the_root_of_their_process_lineage(rig):
     assert by_subject["/bin/nc"]["lineage"]["pid"] == 9100 and by_subject["/bin/nc"]["lineage"]["path"] == "/bin/nc"
 
 
+async def test_an_inode_watch_alert_before_its_exec_gets_the_lineage_when_the_exec_arrives(rig):
+    """The inode watch (fanotify, its own thread) can hand over `cat /etc/shadow` before the
+    process sensor's exec of cat: the alert is raised with no lineage, and filled in when
+    the exec (or the fork) makes the process known; stored too. A pid of another container
+    fills nothing."""
+    from enforcer.sensors.events import ForkEvent, InodeEvent
+
+    c = await _active(rig, "weak", "alert")
+    other = await _active(rig, "other", "alert")
+    # docker exec: a shell whose parent (runc) is outside the container.
+    await rig.feed(ExecEvent(container_id=c.id, pid=9300, ppid=77, path="/bin/sh", sha256="a" * 64, argv=["sh"]))
+    await rig.feed(InodeEvent(container_id=c.id, op="read", path="/etc/shadow", sensitive=True, pid=9301),
+                   InodeEvent(container_id=other.id, op="read", path="/etc/shadow", sensitive=True, pid=9302))
+    [early] = [a for a in await rig.alerts_of(c) if a["subject"] == "read /etc/shadow"]
+    assert early["lineage"] is None  # cat is not known yet
+    # The same pid in another container says nothing about this one.
+    await rig.feed(ExecEvent(container_id=other.id, pid=9301, ppid=1, path="/bin/cat", sha256="a" * 64, argv=["cat"]))
+    assert [a["lineage"] for a in await rig.alerts_of(c) if a["subject"] == "read /etc/shadow"] == [None]
+    await rig.feed(ForkEvent(container_id=c.id, pid=9300, child_pid=9301),
+                   ExecEvent(container_id=c.id, pid=9301, ppid=9300, path="/bin/cat", sha256="a" * 64, argv=["cat"]))
+    await asyncio.sleep(0.4)  # the write-behind of a changed incident
+    [late] = [a for a in await rig.alerts_of(c) if a["subject"] == "read /etc/shadow"]
+    assert late["lineage"]["pid"] == 9300 and late["lineage"]["path"] == "/bin/sh"
+    assert rig.e.detector.lineage_late >= 1
+    # Stored: after a restart the incident still carries it.
+    await rig.restart()
+    [stored] = [a for a in await rig.alerts_of(c) if a["subject"] == "read /etc/shadow"]
+    assert stored["lineage"]["pid"] == 9300
+
+
 # -- an incident per story: one program run's new syscalls are one finding ---------------------
 async def test_new_syscalls_of_one_program_run_fold_into_one_incident_that_lists_them(rig):
     c = await _active(rig, "weak", "alert")

@@ -184,7 +184,9 @@ async def test_profile_op_has_the_protocol_shape(rig):
         assert key in prof
     assert set(prof["entries"]) == {"process", "listener", "peer", "file", "syscall"}
     entry = prof["entries"]["listener"][0]
-    assert set(entry) == {"key", "data", "source", "first_seen"} and entry["source"] == "seed"
+    assert set(entry) == {"key", "data", "source", "first_seen", "used", "never_used"} and entry["source"] == "seed"
+    assert entry["used"] is False and entry["never_used"] is True  # declared, not seen yet
+    assert prof["never_used"] >= 1 and prof["pruned"] == []
     assert prof["image"]["user"] == "www"
     apps = {a["name"]: a for a in await rig.call("apps")}
     edges = apps["blog"]["edges"]
