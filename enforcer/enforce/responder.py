@@ -43,6 +43,7 @@ from .firewall import Firewall
 from .netpolicy import PeerRule, allows, policy_elements
 from .nft import NftError
 from .processes import ProcessError, kill_in_container, parse_signal
+from .refusals import RefusalWatch
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ class Responder:
         self.policy_source = policies
         self.policy_containers = 0  # containers under default-deny in the last desired state
         self.firewall = Firewall(nft_table)
+        # Refused inbound connections: the kernel's NFLOG of the deny-in rules -> alerts.
+        self.refusals = RefusalWatch(nft_table, inventory, alerts, self.firewall.unlogged_refusals)
         self.blocks: dict[int, BlockRow] = {}
         self.views: dict[int, BlockView] = {}
         self.freezes: dict[str, FreezeRow] = {}  # container id -> freeze
@@ -100,6 +103,8 @@ class Responder:
         if self.bridge_netfilter != "1":
             log.warning("enforcement: net.bridge.bridge-nf-call-iptables is %s; container-to-container "
                         "blocks rely on the bridge table", self.bridge_netfilter or "unavailable")
+        if self.firewall.available and self.policy_source is not None:
+            await self.refusals.start()
         self.inventory.subscribe(self._on_inventory_change)
         if self.threat_source is not None:
             self.threat_source.on_change(self._on_feeds_change)
@@ -113,6 +118,7 @@ class Responder:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        await self.refusals.stop()
         # The table stays in the kernel: blocks hold while the enforcer is down.
         await self.firewall.stop()
 
@@ -129,7 +135,7 @@ class Responder:
             "bridge_nf_call_iptables": self.bridge_netfilter,
             "blocks": len(self.blocks), "blocks_active": sum(1 for v in self.views.values() if v.active),
             "freezes": len(self.freezes), "auto_actions": self.auto_actions, "cut_offs": self.cut_offs,
-            "policy_containers": self.policy_containers,
+            "policy_containers": self.policy_containers, "refusals": self.refusals.status(),
             "reconciled": self.reconciled.is_set(), "reconcile": self.reconcile_report,
             "errors": self.errors, "error": self.last_error,
         }}

@@ -29,6 +29,7 @@ connection is dropped, and a connection open before the block stalls at its next
 from __future__ import annotations
 
 import ipaddress
+import zlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -68,6 +69,20 @@ SETS: dict[str, tuple[Any, list[str]]] = {
 # so these live in the inet table only; bridged traffic reaches them through br_netfilter.
 POLICY_FAMILY = "inet"
 POLICY_CHAIN = "policy"
+# Refused inbound packets go to NFLOG (refusals.py reads them and raises alerts), at most
+# LOG_BURST at once and LOG_RATE a second per rule; the rest are refused all the same,
+# counted by the `-unlogged` rules (UNLOGGED suffix).
+LOG_PREFIX = "stockade-refused"
+LOG_RATE = 25  # packets a second
+LOG_BURST = 100  # packets
+UNLOGGED = "-unlogged"
+LOG_SNAPLEN = 128
+
+
+def log_group(table: str) -> int:
+    """The NFLOG group of a table's refusals: one per table (two enforcers on two tables
+    never share one), in 16384-32767, away from the small numbers people pick by hand."""
+    return 0x4000 + zlib.crc32(table.encode()) % 0x4000
 _POLICY_SHAPES = {"x": ("addr", "addr", "proto", "port"), "p": ("addr", "addr", "proto"),
                   "a": ("addr", "proto", "port"), "w": ("addr", "proto"),
                   "n": ("addr", "net", "proto", "port"), "np": ("addr", "net", "proto")}
@@ -128,9 +143,10 @@ def block_rules() -> list[tuple[str, list[dict[str, Any]]]]:
     return rules
 
 
-def policy_rules() -> dict[str, list[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]]]:
+def policy_rules(group: int = 0) -> dict[str, list[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]]]:
     """chain -> (comment, matches, verdict) of the default-deny chains (inet family only).
 
+    `group`: the NFLOG group refused inbound packets are logged to (within the limit).
     `policy` sends a packet that opens a connection from (to) a protected address to that
     direction's chain; each allow-set lookup returns, the last rules refuse. A flow between
     two protected containers must be allowed by both profiles."""
@@ -157,13 +173,22 @@ def policy_rules() -> dict[str, list[tuple[str, list[dict[str, Any]], list[dict[
                 ("", [_lookup([own, _L4PROTO], f"p{d}w{v}")], [{"return": None}]),
                 ("", [_lookup([own, peer, _L4PROTO, dport], f"p{d}n{v}")], [{"return": None}]),
                 ("", [_lookup([own, peer, _L4PROTO], f"p{d}np{v}")], [{"return": None}]),
-                # Refused at once: a TCP reset (connect() fails, nothing was sent), else ICMP.
-                (f"deny-{'out' if d == 'o' else 'in'}{v}-tcp",
-                 [{"match": {"op": "==", "left": _L4PROTO, "right": "tcp"}}],
-                 [{"counter": None}, {"reject": {"type": "tcp reset"}}]),
-                (f"deny-{'out' if d == 'o' else 'in'}{v}", [],
-                 [{"counter": None}, {"reject": {"type": "icmpx", "expr": "admin-prohibited"}}]),
             ]
+            # Refused at once: a TCP reset (connect() fails, nothing was sent), else ICMP.
+            tcp = [{"match": {"op": "==", "left": _L4PROTO, "right": "tcp"}}]
+            refusals = (("-tcp", tcp, {"reject": {"type": "tcp reset"}}),
+                        ("", [], {"reject": {"type": "icmpx", "expr": "admin-prohibited"}}))
+            for suffix, match, reject in refusals:
+                comment = f"deny-{'out' if d == 'o' else 'in'}{v}{suffix}"
+                if d == "i":
+                    # Inbound: no sensor sees a refused accept, so the kernel tells (NFLOG),
+                    # within a limit; over it, refused the same, only counted.
+                    over = {"limit": {"rate": LOG_RATE, "per": "second", "burst": LOG_BURST, "inv": True}}
+                    chains[name].append((comment + UNLOGGED, [*match, over], [{"counter": None}, reject]))
+                    logged = {"log": {"prefix": LOG_PREFIX, "group": group, "snaplen": LOG_SNAPLEN}}
+                    chains[name].append((comment, match, [{"counter": None}, logged, reject]))
+                else:
+                    chains[name].append((comment, match, [{"counter": None}, reject]))
     return chains
 
 
@@ -178,7 +203,7 @@ def layout_commands(table: str, families: Iterable[str] = FAMILIES) -> list[dict
                 s["flags"] = flags
             cmds.append({"add": {"set": s}})
         cmds.append({"add": {"chain": {"family": fam, "table": table, "name": BLOCK_CHAIN}}})
-        policy = policy_rules() if fam == POLICY_FAMILY else {}
+        policy = policy_rules(log_group(table)) if fam == POLICY_FAMILY else {}
         for chain in policy:
             cmds.append({"add": {"chain": {"family": fam, "table": table, "name": chain}}})
         for hook in BASE_CHAINS[fam]:
