@@ -15,6 +15,11 @@ netpolicy.py), real containers on an internal Docker bridge; no enforcer, no sen
    container in protect mode that comes back on a new address; from `docker start`
    returning (its network is up) until the new address is in the kernel's prot4 set.
    Until then its new connections are not checked (docs/enforcement.md, limits).
+4. The restart window seen from inside: the protected container's own command is a probe
+   (bench/restart_probe.c, built here with gcc -static) that connects every millisecond
+   from its first instruction to a container its profile does not allow; after each
+   restart on a new address it prints how many connects got through and when the last
+   one did (ms since the probe started). 0 means the window is closed.
 """
 
 from __future__ import annotations
@@ -112,7 +117,62 @@ def main() -> int:
         nft.close()
         d.cleanup()
     restart_window()
+    restart_probe()
     return 0
+
+
+def restart_probe(rounds: int = 10, duration_ms: int = 1500) -> None:
+    d = DockerResources()
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Path(tmp) / "probe"
+        sh("gcc", "-O2", "-static", "-o", str(probe), str(REPO / "bench" / "restart_probe.c"), timeout=120)
+        e = EnforcerProcess(Path(tmp) / "enforcer", "--no-sensors", "--learn-seconds", "0").start()
+        try:
+            ensure_busybox_image()
+            for _ in range(20):  # a /24 no other network uses
+                n = random.randrange(1, 250)
+                net = f"stnpr{random.randrange(1 << 30):x}"
+                if docker("network", "create", "--internal", "--subnet", f"10.232.{n}.0/24", "--label",
+                          "stockade-test=1", net, check=False).returncode == 0:
+                    break
+            d.networks.append(net)
+            stranger = d.run(network=net, command=WEB_COMMAND)
+            target = ip_of(stranger)
+            web = d.run("-v", f"{probe}:/probe:ro", network=net, command=["/probe", target, "8080", str(duration_ms)])
+
+            def lines() -> list[str]:
+                return [ln for ln in docker("logs", web).stdout.splitlines() if ln.startswith("attempts=")]
+
+            def parse(line: str) -> dict[str, float]:
+                return {k: float(v) for k, v in (kv.split("=") for kv in line.split())}
+
+            wait_for(lambda: len(lines()) >= 1, timeout=30)
+            baseline = parse(lines()[-1])
+            wait_for(lambda: e.call("container", target=web).get("profile_state") == "active", timeout=30)
+            e.cli("mode", web, "protect")
+            wait_for(lambda: f'"{ip_of(web)}"' in sh("nft", "-j", "list", "set", "inet", e.nft_table, "prot4",
+                                                      check=False).stdout, timeout=10)
+            results = []
+            for i in range(rounds):
+                new = f"10.232.{n}.{100 + i % 2 * 100 + i}"
+                seen = len(lines())
+                docker("stop", "-t", "1", web)
+                docker("network", "disconnect", net, web)
+                docker("network", "connect", "--ip", new, net, web)
+                docker("start", web)
+                wait_for(lambda: len(lines()) > seen, timeout=30, interval=0.1)
+                results.append(parse(lines()[-1]))
+            through = sorted(int(r["allowed"]) for r in results)
+            last = sorted(r["last_allowed_ms"] for r in results)
+            print(f"4. restart probe (a connect every ms from the container's first instruction to a peer its "
+                  f"profile lacks), {rounds} restarts on a new address: connects that got through per restart: "
+                  f"median {statistics.median(through):g}, max {through[-1]} (of ~{int(results[0]['attempts'])}); "
+                  f"last one through at median {statistics.median(last):.0f} ms, max {last[-1]:.0f} ms "
+                  f"(-1: none); unprotected baseline: {int(baseline['allowed'])} of {int(baseline['attempts'])}")
+        finally:
+            e.stop()
+            e.remove_nft_table()
+            d.cleanup()
 
 
 def restart_window(rounds: int = 10) -> None:

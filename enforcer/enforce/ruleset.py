@@ -89,6 +89,15 @@ _POLICY_SHAPES = {"x": ("addr", "addr", "proto", "port"), "p": ("addr", "addr", 
 _TYPE = {"proto": "inet_proto", "port": "inet_service"}
 # set name -> field kinds; addr/net fields take the set's IP version.
 POLICY_SHAPES: dict[str, tuple[str, ...]] = {f"prot{v}": ("addr",) for v in (4, 6)}
+# Every known container's address (inventory): an inbound "any peer" entry (a published
+# port) means any peer that is NOT a container; containers must be named by the profile.
+POLICY_SHAPES.update({f"ctr{v}": ("addr",) for v in (4, 6)})
+# The networks of protected containers (guarded) and the host's own address on each (its
+# gateway): a new connection from or to an address on a guarded network that is neither a
+# known container nor the host is refused (fail closed while a (re)started container's
+# policy is not yet in place).
+POLICY_SHAPES.update({f"gnet{v}": ("net",) for v in (4, 6)})
+POLICY_SHAPES.update({f"ggw{v}": ("addr",) for v in (4, 6)})
 POLICY_SHAPES.update({f"p{d}{shape}{v}": kinds for d in ("o", "i") for shape, kinds in _POLICY_SHAPES.items()
                       for v in (4, 6)})
 
@@ -117,6 +126,7 @@ def _field(proto: str, name: str) -> dict[str, Any]:
 
 
 _L4PROTO = {"meta": {"key": "l4proto"}}
+_TCP = {"match": {"op": "==", "left": _L4PROTO, "right": "tcp"}}
 
 
 def _lookup(left: list[dict[str, Any]] | dict[str, Any], set_name: str) -> dict[str, Any]:
@@ -158,6 +168,14 @@ def policy_rules(group: int = 0) -> dict[str, list[tuple[str, list[dict[str, Any
     stray = {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["invalid", "untracked"]}}
     for ip, v in (("ip", "4"), ("ip6", "6")):
         src, dst = _field(ip, "saddr"), _field(ip, "daddr")
+        for side, addr in (("from", src), ("to", dst)):
+            # An address on a guarded network that is no known container: refused (see POLICY_SHAPES).
+            unbound = [new, _lookup(addr, f"gnet{v}"), {"match": {"op": "!=", "left": addr, "right": f"@ctr{v}"}},
+                       {"match": {"op": "!=", "left": addr, "right": f"@ggw{v}"}}]
+            chains[POLICY_CHAIN].append((f"unbound-{side}{v}-tcp", [*unbound, _TCP],
+                                         [{"counter": None}, {"reject": {"type": "tcp reset"}}]))
+            chains[POLICY_CHAIN].append((f"unbound-{side}{v}", unbound,
+                                         [{"counter": None}, {"reject": {"type": "icmpx", "expr": "admin-prohibited"}}]))
         for side, own in (("from", src), ("to", dst)):
             not_icmp6 = [{"match": {"op": "!=", "left": _L4PROTO, "right": "ipv6-icmp"}}] if v == "6" else []
             chains[POLICY_CHAIN].append((f"stray-{side}{v}", [stray, _lookup(own, f"prot{v}"), *not_icmp6],
@@ -166,16 +184,18 @@ def policy_rules(group: int = 0) -> dict[str, list[tuple[str, list[dict[str, Any
             name = f"{POLICY_CHAIN}-{'out' if d == 'o' else 'in'}{v}"
             chains[POLICY_CHAIN].append(("", [new, _lookup(own, f"prot{v}")], [{"jump": {"target": name}}]))
             dport = _field("th", "dport")
+            # Inbound from "any peer" (a published port): any peer but a known container.
+            not_container = [{"match": {"op": "!=", "left": peer, "right": f"@ctr{v}"}}] if d == "i" else []
             chains[name] = [
                 ("", [_lookup([own, peer, _L4PROTO, dport], f"p{d}x{v}")], [{"return": None}]),
                 ("", [_lookup([own, peer, _L4PROTO], f"p{d}p{v}")], [{"return": None}]),
-                ("", [_lookup([own, _L4PROTO, dport], f"p{d}a{v}")], [{"return": None}]),
-                ("", [_lookup([own, _L4PROTO], f"p{d}w{v}")], [{"return": None}]),
+                ("", [_lookup([own, _L4PROTO, dport], f"p{d}a{v}"), *not_container], [{"return": None}]),
+                ("", [_lookup([own, _L4PROTO], f"p{d}w{v}"), *not_container], [{"return": None}]),
                 ("", [_lookup([own, peer, _L4PROTO, dport], f"p{d}n{v}")], [{"return": None}]),
                 ("", [_lookup([own, peer, _L4PROTO], f"p{d}np{v}")], [{"return": None}]),
             ]
             # Refused at once: a TCP reset (connect() fails, nothing was sent), else ICMP.
-            tcp = [{"match": {"op": "==", "left": _L4PROTO, "right": "tcp"}}]
+            tcp = [_TCP]
             refusals = (("-tcp", tcp, {"reject": {"type": "tcp reset"}}),
                         ("", [], {"reject": {"type": "icmpx", "expr": "admin-prohibited"}}))
             for suffix, match, reject in refusals:
