@@ -204,6 +204,35 @@ def test_a_published_port_passes_the_policy_and_nothing_else_does(enforcer, dock
     assert drop_counters("inet", e.nft_table).get("deny-in4-tcp", 0) >= 1
 
 
+def test_a_published_port_is_for_outside_not_for_sibling_containers_unless_linked(enforcer, dockerx):
+    """Publishing means reachable from outside the host: a sibling container on the same
+    network is refused at its first SYN (and the refusal is an alert); a container the
+    profile links (learned here) still reaches it; the host through the published port too."""
+    e = enforcer
+    net = dockerx.network(internal=False)
+    port = random.randrange(30000, 40000)
+    db = dockerx.run("-p", f"127.0.0.1:{port}:8080", network=net, command=WEB_COMMAND)
+    db4 = _addrs(db)[0]
+    linked = dockerx.run("-e", f"T={db4}", network=net, command=CLIENT)
+    sibling = dockerx.run(network=net, command=WEB_COMMAND)
+    wait_known(e, db, linked, sibling)
+    wait_for(lambda: any(k.startswith(f"in tcp {linked}/{linked} 8080") for k in _peer_keys(e, db)),
+             timeout=30, interval=0.5, what="the linked flow in db profile")
+    wait_active(e, db)
+    e.cli("mode", db, "protect")
+    wait_for(lambda: db4 in _prot(e), timeout=10, what="db under default-deny")
+
+    assert _host_fetch(f"http://127.0.0.1:{port}/")[0]  # outside (the host) through the published port
+    assert fetch(linked, db4)[0]  # the profile names it
+    ok, got, seconds = fetch(sibling, db4)  # the published container port, from a sibling: refused
+    assert not ok and got == 0 and seconds < 1.5, (ok, got, seconds)
+    alert = wait_for(lambda: next((a for a in e.call("alerts", container=db)
+                                   if a["kind"] == "network" and a["detail"].get("peer_container") == sibling), None),
+                     timeout=10, what="the alert on the sibling's refused connection")
+    assert alert["action"] == "blocked" and alert["detail"]["direction"] == "in"
+    assert alert["detail"]["local_port"] == 8080
+
+
 def _refusals(e: EnforcerProcess) -> dict:
     return e.call("status")["enforcement"]["refusals"]
 
