@@ -6,7 +6,9 @@ netpolicy.py), real containers on an internal Docker bridge; no enforcer, no sen
 1. Allowed traffic with the default-deny policy on vs off: TCP connect latency from a
    client container to a server container (a host thread in each network namespace, no
    fork per connection), interleaved rounds of: the policy off (Stockade's table hooked,
-   its sets empty), on with 10 allowed flows per container, on with 1,000. Ratio =
+   its sets empty), on with 10 allowed flows per container, on with 1,000 (and as many
+   known-container addresses, the bench network guarded: the fail-closed rules and the
+   published-port exclusion are looked up on every new connection). Ratio =
    latency off / latency on (goal >= 0.95: the policy costs under 5 %).
 2. No escape by repetition: 1,000 disallowed connects from 20 processes at once, from the
    protected client to a third container and from that container into the protected
@@ -50,8 +52,11 @@ CONNECTS = 1000
 STORM = REPO / "tests" / "support" / "storm.py"
 
 
-def policy_state(client: str, server: str, ip_c: str, ip_s: str, n: int) -> R.Ruleset:
-    """client may reach server:PORT (and n-1 other flows); server accepts client on PORT."""
+def policy_state(client: str, server: str, ip_c: str, ip_s: str, n: int, known: list[str] = (),
+                 guarded: list[tuple[str, str]] = ()) -> R.Ruleset:
+    """client may reach server:PORT (and n-1 other flows); server accepts client on PORT.
+    `known`: the other containers' addresses (ctr4, with n-1 made-up ones); `guarded`: the
+    bench network (subnet, gateway), so the fail-closed rules have something to look up."""
     rng = random.Random(n)
     filler = [PeerRule("out", "tcp", f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}",
                        rng.randrange(1, 65536)) for _ in range(n - 1)]
@@ -60,7 +65,9 @@ def policy_state(client: str, server: str, ip_c: str, ip_s: str, n: int) -> R.Ru
                          *[PeerRule("in", r.proto, r.peer, r.port) for r in filler]]}
     addrs = {client: [ip_c], server: [ip_s]}
     services = {"a/client": [ip_c], "b/server": [ip_s]}
-    el = policy_elements(policies, lambda name: addrs.get(name, []), lambda s: services.get(s, []))
+    containers = [ip_c, ip_s, *known, *(f"10.250.{i // 250}.{i % 250 + 1}" for i in range(n - 1))]
+    el = policy_elements(policies, lambda name: addrs.get(name, []), lambda s: services.get(s, []),
+                         containers, guarded)
     return {**R.empty_ruleset(), **{k: frozenset(v) for k, v in el.items()}}
 
 
@@ -81,10 +88,14 @@ def main() -> int:
         listener.start()
         listener.ready.wait(5)
         layout = R.layout_commands(table)
+        ipam = docker("network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}} {{.Gateway}}{{end}}",
+                      net).stdout.split()
+        guarded = [(ipam[0], ipam[1])] if len(ipam) >= 2 else []
+        known = [ip_of(other)]
         states = {
             "policy off (table hooked, sets empty)": R.empty_ruleset(),
-            "policy on, 10 flows per container": policy_state(client, server, ip_c, ip_s, 10),
-            "policy on, 1,000 flows per container": policy_state(client, server, ip_c, ip_s, 1000),
+            "policy on, 10 flows per container": policy_state(client, server, ip_c, ip_s, 10, known, guarded),
+            "policy on, 1,000 flows per container": policy_state(client, server, ip_c, ip_s, 1000, known, guarded),
         }
         medians: dict[str, list[float]] = {k: [] for k in states}
         nft.run(layout + R.replace_commands(table, R.empty_ruleset()))
