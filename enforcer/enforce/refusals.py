@@ -342,7 +342,7 @@ class RefusalWatch:
         if c is None or self.alerts is None:
             self.unattributed += 1
             return
-        from ..detect import rules  # the detector's severities and rule names
+        from ..detect import attack, rules  # the detector's severities, rule names and ATT&CK tags
 
         remote = self.inventory.by_ip(r.src)
         peer = f"{remote.app}/{remote.service}" if remote is not None and remote.id != c.id else r.src
@@ -352,9 +352,11 @@ class RefusalWatch:
                   "peer_container": remote.name if remote is not None else "", "pid": 0, "comm": "",
                   "refused_by": "kernel (default-deny)"}
         what = f"{r.proto}/{port}" if port else r.proto
+        subject = f"in {r.proto} {peer} {port}"
         self.alerts.raise_alert(c, "network", rules.SEVERITY["network.in"],
-                                f"refused inbound {what} from {peer}", detail,
-                                subject=f"in {r.proto} {peer} {port}", rule=rules.RULE_PROFILE, action="blocked")
+                                f"refused inbound {what} from {peer}", detail, subject=subject,
+                                rule=rules.RULE_PROFILE, action="blocked",
+                                tags=attack.techniques("network", rules.RULE_PROFILE, subject, detail))
         self.alerted += 1
         self._recent[c.id] = (c, time.monotonic() if now is None else now)
         if len(self._recent) > 1024:
