@@ -136,3 +136,33 @@ def test_the_profile_does_not_let_a_published_port_cover_a_container_peer():
     assert not p.allows_peer("in", "tcp", "shop/batch", 8080)  # a container must be named
     p.add(peer_entry("in", "tcp", "shop/batch", 8080))
     assert p.allows_peer("in", "tcp", "shop/batch", 8080)
+
+
+def test_the_responder_guards_a_protected_containers_network_while_it_is_stopped():
+    """The guard is learned from the running container (the host interface holding its
+    address), kept while it is stopped or restarting, dropped when it leaves protect or
+    is removed."""
+    import ipaddress
+    from types import SimpleNamespace
+
+    from enforcer.enforce.responder import Responder
+    from enforcer.models import Container, NetworkAttachment
+
+    web = Container(id="c1", name="web", app="app", service="web", image="i", state="running",
+                    networks=[NetworkAttachment("n", ip=OWN4, ipv6=OWN6)])
+    modes = {"web": "protect"}
+    inv = SimpleNamespace(containers={"c1": web})
+    r = Responder("t", inv, None, SimpleNamespace(container_mode=lambda c: modes[c.name]), None,  # type: ignore[arg-type]
+                  lambda c: None)
+    r._host_ifaces = [ipaddress.ip_interface("172.30.0.1/24"), ipaddress.ip_interface("fd00::1/64"),
+                      ipaddress.ip_interface("192.0.2.2/24")]
+    policies = {"web": []}
+    assert r._guarded(policies, {"web": [OWN4, OWN6]}) == {("172.30.0.0/24", "172.30.0.1"), ("fd00::/64", "fd00::1")}
+    web.state = "exited"  # stopped: no addresses, no policy; the network stays guarded
+    assert r._guarded({}, {}) == {("172.30.0.0/24", "172.30.0.1"), ("fd00::/64", "fd00::1")}
+    modes["web"] = "alert"
+    assert r._guarded({}, {}) == set()
+    modes["web"] = "protect"
+    r._guarded(policies, {"web": [OWN4]})
+    inv.containers.clear()  # removed
+    assert r._guarded({}, {}) == set()
