@@ -5,7 +5,10 @@ a real enforcer (no sensors: this is the kernel policy alone, profiles active at
 
 The protected container's own command is a probe (bench/restart_probe.c, built here with
 gcc -static) that connects every millisecond, from the moment it starts, to a container
-its profile does not allow, and prints how many connects got through."""
+its profile does not allow, and prints how many connects got through.
+
+Also here (seeds alone, no learning needed): a published port admits the host and the
+compose services that depend on it, and refuses a sibling that declares nothing."""
 
 from __future__ import annotations
 
@@ -103,3 +106,63 @@ def test_a_restarted_protected_container_is_refused_until_its_policy_is_in_place
     # Leaving protect ends the guarding: nothing refused on the network any more.
     e.cli("mode", web, "alert")
     wait_for(lambda: not _set(e, "gnet4"), timeout=10, what="the network to be unguarded")
+
+
+PUBLISHED_APP = """
+version: "2.4"
+services:
+  web:
+    image: {image}
+    command: {web}
+    ports: ["127.0.0.1:{port}:8080"]
+    labels: {{stockade.test: "1"}}
+    networks: [front]
+  client:
+    image: {image}
+    command: ["sleep", "3600"]
+    depends_on: ["web"]
+    labels: {{stockade.test: "1"}}
+    networks: [front]
+  sibling:
+    image: {image}
+    command: ["sleep", "3600"]
+    labels: {{stockade.test: "1"}}
+    networks: [front]
+networks:
+  front:
+    labels: {{stockade.test: "1"}}
+"""
+
+
+def test_a_published_port_admits_the_host_and_compose_dependants_not_siblings(enforcer, dockerx, busybox_image,
+                                                                              tmp_path):
+    """Seeds alone (no learning): web publishes 8080 on 127.0.0.1; client depends_on web;
+    sibling shares the network but declares nothing. (Not internal: Docker publishes no
+    port of an internal network; nothing here connects outside the host.)"""
+    import json
+
+    e = enforcer
+    project = f"stpub{random.randrange(1 << 30):x}"
+    port = random.randrange(40000, 50000)
+    web_command = json.dumps(WEB_COMMAND).replace("$", "$$")  # compose interpolates $
+    dockerx.compose_up(project, PUBLISHED_APP.format(image=busybox_image, web=web_command, port=port),
+                       tmp_path / project)
+    def running() -> list[dict]:
+        cs = [c for c in e.cli_json("containers", "--app", project) if c["state"] == "running"]
+        return cs if len(cs) == 3 else []
+    names = {c["service"]: c["name"] for c in wait_for(running, timeout=30, what="the compose app's containers")}
+    web = names["web"]
+    peers = {tuple(x["data"][k] for k in ("direction", "proto", "peer", "port"))
+             for x in e.call("profile", target=web)["profile"]["entries"]["peer"]}
+    assert ("in", "tcp", "*", 8080) in peers and ("in", "tcp", f"{project}/client", 8080) in peers, peers
+    wait_for(lambda: e.call("container", target=web).get("profile_state") == "active", timeout=30,
+             what="web's profile to be active")
+    e.cli("mode", web, "protect")
+    wait_for(lambda: ip_of(web) in _set(e, "prot4"), timeout=10, what="web under default-deny")
+
+    proc = subprocess.run(["timeout", "3", "busybox", "wget", "-q", "-O", "-", f"http://127.0.0.1:{port}/"],
+                          capture_output=True, timeout=30)
+    assert proc.returncode == 0 and b"hello" in proc.stdout  # the host, through the published port
+    assert host_fetch(names["client"], ip_of(web))  # the compose dependant
+    assert not host_fetch(names["sibling"], ip_of(web))  # a sibling: refused at its first SYN
+    assert drop_counters("inet", e.nft_table).get("deny-in4-tcp", 0) >= 1
