@@ -575,15 +575,26 @@ class Responder:
 
 
 def host_interfaces() -> list[Any]:
-    """The host's IPv4/IPv6 addresses with their networks (a Docker bridge's gateway and
-    subnet among them), link-local and loopback left out."""
+    """The addresses, with their networks, the host holds on Docker's bridges (`docker0`,
+    `br-<network id>`, of kind bridge): a bridge network's gateway and subnet. Only those:
+    guarding the host's own LAN (a macvlan container's address is on it) would refuse the
+    host's own connections. Link-local and loopback left out."""
     import ipaddress
 
     from pyroute2 import IPRoute
 
     out = []
     with IPRoute() as ipr:
+        bridges = set()
+        for link in ipr.get_links():
+            name = link.get_attr("IFLA_IFNAME") or ""
+            info = link.get_attr("IFLA_LINKINFO")
+            kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+            if kind == "bridge" and (name == "docker0" or name.startswith("br-")):
+                bridges.add(link["index"])
         for msg in ipr.get_addr():
+            if msg["index"] not in bridges:
+                continue
             addr = msg.get_attr("IFA_ADDRESS")
             if not addr:
                 continue
