@@ -103,6 +103,12 @@ def test_a_restarted_protected_container_is_refused_until_its_policy_is_in_place
     assert counters.get("unbound-from4-tcp", 0) >= 1, counters  # the fail-closed rule did the refusing
     # Known containers on the guarded network are untouched: the stranger reaches the other.
     assert host_fetch(stranger, ip_of(other))
+    # A container that starts on the guarded network now (protected or not) is refused only
+    # until the inventory knows it: then it works.
+    late = dockerx.run(network=net, command=WEB_COMMAND)
+    wait_for(lambda: host_fetch(late, ip_of(other)), timeout=15, interval=0.2,
+             what="a container started on the guarded network to get through once known")
+    assert host_fetch(other, ip_of(late))
     # Leaving protect ends the guarding: nothing refused on the network any more.
     e.cli("mode", web, "alert")
     wait_for(lambda: not _set(e, "gnet4"), timeout=10, what="the network to be unguarded")
