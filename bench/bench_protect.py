@@ -6,7 +6,9 @@ netpolicy.py), real containers on an internal Docker bridge; no enforcer, no sen
 1. Allowed traffic with the default-deny policy on vs off: TCP connect latency from a
    client container to a server container (a host thread in each network namespace, no
    fork per connection), interleaved rounds of: the policy off (Stockade's table hooked,
-   its sets empty), on with 10 allowed flows per container, on with 1,000. Ratio =
+   its sets empty), on with 10 allowed flows per container, on with 1,000 (and as many
+   known-container addresses, the bench network guarded: the fail-closed rules and the
+   published-port exclusion are looked up on every new connection). Ratio =
    latency off / latency on (goal >= 0.95: the policy costs under 5 %).
 2. No escape by repetition: 1,000 disallowed connects from 20 processes at once, from the
    protected client to a third container and from that container into the protected
@@ -15,6 +17,11 @@ netpolicy.py), real containers on an internal Docker bridge; no enforcer, no sen
    container in protect mode that comes back on a new address; from `docker start`
    returning (its network is up) until the new address is in the kernel's prot4 set.
    Until then its new connections are not checked (docs/enforcement.md, limits).
+4. The restart window seen from inside: the protected container's own command is a probe
+   (bench/restart_probe.c, built here with gcc -static) that connects every millisecond
+   from its first instruction to a container its profile does not allow; after each
+   restart on a new address it prints how many connects got through and when the last
+   one did (ms since the probe started). 0 means the window is closed.
 """
 
 from __future__ import annotations
@@ -45,8 +52,11 @@ CONNECTS = 1000
 STORM = REPO / "tests" / "support" / "storm.py"
 
 
-def policy_state(client: str, server: str, ip_c: str, ip_s: str, n: int) -> R.Ruleset:
-    """client may reach server:PORT (and n-1 other flows); server accepts client on PORT."""
+def policy_state(client: str, server: str, ip_c: str, ip_s: str, n: int, known: list[str] = (),
+                 guarded: list[tuple[str, str]] = ()) -> R.Ruleset:
+    """client may reach server:PORT (and n-1 other flows); server accepts client on PORT.
+    `known`: the other containers' addresses (ctr4, with n-1 made-up ones); `guarded`: the
+    bench network (subnet, gateway), so the fail-closed rules have something to look up."""
     rng = random.Random(n)
     filler = [PeerRule("out", "tcp", f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}",
                        rng.randrange(1, 65536)) for _ in range(n - 1)]
@@ -55,7 +65,9 @@ def policy_state(client: str, server: str, ip_c: str, ip_s: str, n: int) -> R.Ru
                          *[PeerRule("in", r.proto, r.peer, r.port) for r in filler]]}
     addrs = {client: [ip_c], server: [ip_s]}
     services = {"a/client": [ip_c], "b/server": [ip_s]}
-    el = policy_elements(policies, lambda name: addrs.get(name, []), lambda s: services.get(s, []))
+    containers = [ip_c, ip_s, *known, *(f"10.250.{i // 250}.{i % 250 + 1}" for i in range(n - 1))]
+    el = policy_elements(policies, lambda name: addrs.get(name, []), lambda s: services.get(s, []),
+                         containers, guarded)
     return {**R.empty_ruleset(), **{k: frozenset(v) for k, v in el.items()}}
 
 
@@ -76,10 +88,14 @@ def main() -> int:
         listener.start()
         listener.ready.wait(5)
         layout = R.layout_commands(table)
+        ipam = docker("network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}} {{.Gateway}}{{end}}",
+                      net).stdout.split()
+        guarded = [(ipam[0], ipam[1])] if len(ipam) >= 2 else []
+        known = [ip_of(other)]
         states = {
             "policy off (table hooked, sets empty)": R.empty_ruleset(),
-            "policy on, 10 flows per container": policy_state(client, server, ip_c, ip_s, 10),
-            "policy on, 1,000 flows per container": policy_state(client, server, ip_c, ip_s, 1000),
+            "policy on, 10 flows per container": policy_state(client, server, ip_c, ip_s, 10, known, guarded),
+            "policy on, 1,000 flows per container": policy_state(client, server, ip_c, ip_s, 1000, known, guarded),
         }
         medians: dict[str, list[float]] = {k: [] for k in states}
         nft.run(layout + R.replace_commands(table, R.empty_ruleset()))
@@ -112,7 +128,62 @@ def main() -> int:
         nft.close()
         d.cleanup()
     restart_window()
+    restart_probe()
     return 0
+
+
+def restart_probe(rounds: int = 10, duration_ms: int = 1500) -> None:
+    d = DockerResources()
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Path(tmp) / "probe"
+        sh("gcc", "-O2", "-static", "-o", str(probe), str(REPO / "bench" / "restart_probe.c"), timeout=120)
+        e = EnforcerProcess(Path(tmp) / "enforcer", "--no-sensors", "--learn-seconds", "0").start()
+        try:
+            ensure_busybox_image()
+            for _ in range(20):  # a /24 no other network uses
+                n = random.randrange(1, 250)
+                net = f"stnpr{random.randrange(1 << 30):x}"
+                if docker("network", "create", "--internal", "--subnet", f"10.232.{n}.0/24", "--label",
+                          "stockade-test=1", net, check=False).returncode == 0:
+                    break
+            d.networks.append(net)
+            stranger = d.run(network=net, command=WEB_COMMAND)
+            target = ip_of(stranger)
+            web = d.run("-v", f"{probe}:/probe:ro", network=net, command=["/probe", target, "8080", str(duration_ms)])
+
+            def lines() -> list[str]:
+                return [ln for ln in docker("logs", web).stdout.splitlines() if ln.startswith("attempts=")]
+
+            def parse(line: str) -> dict[str, float]:
+                return {k: float(v) for k, v in (kv.split("=") for kv in line.split())}
+
+            wait_for(lambda: len(lines()) >= 1, timeout=30)
+            baseline = parse(lines()[-1])
+            wait_for(lambda: e.call("container", target=web).get("profile_state") == "active", timeout=30)
+            e.cli("mode", web, "protect")
+            wait_for(lambda: f'"{ip_of(web)}"' in sh("nft", "-j", "list", "set", "inet", e.nft_table, "prot4",
+                                                      check=False).stdout, timeout=10)
+            results = []
+            for i in range(rounds):
+                new = f"10.232.{n}.{100 + i % 2 * 100 + i}"
+                seen = len(lines())
+                docker("stop", "-t", "1", web)
+                docker("network", "disconnect", net, web)
+                docker("network", "connect", "--ip", new, net, web)
+                docker("start", web)
+                wait_for(lambda: len(lines()) > seen, timeout=30, interval=0.1)
+                results.append(parse(lines()[-1]))
+            through = sorted(int(r["allowed"]) for r in results)
+            last = sorted(r["last_allowed_ms"] for r in results)
+            print(f"4. restart probe (a connect every ms from the container's first instruction to a peer its "
+                  f"profile lacks), {rounds} restarts on a new address: connects that got through per restart: "
+                  f"median {statistics.median(through):g}, max {through[-1]} (of ~{int(results[0]['attempts'])}); "
+                  f"last one through at median {statistics.median(last):.0f} ms, max {last[-1]:.0f} ms "
+                  f"(-1: none); unprotected baseline: {int(baseline['allowed'])} of {int(baseline['attempts'])}")
+        finally:
+            e.stop()
+            e.remove_nft_table()
+            d.cleanup()
 
 
 def restart_window(rounds: int = 10) -> None:

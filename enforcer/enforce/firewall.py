@@ -170,6 +170,21 @@ class Firewall:
                     total[name] = total.get(name, 0) + n
         return total
 
+    def _chain_counters(self, chains: tuple[str, ...]) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for chain in chains:
+            listing = self._run([{"list": {"chain": {"family": R.POLICY_FAMILY, "table": self.table, "name": chain}}}])
+            for name, n in R.parse_listing(listing)[1].items():
+                total[name] = total.get(name, 0) + n
+        return total
+
+    async def unlogged_refusals(self) -> int:
+        """Inbound packets the default-deny refused over the log limit (not logged one by
+        one), since the rules were last written; only the two small chains are listed."""
+        chains = tuple(f"{R.POLICY_CHAIN}-in{v}" for v in (4, 6))
+        counters = await self._call(self._chain_counters, chains)
+        return sum(n for name, n in counters.items() if name.endswith(R.UNLOGGED))
+
     # -- changing ---------------------------------------------------------------------------
     async def reconcile(self, desired: R.Ruleset) -> ReconcileReport:
         """Compare the kernel with `desired`, then rewrite layout and sets in one transaction."""

@@ -9,7 +9,9 @@ Packets of established connections are never looked at, so allowed traffic is un
 Peers of an entry become addresses here:
   "app/service"  the current addresses of that service's running containers
   an address     itself;  a CIDR  that network
-  "*"            any peer (e.g. a published port: seeded as "in tcp * 8080")
+  "*"            any peer; inbound, any peer that is not a known container (a published
+                 port is seeded as "in tcp * 8080": reachable from outside the host, not from
+                 sibling containers unless the profile names them)
   "loopback"     nothing: the container's own traffic never leaves its network namespace
 Port "*" is any port. Only tcp and udp entries exist in profiles; every other protocol
 (ICMP echo included) from or to a protected container is refused when it starts a flow.
@@ -54,14 +56,34 @@ def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
 
 
 def policy_elements(policies: Mapping[str, Iterable[PeerRule]], addresses: Callable[[str], list[str]],
-                    service_addresses: Callable[[str], list[str]]) -> dict[str, set[Element]]:
+                    service_addresses: Callable[[str], list[str]], containers: Iterable[str] = (),
+                    guarded: Iterable[tuple[str, str]] = ()) -> dict[str, set[Element]]:
     """The elements of every policy set.
 
     `policies`: container name -> its allowed flows (only protected containers appear);
     `addresses(name)`: a container's current addresses ([] when not running: nothing to do);
-    `service_addresses("app/service")`: the addresses of that service's running containers.
+    `service_addresses("app/service")`: the addresses of that service's running containers;
+    `containers`: every known container's address (an inbound "*" peer excludes them);
+    `guarded`: (network, the host's address on it) of the networks protected containers are
+    on: an unknown address there is refused (fail closed until its policy is in place).
     """
     sets: dict[str, set[Element]] = defaultdict(set)
+    guarded = list(guarded)
+    if policies or guarded:
+        for text in containers:
+            a = _network(text)
+            if a is not None and a.prefixlen == a.max_prefixlen:
+                sets[f"ctr{a.version}"].add((str(a.network_address),))
+    nets: dict[int, list] = defaultdict(list)
+    for net_text, gateway in guarded:
+        net, gw = _network(net_text), _network(gateway)
+        if net is None or gw is None or net.version != gw.version:
+            continue
+        nets[net.version].append(net)
+        sets[f"ggw{gw.version}"].add((str(gw.network_address),))
+    for version, found in nets.items():
+        for net in ipaddress.collapse_addresses(found):
+            sets[f"gnet{version}"].add((str(net),))
     for name, rules in policies.items():
         own = [ipaddress.ip_address(a) for a in addresses(name) if _network(a) is not None]
         if not own:
@@ -69,7 +91,7 @@ def policy_elements(policies: Mapping[str, Iterable[PeerRule]], addresses: Calla
         for a in own:
             sets[f"prot{a.version}"].add((str(a),))
         # Per (own, shape-key): CIDR peers merged, since concatenated interval sets refuse overlaps.
-        nets: dict[tuple[str, str, int, int | None], list] = defaultdict(list)
+        peer_nets_of: dict[tuple[str, str, int, int | None], list] = defaultdict(list)
         for r in rules:
             if r.direction not in DIRECTIONS or r.proto not in PROTO_NUMBERS or r.peer == LOOPBACK:
                 continue
@@ -108,8 +130,8 @@ def policy_elements(policies: Mapping[str, Iterable[PeerRule]], addresses: Calla
                         else:
                             sets[names["exact"]].add((key, str(peer.network_address), proto, port))
                     else:
-                        nets[(r.direction, key, proto, port)].append(peer)
-        for (direction, key, proto, port), peer_nets in nets.items():
+                        peer_nets_of[(r.direction, key, proto, port)].append(peer)
+        for (direction, key, proto, port), peer_nets in peer_nets_of.items():
             version = peer_nets[0].version
             names = set_names(direction, version)
             for net in ipaddress.collapse_addresses(peer_nets):
@@ -137,8 +159,11 @@ def allows(applied: Mapping[str, Iterable[Element]], direction: str, own: str, p
         return False
     names = set_names(direction, a.version)
     key, pk = str(a), str(p)
+    # Inbound from "any peer" means any peer that is not a known container.
+    any_peer = direction == "out" or (pk,) not in set(applied.get(f"ctr{p.version}", ()))
     if ((key, pk, n, port) in set(applied.get(names["exact"], ())) or (key, pk, n) in set(applied.get(names["anyport"], ()))
-            or (key, n, port) in set(applied.get(names["anypeer"], ())) or (key, n) in set(applied.get(names["anything"], ()))):
+            or (any_peer and ((key, n, port) in set(applied.get(names["anypeer"], ()))
+                              or (key, n) in set(applied.get(names["anything"], ()))))):
         return True
     for k, net, pr, *rest in list(applied.get(names["net"], ())) + list(applied.get(names["netanyport"], ())):
         if k == key and pr == n and (not rest or rest[0] == port) and p in ipaddress.ip_network(net):

@@ -43,6 +43,7 @@ from .firewall import Firewall
 from .netpolicy import PeerRule, allows, policy_elements
 from .nft import NftError
 from .processes import ProcessError, kill_in_container, parse_signal
+from .refusals import RefusalWatch
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ class Responder:
         self.policy_source = policies
         self.policy_containers = 0  # containers under default-deny in the last desired state
         self.firewall = Firewall(nft_table)
+        # Refused inbound connections: the kernel's NFLOG of the deny-in rules -> alerts.
+        self.refusals = RefusalWatch(nft_table, inventory, alerts, self.firewall.unlogged_refusals)
         self.blocks: dict[int, BlockRow] = {}
         self.views: dict[int, BlockView] = {}
         self.freezes: dict[str, FreezeRow] = {}  # container id -> freeze
@@ -81,6 +84,11 @@ class Responder:
         self.errors = 0
         self.last_error = ""
         self._threats: list[Network] = []
+        # Guarded networks (netpolicy.policy_elements): protected container name -> the
+        # (network, host address) pairs it was seen on; kept while it is stopped, so that
+        # its restart on that network is refused until its policy is in place.
+        self._guard: dict[str, set[tuple[str, str]]] = {}
+        self._host_ifaces: list[Any] = []  # ipaddress interfaces of the host (bridges' gateways)
         self._protect: frozenset[str] = frozenset()
         self._dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -100,6 +108,8 @@ class Responder:
         if self.bridge_netfilter != "1":
             log.warning("enforcement: net.bridge.bridge-nf-call-iptables is %s; container-to-container "
                         "blocks rely on the bridge table", self.bridge_netfilter or "unavailable")
+        if self.firewall.available and self.policy_source is not None:
+            await self.refusals.start()
         self.inventory.subscribe(self._on_inventory_change)
         if self.threat_source is not None:
             self.threat_source.on_change(self._on_feeds_change)
@@ -113,6 +123,7 @@ class Responder:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        await self.refusals.stop()
         # The table stays in the kernel: blocks hold while the enforcer is down.
         await self.firewall.stop()
 
@@ -129,7 +140,7 @@ class Responder:
             "bridge_nf_call_iptables": self.bridge_netfilter,
             "blocks": len(self.blocks), "blocks_active": sum(1 for v in self.views.values() if v.active),
             "freezes": len(self.freezes), "auto_actions": self.auto_actions, "cut_offs": self.cut_offs,
-            "policy_containers": self.policy_containers,
+            "policy_containers": self.policy_containers, "refusals": self.refusals.status(),
             "reconciled": self.reconciled.is_set(), "reconcile": self.reconcile_report,
             "errors": self.errors, "error": self.last_error,
         }}
@@ -143,6 +154,7 @@ class Responder:
             log.warning("enforcement: no inventory after %gs; keeping the kernel's blocks as they are", SYNC_WAIT)
             await self.inventory.synced.wait()
         await self._refresh_threats()
+        await self._refresh_host_interfaces()
         self._protect = self._protect_addresses()
         if self.firewall.available:
             try:
@@ -205,9 +217,33 @@ class Responder:
         for c in self.inventory.containers.values():
             if c.state in ("running", "paused"):
                 services.setdefault(f"{c.app}/{c.service}", []).extend(c.addresses())
-        elements = policy_elements(policies, lambda name: live.get(name, []), lambda s: services.get(s, []))
+        containers = [a for addrs in live.values() for a in addrs]
+        elements = policy_elements(policies, lambda name: live.get(name, []), lambda s: services.get(s, []),
+                                   containers, self._guarded(policies, live))
         self.policy_containers = sum(1 for name in policies if live.get(name))
         return {k: frozenset(v) for k, v in elements.items()}
+
+    def _guarded(self, policies: dict[str, Any], live: dict[str, list[str]]) -> set[tuple[str, str]]:
+        """The networks of protected containers, running or (re)starting: (network, host address)."""
+        for name in policies:
+            seen = {(str(i.network), str(i.ip)) for a in live.get(name, []) for i in self._host_ifaces
+                    if _contains(i.network, a)}
+            if seen:
+                self._guard.setdefault(name, set()).update(seen)
+        by_name = {c.name: c for c in self.inventory.containers.values()}
+        for name in list(self._guard):
+            c = by_name.get(name)
+            if c is None or self.modes.container_mode(c) != "protect":
+                del self._guard[name]  # removed, or no longer protected: its networks are not guarded
+        return set().union(*self._guard.values()) if self._guard else set()
+
+    async def _refresh_host_interfaces(self) -> None:
+        if self.policy_source is None:
+            return
+        try:
+            self._host_ifaces = await asyncio.to_thread(host_interfaces)
+        except Exception as e:  # noqa: BLE001 - keep the last known (guarding stays as it was)
+            self._note_error(f"reading the host's addresses: {e}")
 
     def refused_by_policy(self, c: Container, ev: NetworkEvent) -> bool:
         """True if the applied default-deny refused this flow at its first packet."""
@@ -223,6 +259,7 @@ class Responder:
         """Push the desired state now (ops call this so their effect is in force on return)."""
         if not self.firewall.available:
             raise OpError(f"nftables is not available: {self.firewall.error or 'see the enforcer log'}", "unavailable")
+        await self._refresh_host_interfaces()
         try:
             await self.firewall.apply(self._desired())
         except NftError as e:
@@ -260,6 +297,7 @@ class Responder:
             self._dirty.clear()
             if not self.firewall.available:
                 continue
+            await self._refresh_host_interfaces()
             try:
                 await self.firewall.apply(self._desired())
             except NftError as e:
@@ -534,6 +572,45 @@ class Responder:
             await self.audit.record(SYSTEM_UID, SYSTEM_USER, action, c.name, {**args, "automatic": True}, result)
         except Exception as e:  # noqa: BLE001 - the action stands; say the record failed
             log.warning("enforcement: audit of automatic %s failed: %s", action, e)
+
+
+def host_interfaces() -> list[Any]:
+    """The addresses, with their networks, the host holds on Docker's bridges (`docker0`,
+    `br-<network id>`, of kind bridge): a bridge network's gateway and subnet. Only those:
+    guarding the host's own LAN (a macvlan container's address is on it) would refuse the
+    host's own connections. Link-local and loopback left out."""
+    import ipaddress
+
+    from pyroute2 import IPRoute
+
+    out = []
+    with IPRoute() as ipr:
+        bridges = set()
+        for link in ipr.get_links():
+            name = link.get_attr("IFLA_IFNAME") or ""
+            info = link.get_attr("IFLA_LINKINFO")
+            kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+            if kind == "bridge" and (name == "docker0" or name.startswith("br-")):
+                bridges.add(link["index"])
+        for msg in ipr.get_addr():
+            if msg["index"] not in bridges:
+                continue
+            addr = msg.get_attr("IFA_ADDRESS")
+            if not addr:
+                continue
+            try:
+                iface = ipaddress.ip_interface(f"{addr}/{msg['prefixlen']}")
+            except ValueError:
+                continue
+            if iface.ip.is_loopback or iface.ip.is_link_local or iface.network.prefixlen == iface.max_prefixlen:
+                continue
+            out.append(iface)
+    return out
+
+
+def _contains(network: Any, address: str) -> bool:
+    net = as_network(address)
+    return net is not None and net.version == network.version and net.network_address in network
 
 
 def _unmapped(ip: str) -> str:

@@ -29,6 +29,7 @@ connection is dropped, and a connection open before the block stalls at its next
 from __future__ import annotations
 
 import ipaddress
+import zlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -68,12 +69,35 @@ SETS: dict[str, tuple[Any, list[str]]] = {
 # so these live in the inet table only; bridged traffic reaches them through br_netfilter.
 POLICY_FAMILY = "inet"
 POLICY_CHAIN = "policy"
+# Refused inbound packets go to NFLOG (refusals.py reads them and raises alerts), at most
+# LOG_BURST at once and LOG_RATE a second per rule; the rest are refused all the same,
+# counted by the `-unlogged` rules (UNLOGGED suffix).
+LOG_PREFIX = "stockade-refused"
+LOG_RATE = 25  # packets a second
+LOG_BURST = 100  # packets
+UNLOGGED = "-unlogged"
+LOG_SNAPLEN = 128
+
+
+def log_group(table: str) -> int:
+    """The NFLOG group of a table's refusals: one per table (two enforcers on two tables
+    never share one), in 16384-32767, away from the small numbers people pick by hand."""
+    return 0x4000 + zlib.crc32(table.encode()) % 0x4000
 _POLICY_SHAPES = {"x": ("addr", "addr", "proto", "port"), "p": ("addr", "addr", "proto"),
                   "a": ("addr", "proto", "port"), "w": ("addr", "proto"),
                   "n": ("addr", "net", "proto", "port"), "np": ("addr", "net", "proto")}
 _TYPE = {"proto": "inet_proto", "port": "inet_service"}
 # set name -> field kinds; addr/net fields take the set's IP version.
 POLICY_SHAPES: dict[str, tuple[str, ...]] = {f"prot{v}": ("addr",) for v in (4, 6)}
+# Every known container's address (inventory): an inbound "any peer" entry (a published
+# port) means any peer that is NOT a container; containers must be named by the profile.
+POLICY_SHAPES.update({f"ctr{v}": ("addr",) for v in (4, 6)})
+# The networks of protected containers (guarded) and the host's own address on each (its
+# gateway): a new connection from or to an address on a guarded network that is neither a
+# known container nor the host is refused (fail closed while a (re)started container's
+# policy is not yet in place).
+POLICY_SHAPES.update({f"gnet{v}": ("net",) for v in (4, 6)})
+POLICY_SHAPES.update({f"ggw{v}": ("addr",) for v in (4, 6)})
 POLICY_SHAPES.update({f"p{d}{shape}{v}": kinds for d in ("o", "i") for shape, kinds in _POLICY_SHAPES.items()
                       for v in (4, 6)})
 
@@ -102,6 +126,7 @@ def _field(proto: str, name: str) -> dict[str, Any]:
 
 
 _L4PROTO = {"meta": {"key": "l4proto"}}
+_TCP = {"match": {"op": "==", "left": _L4PROTO, "right": "tcp"}}
 
 
 def _lookup(left: list[dict[str, Any]] | dict[str, Any], set_name: str) -> dict[str, Any]:
@@ -128,9 +153,10 @@ def block_rules() -> list[tuple[str, list[dict[str, Any]]]]:
     return rules
 
 
-def policy_rules() -> dict[str, list[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]]]:
+def policy_rules(group: int = 0) -> dict[str, list[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]]]:
     """chain -> (comment, matches, verdict) of the default-deny chains (inet family only).
 
+    `group`: the NFLOG group refused inbound packets are logged to (within the limit).
     `policy` sends a packet that opens a connection from (to) a protected address to that
     direction's chain; each allow-set lookup returns, the last rules refuse. A flow between
     two protected containers must be allowed by both profiles."""
@@ -142,6 +168,14 @@ def policy_rules() -> dict[str, list[tuple[str, list[dict[str, Any]], list[dict[
     stray = {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["invalid", "untracked"]}}
     for ip, v in (("ip", "4"), ("ip6", "6")):
         src, dst = _field(ip, "saddr"), _field(ip, "daddr")
+        for side, addr in (("from", src), ("to", dst)):
+            # An address on a guarded network that is no known container: refused (see POLICY_SHAPES).
+            unbound = [new, _lookup(addr, f"gnet{v}"), {"match": {"op": "!=", "left": addr, "right": f"@ctr{v}"}},
+                       {"match": {"op": "!=", "left": addr, "right": f"@ggw{v}"}}]
+            chains[POLICY_CHAIN].append((f"unbound-{side}{v}-tcp", [*unbound, _TCP],
+                                         [{"counter": None}, {"reject": {"type": "tcp reset"}}]))
+            chains[POLICY_CHAIN].append((f"unbound-{side}{v}", unbound,
+                                         [{"counter": None}, {"reject": {"type": "icmpx", "expr": "admin-prohibited"}}]))
         for side, own in (("from", src), ("to", dst)):
             not_icmp6 = [{"match": {"op": "!=", "left": _L4PROTO, "right": "ipv6-icmp"}}] if v == "6" else []
             chains[POLICY_CHAIN].append((f"stray-{side}{v}", [stray, _lookup(own, f"prot{v}"), *not_icmp6],
@@ -150,20 +184,31 @@ def policy_rules() -> dict[str, list[tuple[str, list[dict[str, Any]], list[dict[
             name = f"{POLICY_CHAIN}-{'out' if d == 'o' else 'in'}{v}"
             chains[POLICY_CHAIN].append(("", [new, _lookup(own, f"prot{v}")], [{"jump": {"target": name}}]))
             dport = _field("th", "dport")
+            # Inbound from "any peer" (a published port): any peer but a known container.
+            not_container = [{"match": {"op": "!=", "left": peer, "right": f"@ctr{v}"}}] if d == "i" else []
             chains[name] = [
                 ("", [_lookup([own, peer, _L4PROTO, dport], f"p{d}x{v}")], [{"return": None}]),
                 ("", [_lookup([own, peer, _L4PROTO], f"p{d}p{v}")], [{"return": None}]),
-                ("", [_lookup([own, _L4PROTO, dport], f"p{d}a{v}")], [{"return": None}]),
-                ("", [_lookup([own, _L4PROTO], f"p{d}w{v}")], [{"return": None}]),
+                ("", [_lookup([own, _L4PROTO, dport], f"p{d}a{v}"), *not_container], [{"return": None}]),
+                ("", [_lookup([own, _L4PROTO], f"p{d}w{v}"), *not_container], [{"return": None}]),
                 ("", [_lookup([own, peer, _L4PROTO, dport], f"p{d}n{v}")], [{"return": None}]),
                 ("", [_lookup([own, peer, _L4PROTO], f"p{d}np{v}")], [{"return": None}]),
-                # Refused at once: a TCP reset (connect() fails, nothing was sent), else ICMP.
-                (f"deny-{'out' if d == 'o' else 'in'}{v}-tcp",
-                 [{"match": {"op": "==", "left": _L4PROTO, "right": "tcp"}}],
-                 [{"counter": None}, {"reject": {"type": "tcp reset"}}]),
-                (f"deny-{'out' if d == 'o' else 'in'}{v}", [],
-                 [{"counter": None}, {"reject": {"type": "icmpx", "expr": "admin-prohibited"}}]),
             ]
+            # Refused at once: a TCP reset (connect() fails, nothing was sent), else ICMP.
+            tcp = [_TCP]
+            refusals = (("-tcp", tcp, {"reject": {"type": "tcp reset"}}),
+                        ("", [], {"reject": {"type": "icmpx", "expr": "admin-prohibited"}}))
+            for suffix, match, reject in refusals:
+                comment = f"deny-{'out' if d == 'o' else 'in'}{v}{suffix}"
+                if d == "i":
+                    # Inbound: no sensor sees a refused accept, so the kernel tells (NFLOG),
+                    # within a limit; over it, refused the same, only counted.
+                    over = {"limit": {"rate": LOG_RATE, "per": "second", "burst": LOG_BURST, "inv": True}}
+                    chains[name].append((comment + UNLOGGED, [*match, over], [{"counter": None}, reject]))
+                    logged = {"log": {"prefix": LOG_PREFIX, "group": group, "snaplen": LOG_SNAPLEN}}
+                    chains[name].append((comment, match, [{"counter": None}, logged, reject]))
+                else:
+                    chains[name].append((comment, match, [{"counter": None}, reject]))
     return chains
 
 
@@ -178,7 +223,7 @@ def layout_commands(table: str, families: Iterable[str] = FAMILIES) -> list[dict
                 s["flags"] = flags
             cmds.append({"add": {"set": s}})
         cmds.append({"add": {"chain": {"family": fam, "table": table, "name": BLOCK_CHAIN}}})
-        policy = policy_rules() if fam == POLICY_FAMILY else {}
+        policy = policy_rules(log_group(table)) if fam == POLICY_FAMILY else {}
         for chain in policy:
             cmds.append({"add": {"chain": {"family": fam, "table": table, "name": chain}}})
         for hook in BASE_CHAINS[fam]:

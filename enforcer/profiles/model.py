@@ -322,8 +322,11 @@ class Profile:
 
     def allows_peer(self, direction: str, proto: str, peer: str, port: int, ip: str = "") -> bool:
         peers = self.peers
+        # An inbound "*" (a published port) is any peer but a container ("app/service"):
+        # containers reach it only when named (linked or learned), as the kernel policy says.
+        any_peer = not (direction == "in" and "/" in peer)
         if ((direction, proto, peer, port) in peers or (direction, proto, peer, ANY) in peers
-                or (direction, proto, ANY, port) in peers):
+                or (any_peer and (direction, proto, ANY, port) in peers)):
             return True
         if ip and self.peer_networks:
             try:

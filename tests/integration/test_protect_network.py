@@ -202,3 +202,94 @@ def test_a_published_port_passes_the_policy_and_nothing_else_does(enforcer, dock
     # ...its other listener is in no profile entry: refused at the first attempt, no byte.
     assert _host_fetch(f"http://{db4}:8081/") == (False, 0)
     assert drop_counters("inet", e.nft_table).get("deny-in4-tcp", 0) >= 1
+
+
+def test_a_published_port_is_for_outside_not_for_sibling_containers_unless_linked(enforcer, dockerx):
+    """Publishing means reachable from outside the host: a sibling container on the same
+    network is refused at its first SYN (and the refusal is an alert); a container the
+    profile links (learned here) still reaches it; the host through the published port too."""
+    e = enforcer
+    net = dockerx.network(internal=False)
+    port = random.randrange(30000, 40000)
+    db = dockerx.run("-p", f"127.0.0.1:{port}:8080", network=net, command=WEB_COMMAND)
+    db4 = _addrs(db)[0]
+    linked = dockerx.run("-e", f"T={db4}", network=net, command=CLIENT)
+    sibling = dockerx.run(network=net, command=WEB_COMMAND)
+    wait_known(e, db, linked, sibling)
+    wait_for(lambda: any(k.startswith(f"in tcp {linked}/{linked} 8080") for k in _peer_keys(e, db)),
+             timeout=30, interval=0.5, what="the linked flow in db profile")
+    wait_active(e, db)
+    e.cli("mode", db, "protect")
+    wait_for(lambda: db4 in _prot(e), timeout=10, what="db under default-deny")
+
+    assert _host_fetch(f"http://127.0.0.1:{port}/")[0]  # outside (the host) through the published port
+    assert fetch(linked, db4)[0]  # the profile names it
+    before = drop_counters("inet", e.nft_table).get("deny-in4-tcp", 0)
+    ok, got, _ = fetch(sibling, db4)  # the published container port, from a sibling: refused
+    assert not ok and got == 0, (ok, got)
+    assert drop_counters("inet", e.nft_table).get("deny-in4-tcp", 0) > before  # by the policy's reset
+    alert = wait_for(lambda: next((a for a in e.call("alerts", container=db)
+                                   if a["kind"] == "network" and a["detail"].get("peer_container") == sibling), None),
+                     timeout=10, what="the alert on the sibling's refused connection")
+    assert alert["action"] == "blocked" and alert["detail"]["direction"] == "in"
+    assert alert["detail"]["local_port"] == 8080
+
+
+def _refusals(e: EnforcerProcess) -> dict:
+    return e.call("status")["enforcement"]["refusals"]
+
+
+def test_a_refused_inbound_connection_is_told_by_the_kernel_and_a_flood_is_folded(enforcer, dockerx):
+    """No sensor sees a refused inbound connection (no accept happens): the deny-in rules
+    log it to NFLOG, the enforcer reads it and raises the alert. A flood is refused whole;
+    over the log limit it is only counted (status), with one alert saying so."""
+    e = enforcer
+    net, _, _ = _dual_stack_network(dockerx)
+    db = dockerx.run(network=net, command=WEB_COMMAND)
+    stranger = dockerx.run(network=net, command=WEB_COMMAND)
+    db4, db6 = _addrs(db)
+    wait_known(e, db, stranger)
+    assert _refusals(e)["available"], _refusals(e)
+    wait_active(e, db)
+    e.cli("mode", db, "protect")
+    wait_for(lambda: db4 in _prot(e), timeout=10, what="db under default-deny")
+
+    for ip in (db4, db6):
+        ok, got, _ = fetch(stranger, ip)
+        assert not ok and got == 0, (ip, got)
+
+    def inbound() -> dict | None:
+        return next((a for a in e.call("alerts", container=db) if a["kind"] == "network"
+                     and a["detail"].get("direction") == "in" and a["detail"].get("peer_container") == stranger),
+                    None)
+    # Both refusals (v4, v6) are one flow of one peer to one port: one incident, counted twice.
+    alert = wait_for(lambda: (a := inbound()) and a["count"] >= 2 and a, timeout=10,
+                     what="db's inbound refusal alert")
+    assert alert["action"] == "blocked" and alert["detail"]["local_port"] == 8080, alert
+    assert alert["detail"]["remote_ip"] in _addrs(stranger)
+
+    # A flood: 5,000 SYNs from 20 processes. All refused; the alerts fold; what was not
+    # logged one by one is counted.
+    before = drop_counters("inet", e.nft_table)
+    incidents_before = len(e.call("alerts", container=db))
+    ok, got, refused, timeouts = storm(stranger, db4, attempts=5000)
+    assert (ok, got) == (0, 0) and refused + timeouts == 5000, (ok, got, refused, timeouts)
+    after = drop_counters("inet", e.nft_table)
+    logged = after["deny-in4-tcp"] - before.get("deny-in4-tcp", 0)
+    unlogged = after["deny-in4-tcp-unlogged"] - before.get("deny-in4-tcp-unlogged", 0)
+    assert logged + unlogged >= 5000 and unlogged > 0, (logged, unlogged)
+    status = wait_for(lambda: (s := _refusals(e))["unlogged"] >= unlogged and s, timeout=15,
+                      what="status to count the unlogged refusals")
+    limit = wait_for(lambda: next((a for a in e.call("alerts", container=db)
+                                   if a["subject"] == "in refused over log limit"), None),
+                     timeout=10, what="the alert that the log limit was hit")
+    assert limit["action"] == "blocked"
+    # Folded: the flood's refusals went into the stranger's incident (its count grew); the
+    # only new incident is the limit's.
+    incidents = e.call("alerts", container=db)
+    assert len(incidents) - incidents_before <= 1, [(a["subject"], a["count"]) for a in incidents]
+    flow = e.call("alert", alert_id=alert["id"])
+    assert flow["count"] >= logged, (flow["count"], logged)
+    assert status["logged"] >= logged
+    print(f"flood of 5,000 SYNs: logged {logged}, unlogged {unlogged}, the incident's count {flow['count']}, "
+          f"status {status}")

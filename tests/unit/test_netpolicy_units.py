@@ -97,3 +97,72 @@ def test_the_responder_says_blocked_only_for_what_the_applied_policy_refused():
     assert r.refused_by_policy(c, ev)
     ev.local_ip, ev.remote_ip, ev.remote_port = f"::ffff:{OWN4}", "::ffff:172.30.0.9", 5432
     assert r.refused_by_policy(c, ev)  # a v4 flow on a v6 socket: the v4 policy refused it
+
+
+def test_inbound_any_peer_excludes_known_containers_and_guarded_networks_fail_closed():
+    """A published port ("in tcp * 8080") is for peers outside the known containers; the
+    networks of protected containers refuse addresses no known container holds."""
+    rules = {"web": [PeerRule("in", "tcp", "*", 8080), PeerRule("in", "tcp", "shop/api", 8080),
+                     PeerRule("out", "tcp", "*", 443)]}
+    web4, api4, sib4, gw4 = "172.30.0.2", "172.30.0.3", "172.30.0.4", "172.30.0.1"
+    addrs = {"web": [web4]}
+    el = policy_elements(rules, lambda n: addrs.get(n, []), lambda s: [api4] if s == "shop/api" else [],
+                         containers=[web4, api4, sib4, "fd00::4"],
+                         guarded=[("172.30.0.0/24", gw4), ("172.30.0.0/25", gw4), ("fd00::/64", "fd00::1")])
+    assert el["ctr4"] == {(web4,), (api4,), (sib4,)} and el["ctr6"] == {("fd00::4",)}
+    assert el["gnet4"] == {("172.30.0.0/24",)} and el["ggw4"] == {(gw4,)} and el["gnet6"] == {("fd00::/64",)}
+    applied = {k: frozenset(v) for k, v in el.items()}
+    assert allows(applied, "in", web4, "203.0.113.9", "tcp", 8080) is True  # outside, through the port
+    assert allows(applied, "in", web4, gw4, "tcp", 8080) is True  # the host (docker-proxy)
+    assert allows(applied, "in", web4, api4, "tcp", 8080) is True  # named by the profile
+    assert allows(applied, "in", web4, sib4, "tcp", 8080) is False  # a sibling container: refused
+    assert allows(applied, "out", web4, sib4, "tcp", 443) is True  # outbound "*" is any peer
+    # No protected container, nothing guarded: no container set either (nothing to keep current).
+    assert policy_elements({}, lambda n: [], lambda s: [], containers=[web4]) == {}
+    rows = [c for c, _, _ in R.policy_rules()["policy"] if c.startswith("unbound")]
+    assert rows == ["unbound-from4-tcp", "unbound-from4", "unbound-to4-tcp", "unbound-to4",
+                    "unbound-from6-tcp", "unbound-from6", "unbound-to6-tcp", "unbound-to6"]
+    for name in ("ctr4", "gnet4", "ggw6"):
+        for e in el.get(name, ()):
+            assert R.parse_element(name, R.element_json(name, e)) == e
+
+
+def test_the_profile_does_not_let_a_published_port_cover_a_container_peer():
+    from enforcer.profiles.model import Profile, peer_entry
+
+    p = Profile(id=1, app="shop", service="web", image_digest="sha256:x")
+    p.add(peer_entry("in", "tcp", "*", 8080, source="seed"))
+    assert p.allows_peer("in", "tcp", "203.0.113.9", 8080)  # outside
+    assert not p.allows_peer("in", "tcp", "shop/batch", 8080)  # a container must be named
+    p.add(peer_entry("in", "tcp", "shop/batch", 8080))
+    assert p.allows_peer("in", "tcp", "shop/batch", 8080)
+
+
+def test_the_responder_guards_a_protected_containers_network_while_it_is_stopped():
+    """The guard is learned from the running container (the host interface holding its
+    address), kept while it is stopped or restarting, dropped when it leaves protect or
+    is removed."""
+    import ipaddress
+    from types import SimpleNamespace
+
+    from enforcer.enforce.responder import Responder
+    from enforcer.models import Container, NetworkAttachment
+
+    web = Container(id="c1", name="web", app="app", service="web", image="i", state="running",
+                    networks=[NetworkAttachment("n", ip=OWN4, ipv6=OWN6)])
+    modes = {"web": "protect"}
+    inv = SimpleNamespace(containers={"c1": web})
+    r = Responder("t", inv, None, SimpleNamespace(container_mode=lambda c: modes[c.name]), None,  # type: ignore[arg-type]
+                  lambda c: None)
+    r._host_ifaces = [ipaddress.ip_interface("172.30.0.1/24"), ipaddress.ip_interface("fd00::1/64"),
+                      ipaddress.ip_interface("192.0.2.2/24")]
+    policies = {"web": []}
+    assert r._guarded(policies, {"web": [OWN4, OWN6]}) == {("172.30.0.0/24", "172.30.0.1"), ("fd00::/64", "fd00::1")}
+    web.state = "exited"  # stopped: no addresses, no policy; the network stays guarded
+    assert r._guarded({}, {}) == {("172.30.0.0/24", "172.30.0.1"), ("fd00::/64", "fd00::1")}
+    modes["web"] = "alert"
+    assert r._guarded({}, {}) == set()
+    modes["web"] = "protect"
+    r._guarded(policies, {"web": [OWN4]})
+    inv.containers.clear()  # removed
+    assert r._guarded({}, {}) == set()
