@@ -116,6 +116,13 @@ async def run_status(args: argparse.Namespace, client: EnforcerClient) -> int:
               + f", {hasher.get('stalled_reads', 0)} reads stalled ({hasher.get('stuck_reads', 0)} still blocked)"
               + f", {hasher.get('queued', 0)} queued"
               + (f", most by {printable(str(worst['container']), 80)} ({worst['queued']})" if worst.get("queued") else ""))
+    refusals = (s.get("enforcement") or {}).get("refusals") or {}
+    if refusals:
+        print("refusals    " + (
+            f"{refusals.get('logged', 0)} inbound refusals logged, {refusals.get('alerts', 0)} alerted, "
+            f"{refusals.get('unlogged', 0)} over the log limit (refused, not alerted)"
+            if refusals.get("available") else
+            f"NOT TOLD (refused inbound connections raise no alert): {printable(str(refusals.get('error') or '?'), 200)}"))
     outputs = s.get("outputs") or {}
     if outputs.get("configured"):
         failing = outputs.get("failing") or []

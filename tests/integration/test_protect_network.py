@@ -291,5 +291,6 @@ def test_a_refused_inbound_connection_is_told_by_the_kernel_and_a_flood_is_folde
     flow = e.call("alert", alert_id=alert["id"])
     assert flow["count"] >= logged, (flow["count"], logged)
     assert status["logged"] >= logged
+    assert "over the log limit (refused, not alerted)" in e.cli("status").stdout
     print(f"flood of 5,000 SYNs: logged {logged}, unlogged {unlogged}, the incident's count {flow['count']}, "
           f"status {status}")
