@@ -34,12 +34,15 @@ Design:
 Last line: `overhead ratios: exec=R open=R connect=R` (alert mode, medians).
 
 Run as root on a machine set up by `make setup`: .venv/bin/python bench/bench_overhead.py
-(BENCH_PAIRS=N and BENCH_SECONDS=S in the environment change the defaults, 8 pairs of 2 s runs.)
+(BENCH_PAIRS=N and BENCH_SECONDS=S in the environment change the defaults, 12 pairs of 1.5 s runs;
+BENCH_ABLATE=open/write,exec profiles instead: the CPU-time ratio with one sensor's programs
+attached at a time, bpf/<sensor>.c, and nothing else.)
 """
 
 from __future__ import annotations
 
 import ctypes
+import glob
 import os
 import random
 import resource
@@ -62,14 +65,19 @@ from support.enforce import sensors_loaded, wait_active  # noqa: E402
 from support.harness import (DockerResources, EnforcerProcess, container_info, docker,  # noqa: E402
                              ensure_busybox_image, wait_for)
 
-PAIRS = int(os.environ.get("BENCH_PAIRS", "8"))
-SECONDS = float(os.environ.get("BENCH_SECONDS", "2"))
+PAIRS = int(os.environ.get("BENCH_PAIRS", "12"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "1.5"))
 LEARN_SECONDS = 25
 WORKLOAD_CPU = "1"
 ENFORCER_CPU = "0"
 DD_BLOCKS = 400_000
 _BPF_PROG_GET_FD_BY_ID = 13
 _BPF_ENABLE_STATS = 32
+_BPF_MAP_LOOKUP_ELEM = 1
+_BPF_MAP_UPDATE_ELEM = 2
+CAP_SLOTS = (1, 2, 3, 4, 5, 6)  # common.h CFG_RATE_EXEC .. CFG_RATE_SYSCALL
+FLOOD_SECONDS = 2.0
+FLOOD_RATES = (1000, 3000, 10000, 20000, 40000)
 
 
 # ---- attaching and detaching the enforcer's programs --------------------------------------
@@ -245,37 +253,127 @@ def report(label: str, res: dict[str, dict[str, Any]]) -> tuple[dict[str, float]
     return medians, cpu_medians
 
 
-def bpf_cost(progs: Programs, b: Bench, names: list[str], ops_per_run: dict[str, Callable[[float], float]]) -> None:
-    """Cost (1): kernel time in each program per workload op, over one extra "on" run each.
-    The programs also run for every other process's syscalls meanwhile (other helpers): a
-    window of the same length with the programs attached and no workload is subtracted."""
-    print("== (1) time in Stockade's BPF programs (kernel bpf stats over one extra on-run per workload, "
-          "not during the timed pairs; minus an idle window of the same length, attached, no workload)")
+def bpf_cost(progs: Programs, b: Bench, names: list[str], alert: dict[str, dict[str, Any]]) -> None:
+    """Cost (1): what the sensors add in the kernel to one op of the workload: the extra CPU
+    time per op in the workload's own context (median over the pairs; BPF programs plus the
+    tracepoint machinery they switch on), then where it goes: kernel run time per program
+    (bpf stats) over one extra on-run. The programs run for every process on the host, the
+    other helpers' too: runs per op is an upper bound, ns per run is per program run."""
+    print("== (1) kernel cost per op: extra CPU of the workload itself (on - off, median of pairs), "
+          "and the programs' own run time (bpf stats, one extra on-run each, not during the pairs)")
     with BpfStats():
         for name in names:
-            progs.attach()
-            try:
-                i0 = progs.run_stats()
-                time.sleep(SECONDS)
-                i1 = progs.run_stats()
-            finally:
-                progs.detach()
-            idle = sum(i1[p][0] - i0[p][0] for p in i1) / SECONDS
+            extra = statistics.median(1e9 / on["cpu_rate"] - 1e9 / off["cpu_rate"]
+                                      for on, off in zip(alert[name]["on"], alert[name]["off"]))
+            base = statistics.median(1e9 / off["cpu_rate"] for off in alert[name]["off"])
             s0 = progs.run_stats()
             r = b.run(name, True)
             s1 = progs.run_stats()
-            ops = ops_per_run[name](r)
+            ops = r["rate"] * r["wall"] if name != "host dd" else DD_BLOCKS * 2.0
+            if name == "host dd":  # per syscall (2 per block)
+                extra, base = extra / 2, base / 2
             per = {p: (s1[p][0] - s0[p][0], s1[p][1] - s0[p][1]) for p in s1}
-            total = sum(t for t, _ in per.values())
-            net = max(total - idle * r["wall"], 0.0)
-            op_ns = r["wall"] * 1e9 / ops
-            print(f"  {name:11} {net / ops:7.0f} ns per op (raw {total / ops:.0f}, of which other processes "
-                  f"~{idle * r['wall'] / ops:.0f}) = {net / ops / op_ns:6.2%} of an op ({op_ns / 1000:.1f} us)")
-            print(f"      {'top programs':34} {'ns/op':>7} {'runs/op':>7} {'ns/run':>7}")
-            for p, (t, n) in sorted(per.items(), key=lambda kv: -kv[1][0])[:4]:
+            print(f"  {name:11} +{extra:6.0f} ns per {'syscall' if name == 'host dd' else 'op'} "
+                  f"(off: {base:.0f} ns of CPU); top programs:")
+            print(f"      {'program':34} {'ns/run':>7} {'runs/op':>8} {'ns/op':>7}  (runs include other processes)")
+            for p, (t, n) in sorted(per.items(), key=lambda kv: -kv[1][0])[:5]:
                 if t:
                     short = p.replace("raw_tracepoint__", "raw:").replace("tracepoint__", "")
-                    print(f"      {short:34} {t / ops:7.0f} {n / ops:7.1f} {t / max(n, 1):7.0f}")
+                    print(f"      {short:34} {t / max(n, 1):7.0f} {n / ops:8.1f} {t / ops:7.0f}")
+
+
+def program_groups() -> dict[str, set[str]]:
+    """Program names per sensor source file (bpf/*.c), for the ablation."""
+    out: dict[str, set[str]] = {}
+    for c in sorted((REPO / "enforcer" / "sensors" / "bpf").glob("*.c")):
+        text = c.read_text()
+        names = {f"tracepoint__{a}__{b}" for a, b in re.findall(r"^TRACEPOINT_PROBE\((\w+),\s*(\w+)\)", text, re.M)}
+        names |= {f"raw_tracepoint__{a}" for a in re.findall(r"^RAW_TRACEPOINT_PROBE\((\w+)\)", text, re.M)}
+        out[c.stem] = names
+    return out
+
+
+def ablation(progs: Programs, b: Bench, names: list[str], pairs: int) -> None:
+    """Profile by attaching one sensor's programs only: off vs that group on, interleaved."""
+    groups = program_groups()
+    everything = dict(progs.progs)
+    print(f"== ablation: CPU-time ratio with ONE sensor's programs attached (off vs group), {pairs} pairs")
+    try:
+        for group, members in groups.items():
+            progs.progs = {n: fd for n, fd in everything.items() if n in members}
+            for name in names:
+                ratios = []
+                for i in range(pairs):
+                    order = (False, True) if i % 2 == 0 else (True, False)
+                    got = {on: b.run(name, on) for on in order}
+                    ratios.append(got[True]["cpu_rate"] / got[False]["cpu_rate"])
+                med, lo, hi = median_ci(ratios)
+                print(f"  {group:8} ({len(progs.progs):2d} programs) {name:11} cpu ratio {med:.3f} "
+                      f"(95% {lo:.3f}-{hi:.3f}) pairs: " + " ".join(f"{x:.3f}" for x in ratios), flush=True)
+    finally:
+        progs.progs = everything
+
+
+def set_config(pin_root: str, values: dict[int, int]) -> dict[int, int]:
+    """Write slots of the enforcer's pinned `config` map (common.h config_id); returns the
+    old values. Used to lift the per-container rate caps (0 = no cap) for the flood."""
+    path = glob.glob(os.path.join(pin_root, "maps-*", "config"))[-1]
+    fd = P.obj_get(path)
+    old = {}
+    try:
+        for slot, value in values.items():
+            key = ctypes.c_int(slot)
+            cur = ctypes.c_uint64(0)
+            attr = ctypes.create_string_buffer(struct.pack("=IIQQQ", fd, 0, ctypes.addressof(key),
+                                                           ctypes.addressof(cur), 0), 32)
+            P._bpf(_BPF_MAP_LOOKUP_ELEM, attr, "config lookup")
+            old[slot] = cur.value
+            new = ctypes.c_uint64(value)
+            attr = ctypes.create_string_buffer(struct.pack("=IIQQQ", fd, 0, ctypes.addressof(key),
+                                                           ctypes.addressof(new), 0), 32)
+            P._bpf(_BPF_MAP_UPDATE_ELEM, attr, "config update")
+    finally:
+        os.close(fd)
+    return old
+
+
+def event_capacity(e: EnforcerProcess, progs: Programs, client: str, pin_root: str) -> None:
+    """(4) Events that reach Python: the whole enforcer (hub, detector, store), the rate caps
+    off, fed by a container creating new files at a set rate (3 events per op: create,
+    close, unlink; every path new, so nothing is a repeat)."""
+    print("== (4) events to the enforcer's Python with the kernel rate caps off (config slots "
+          f"{CAP_SLOTS[0]}-{CAP_SLOTS[-1]} = 0), learning mode, new files at a set rate, {FLOOD_SECONDS:g} s each")
+    print(f"{'offered ops/s':>14} {'events/s made':>14} {'events/s to Python':>19} {'lost':>8} "
+          f"{'enforcer CPU':>13}")
+    old = set_config(pin_root, {slot: 0 for slot in CAP_SLOTS})
+    progs.attach()
+    first_loss = None
+    best_clean = 0.0
+    try:
+        for rate in FLOOD_RATES:
+            before = e.call("stats")
+            c0, t0 = cpu_seconds(e.proc.pid), time.monotonic()  # type: ignore[union-attr]
+            out = docker("exec", client, "/load", "flood", f"{FLOOD_SECONDS:g}", str(rate), timeout=120).stdout.split()
+            time.sleep(1.0)  # let the hub drain what is still in the ring buffers
+            c1, t1 = cpu_seconds(e.proc.pid), time.monotonic()  # type: ignore[union-attr]
+            after = e.call("stats")
+            secs = float(out[1])
+            made = sum(a["events"] + a["lost"] - b["events"] - b["lost"]
+                       for a, b in zip(after["sensors"], before["sensors"]) if a["name"] == "file")
+            got = sum(a["events"] - b["events"] for a, b in zip(after["sensors"], before["sensors"]))
+            lost = after["lost_total"] - before["lost_total"]
+            print(f"{int(out[0]) / secs:14.0f} {made / secs:14.0f} {got / secs:19.0f} {lost:8d} "
+                  f"{(c1 - c0) / (t1 - t0) * 100:12.0f}%", flush=True)
+            if lost == 0:
+                best_clean = max(best_clean, got / secs)
+            elif first_loss is None:
+                first_loss = made / secs
+    finally:
+        progs.detach()
+        set_config(pin_root, old)
+    print(f"sustained without loss: {best_clean:.0f} events/s; first loss at "
+          + (f"{first_loss:.0f} events/s offered" if first_loss else "none of the rates tried"))
+
 
 
 # ---- main -------------------------------------------------------------------------------------
@@ -290,20 +388,38 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="stockade-overhead-"))
     e = EnforcerProcess(tmp / "enforcer", "--learn-seconds", str(LEARN_SECONDS))
     progs: Programs | None = None
+    shells: list[subprocess.Popen[str]] = []
+    failures: list[str] = []
     try:
         load = build_workload(tmp)
         net = res.network()
         server = res.run("--cpuset-cpus", WORKLOAD_CPU, network=net, command=["sleep", "3600"])
-        client = res.run("--cpuset-cpus", WORKLOAD_CPU, network=net, command=["sleep", "3600"])
+        # The client closes first: its TIME_WAIT sockets would use up the port range within
+        # a few runs and later connects fail at once (counted as ops); reuse them.
+        client = res.run("--cpuset-cpus", WORKLOAD_CPU, "--sysctl", "net.ipv4.tcp_tw_reuse=1",
+                         "--sysctl", "net.ipv4.ip_local_port_range=1024 65000", network=net,
+                         command=["sleep", "3600"])
         for c in (server, client):
             docker("cp", str(load), f"{c}:/load")
             docker("exec", c, "/bin/sh", "-c", "mkdir -p /tmp")
         ip = container_info(server)["NetworkSettings"]["Networks"][net]["IPAddress"]
         subprocess.Popen(["docker", "exec", server, "/load", "serve", "8080"], stdout=subprocess.DEVNULL)
 
+        # One shell in the container runs every workload run: a `docker exec` per run took
+        # 2-5 s under the other helpers' load, most of the bench's time.
+        shell = subprocess.Popen(["docker", "exec", "-i", client, "/bin/sh", "-c",
+                                  "while read a b c d; do /load $a $b $c $d; done"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        shells.append(shell)
+
         def in_container(*args: str) -> Callable[[], tuple[float, float]]:
             def go() -> tuple[float, float]:
-                out = docker("exec", client, "/load", *args, timeout=120).stdout.split()
+                assert shell.stdin is not None and shell.stdout is not None
+                shell.stdin.write(" ".join(args) + "\n")
+                shell.stdin.flush()
+                out = shell.stdout.readline().split()
+                if len(out) > 3 and int(out[3]):
+                    failures.append(f"{args[0]}: {out[3]} of {out[0]} ops failed")
                 return int(out[0]) / float(out[1]), int(out[0]) / float(out[2])
             return go
 
@@ -347,13 +463,16 @@ def main() -> int:
             b.run(name, False)
 
         names = list(workloads)
+        if os.environ.get("BENCH_ABLATE"):  # profiling only: which sensor costs what
+            ablation(progs, b, [n.strip() for n in os.environ["BENCH_ABLATE"].split(",")], PAIRS)
+            return 0
         alert = b.pairs(names, "alert")
-        per_op: dict[str, Callable[[dict[str, float]], float]] = {n: (lambda r: r["rate"] * r["wall"]) for n in names}
-        per_op["host dd"] = lambda r: DD_BLOCKS * 2.0  # ops = syscalls for the host process
-        bpf_cost(progs, b, names, per_op)
+        bpf_cost(progs, b, names, alert)
         e.cli("mode", client, "learn")
         time.sleep(0.5)
         learning = b.pairs(names[:3], "learn")
+
+        event_capacity(e, progs, client, pin_root)
 
         med, cpu_med = report("alert mode (profile active)", alert)
         learn_med, learn_cpu = report("learning mode", learning)
@@ -366,6 +485,9 @@ def main() -> int:
         print("sensor counters at the end:", ", ".join(
             f"{x['name']}: {x['events']} delivered, {x['deduped']} repeats dropped in the kernel, "
             f"{x['suppressed']} over the rate cap, {x['lost']} lost" for x in st["sensors"]))
+        print("workload ops that failed (would inflate a ratio): "
+              + ("; ".join(failures[:5]) + (f" and {len(failures) - 5} more runs" if len(failures) > 5 else "")
+                 if failures else "none"))
         print(f"bench time {time.monotonic() - started:.0f} s")
         print(f"learning ratios (wall): exec={learn_med['exec']:.3f} open={learn_med['open/write']:.3f} "
               f"connect={learn_med['connect']:.3f}; (cpu): exec={learn_cpu['exec']:.3f} "
@@ -374,6 +496,8 @@ def main() -> int:
               f"connect={cpu_med['connect']:.3f} host={cpu_med['host dd']:.3f}")
         print(f"overhead ratios: exec={med['exec']:.3f} open={med['open/write']:.3f} connect={med['connect']:.3f}")
     finally:
+        for sh_ in shells:
+            sh_.kill()
         if progs is not None:
             progs.detach()
         e.stop()

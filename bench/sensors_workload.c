@@ -4,8 +4,9 @@
  *   load connect SECONDS IP PORT TCP connect + close to a peer
  *   load serve PORT              accept and close, forever (the peer)
  *   load flood SECONDS RATE      create RATE new files per second (novel events), unlink them
- * Prints: "<ops> <seconds> <cpu seconds>": the last is the CPU time (user + system) of the
- * loop and its waited-for children (getrusage), which other processes' load does not inflate. */
+ * Prints: "<ops> <seconds> <cpu seconds> <failed>": the CPU time (user + system) of the loop
+ * and its waited-for children (getrusage), which other processes' load does not inflate, and
+ * how many connects failed (0 for the other loops). */
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -44,7 +45,7 @@ int main(int argc, char **argv)
     if (argc < 3)
         return 2;
     double seconds = atof(argv[2]), start = now(), end = start + seconds;
-    long ops = 0;
+    long ops = 0, failed = 0;
     char path[64];
     if (strcmp(argv[1], "exec") == 0) {
         while (now() < end) {
@@ -69,7 +70,8 @@ int main(int argc, char **argv)
         inet_pton(AF_INET, argv[3], &a.sin_addr);
         while (now() < end) {
             int s = socket(AF_INET, SOCK_STREAM, 0);
-            connect(s, (struct sockaddr *)&a, sizeof(a));
+            if (connect(s, (struct sockaddr *)&a, sizeof(a)) != 0)
+                failed++;
             close(s);
             ops++;
         }
@@ -93,6 +95,6 @@ int main(int argc, char **argv)
     getrusage(RUSAGE_CHILDREN, &kids);
     double cpu = self.ru_utime.tv_sec + self.ru_utime.tv_usec / 1e6 + self.ru_stime.tv_sec + self.ru_stime.tv_usec / 1e6
                + kids.ru_utime.tv_sec + kids.ru_utime.tv_usec / 1e6 + kids.ru_stime.tv_sec + kids.ru_stime.tv_usec / 1e6;
-    printf("%ld %.3f %.6f\n", ops, now() - start, cpu);
+    printf("%ld %.3f %.6f %ld\n", ops, now() - start, cpu, failed);
     return 0;
 }
