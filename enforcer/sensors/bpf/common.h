@@ -280,9 +280,10 @@ static __always_inline u64 hash_addr(u64 h, const u8 *a)
  * of its container, whose id is not in `watched`: descendants of a watched cgroup are
  * watched too, attributed to (and judged by the policy of) the watched ancestor.
  *
- * The raw syscall programs (syscall.c), which every syscall passes at entry and exit, walk
- * the ancestors of an unwatched cgroup (watched_policy_walk) and remember a hit in
- * `watched_alias`; every other program only reads that alias (one more lookup). A moved
+ * The raw sys_exit program (syscall.c), which every syscall passes, walks the ancestors of
+ * an unwatched cgroup (watched_policy_walk) and remembers a hit in `watched_alias` (sys_enter
+ * walks too, but only for the calls it may stop); every other program only reads that alias
+ * (one more lookup). A moved
  * process cannot do anything before its cgroup.procs write returns through sys_exit, and a
  * process moved by another one passes sys_exit of whatever syscall it sleeps in: the alias
  * exists before its next exec, connect or open. (Walking in every program was tried: the
