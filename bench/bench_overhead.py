@@ -189,7 +189,17 @@ class Bench:
         self.workloads = workloads
         self.pid = e.proc.pid  # type: ignore[union-attr]
 
+    overhead: list[float] = []  # seconds per run spent outside the workload (attach, stats...)
+    mine = ""  # this enforcer's pin folder, left out of others_attached()
+
+    def others_attached(self) -> int:
+        """Programs other Stockade enforcers (the other helpers' tests) have linked now: they
+        run on every syscall too, so a pair during which that number changed is marked."""
+        return sum(1 for p in glob.glob("/sys/fs/bpf/stockade/*/links/*/*") if not p.startswith(self.mine + "/"))
+
     def run(self, name: str, on: bool) -> dict[str, float]:
+        start = time.monotonic()
+        o0 = self.others_attached()
         if on:
             self.progs.attach()
         try:
@@ -197,16 +207,19 @@ class Bench:
             c0, t0 = cpu_seconds(self.pid), time.monotonic()
             rate, cpu_rate = self.workloads[name]()
             c1, t1 = cpu_seconds(self.pid), time.monotonic()
-            time.sleep(0.15)  # the hub drains its ring buffers on a timer: count this run's
+            time.sleep(0.1)  # the hub drains its ring buffers on a timer: count this run's
             ev1 = events_delivered(self.e)
         finally:
             if on:
                 self.progs.detach()
+        self.overhead.append(time.monotonic() - start - (t1 - t0))
+        o1 = self.others_attached()
         return {"rate": rate, "cpu_rate": cpu_rate, "cpu": c1 - c0, "wall": t1 - t0, "events": ev1[0] - ev0[0],
-                "lost": ev1[1] - ev0[1], "suppressed": ev1[2] - ev0[2]}
+                "lost": ev1[1] - ev0[1], "suppressed": ev1[2] - ev0[2], "others": (o0, o1)}
 
     def pairs(self, names: list[str], label: str) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {n: {"ratios": [], "cpu_ratios": [], "off": [], "on": []} for n in names}
+        out: dict[str, dict[str, Any]] = {n: {"ratios": [], "cpu_ratios": [], "off": [], "on": [], "clean": []}
+                                          for n in names}
         for i in range(PAIRS):
             for name in names:
                 order = (False, True) if i % 2 == 0 else (True, False)  # ABBA: drift cancels
@@ -215,6 +228,7 @@ class Bench:
                 out[name]["cpu_ratios"].append(got[True]["cpu_rate"] / got[False]["cpu_rate"])
                 out[name]["off"].append(got[False])
                 out[name]["on"].append(got[True])
+                out[name]["clean"].append(len({*got[True]["others"], *got[False]["others"]}) == 1)
             print(f"  [{label}] pair {i + 1}/{PAIRS}: " + ", ".join(
                 f"{n} {out[n]['ratios'][-1]:.3f} (cpu {out[n]['cpu_ratios'][-1]:.3f})" for n in names), flush=True)
         return out
@@ -238,7 +252,17 @@ def report(label: str, res: dict[str, dict[str, Any]]) -> tuple[dict[str, float]
             on = statistics.median(x[key] for x in r["on"])
             print(f"{name:11} {kind:4} {off:10.0f} {on:10.0f} {med:9.3f} {min(r[rk]):6.3f}-{max(r[rk]):.3f} "
                   f"{lo:6.3f}-{hi:.3f}   pairs: " + " ".join(f"{x:.3f}" for x in r[rk]))
-    print("   (2) the enforcer's user space (CPU", ENFORCER_CPU, "), over the on-runs:")
+    print("   pairs during which no other enforcer attached or detached programs (theirs run on every "
+          "syscall too):")
+    for name, r in res.items():
+        clean = [(w, c) for w, c, ok in zip(r["ratios"], r["cpu_ratios"], r["clean"]) if ok]
+        if len(clean) >= 3:
+            cm, clo, chi = median_ci([c for _, c in clean])
+            print(f"      {name:11} {len(clean)} of {len(r['clean'])}: cpu ratio median {cm:.3f} "
+                  f"(95% {clo:.3f}-{chi:.3f}), wall {statistics.median(w for w, _ in clean):.3f}")
+        else:
+            print(f"      {name:11} {len(clean)} of {len(r['clean'])}: too few")
+    print(f"   (2) the enforcer's user space (CPU {ENFORCER_CPU}), over the on-runs:")
     for name, r in res.items():
         ev = sum(x["events"] for x in r["on"])
         wall = sum(x["wall"] for x in r["on"])
@@ -407,17 +431,34 @@ def main() -> int:
 
         # One shell in the container runs every workload run: a `docker exec` per run took
         # 2-5 s under the other helpers' load, most of the bench's time.
-        shell = subprocess.Popen(["docker", "exec", "-i", client, "/bin/sh", "-c",
-                                  "while read a b c d; do /load $a $b $c $d; done"],
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-        shells.append(shell)
+        def open_shell() -> subprocess.Popen[str]:
+            sh_ = subprocess.Popen(["docker", "exec", "-i", client, "/bin/sh", "-c",
+                                    "while read a b c d; do /load $a $b $c $d; done"],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+            shells.append(sh_)
+            return sh_
 
         def in_container(*args: str) -> Callable[[], tuple[float, float]]:
             def go() -> tuple[float, float]:
-                assert shell.stdin is not None and shell.stdout is not None
-                shell.stdin.write(" ".join(args) + "\n")
-                shell.stdin.flush()
-                out = shell.stdout.readline().split()
+                for attempt in range(3):
+                    if not shells or shells[-1].poll() is not None:
+                        open_shell()
+                    shell = shells[-1]
+                    assert shell.stdin is not None and shell.stdout is not None
+                    try:
+                        shell.stdin.write(" ".join(args) + "\n")
+                        shell.stdin.flush()
+                        out = shell.stdout.readline().split()
+                    except OSError:
+                        out = []
+                    if len(out) >= 3:
+                        break
+                    # The shell went away (seen once in a learning-mode run): a new one, same run.
+                    print(f"  (the workload shell ended: {shell.poll()}; a new one)", flush=True)
+                    shell.kill()
+                    open_shell()
+                else:
+                    raise RuntimeError(f"workload {args[0]} gave no result three times")
                 if len(out) > 3 and int(out[3]):
                     failures.append(f"{args[0]}: {out[3]} of {out[0]} ops failed")
                 return int(out[0]) / float(out[1]), int(out[0]) / float(out[2])
@@ -458,24 +499,25 @@ def main() -> int:
               f"workload on CPU {WORKLOAD_CPU}, enforcer on CPU {ENFORCER_CPU}; load average "
               f"{os.getloadavg()[0]:.1f}; kernel {os.uname().release}", flush=True)
         b = Bench(e, progs, workloads)
+        b.mine = pin_root
         for name in workloads:  # warm-up (page cache, ARP, the container's first execs)
             b.run(name, True)
             b.run(name, False)
 
         names = list(workloads)
+        open_shell()
         if os.environ.get("BENCH_ABLATE"):  # profiling only: which sensor costs what
             ablation(progs, b, [n.strip() for n in os.environ["BENCH_ABLATE"].split(",")], PAIRS)
             return 0
         alert = b.pairs(names, "alert")
+        med, cpu_med = report("alert mode (profile active)", alert)
         bpf_cost(progs, b, names, alert)
         e.cli("mode", client, "learn")
         time.sleep(0.5)
         learning = b.pairs(names[:3], "learn")
+        learn_med, learn_cpu = report("learning mode", learning)
 
         event_capacity(e, progs, client, pin_root)
-
-        med, cpu_med = report("alert mode (profile active)", alert)
-        learn_med, learn_cpu = report("learning mode", learning)
         for key, kind in (("rate", "wall"), ("cpu_rate", "cpu")):
             dd_off = statistics.median(1e9 / x[key] / 2 for x in alert["host dd"]["off"])
             dd_on = statistics.median(1e9 / x[key] / 2 for x in alert["host dd"]["on"])
@@ -488,7 +530,8 @@ def main() -> int:
         print("workload ops that failed (would inflate a ratio): "
               + ("; ".join(failures[:5]) + (f" and {len(failures) - 5} more runs" if len(failures) > 5 else "")
                  if failures else "none"))
-        print(f"bench time {time.monotonic() - started:.0f} s")
+        print(f"bench time {time.monotonic() - started:.0f} s; per run outside the workload (attach, "
+              f"counters, detach): median {statistics.median(b.overhead) * 1000:.0f} ms")
         print(f"learning ratios (wall): exec={learn_med['exec']:.3f} open={learn_med['open/write']:.3f} "
               f"connect={learn_med['connect']:.3f}; (cpu): exec={learn_cpu['exec']:.3f} "
               f"open={learn_cpu['open/write']:.3f} connect={learn_cpu['connect']:.3f}")
