@@ -191,6 +191,7 @@ class Bench:
 
     overhead: list[float] = []  # seconds per run spent outside the workload (attach, stats...)
     mine = ""  # this enforcer's pin folder, left out of others_attached()
+    broken = False  # the workload container went away (dockerd restarted): later phases skipped
 
     def others_attached(self) -> int:
         """Programs other Stockade enforcers (the other helpers' tests) have linked now: they
@@ -223,7 +224,16 @@ class Bench:
         for i in range(PAIRS):
             for name in names:
                 order = (False, True) if i % 2 == 0 else (True, False)  # ABBA: drift cancels
-                got = {on: self.run(name, on) for on in order}
+                try:
+                    got = {on: self.run(name, on) for on in order}
+                except RuntimeError as err:  # dockerd restarted under the bench: keep what was measured
+                    print(f"  [{label}] stopped at pair {i + 1}: {err}; the figures below are over "
+                          f"{i} pairs", flush=True)
+                    for r in out.values():
+                        for k in ("ratios", "cpu_ratios", "off", "on", "clean"):
+                            del r[k][i:]
+                    self.broken = True
+                    return out
                 out[name]["ratios"].append(got[True]["rate"] / got[False]["rate"])
                 out[name]["cpu_ratios"].append(got[True]["cpu_rate"] / got[False]["cpu_rate"])
                 out[name]["off"].append(got[False])
@@ -245,6 +255,10 @@ def report(label: str, res: dict[str, dict[str, Any]]) -> tuple[dict[str, float]
     medians: dict[str, float] = {}
     cpu_medians: dict[str, float] = {}
     for name, r in res.items():
+        if not r["ratios"]:
+            print(f"{name:11} no complete pair")
+            medians[name] = cpu_medians[name] = float("nan")
+            continue
         for kind, key, rk, into in (("wall", "rate", "ratios", medians), ("cpu", "cpu_rate", "cpu_ratios", cpu_medians)):
             med, lo, hi = median_ci(r[rk])
             into[name] = med
@@ -264,6 +278,8 @@ def report(label: str, res: dict[str, dict[str, Any]]) -> tuple[dict[str, float]
             print(f"      {name:11} {len(clean)} of {len(r['clean'])}: too few")
     print(f"   (2) the enforcer's user space (CPU {ENFORCER_CPU}), over the on-runs:")
     for name, r in res.items():
+        if not r["on"]:
+            continue
         ev = sum(x["events"] for x in r["on"])
         wall = sum(x["wall"] for x in r["on"])
         lost = sum(x["lost"] for x in r["on"])
@@ -511,6 +527,9 @@ def main() -> int:
             return 0
         alert = b.pairs(names, "alert")
         med, cpu_med = report("alert mode (profile active)", alert)
+        if b.broken:
+            print(f"overhead ratios: exec={med['exec']:.3f} open={med['open/write']:.3f} connect={med['connect']:.3f}")
+            return 1
         bpf_cost(progs, b, names, alert)
         e.cli("mode", client, "learn")
         time.sleep(0.5)
