@@ -280,9 +280,10 @@ static __always_inline u64 hash_addr(u64 h, const u8 *a)
  * of its container, whose id is not in `watched`: descendants of a watched cgroup are
  * watched too, attributed to (and judged by the policy of) the watched ancestor.
  *
- * The raw syscall programs (syscall.c), which every syscall passes at entry and exit, walk
- * the ancestors of an unwatched cgroup (watched_policy_walk) and remember a hit in
- * `watched_alias`; every other program only reads that alias (one more lookup). A moved
+ * The raw sys_exit program (syscall.c), which every syscall passes, walks the ancestors of
+ * an unwatched cgroup (watched_policy_walk) and remembers a hit in `watched_alias` (sys_enter
+ * walks too, but only for the calls it may stop); every other program only reads that alias
+ * (one more lookup). A moved
  * process cannot do anything before its cgroup.procs write returns through sys_exit, and a
  * process moved by another one passes sys_exit of whatever syscall it sleeps in: the alias
  * exists before its next exec, connect or open. (Walking in every program was tried: the
@@ -300,12 +301,21 @@ static __always_inline u64 hash_addr(u64 h, const u8 *a)
 BPF_TABLE("lru_hash", u64, u64, watched_alias, 16384);
 
 /* Alias first, then one watched lookup: both ways meet in a single state for the verifier
- * (the file programs are near its complexity limit; two lookup sites pushed them over). */
+ * (the file programs are near its complexity limit; two lookup sites pushed them over).
+ * An alias that says "no watched ancestor" (ALIAS_NONE, see watched_policy_walk; sys_exit leaves one for every
+ * unwatched cgroup it meets, host processes' included) ends here: such a value is never a
+ * cgroup id, so the watched lookup could only miss. Whatever its epoch: an outdated one
+ * missed the same way, and sys_exit walks again at that process's next syscall. This spares
+ * host processes one hash lookup in every program but the raw ones. */
+#define ALIAS_NONE (1ULL << 63)
+
 static __always_inline struct policy *watched_policy(u64 *cgp)
 {
     u64 id = bpf_get_current_cgroup_id();
     u64 *alias = watched_alias.lookup(&id);
     u64 key = alias ? *alias : id;
+    if (key & ALIAS_NONE)
+        return 0;
     *cgp = key;
     return watched.lookup(&key);
 }
@@ -326,8 +336,6 @@ static __always_inline u64 watched_ancestor(u64 id, u64 level)
  * User space bumps the epoch (config[CFG_WATCH_LEVELS] >> 32) whenever it watches a new
  * cgroup, which may be an ancestor of a cgroup already remembered as unwatched. Such a
  * value is never a cgroup id, so watched_policy's lookup with it simply misses. */
-#define ALIAS_NONE (1ULL << 63)
-
 static __always_inline struct policy *watched_policy_walk(u64 *cgp)
 {
     u64 id = bpf_get_current_cgroup_id();
