@@ -17,7 +17,7 @@ Design:
   bootstrap 95% interval of the median.
 - CPUs: with 2 cores the workload containers (client and server) are pinned to CPU 1 and
   the enforcer (every thread) to CPU 0, the host workload to CPU 1: the enforcer's
-  user-space work then competes with the other helpers' load on CPU 0, not with the
+  user-space work then competes with other jobs' load on CPU 0, not with the
   workload, and the ratio measures the sensors' in-kernel cost on the workload's CPU plus
   any wait for user space. (Unpinned, the workload and the enforcer share both CPUs and a
   best-of-2 measured the scheduler more than the sensors.)
@@ -194,7 +194,7 @@ class Bench:
     broken = False  # the workload container went away (dockerd restarted): later phases skipped
 
     def others_attached(self) -> int:
-        """Programs other Stockade enforcers (the other helpers' tests) have linked now: they
+        """Programs other Stockade enforcers (the other jobs' tests) have linked now: they
         run on every syscall too, so a pair during which that number changed is marked."""
         return sum(1 for p in glob.glob("/sys/fs/bpf/stockade/*/links/*/*") if not p.startswith(self.mine + "/"))
 
@@ -298,7 +298,7 @@ def bpf_cost(progs: Programs, b: Bench, names: list[str], alert: dict[str, dict[
     time per op in the workload's own context (median over the pairs; BPF programs plus the
     tracepoint machinery they switch on), then where it goes: kernel run time per program
     (bpf stats) over one extra on-run. The programs run for every process on the host, the
-    other helpers' too: runs per op is an upper bound, ns per run is per program run."""
+    other jobs' too: runs per op is an upper bound, ns per run is per program run."""
     print("== (1) kernel cost per op: extra CPU of the workload itself (on - off, median of pairs), "
           "and the programs' own run time (bpf stats, one extra on-run each, not during the pairs)")
     with BpfStats():
@@ -446,7 +446,7 @@ def main() -> int:
         subprocess.Popen(["docker", "exec", server, "/load", "serve", "8080"], stdout=subprocess.DEVNULL)
 
         # One shell in the container runs every workload run: a `docker exec` per run took
-        # 2-5 s under the other helpers' load, most of the bench's time.
+        # 2-5 s under other jobs' load, most of the bench's time.
         def open_shell() -> subprocess.Popen[str]:
             sh_ = subprocess.Popen(["docker", "exec", "-i", client, "/bin/sh", "-c",
                                     "while read a b c d; do /load $a $b $c $d; done"],
