@@ -18,7 +18,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import pytest
 
@@ -28,6 +28,7 @@ from console.screens.main import MainScreen
 from console.screens.modals import ConfirmScreen
 from console.widgets.header import ConnectionBanner, StatusHeader
 from support.harness import REPO, DockerResources, EnforcerProcess, docker
+from support.pilot import until
 from support.sshd import sshd
 
 pytestmark = [pytest.mark.docker, pytest.mark.nftables, pytest.mark.slow]
@@ -168,13 +169,6 @@ def test_two_enforcers_over_ssh_in_one_console_one_stopped_and_back(
 
 
 # -- the same fleet through Textual's pilot (exact keys and exact state) ---------------------
-async def until(pilot: Any, predicate: Callable[[], Any], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout:g}s waiting for {what}"
-        await pilot.pause(0.1)
-
-
 async def test_an_action_reaches_only_the_enforcer_of_the_selected_row(
         make_enforcer: Callable[..., EnforcerProcess], dockerx: DockerResources, busybox_image: str) -> None:
     one = make_enforcer("--no-sensors")
@@ -183,7 +177,7 @@ async def test_an_action_reaches_only_the_enforcer_of_the_selected_row(
     cid = docker("inspect", "-f", "{{.Id}}", name).stdout.strip()
     app = StockadeApp(targets=[one.socket, two.socket], retry_seconds=0.3)
     async with app.run_test(size=(160, 45)) as pilot:
-        await until(pilot, lambda: all(h.up and cid in h.state.containers for h in app.hosts), "both hosts")
+        await until(pilot, lambda: all(h.up and cid in h.state.containers for h in app.hosts), what="both hosts")
         app.repaint_now()
         await pilot.press("2")
         screen = app.screen
@@ -193,13 +187,13 @@ async def test_an_action_reaches_only_the_enforcer_of_the_selected_row(
         assert isinstance(app.screen, ConfirmScreen)
         assert app.screen.title_text == f"Freeze container on {app.hosts[1].label}"
         await pilot.press("right", "enter")
-        await until(pilot, lambda: app.hosts[1].state.containers[cid].get("frozen"), "FROZEN on the second host")
+        await until(pilot, lambda: app.hosts[1].state.containers[cid].get("frozen"), what="FROZEN on the second host")
         # Only the second enforcer was asked (the audit logs), and it froze the container.
         assert [e["action"] for e in two.call("audit")][:1] == ["freeze"]
         assert not [e for e in one.call("audit") if e["action"] == "freeze"]
         await pilot.press("u")
         await pilot.press("right", "enter")
-        await until(pilot, lambda: not app.hosts[1].state.containers[cid].get("frozen"), "thawed")
+        await until(pilot, lambda: not app.hosts[1].state.containers[cid].get("frozen"), what="thawed")
         assert not [e for e in one.call("audit") if e["action"] in ("freeze", "unfreeze")]
 
 
@@ -219,7 +213,7 @@ async def test_a_silent_and_a_missing_enforcer_beside_a_real_one(
     try:
         async with app.run_test(size=(160, 45)) as pilot:
             await until(pilot, lambda: app.hosts[0].up and app.hosts[1].state.connection.attempts >= 1
-                        and app.hosts[2].state.connection.attempts >= 2, "the real host up, the others refused")
+                        and app.hosts[2].state.connection.attempts >= 2, what="the real host up, the others refused")
             app.repaint_now()
             await pilot.pause()
             header = str(app.screen.query_one(StatusHeader).render())

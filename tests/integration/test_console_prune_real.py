@@ -5,9 +5,8 @@ declares a port it never listens on."""
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import pytest
 
@@ -15,21 +14,12 @@ from console.app import StockadeApp
 from console.screens.detail import ContainerDetailScreen
 from console.screens.main import MainScreen
 from console.screens.modals import ConfirmScreen
+from support.pilot import until
 from support.harness import BUSYBOX_IMAGE, TEST_LABEL, DockerResources, EnforcerProcess, docker, sh, unique
 
 pytestmark = [pytest.mark.docker, pytest.mark.nftables, pytest.mark.slow]
 SIZE = (160, 45)
 EXPOSING_IMAGE = "stockade-test/busybox-expose:latest"
-
-
-async def until(pilot: Any, predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        await pilot.pause(0.1)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
 
 
 def _exposing_image() -> str:

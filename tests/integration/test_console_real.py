@@ -17,20 +17,11 @@ from console.app import StockadeApp
 from console.screens.detail import ContainerDetailScreen
 from console.screens.main import MainScreen
 from console.screens.modals import ConfirmScreen
+from support.pilot import until
 from support.harness import DockerResources, EnforcerProcess, docker, unique
 
 pytestmark = [pytest.mark.docker, pytest.mark.nftables, pytest.mark.slow]
 SIZE = (160, 45)
-
-
-async def until(pilot: Any, predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        await pilot.pause(0.1)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
 
 
 def container_id(name: str) -> str:
