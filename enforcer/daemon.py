@@ -44,6 +44,7 @@ from .profiles import ProfileBook
 from .profiles.book import SensorHealth
 from .profiles.kernel import KernelHooks, NullKernelHooks, hooks_for_maps
 from .profiles.sockets import live_uses
+from .sdnotify import notify
 from .server import Server
 from .store import Store
 from .views import Views
@@ -199,13 +200,26 @@ class Daemon:
         await self.store.close()
 
     async def run(self, stop: asyncio.Event) -> None:
+        ready: asyncio.Task[None] | None = None
         try:
             await self.start()
+            ready = asyncio.create_task(self._tell_ready(), name="sd-notify-ready")
             await stop.wait()
             log.info("enforcer stopping")
         finally:
+            if ready is not None:
+                ready.cancel()
             # Also after a failed start: an open database thread would keep the process alive.
             await self.stop()
+
+    async def _tell_ready(self) -> None:
+        """READY for systemd once the sensors are loaded or have failed (enforcer/sdnotify.py)."""
+        if self.sensors is not None:
+            await self.sensors.ready.wait()
+            state = "sensors loaded" if self.sensors.loaded else f"sensors NOT loaded: {self.sensors.error}"
+        else:
+            state = "sensors off"
+        notify(f"READY=1\nSTATUS={state}"[:512])
 
     # -- what clients are told --------------------------------------------------------------
     def _publish(self, topic: str, data: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ missing at start or going away and coming back."""
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -129,3 +130,33 @@ def test_engine_down_at_start_then_away_and_back(dockerx, busybox_image, make_en
         assert "Traceback" not in enforcer.log()
     finally:
         proxy.kill()
+
+
+def _notify_socket(path: Path) -> socket.socket:
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(str(path))
+    server.settimeout(300)  # a cold compile under load takes minutes
+    return server
+
+
+@pytest.mark.docker
+@pytest.mark.nftables
+def test_systemd_is_told_ready_at_once_without_sensors(make_enforcer, tmp_path: Path) -> None:
+    with _notify_socket(tmp_path / "notify") as server:
+        make_enforcer("--no-sensors", env={"NOTIFY_SOCKET": str(tmp_path / "notify")})
+        assert server.recv(4096).decode() == "READY=1\nSTATUS=sensors off"
+
+
+@pytest.mark.docker
+@pytest.mark.bpf
+@pytest.mark.nftables
+@pytest.mark.slow
+def test_systemd_is_told_ready_only_once_the_sensors_are_loaded(make_enforcer, tmp_path: Path) -> None:
+    """The unit orders the enforcer before docker.service (Type=notify): at boot no container
+    may start before kill-on-exec can hold, so READY waits for the sensors."""
+    with _notify_socket(tmp_path / "notify") as server:
+        e = make_enforcer(env={"NOTIFY_SOCKET": str(tmp_path / "notify")})
+        message = server.recv(4096).decode()
+        sensors = e.call("status")["sensors"]
+        assert message == "READY=1\nSTATUS=sensors loaded", message
+        assert sensors and all(s["loaded"] for s in sensors), sensors
