@@ -116,6 +116,12 @@ async def run_status(args: argparse.Namespace, client: EnforcerClient) -> int:
               + f", {hasher.get('stalled_reads', 0)} reads stalled ({hasher.get('stuck_reads', 0)} still blocked)"
               + f", {hasher.get('queued', 0)} queued"
               + (f", most by {printable(str(worst['container']), 80)} ({worst['queued']})" if worst.get("queued") else ""))
+    guard = s.get("rewrite_guard") or {}
+    if guard:
+        print("rewrite     " + (
+            f"guard on: {guard.get('tracked', 0)} written files tracked, {guard.get('held_execs', 0)} execs held, "
+            f"{guard.get('marks_lost', 0)} marks lost ({guard.get('failing_closed', 0)} containers failing closed)"
+            if guard.get("on") else f"guard off: {printable(str(guard.get('off_reason', '')))}"))
     refusals = (s.get("enforcement") or {}).get("refusals") or {}
     if refusals:
         print("refusals    " + (

@@ -279,6 +279,8 @@ class Detector:
         exe = ev.path if multicall and not ev.path.startswith("/proc/") else ""
         detail = {"path": ev.path, "sha256": ev.sha256, "binary": ev.binary, "pid": ev.pid, "ppid": ev.ppid,
                   "uid": ev.uid, "argv": ev.argv, "argv_truncated": ev.argv_truncated, "killed": ev.killed}
+        if ev.rewritten:
+            detail["rewritten"] = True  # the kernel held it: its binary was opened for writing in a container
         if path != ev.path:
             detail["applet"] = path
         if exe:
@@ -296,7 +298,9 @@ class Detector:
             if ev.sha256:
                 self.profiles.clear_suspect(p, path)
             if ev.killed:  # e.g. a path held back for a hash check, in protect mode
-                self._alert(att, ev, "process", rules.SEVERITY["process.unknown"], f"killed process {path}",
+                why = (": its binary was rewritten in a container (same content as learned)"
+                       if ev.rewritten else "")
+                self._alert(att, ev, "process", rules.SEVERITY["process.unknown"], f"killed process {path}{why}",
                             detail, subject=path, rule=rules.RULE_PROFILE, action=action)
             return
         suspect = path in p.suspect_paths

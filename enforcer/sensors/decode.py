@@ -164,7 +164,8 @@ class Decoder:
         argv = [a.decode("utf-8", "surrogateescape") for a in raw_args.split(b"\0")[:rec.argc]]
         path = _text(rec.path)
         ev = ExecEvent(**base, ppid=rec.ppid or _ppid(hdr.pid), path=path, argv=argv,
-                       argv_truncated=bool(hdr.flags & L.F_ARGV_TRUNC), killed=bool(hdr.flags & L.F_KILLED))
+                       argv_truncated=bool(hdr.flags & L.F_ARGV_TRUNC), killed=bool(hdr.flags & L.F_KILLED),
+                       rewritten=bool(hdr.flags & L.F_REWRITTEN))
         fd, binary = self._open_executed(hdr.pid, ev.ppid, hdr.cgroup, path)
         ev.binary = binary
         if fd is not None:

@@ -36,6 +36,7 @@ class ExecEvent(SensorEvent):
     binary: str = ""  # the resolved binary inside the container (e.g. /bin/busybox)
     multicall: bool = False  # the binary picks its applet from argv[0] (busybox, toybox)
     killed: bool = False  # the kernel killed it before its first instruction (protect mode)
+    rewritten: bool = False  # an allowed path, but a watched container had opened its binary for writing
     hash_error: str = ""  # why sha256 is "" (e.g. "read stalled after 5 s"); sensors/hashing.py
     hash_reason: str = ""  # the same as a stats key: not_regular, too_large, queue_full, stalled, unreadable
 

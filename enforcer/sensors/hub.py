@@ -38,9 +38,9 @@ from .events import ExecEvent, FileClosedEvent, NetworkEvent, SensorEvent
 from .hashing import FileHasher, HashResult
 from .kernel_maps import KernelMaps
 from .pins import PinDir
-from .program import SensorLoadError, load_program
+from .program import SensorLoadError, load_program, rewrite_guard_offsets
 from .reader import RingReader
-from .stats import SensorCounters, kernel_counters, stats_result
+from .stats import SensorCounters, kernel_counters, rewrite_guard, stats_result
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,10 @@ class SensorHub:
             await asyncio.to_thread(bpf.cleanup)
 
     def status(self) -> dict[str, Any]:
-        return {"sensors": [s.to_dict() for s in self.stats()], "hasher": self.hash_stats(), "pins": self.pins_status()}
+        kernel = self.kernel_counters()
+        stats = self.counters.stats(kernel, loaded=self.loaded, error=self.error)
+        return {"sensors": [s.to_dict() for s in stats], "hasher": self.hash_stats(), "pins": self.pins_status(),
+                "rewrite_guard": rewrite_guard(self.bpf, kernel, rewrite_guard_offsets()[1])}
 
     def pins_status(self) -> dict[str, Any]:
         """What is pinned in bpffs and since when; what this process adopted at its start."""
@@ -265,8 +268,11 @@ class SensorHub:
     def stats_result(self) -> dict[str, Any]:
         queued, queue_max = self.queue_depth() if self.queue_depth is not None else (0, 0)
         hasher = self.hash_stats()
-        return {**stats_result(self.stats(), queued=queued, queue_max=queue_max,
-                               hash_skipped=int(hasher["skipped_total"])), "hasher": hasher}
+        kernel = self.kernel_counters()
+        stats = self.counters.stats(kernel, loaded=self.loaded, error=self.error)
+        return {**stats_result(stats, queued=queued, queue_max=queue_max,
+                               hash_skipped=int(hasher["skipped_total"])), "hasher": hasher,
+                "rewrite_guard": rewrite_guard(self.bpf, kernel, rewrite_guard_offsets()[1])}
 
     async def _sample_stats(self) -> None:
         tick = 0

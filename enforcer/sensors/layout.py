@@ -19,7 +19,7 @@ NR_SYSCALL_BITS = NR_SYSCALLS + NR_QUALIFIED
 
 SENSORS: tuple[str, ...] = ("process", "network", "dns", "file", "syscall")
 S_PROCESS, S_NETWORK, S_DNS, S_FILE, S_SYSCALL = range(5)
-C_EMITTED, C_LOST, C_SUPPRESSED, C_DEDUPED, C_KILLED = range(5)
+C_EMITTED, C_LOST, C_SUPPRESSED, C_DEDUPED, C_KILLED, C_MARKED, C_MARK_LOST, C_REWRITTEN = range(8)
 C_SLOTS = 8
 
 EV_EXEC, EV_FORK, EV_EXIT, EV_NET, EV_DNS, EV_FILE, EV_FILE_CLOSED, EV_SYSCALL = range(1, 9)
@@ -37,6 +37,7 @@ F_CANDIDATE = 0x8
 F_DANGEROUS = 0x10
 F_FIRST = 0x20
 F_EXECVEAT = 0x40
+F_REWRITTEN = 0x80  # exec of an allowed path whose binary a watched container wrote (bpf/common.h)
 
 FILE_OPS = {1: "write", 2: "create", 3: "rename", 4: "unlink", 5: "chmod", 6: "mkdir", 7: "read", 8: "link",
             9: "symlink"}

@@ -9,6 +9,7 @@ attaches its programs before it unpins the previous generation's."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import layout
+from .btf import BtfError, inode_offsets
 from .paths import bpf_defines
 from .pins import PinDir, attach_raw_tracepoint_link, attach_tracepoint_link, map_layout
 
@@ -51,9 +53,21 @@ def program_text(pin_maps: str = "") -> str:
     defines.append(f"#define DANGEROUS_CASES {cases}\n")
     if _has_tracepoint("syscalls", "sys_enter_fchmodat2"):
         defines.append("#define HAVE_FCHMODAT2 1\n")
+    offsets, _why = rewrite_guard_offsets()
+    defines += [f"#define {name} {off}\n" for name, off in offsets.items()]
     parts = ["".join(defines), (folder / "common.h").read_text()]
     parts += [f"/* ---- {name} ---- */\n" + (folder / name).read_text() for name in SENSOR_FILES]
     return "\n".join(parts)
+
+
+@functools.lru_cache(maxsize=1)  # the running kernel's BTF does not change under us
+def rewrite_guard_offsets() -> tuple[dict[str, int], str]:
+    """The kernel struct offsets the rewrite guard reads (bpf/common.h), from the running
+    kernel's BTF; ({}, why) when they cannot be had, and the guard is compiled out."""
+    try:
+        return inode_offsets(), ""
+    except BtfError as e:
+        return {}, str(e)
 
 
 def load_program(pins: PinDir | None = None) -> Any:

@@ -15,12 +15,12 @@ from typing import Any
 from ..models import SensorStats
 from . import layout as L
 
-KERNEL_COUNTERS = 5  # per sensor: emitted, lost, suppressed, deduped, killed
+KERNEL_COUNTERS = 8  # per sensor: emitted, lost, suppressed, deduped, killed, marked, mark lost, rewritten
 RATE_WINDOW = 6  # samples (one a second) the rates are computed over: about 5 s
 
 
 def kernel_counters(bpf: Any) -> dict[str, list[int]]:
-    """Per sensor: [emitted, lost, suppressed, deduped, killed] summed over CPUs (0 unloaded)."""
+    """Per sensor: the KERNEL_COUNTERS slots summed over CPUs (0 unloaded)."""
     out = {name: [0] * KERNEL_COUNTERS for name in L.SENSORS}
     if bpf is None:
         return out
@@ -61,7 +61,7 @@ class SensorCounters:
         rates = self.rates()
         out = []
         for name in L.SENSORS:
-            emitted, lost, suppressed, deduped, _killed = kernel[name]
+            emitted, lost, suppressed, deduped = kernel[name][:4]
             out.append(SensorStats(
                 name=name, events=self.delivered[name], lost=lost + self.queue_lost[name],
                 rate=round(rates.get(name, 0.0), 2), loaded=loaded, error=error,
@@ -75,3 +75,16 @@ def stats_result(stats: list[SensorStats], *, queued: int, queue_max: int, hash_
     return {"sensors": [s.to_dict() for s in stats], "events_total": sum(s.events for s in stats),
             "lost_total": sum(s.lost for s in stats), "suppressed_total": sum(s.suppressed for s in stats),
             "queued": queued, "queue_max": queue_max, "hash_skipped": hash_skipped}
+
+
+def rewrite_guard(bpf: Any, kernel: dict[str, list[int]], off_reason: str) -> dict[str, Any]:
+    """The rewrite guard (bpf/common.h): files marked written, marks that could not be
+    stored, containers failing closed because of it, execs of allowed paths it held."""
+    on = bpf is not None and b"written_inodes" in getattr(bpf, "tables", {})
+    out: dict[str, Any] = {"on": on, "off_reason": "" if on else (off_reason or "sensors not loaded"),
+                           "marked": kernel["file"][L.C_MARKED], "marks_lost": kernel["file"][L.C_MARK_LOST],
+                           "held_execs": kernel["process"][L.C_REWRITTEN], "tracked": 0, "failing_closed": 0}
+    if on:
+        out["tracked"] = sum(1 for _ in bpf[b"written_inodes"].keys())
+        out["failing_closed"] = sum(1 for _ in bpf[b"rewrite_full"].keys())
+    return out

@@ -69,9 +69,6 @@ def test_a_container_writing_to_dev_zero_does_not_blind_the_host(enforcer, docke
           f"hasher {h}")
 
 
-@pytest.mark.xfail(strict=False, reason="known race (docs/threat-model.md): an allowed path's exec has no kernel "
-                   "event; only user space, after seeing the write, takes the path out of the allow-list, and an "
-                   "exec right after the rewrite can come first")
 def test_a_learned_binary_too_big_to_hash_is_not_taken_for_the_learned_one(enforcer, dockerx):
     net = dockerx.network()
     b = dockerx.run(network=net)

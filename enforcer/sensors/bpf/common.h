@@ -5,9 +5,10 @@
  * so the maps below are shared by all of them.
  *
  * Rules for everything in this folder (see PLATFORM.md): tracepoints only; no kernel
- * struct is ever read by offset (the headers are older than the kernel); only tracepoint
- * arguments (their layout comes from the format files at run time), BPF helpers, uapi
- * structures and user memory. The first thing every program does is the cgroup lookup,
+ * struct is ever read by an offset from the headers (they are older than the kernel);
+ * only tracepoint arguments (their layout comes from the format files at run time), BPF
+ * helpers, uapi structures and user memory. One exception, the rewrite guard at the end
+ * of this file, reads a few fields at offsets taken from the running kernel's own BTF. The first thing every program does is the cgroup lookup,
  * so that host processes and unwatched containers pay one hash lookup and nothing else.
  */
 
@@ -20,7 +21,11 @@
 
 /* Must match sensors/layout.py. */
 enum sensor_id { S_PROCESS = 0, S_NETWORK = 1, S_DNS = 2, S_FILE = 3, S_SYSCALL = 4, S_COUNT = 5 };
-enum counter_id { C_EMITTED = 0, C_LOST = 1, C_SUPPRESSED = 2, C_DEDUPED = 3, C_KILLED = 4, C_SLOTS = 8 };
+enum counter_id { C_EMITTED = 0, C_LOST = 1, C_SUPPRESSED = 2, C_DEDUPED = 3, C_KILLED = 4,
+                  C_MARKED = 5,      /* file: inodes marked written (the rewrite guard) */
+                  C_MARK_LOST = 6,   /* file: a mark that could not be stored (its container fails closed) */
+                  C_REWRITTEN = 7,   /* process: execs of an allowed path held because its binary was written */
+                  C_SLOTS = 8 };
 enum ev_type {
     EV_EXEC = 1, EV_FORK = 2, EV_EXIT = 3, EV_NET = 4, EV_DNS = 5,
     EV_FILE = 6, EV_FILE_CLOSED = 7, EV_SYSCALL = 8,
@@ -39,6 +44,7 @@ enum config_id {
 #define F_DANGEROUS 0x10
 #define F_FIRST 0x20
 #define F_EXECVEAT 0x40
+#define F_REWRITTEN 0x80  /* exec: the path is allowed, but its binary was written in a container */
 
 /* Pinned maps: what the kill decision reads (the policy, the allow-lists, the exec decided
  * at entry) and the other policy the sensors read. Pinned in bpffs when
@@ -48,8 +54,11 @@ enum config_id {
 #ifdef STOCKADE_PIN_MAPS
 #define PINNED_TABLE(_type, _key, _leaf, _name, _max) \
     BPF_TABLE_PINNED(_type, _key, _leaf, _name, _max, STOCKADE_PIN_MAPS "/" #_name)
+#define PINNED_FTABLE(_type, _key, _leaf, _name, _max, _flags) \
+    BPF_TABLE_PINNED(_type, _key, _leaf, _name, _max, STOCKADE_PIN_MAPS "/" #_name, _flags)
 #else
 #define PINNED_TABLE(_type, _key, _leaf, _name, _max) BPF_TABLE(_type, _key, _leaf, _name, _max)
+#define PINNED_FTABLE(_type, _key, _leaf, _name, _max, _flags) BPF_F_TABLE(_type, _key, _leaf, _name, _max, _flags)
 #endif
 
 struct ev_hdr {
@@ -375,3 +384,73 @@ static __always_inline struct policy *watched_policy_walk(u64 *cgp)
     *cgp = hit;
     return watched.lookup(&hit);
 }
+
+/* The rewrite guard: which files a watched container has opened for writing, by the file's
+ * identity (device, inode number), so that an exec of an allowed path whose binary was
+ * rewritten is never let through unseen, whatever name the writer used for it (a relative
+ * path, /proc/self/root/..., a hard link). Marked when the open returns, before the
+ * writer can write a byte; read at exec from the new image's own file (mm->exe_file).
+ *
+ * The offsets are the running kernel's, read from its BTF by sensors/btf.py (OFF_*); this
+ * is the one place the sensors read kernel structs. Without them (no BTF) the guard is
+ * compiled out and the enforcer says so. */
+#ifdef OFF_TASK_FILES
+#define FMODE_WRITE_ 0x2
+struct inode_key {
+    u64 ino;
+    u32 dev;  /* the kernel's dev_t: major << 20 | minor */
+    u32 pad;
+};
+/* (dev, ino) -> when it was last opened for writing. Not an LRU: a mark must never be
+ * forgotten to make room. Full: the writer's container goes to rewrite_full. Pinned: the
+ * kill decision reads it. User space drops a container's marks when its root goes away. */
+#define WRITTEN_INODES_MAX 262144
+PINNED_FTABLE("hash", struct inode_key, u64, written_inodes, WRITTEN_INODES_MAX, BPF_F_NO_PREALLOC);
+/* cgroup -> 1: a mark of this container's could not be stored, so none of its execs of an
+ * allowed path is let through by the kernel alone any more (fail closed, counted, said). */
+PINNED_TABLE("hash", u64, u8, rewrite_full, 8192);
+
+static __always_inline u64 read_ptr(u64 addr)
+{
+    u64 v = 0;
+    if (!addr || bpf_probe_read_kernel(&v, sizeof(v), (void *)addr) != 0)
+        return 0;
+    return v;
+}
+
+/* 1 and *k filled when `file` (a struct file *) could be identified. */
+static __always_inline int file_identity(u64 file, struct inode_key *k)
+{
+    u64 inode = read_ptr(file ? file + OFF_FILE_INODE : 0);
+    u64 sb = read_ptr(inode ? inode + OFF_INODE_SB : 0);
+    if (!sb)
+        return 0;
+    if (bpf_probe_read_kernel(&k->ino, sizeof(k->ino), (void *)(inode + OFF_INODE_INO)) != 0)
+        return 0;
+    if (bpf_probe_read_kernel(&k->dev, sizeof(k->dev), (void *)(sb + OFF_SB_DEV)) != 0)
+        return 0;
+    k->pad = 0;
+    return 1;
+}
+
+/* The current task's open file at `fd` (0 if none). */
+static __always_inline u64 fd_file(u32 fd)
+{
+    u64 files = read_ptr(bpf_get_current_task() + OFF_TASK_FILES);
+    u64 fdt = read_ptr(files ? files + OFF_FILES_FDT : 0);
+    if (!fdt)
+        return 0;
+    u32 max = 0;
+    if (bpf_probe_read_kernel(&max, sizeof(max), (void *)(fdt + OFF_FDT_MAX_FDS)) != 0 || fd >= max)
+        return 0;
+    u64 arr = read_ptr(fdt + OFF_FDT_FD);
+    return read_ptr(arr ? arr + (u64)fd * 8 : 0);
+}
+
+/* The current task's executable file (after an exec: the new image's). */
+static __always_inline u64 exe_file(void)
+{
+    u64 mm = read_ptr(bpf_get_current_task() + OFF_TASK_MM);
+    return read_ptr(mm ? mm + OFF_MM_EXE_FILE : 0);
+}
+#endif

@@ -44,6 +44,10 @@ BPF_PERCPU_ARRAY(closed_scratch, struct closed_ev, 1);
 /* tid -> the write-open in progress whose close we want; (tgid << 32 | fd) -> that file. */
 BPF_TABLE("lru_hash", u32, struct closed_ev, opening, 1024);
 BPF_TABLE("lru_hash", u64, struct closed_ev, written_fds, 16384);
+#ifdef OFF_TASK_FILES
+/* tid -> 1 while a write-open is in progress, so its exit marks the file (the rewrite guard). */
+BPF_TABLE("lru_hash", u32, u8, write_opening, 4096);
+#endif
 
 struct path_scan {
     u64 full;
@@ -136,6 +140,11 @@ static __always_inline int on_open(int dfd, const char *filename, u32 flags, u32
     e->path2[0] = 0;
     u8 op = !writes ? OP_READ : (is_creat || (flags & O_CREAT_)) ? OP_CREATE : OP_WRITE;
     if (writes) {
+#ifdef OFF_TASK_FILES
+        u32 wtid = (u32)bpf_get_current_pid_tgid();
+        u8 one = 1;
+        write_opening.update(&wtid, &one);
+#endif
         /* Follow the descriptor to its close, unless that file's close was just sent. */
         struct seen_key ck;
         if (is_novel(S_FILE, cg, pol, closed_subject(s.full), &ck, now)) {
@@ -152,6 +161,30 @@ static __always_inline int on_open(int dfd, const char *filename, u32 flags, u32
     return 0;
 }
 
+#ifdef OFF_TASK_FILES
+/* The file just opened at `fd` is marked written, if it was opened for writing. The mark
+ * is stored before the open returns to the caller: before it can write a byte. */
+static __always_inline void mark_written(u64 cg, long fd)
+{
+    u64 file = fd_file((u32)fd);
+    u32 fmode = 0;
+    if (!file || bpf_probe_read_kernel(&fmode, sizeof(fmode), (void *)(file + OFF_FILE_MODE)) != 0 ||
+        !(fmode & FMODE_WRITE_))
+        return;
+    struct inode_key ik = {};
+    if (!file_identity(file, &ik))
+        return;
+    u64 now = bpf_ktime_get_ns();
+    if (written_inodes.update(&ik, &now) == 0) {
+        count(S_FILE, C_MARKED);
+        return;
+    }
+    u8 one = 1;
+    rewrite_full.update(&cg, &one);
+    count(S_FILE, C_MARK_LOST);
+}
+#endif
+
 static __always_inline int on_open_exit(long ret)
 {
     u64 cg = bpf_get_current_cgroup_id();
@@ -159,6 +192,13 @@ static __always_inline int on_open_exit(long ret)
         return 0;
     u64 pt = bpf_get_current_pid_tgid();
     u32 tid = (u32)pt;
+#ifdef OFF_TASK_FILES
+    if (write_opening.lookup(&tid)) {
+        write_opening.delete(&tid);
+        if (ret >= 0)
+            mark_written(cg, ret);
+    }
+#endif
     struct closed_ev *c = opening.lookup(&tid);
     if (!c)
         return 0;
@@ -255,6 +295,7 @@ static __always_inline int on_path_op(u8 op, int dfd, const char *path, int dfd2
     struct path_scan s = {};
     scan_path(e->path, &s);
     u64 subject = s.full;
+    u64 dest = s.full;  /* the path an exec would find changed: the only one, or the new name */
     u16 flags = s.flags;
     e->path2[0] = 0;
     if (path2) {
@@ -263,7 +304,18 @@ static __always_inline int on_path_op(u8 op, int dfd, const char *path, int dfd2
         struct path_scan s2 = {};
         scan_path(e->path2, &s2);
         subject = mix64(subject, s2.full);
+        dest = s2.full;
         flags |= s2.flags;
+    }
+    if ((op == OP_RENAME || op == OP_UNLINK) && pol->mode != MODE_LEARN) {
+        /* Something put in place at an allowed exec path (mv other /usr/bin/tool, or rm
+         * then ln): the path leaves the kernel's allow-list now, before the change, and
+         * comes back when user space has seen what is there. Only the name as given:
+         * another name for it is caught by user space after the event (threat-model.md).
+         * (A link or symlink cannot replace a path that exists: that needs the unlink.) */
+        struct exec_allow_key dk = {.profile_id = pol->profile_id, .path_hash = dest};
+        exec_allow.delete(&dk);
+        exec_multicall.delete(&dk);
     }
     e->h.flags = flags;
     e->dfd = dfd;

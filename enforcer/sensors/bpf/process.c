@@ -138,6 +138,24 @@ static __always_inline int is_dev_fd(struct exec_ev *e)
     return 1;
 }
 
+/* Nonzero when the binary this exec runs was opened for writing by a watched container
+ * (the mark's time), or when the container lost a mark or the binary cannot be identified
+ * (1: fail closed). 0: never written, the allow-list decides alone. */
+static __always_inline u64 rewrite_mark(u64 cg)
+{
+#ifdef OFF_TASK_FILES
+    if (rewrite_full.lookup(&cg))
+        return 1;
+    struct inode_key ik = {};
+    if (!file_identity(exe_file(), &ik))
+        return 1;
+    u64 *m = written_inodes.lookup(&ik);
+    return m ? (*m | 1) : 0;
+#else
+    return 0;
+#endif
+}
+
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
     u64 cg = 0;
@@ -171,10 +189,17 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     if (is_self_exe(e) || exec_multicall.lookup(&ak))
         key = ah;
     u16 flags = is_dev_fd(e) ? F_EXECVEAT : 0;
+    u64 mark = 0;
     if (pol->mode != MODE_LEARN) {
         ak.path_hash = key;
-        if (exec_allow.lookup(&ak))
-            return 0;
+        if (exec_allow.lookup(&ak)) {
+            mark = rewrite_mark(cg);
+            if (!mark)
+                return 0;
+            /* An allowed path whose binary a container wrote: judged as if not allowed. */
+            flags |= F_REWRITTEN;
+            count(S_PROCESS, C_REWRITTEN);
+        }
         if (pol->mode == MODE_PROTECT) {
             bpf_send_signal(9);
             count(S_PROCESS, C_KILLED);
@@ -186,7 +211,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
      * its own subject, so that an earlier plain exec never hides it. */
     u64 now = bpf_ktime_get_ns();
     struct seen_key k;
-    u64 subject = mix64(ah, (flags & F_KILLED) ? EV_EXEC + 100 : EV_EXEC);
+    u64 subject = mix64(mix64(ah, (flags & F_KILLED) ? EV_EXEC + 100 : EV_EXEC), mark);
     if (!is_novel(S_PROCESS, cg, pol, subject, &k, now) || !under_cap(S_PROCESS, cg, CFG_RATE_EXEC, now))
         return 0;
     u64 pt = bpf_get_current_pid_tgid();

@@ -1,0 +1,125 @@
+"""Red team, a learned binary replaced and run at once (the rewrite guard, bpf/common.h).
+
+In alert and protect mode the kernel lets an exec of an allowed path through without an
+event. Before the guard, a process that rewrote an allowed binary and ran it straight
+away won the race with user space (which takes the path out of the allow-list only after
+it has seen the write): no alert, and no kill in protect. Now a watched container's
+open-for-write marks the file by its identity (device, inode) before the open returns,
+and an exec whose binary carries a mark is judged as if its path were not allowed; a
+rename or unlink at an allowed path takes the path out of the kernel's allow-list before
+it happens.
+
+Each attack below is one shell command in the container: write (under another name for
+the same file), then exec at once. The binaries are two static programs copied in by the
+host (`docker cp`, so never marked): /opt/tool1..5 (learned, print "ok") and /opt/evil,
+evil2 (never run while learning, print "evil").
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from support.enforce import sensing, wait_active, wait_known
+from support.harness import EnforcerProcess, docker, exec_in, wait_for
+
+pytestmark = [pytest.mark.docker, pytest.mark.bpf, pytest.mark.nftables, pytest.mark.slow]
+
+LEARN_SECONDS = 10
+SOURCE = '#include <unistd.h>\nint main(void) { write(1, WHO "\\n", sizeof(WHO)); return 0; }\n'
+
+
+@pytest.fixture(scope="module")
+def enforcer(tmp_path_factory: pytest.TempPathFactory, busybox_image: str) -> Iterator[EnforcerProcess]:
+    with sensing(tmp_path_factory.mktemp("redteam-rewrite") / "enforcer", LEARN_SECONDS) as e:
+        yield e
+
+
+@pytest.fixture(scope="module")
+def programs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """opt/tool1..5 and opt/evil, evil2: two different static programs."""
+    out = tmp_path_factory.mktemp("rewrite") / "opt"
+    out.mkdir()
+    src = out.parent / "who.c"
+    src.write_text(SOURCE)
+    names = [(f"tool{i}", "ok") for i in range(1, 6)] + [("evil", "evil"), ("evil2", "evil")]
+    for name, who in names:
+        subprocess.run(["gcc", "-O2", "-static", f'-DWHO="{who}"', "-o", str(out / name), str(src)],
+                       check=True, capture_output=True)
+    return out
+
+
+def _learned(e: EnforcerProcess, dockerx, programs: Path, mode: str) -> str:
+    c = dockerx.run(network=dockerx.network())
+    docker("cp", str(programs), f"{c}:/")
+    wait_known(e, c)
+    for i in range(1, 6):
+        assert exec_in(c, f"/opt/tool{i}").stdout.strip() == "ok"
+    # The shell and the tools the attacks use are learned too: protect must stop the
+    # binary, not the shell around it.
+    exec_in(c, "sh", "-c", "cd /tmp && cat /opt/tool1 > t && mv t u && ln u v && rm u v; echo rc=$?", check=True)
+    e.cli("mode", c, mode)
+    wait_active(e, c)
+    wait_for(lambda: e.call("container", target=c)["mode"] == mode, what=f"{mode} mode")
+    return c
+
+
+def _guard(e: EnforcerProcess) -> dict:
+    return e.call("stats")["rewrite_guard"]
+
+
+def _alert(e: EnforcerProcess, container: str, summary: str) -> dict:
+    return wait_for(lambda: next((a for a in e.call("alerts", container=container)
+                                  if a["kind"] == "process" and summary in a["summary"]), None),
+                    timeout=30, what=f"a process alert saying {summary!r}")
+
+
+REWRITES = [  # (the shell's working directory, the name the write uses, the name the exec uses)
+    ("/", "/proc/self/root/opt/tool1", "/opt/tool1"),
+    ("/opt", "tool2", "/opt/tool2"),
+    ("/tmp", "../opt/./tool3", "/opt/tool3"),
+    ("/", "//opt//tool4", "/opt/tool4"),
+    ("/", "/opt/tool5", "/opt/tool5"),
+]
+
+
+def test_a_learned_binary_rewritten_and_run_at_once_is_alerted_every_time(enforcer, dockerx, programs):
+    c = _learned(enforcer, dockerx, programs, "alert")
+    guard = _guard(enforcer)
+    assert guard["on"], guard
+    before = guard["held_execs"]
+    for cwd, write_as, run_as in REWRITES:
+        proc = exec_in(c, "sh", "-c", f"cd {cwd} && cat /opt/evil > {write_as} && {run_as}")
+        assert proc.stdout.strip() == "evil", proc  # alert mode: it runs, and is seen
+    for _cwd, _write_as, run_as in REWRITES:
+        alert = _alert(enforcer, c, f"binary changed at learned path {run_as}")
+        assert alert["detail"]["rewritten"] is True and alert["detail"]["sha256"], alert["detail"]
+    assert _guard(enforcer)["held_execs"] - before >= len(REWRITES)
+    # The status says the guard is on and what it holds.
+    assert "guard on" in enforcer.cli("status").stdout
+
+
+def test_in_protect_mode_a_rewritten_binary_never_runs_and_an_untouched_one_does(enforcer, dockerx, programs):
+    c = _learned(enforcer, dockerx, programs, "protect")
+    assert exec_in(c, "/opt/tool5").stdout.strip() == "ok"  # never written: the allow-list alone
+    for cwd, write_as, run_as in REWRITES[:4]:
+        proc = exec_in(c, "sh", "-c", f"cd {cwd} && cat /opt/evil > {write_as} && {run_as}; echo rc=$?")
+        assert "evil" not in proc.stdout and "rc=137" in proc.stdout, (write_as, proc)
+        assert _alert(enforcer, c, run_as)["action"] == "killed"
+    assert exec_in(c, "/opt/tool5").stdout.strip() == "ok"  # the others' writes did not touch it
+
+
+def test_in_protect_mode_a_binary_moved_or_linked_over_an_allowed_path_never_runs(enforcer, dockerx, programs):
+    c = _learned(enforcer, dockerx, programs, "protect")
+    # /opt/evil was copied in by the host: never opened for writing in the container, so
+    # only the path's removal at the rename (or the unlink) stands between it and a run.
+    proc = exec_in(c, "sh", "-c", "mv /opt/evil /opt/tool1 && /opt/tool1; echo rc=$?")
+    assert "evil" not in proc.stdout and "rc=137" in proc.stdout, proc
+    proc = exec_in(c, "sh", "-c", "rm /opt/tool2 && ln /opt/evil2 /opt/tool2 && /opt/tool2; echo rc=$?")
+    assert "evil" not in proc.stdout and "rc=137" in proc.stdout, proc
+    for path in ("/opt/tool1", "/opt/tool2"):
+        assert _alert(enforcer, c, path)["action"] == "killed"
+    assert exec_in(c, "/opt/tool3").stdout.strip() == "ok"
