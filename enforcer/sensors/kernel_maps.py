@@ -44,6 +44,7 @@ from ..inventory.cgroups import cgroup2_mount, cgroup_for_pid
 from ..models import Container
 from . import layout as L
 from .paths import path_hash
+from .rewrite_marks import RewriteMarks
 
 log = logging.getLogger(__name__)
 
@@ -75,17 +76,20 @@ class KernelMaps:
         self._exec_allow: dict[int, set[int]] = {}  # profile id -> path hashes
         self._multicall: dict[int, set[int]] = {}  # profile id -> path hashes keyed by applet
         self._syscall_allow: dict[int, set[int]] = {}
+        self.rewrite_marks = RewriteMarks()
 
     # -- the program's maps come and go -------------------------------------------------
     def attach(self, bpf: Any, containers: Iterable[Container]) -> None:
         """The program is loaded: watch these containers and write everything kept so far."""
         self.bpf = bpf
+        self.rewrite_marks.bpf = bpf if bpf is not None and b"written_inodes" in getattr(bpf, "tables", {}) else None
         for c in list(containers):
             self.sync_container(c)
         self._reapply()
 
     def detach(self) -> None:
         self.bpf = None
+        self.rewrite_marks.bpf = None
 
     @property
     def watched_count(self) -> int:
@@ -128,6 +132,7 @@ class KernelMaps:
             self._write_levels()  # also a new epoch: see _write_levels
         if c.pid:
             self._root_pids[c.cgroup_id] = c.pid
+            self.rewrite_marks.watched(c.cgroup_id, c.pid)
         self._write_policy(c.cgroup_id, keep_kernel=True)
         for ip in c.addresses():
             key = _ip_key(ip)
@@ -145,6 +150,7 @@ class KernelMaps:
     def _unwatch(self, cgroup_id: int) -> None:
         self._watched.pop(cgroup_id, None)
         self._root_pids.pop(cgroup_id, None)
+        self.rewrite_marks.unwatched(cgroup_id)
         self._policies.pop(cgroup_id, None)
         if self._levels.pop(cgroup_id, None) is not None:
             self._write_levels()

@@ -123,3 +123,15 @@ def test_in_protect_mode_a_binary_moved_or_linked_over_an_allowed_path_never_run
     for path in ("/opt/tool1", "/opt/tool2"):
         assert _alert(enforcer, c, path)["action"] == "killed"
     assert exec_in(c, "/opt/tool3").stdout.strip() == "ok"
+
+
+def test_a_removed_containers_marks_go_with_its_root(enforcer, dockerx, programs):
+    # Its root's device number goes back to the kernel and the next container's root may
+    # get it: marks left on it would hold that container's untouched binaries.
+    c = _learned(enforcer, dockerx, programs, "alert")
+    before = _guard(enforcer)["tracked"]
+    exec_in(c, "sh", "-c", "cd /tmp && for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do "
+                           "cat /opt/tool1 > t$i; done", check=True)
+    wait_for(lambda: _guard(enforcer)["tracked"] >= before + 20, timeout=10, what="the writes to be marked")
+    docker("rm", "-f", c)
+    wait_for(lambda: _guard(enforcer)["tracked"] <= before, timeout=30, what="the marks to be swept")
