@@ -292,7 +292,6 @@ def test_a_viewer_lists_outputs_but_may_not_add_test_or_remove_them(http):
     viewer_group, admin_group, user = f"stov{tag}", f"stoa{tag}", f"stou{tag}"
     workdir = Path(tempfile.mkdtemp(prefix="stockade-outputs-roles-"))
     os.chmod(workdir, 0o755)  # the test user must reach the socket
-    e = None
     try:
         for g in (viewer_group, admin_group):
             subprocess.run(["groupadd", g], check=True)
@@ -302,30 +301,27 @@ def test_a_viewer_lists_outputs_but_may_not_add_test_or_remove_them(http):
         e = EnforcerProcess(workdir / "e", "--no-sensors", "--socket-group", viewer_group, "--admin-group",
                             admin_group, "--viewer-group", viewer_group)
         os.chmod(workdir / "e", 0o755)
-        e.start()
-        e.cli("outputs", "add", "hook", http.url, "--format", "json")
+        with e.session():
+            e.cli("outputs", "add", "hook", http.url, "--format", "json")
 
-        def as_viewer(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups",
-                                   sys.executable, "-m", "console.cli", "--socket", e.socket, *args],
-                                  capture_output=True, text=True, timeout=60, cwd=str(REPO), check=False,
-                                  env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/tmp"})
+            def as_viewer(*args: str) -> subprocess.CompletedProcess[str]:
+                return subprocess.run(["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups",
+                                       sys.executable, "-m", "console.cli", "--socket", e.socket, *args],
+                                      capture_output=True, text=True, timeout=60, cwd=str(REPO), check=False,
+                                      env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/tmp"})
 
-        listed = as_viewer("outputs", "list", "--json")
-        assert listed.returncode == 0 and json.loads(listed.stdout)[0]["name"] == "hook", listed.stderr
-        for op, argv in (("outputs.add", ("outputs", "add", "x", http.url, "--format", "json")),
-                         ("outputs.test", ("outputs", "test", "hook")), ("outputs.remove", ("outputs", "remove", "hook"))):
-            p = as_viewer(*argv)
-            err = p.stderr.strip()
-            assert p.returncode == 1 and "\n" not in err and f"{op} changes state" in err, err
-        assert http.bodies == []  # the refused test sent nothing
-        assert [o["name"] for o in e.call("outputs")] == ["hook"]
-        refused = {a["action"] for a in e.call("audit") if a["uid"] == pw.pw_uid and a["result"].startswith("refused")}
-        assert refused == {"outputs.add", "outputs.test", "outputs.remove"}
+            listed = as_viewer("outputs", "list", "--json")
+            assert listed.returncode == 0 and json.loads(listed.stdout)[0]["name"] == "hook", listed.stderr
+            for op, argv in (("outputs.add", ("outputs", "add", "x", http.url, "--format", "json")),
+                             ("outputs.test", ("outputs", "test", "hook")), ("outputs.remove", ("outputs", "remove", "hook"))):
+                p = as_viewer(*argv)
+                err = p.stderr.strip()
+                assert p.returncode == 1 and "\n" not in err and f"{op} changes state" in err, err
+            assert http.bodies == []  # the refused test sent nothing
+            assert [o["name"] for o in e.call("outputs")] == ["hook"]
+            refused = {a["action"] for a in e.call("audit") if a["uid"] == pw.pw_uid and a["result"].startswith("refused")}
+            assert refused == {"outputs.add", "outputs.test", "outputs.remove"}
     finally:
-        if e is not None:
-            e.stop()
-            e.remove_nft_table()
         subprocess.run(["userdel", user], check=False, capture_output=True)
         for g in (viewer_group, admin_group):
             subprocess.run(["groupdel", g], check=False, capture_output=True)
