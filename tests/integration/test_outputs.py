@@ -221,6 +221,51 @@ async def test_a_slow_receiver_slows_neither_detection_nor_the_socket(rig, http)
     assert (await rig.call("outputs"))[0]["pending"] > 0  # the receiver is still busy with the first
 
 
+async def test_a_receiver_that_trickles_its_answer_fails_that_send_at_its_deadline(rig, http):
+    """A receiver that answers one byte a second (a real HTTP server on 127.0.0.1, a thread
+    per connection) would hold the output's thread for good on per-operation timeouts alone:
+    the attempt fails at the output's deadline, is counted and said in one line, and once the
+    receiver answers again the incident is delivered, and the next one too. Another output
+    never waited for it."""
+    healthy = HttpReceiver().up()
+    try:
+        http.trickle = 1.0
+        added = await rig.call("outputs.add", name="slowpoke", url=http.url, format="json", deadline=2)
+        assert added["deadline"] == 2.0
+        await rig.call("outputs.add", name="other", url=healthy.url, format="json")
+        await rig.client.subscribe(["alert"])
+        await rig.feed(ExecEvent(container_id=rig.web.id, path="/bin/e0", sha256=SHA))
+        first = await published(rig)
+        assert first
+        out = rig.e.outputs.outputs["slowpoke"]
+        await wait_until(lambda: out.last_error, timeout=60, what="the send to fail")
+        assert out.last_error == "no complete answer within the 2 s deadline (a receiver that answers too slowly)"
+        assert http.trickled and not http.bodies  # it took the POST, and never answered in time
+        listed = {o["name"]: o for o in await rig.call("outputs")}
+        assert listed["slowpoke"]["failures"] >= 1 and listed["slowpoke"]["error"] == out.last_error
+        assert listed["slowpoke"]["pending"] == len(first) and listed["slowpoke"]["delivered"] == 0
+        assert (await rig.call("status"))["outputs"]["failing"] == ["slowpoke"]
+        await wait_until(lambda: len(healthy.bodies) >= len(first), what="the other output's delivery")
+        assert healthy.json() == first
+        with pytest.raises(ProtocolError) as e:  # `outputs test` fails the same way, in one line
+            await rig.call("outputs.test", name="slowpoke")
+        assert e.value.code == "failed" and "within the 2 s deadline" in str(e.value) and "\n" not in str(e.value)
+        # The receiver answers at once again: the incident is delivered, and the next one.
+        http.trickle = 0.0
+        await rig.feed(ExecEvent(container_id=rig.web.id, path="/bin/e1", sha256=SHA))
+        second = await published(rig)
+        assert second
+        await wait_until(lambda: len(http.bodies) >= len(first + second), timeout=60, what="delivery after the stall")
+        await asyncio.sleep(0.3)
+        assert http.json() == first + second
+        listed = {o["name"]: o for o in await rig.call("outputs")}
+        assert listed["slowpoke"]["failures"] == 0 and listed["slowpoke"]["pending"] == 0
+        assert listed["slowpoke"]["delivered"] == len(first + second)
+        assert (await rig.call("status"))["outputs"]["failing"] == []
+    finally:
+        healthy.down()
+
+
 async def test_test_sends_one_test_alert_and_bad_input_is_one_line(rig, http):
     await rig.call("outputs.add", name="hook", url=http.url, format="ocsf")
     result = await rig.call("outputs.test", name="hook")
@@ -267,6 +312,10 @@ def test_the_cli_against_a_real_enforcer(make_enforcer, http, tmp_path):
     assert http.headers[0]["authorization"] == "Bearer abc"
     (o,) = e.cli_json("outputs", "list")
     assert o["name"] == "hook" and o["min_severity"] == "high" and o["headers"] == ["Authorization"]
+    assert o["deadline"] == 20.0
+    e.cli("outputs", "add", "hook7", http.url, "--format", "json", "--deadline", "7")
+    assert {x["name"]: x["deadline"] for x in e.cli_json("outputs", "list")} == {"hook": 20.0, "hook7": 7.0}
+    e.cli("outputs", "remove", "hook7")
     assert "hook" in e.cli("outputs").stdout
     assert e.cli_json("status")["outputs"]["configured"] == 1
     assert "outputs     1, 0 delivered, 0 pending, 0 dropped (outbox was full)" in e.cli("status").stdout
@@ -274,6 +323,8 @@ def test_the_cli_against_a_real_enforcer(make_enforcer, http, tmp_path):
         (("outputs", "add", "x", "ftp://127.0.0.1/", "--format", "json"), "unknown scheme"),
         (("outputs", "add", "x", http.url, "--format", "json", "--header", "nocolon"), "--header wants NAME:VALUE"),
         (("outputs", "remove", "nope"), "no output named 'nope'"),
+        (("outputs", "add", "x", http.url, "--format", "json", "--deadline", "0"), "deadline must be a number"),
+        (("outputs", "add", "x", "file:///tmp/x.jsonl", "--format", "json", "--deadline", "5"), "http(s) outputs only"),
     ]:
         p = e.cli(*argv, check=False)
         assert p.returncode == 1 and message in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
