@@ -70,7 +70,8 @@ class _Deadlined:
     """An http.client connection on which one POST, from connecting (when it must) to the last
     byte of the answer read, has `seconds` in all: every socket operation is given what is
     left (at most HTTP_TIMEOUT), so an answer trickled a byte at a time ends at the deadline.
-    (The TLS handshake of an https connection is bounded per operation only.)"""
+    (An https connection's TLS handshake takes the connect's timeout as a whole: Python's ssl
+    module counts a timeout over the whole handshake, seen with a trickled ServerHello.)"""
 
     timeout: float
     sock: Any
