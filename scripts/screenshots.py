@@ -247,8 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             saved = asyncio.run(shoot_fleet(enforcers, out, project))
         finally:
             for e in enforcers:
-                e.stop()
-                e.remove_nft_table()
+                e.stop_and_clean()
             resources.cleanup()
             remove_leftovers()
             shutil.rmtree(workdir, ignore_errors=True)
@@ -258,10 +257,11 @@ def main(argv: list[str] | None = None) -> int:
         remove_leftovers()
         resources = DockerResources()
         workdir = Path(tempfile.mkdtemp(prefix="stockade-shots-"))
-        enforcer: EnforcerProcess | None = None
+        made: list[EnforcerProcess] = []
         try:
             extra = ["--learn-seconds", str(args.learn_seconds)] + (["--no-sensors"] if args.no_sensors else [])
             enforcer = EnforcerProcess(workdir / "enforcer", *extra)
+            made.append(enforcer)
             try:
                 enforcer.start()
             except RuntimeError as e:
@@ -270,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"screenshots: the enforcer did not start with sensors ({str(e).splitlines()[0]}); "
                       "retrying with --no-sensors", file=sys.stderr)
                 enforcer = EnforcerProcess(workdir / "enforcer2", *extra, "--no-sensors")
+                made.append(enforcer)
                 enforcer.start()
             wait_for_sensors(enforcer)
             project = deploy(resources, workdir)
@@ -279,8 +280,8 @@ def main(argv: list[str] | None = None) -> int:
             wait_for_alerts(enforcer)
             saved = asyncio.run(shoot(enforcer.socket, out, project))
         finally:
-            if enforcer is not None:
-                enforcer.stop()
+            for e in made:  # stopped, and its nftables table (and pins) removed
+                e.stop_and_clean()
             resources.cleanup()
             remove_leftovers()
             shutil.rmtree(workdir, ignore_errors=True)
