@@ -76,15 +76,23 @@ async def wait(predicate: Any, pilot: Any, timeout: float, what: str) -> None:
         await pilot.pause(0.2)
 
 
+class Shots:
+    """save(name): the console's screen as it is now, into out/<name>.svg; the files in `saved`."""
+
+    def __init__(self, app: StockadeApp, out: Path) -> None:
+        self.app, self.out = app, out
+        self.saved: list[Path] = []
+
+    def __call__(self, name: str) -> None:
+        self.app.repaint_now()
+        path = self.out / f"{name}.svg"
+        self.app.save_screenshot(filename=path.name, path=str(self.out))
+        self.saved.append(path)
+
+
 async def shoot(socket_path: str, out: Path, focus_app: str | None) -> list[Path]:
     app = StockadeApp(socket_path)
-    saved: list[Path] = []
-
-    def save(name: str) -> None:
-        app.repaint_now()
-        path = out / f"{name}.svg"
-        app.save_screenshot(filename=path.name, path=str(out))
-        saved.append(path)
+    save = Shots(app, out)
 
     async with app.run_test(size=SIZE) as pilot:
         await wait(lambda: app.state.connection.state == "connected" and app.state.containers, pilot, 30,
@@ -132,19 +140,13 @@ async def shoot(socket_path: str, out: Path, focus_app: str | None) -> list[Path
         await pilot.press("escape", "colon", "a", "l")
         await pilot.pause(0.5)
         save("command-line")
-    return saved
+    return save.saved
 
 
 async def shoot_fleet(enforcers: list[EnforcerProcess], out: Path, project: str) -> list[Path]:
     """The fleet console on two enforcers: both up, then the second one stopped."""
     app = StockadeApp(targets=[e.socket for e in enforcers], retry_seconds=1.0)
-    saved: list[Path] = []
-
-    def save(name: str) -> None:
-        app.repaint_now()
-        path = out / f"{name}.svg"
-        app.save_screenshot(filename=path.name, path=str(out))
-        saved.append(path)
+    save = Shots(app, out)
 
     async with app.run_test(size=SIZE) as pilot:
         await wait(lambda: all(h.up and h.state.containers for h in app.hosts), pilot, 30, "both enforcers")
@@ -156,7 +158,7 @@ async def shoot_fleet(enforcers: list[EnforcerProcess], out: Path, project: str)
         await wait(lambda: not app.hosts[1].up, pilot, 30, "the second enforcer to be lost")
         await pilot.pause(3.2)
         save("fleet-lost")
-    return saved
+    return save.saved
 
 
 def wait_for_sensors(enforcer: EnforcerProcess, timeout: float = 90.0) -> None:
@@ -245,8 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             saved = asyncio.run(shoot_fleet(enforcers, out, project))
         finally:
             for e in enforcers:
-                e.stop()
-                e.remove_nft_table()
+                e.stop_and_clean()
             resources.cleanup()
             remove_leftovers()
             shutil.rmtree(workdir, ignore_errors=True)
@@ -256,10 +257,11 @@ def main(argv: list[str] | None = None) -> int:
         remove_leftovers()
         resources = DockerResources()
         workdir = Path(tempfile.mkdtemp(prefix="stockade-shots-"))
-        enforcer: EnforcerProcess | None = None
+        made: list[EnforcerProcess] = []
         try:
             extra = ["--learn-seconds", str(args.learn_seconds)] + (["--no-sensors"] if args.no_sensors else [])
             enforcer = EnforcerProcess(workdir / "enforcer", *extra)
+            made.append(enforcer)
             try:
                 enforcer.start()
             except RuntimeError as e:
@@ -268,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"screenshots: the enforcer did not start with sensors ({str(e).splitlines()[0]}); "
                       "retrying with --no-sensors", file=sys.stderr)
                 enforcer = EnforcerProcess(workdir / "enforcer2", *extra, "--no-sensors")
+                made.append(enforcer)
                 enforcer.start()
             wait_for_sensors(enforcer)
             project = deploy(resources, workdir)
@@ -277,8 +280,8 @@ def main(argv: list[str] | None = None) -> int:
             wait_for_alerts(enforcer)
             saved = asyncio.run(shoot(enforcer.socket, out, project))
         finally:
-            if enforcer is not None:
-                enforcer.stop()
+            for e in made:  # stopped, and its nftables table (and pins) removed
+                e.stop_and_clean()
             resources.cleanup()
             remove_leftovers()
             shutil.rmtree(workdir, ignore_errors=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
@@ -51,11 +52,8 @@ def make_enforcer(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Ca
     yield make
     failed = getattr(request.node, "rep_call", None)
     for e in made:
-        try:
-            e.stop()
-        except AssertionError:
-            pass
-        e.remove_nft_table()
+        with contextlib.suppress(AssertionError):
+            e.stop_and_clean()
         if failed is not None and failed.failed:
             print(f"\n---- enforcer log {e.log_path} ----\n{e.log()[-20000:]}")
 

@@ -1,5 +1,5 @@
-"""stockade outputs list | add NAME URL --format falco|json|ocsf [--min-severity S] [--header K:V]... |
-remove NAME | test NAME   (docs/outputs.md)"""
+"""stockade outputs list | add NAME URL --format falco|json|ocsf [--min-severity S] [--header K:V]...
+[--deadline SECONDS] | remove NAME | test NAME   (docs/outputs.md)"""
 
 from __future__ import annotations
 
@@ -32,6 +32,9 @@ def register(sub: Any) -> None:
     q.add_argument("--min-severity", choices=SEVERITIES, default="low", help="send only alerts this severe or more")
     q.add_argument("--header", action="append", default=[], metavar="NAME:VALUE",
                    help="an HTTP header sent with every POST (repeatable)")
+    q.add_argument("--deadline", type=float, metavar="SECONDS",
+                   help="http(s): seconds one POST may take in all, answer included (default 20, 1-600); "
+                        "a receiver slower than that fails the attempt, which is retried")
     q.add_argument("--json", action="store_true", help="one JSON document")
     q.set_defaults(run=run_add)
 
@@ -75,6 +78,8 @@ async def run_add(args: argparse.Namespace, client: EnforcerClient) -> int:
     headers = parse_headers(args.header)
     if headers:
         request["headers"] = headers
+    if args.deadline is not None:
+        request["deadline"] = args.deadline
     out = await client.call("outputs.add", **request)
     if args.json:
         print_json(out)
@@ -94,7 +99,9 @@ async def run_remove(args: argparse.Namespace, client: EnforcerClient) -> int:
 
 
 async def run_test(args: argparse.Namespace, client: EnforcerClient) -> int:
-    result = await client.call("outputs.test", name=args.name, timeout=30.0)
+    # The test POST may take the output's whole deadline: wait a little longer than that.
+    deadline = next((o.get("deadline") for o in await client.call("outputs") if o["name"] == args.name), None)
+    result = await client.call("outputs.test", name=args.name, timeout=max(30.0, (deadline or 0) + 10))
     if args.json:
         print_json(result)
     else:

@@ -45,14 +45,15 @@ class OutputOps:
                 isinstance(k, str) and isinstance(v, str) and len(k) < 256 and len(v) < 4096
                 for k, v in headers.items()):
             raise args.bad(f"headers must be an object of at most {MAX_HEADERS} name: value strings")
+        deadline = a.get("deadline")
         try:
-            targets.parse(a.get("url"), headers)
+            targets.parse(a.get("url"), headers, deadline)
         except ValueError as e:
             raise args.bad(str(e)) from None
         if name in self.manager.outputs:
             raise OpError(f"an output named {name} exists; remove it first", args.CONFLICT)
         config = OutputConfig(name=name, url=a["url"], format=fmt, min_severity=min_severity, headers=dict(headers),
-                              created=time.time())
+                              created=time.time(), deadline=None if deadline is None else float(deadline))
         out = await self.manager.add(config)
         return out.describe()
 

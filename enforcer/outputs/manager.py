@@ -63,7 +63,8 @@ class Output:
                 "headers": sorted(c.headers), "created": c.created, "pending": self.backlog,
                 "delivered": self.delivered, "dropped": self.dropped, "failures": self.failures,
                 "error": self.last_error, "last_delivery": self.last_delivery or None,
-                "retry_in": max(0.0, round(self.retry_at - time.time(), 1)) if self.failures else 0.0}
+                "retry_in": max(0.0, round(self.retry_at - time.time(), 1)) if self.failures else 0.0,
+                "deadline": self.target.deadline if self.target.scheme == "http" else None}
 
 
 class OutputManager:
@@ -82,7 +83,7 @@ class OutputManager:
         backlog = await self.repo.backlog()
         for config in await self.repo.all():
             try:
-                target = targets.parse(config.url, config.headers)
+                target = targets.parse(config.url, config.headers, config.deadline)
             except ValueError as e:
                 log.error("output %s: %s; not sending", config.name, e)
                 continue
@@ -132,7 +133,7 @@ class OutputManager:
 
     # -- managing -------------------------------------------------------------------------
     async def add(self, config: OutputConfig) -> Output:
-        target = targets.parse(config.url, config.headers)
+        target = targets.parse(config.url, config.headers, config.deadline)
         await self.repo.add(config)
         out = Output(config, target)
         self.outputs[config.name] = out
@@ -148,7 +149,7 @@ class OutputManager:
     async def test(self, name: str, alert: dict[str, Any]) -> dict[str, Any]:
         """Send one test incident now, outside the outbox; the result says how it went."""
         out = self.outputs[name]
-        target = targets.parse(out.config.url, out.config.headers)  # its own connection
+        target = targets.parse(out.config.url, out.config.headers, out.config.deadline)  # its own connection
         started = time.monotonic()
         try:
             await _send(target, [target.prepare(out.config.format, alert)])

@@ -1,8 +1,10 @@
 """Where an output sends: the URL schemes (docs/outputs.md).
 
 - `http://`, `https://`: one JSON object per POST on a kept-alive connection (the standard
-  library's http.client in the worker's thread, bounded timeouts); any 2xx is delivered,
-  anything else (a refused connection, a timeout, a 4xx or 5xx) is retried.
+  library's http.client in the worker's thread); each socket operation has a timeout and each
+  POST a total deadline (`deadline`, default HTTP_DEADLINE), so a receiver that trickles its
+  answer cannot hold the worker's thread; any 2xx is delivered, anything else (a refused
+  connection, a timeout, the deadline passed, a 4xx or 5xx) is retried.
 - `file:///abs/path`: JSON lines appended in a worker thread; when the file would pass
   `max_bytes` (query parameter, default 10 MiB) it is rotated to PATH.1 ... PATH.`keep`
   (default 5).
@@ -17,11 +19,14 @@
 from __future__ import annotations
 
 import http.client
+import io
 import json
+import math
 import ssl
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +36,8 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 from . import formats
 
 HTTP_TIMEOUT = 5.0  # seconds for connect, write and read of one POST
+HTTP_DEADLINE = 20.0  # seconds for one POST in all, from connecting to the answer's last byte
+DEADLINE_RANGE = (1.0, 600.0)
 SYSLOG_TIMEOUT = 5.0
 FILE_MAX_BYTES = 10 * 1024 * 1024
 FILE_KEEP = 5
@@ -59,6 +66,79 @@ def _header_problem(headers: dict[str, str]) -> str:
     return ""
 
 
+class _Deadlined:
+    """An http.client connection on which one POST, from connecting (when it must) to the last
+    byte of the answer read, has `seconds` in all: every socket operation is given what is
+    left (at most HTTP_TIMEOUT), so an answer trickled a byte at a time ends at the deadline.
+    (An https connection's TLS handshake takes the connect's timeout as a whole: Python's ssl
+    module counts a timeout over the whole handshake, seen with a trickled ServerHello.)"""
+
+    timeout: float
+    sock: Any
+    deadline_at = math.inf
+
+    def start_deadline(self, seconds: float) -> None:
+        self.deadline_at = time.monotonic() + seconds
+
+    def passed(self) -> bool:
+        return time.monotonic() >= self.deadline_at
+
+    def left(self) -> float:
+        left = self.deadline_at - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("deadline passed")
+        return min(left, HTTP_TIMEOUT)
+
+    def connect(self) -> None:
+        self.timeout = self.left()
+        super().connect()  # type: ignore[misc]
+
+    def send(self, data: Any) -> None:
+        if self.sock is not None:
+            self.sock.settimeout(self.left())
+        super().send(data)  # type: ignore[misc]
+
+    def response_class(self, sock: socket.socket, **kwargs: Any) -> http.client.HTTPResponse:
+        return http.client.HTTPResponse(_TimedReads(sock, self.left), **kwargs)  # type: ignore[arg-type]
+
+
+class _TimedReads:
+    """What http.client.HTTPResponse reads the answer from: the socket, each read given what
+    is left of the deadline."""
+
+    def __init__(self, sock: socket.socket, left: Any) -> None:
+        self.sock, self.left = sock, left
+
+    def makefile(self, mode: str) -> io.BufferedReader:
+        return io.BufferedReader(_TimedRaw(self.sock, self.left))
+
+
+class _TimedRaw(io.RawIOBase):
+    def __init__(self, sock: socket.socket, left: Any) -> None:
+        super().__init__()
+        self.sock, self.left = sock, left
+        self.raw = sock.makefile("rb", buffering=0)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int | None:
+        self.sock.settimeout(self.left())
+        return self.raw.readinto(b)
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+class _HTTP(_Deadlined, http.client.HTTPConnection):
+    pass
+
+
+class _HTTPS(_Deadlined, http.client.HTTPSConnection):
+    pass
+
+
 @dataclass
 class Target:
     url: str
@@ -70,10 +150,11 @@ class Target:
     max_bytes: int = FILE_MAX_BYTES
     keep: int = FILE_KEEP
     facility: int = 16
+    deadline: float = HTTP_DEADLINE  # http: seconds for one POST in all
 
     # -- life cycle (the worker owns one Target) ----------------------------------------
     def __post_init__(self) -> None:
-        self._http: http.client.HTTPConnection | None = None
+        self._http: _HTTP | _HTTPS | None = None
         self._tcp: socket.socket | None = None
         self._udp: socket.socket | None = None
         self._lock = threading.Lock()  # one delivery at a time; close waits for it
@@ -137,19 +218,24 @@ class Target:
         for body in bodies:
             if self._http is None:
                 if parts.scheme.lower() == "https":
-                    self._http = http.client.HTTPSConnection(parts.hostname or "", parts.port, timeout=HTTP_TIMEOUT,
-                                                             context=ssl.create_default_context())
+                    self._http = _HTTPS(parts.hostname or "", parts.port, timeout=HTTP_TIMEOUT,
+                                        context=ssl.create_default_context())
                 else:
-                    self._http = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=HTTP_TIMEOUT)
+                    self._http = _HTTP(parts.hostname or "", parts.port, timeout=HTTP_TIMEOUT)
+            conn = self._http
+            conn.start_deadline(self.deadline)
             try:
-                self._http.request("POST", path, body=body, headers={**headers, "Content-Length": str(len(body))})
-                response = self._http.getresponse()
+                conn.request("POST", path, body=body, headers={**headers, "Content-Length": str(len(body))})
+                response = conn.getresponse()
                 response.read(64 * 1024)  # drain (bounded) so the connection can be kept alive
                 status = response.status
                 if response.will_close:
                     self._close_http()
             except (OSError, http.client.HTTPException) as e:
                 self._close_http()
+                if conn.passed():
+                    raise DeliveryError(f"no complete answer within the {self.deadline:g} s deadline "
+                                        "(a receiver that answers too slowly)") from None
                 reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
                 raise DeliveryError(f"{type(e).__name__}: {reason}"[:200]) from None
             if not 200 <= status < 300:
@@ -230,8 +316,9 @@ class Target:
         self.sent = len(messages)
 
 
-def parse(url: Any, headers: dict[str, str] | None = None) -> Target:
-    """A checked Target, or ValueError with one line."""
+def parse(url: Any, headers: dict[str, str] | None = None, deadline: Any = None) -> Target:
+    """A checked Target, or ValueError with one line. `deadline`: seconds for one HTTP POST in
+    all (None: HTTP_DEADLINE)."""
     if not isinstance(url, str) or not url or len(url) > 2048 or any(c in url for c in "\r\n\t "):
         raise ValueError("url must be one http(s)://, file:// or syslog:// URL without spaces")
     headers = dict(headers or {})
@@ -248,9 +335,16 @@ def parse(url: Any, headers: dict[str, str] | None = None) -> Target:
             _ = parts.port
         except ValueError:
             raise ValueError(f"{url[:120]}: bad port") from None
-        return Target(url=url, scheme="http", headers=headers)
+        if deadline is None:
+            return Target(url=url, scheme="http", headers=headers)
+        low, high = DEADLINE_RANGE
+        if isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or not low <= deadline <= high:
+            raise ValueError(f"deadline must be a number of seconds from {low:g} to {high:g}")
+        return Target(url=url, scheme="http", headers=headers, deadline=float(deadline))
     if headers:
         raise ValueError("--header is for http(s) outputs only")
+    if deadline is not None:
+        raise ValueError("--deadline is for http(s) outputs only")
     if scheme == "file":
         if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
             raise ValueError(f"{url[:120]}: want file:///absolute/path")

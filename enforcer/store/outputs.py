@@ -23,12 +23,13 @@ class OutputConfig:
     created: float = 0.0
     delivered: int = 0
     dropped: int = 0
+    deadline: float | None = None  # http: seconds for one POST in all (None: the default)
 
 
 def _config(row: sqlite3.Row) -> OutputConfig:
     return OutputConfig(name=row["name"], url=row["url"], format=row["format"], min_severity=row["min_severity"],
                         headers=json.loads(row["headers"] or "{}"), created=row["created"],
-                        delivered=row["delivered"], dropped=row["dropped"])
+                        delivered=row["delivered"], dropped=row["dropped"], deadline=row["deadline"])
 
 
 class OutputsRepo:
@@ -40,8 +41,9 @@ class OutputsRepo:
 
     async def add(self, o: OutputConfig) -> None:
         await self.db.execute(
-            "INSERT INTO outputs (name, url, format, min_severity, headers, created) VALUES (?, ?, ?, ?, ?, ?)",
-            (o.name, o.url, o.format, o.min_severity, json.dumps(o.headers), o.created))
+            "INSERT INTO outputs (name, url, format, min_severity, headers, created, deadline)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (o.name, o.url, o.format, o.min_severity, json.dumps(o.headers), o.created, o.deadline))
 
     async def remove(self, name: str) -> None:
         await self.db.flush()  # queued outbox rows of this output must not land after it is gone

@@ -248,6 +248,14 @@ MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE profile_entries ADD COLUMN used INTEGER NOT NULL DEFAULT 1;
         """,
     ),
+    (
+        8,
+        """
+        -- An http output's total deadline for one POST, in seconds (docs/outputs.md); NULL:
+        -- the enforcer's default (outputs/targets.py HTTP_DEADLINE).
+        ALTER TABLE outputs ADD COLUMN deadline REAL;
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

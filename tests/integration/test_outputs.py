@@ -221,6 +221,51 @@ async def test_a_slow_receiver_slows_neither_detection_nor_the_socket(rig, http)
     assert (await rig.call("outputs"))[0]["pending"] > 0  # the receiver is still busy with the first
 
 
+async def test_a_receiver_that_trickles_its_answer_fails_that_send_at_its_deadline(rig, http):
+    """A receiver that answers one byte a second (a real HTTP server on 127.0.0.1, a thread
+    per connection) would hold the output's thread for good on per-operation timeouts alone:
+    the attempt fails at the output's deadline, is counted and said in one line, and once the
+    receiver answers again the incident is delivered, and the next one too. Another output
+    never waited for it."""
+    healthy = HttpReceiver().up()
+    try:
+        http.trickle = 1.0
+        added = await rig.call("outputs.add", name="slowpoke", url=http.url, format="json", deadline=2)
+        assert added["deadline"] == 2.0
+        await rig.call("outputs.add", name="other", url=healthy.url, format="json")
+        await rig.client.subscribe(["alert"])
+        await rig.feed(ExecEvent(container_id=rig.web.id, path="/bin/e0", sha256=SHA))
+        first = await published(rig)
+        assert first
+        out = rig.e.outputs.outputs["slowpoke"]
+        await wait_until(lambda: out.last_error, timeout=60, what="the send to fail")
+        assert out.last_error == "no complete answer within the 2 s deadline (a receiver that answers too slowly)"
+        assert http.trickled and not http.bodies  # it took the POST, and never answered in time
+        listed = {o["name"]: o for o in await rig.call("outputs")}
+        assert listed["slowpoke"]["failures"] >= 1 and listed["slowpoke"]["error"] == out.last_error
+        assert listed["slowpoke"]["pending"] == len(first) and listed["slowpoke"]["delivered"] == 0
+        assert (await rig.call("status"))["outputs"]["failing"] == ["slowpoke"]
+        await wait_until(lambda: len(healthy.bodies) >= len(first), what="the other output's delivery")
+        assert healthy.json() == first
+        with pytest.raises(ProtocolError) as e:  # `outputs test` fails the same way, in one line
+            await rig.call("outputs.test", name="slowpoke")
+        assert e.value.code == "failed" and "within the 2 s deadline" in str(e.value) and "\n" not in str(e.value)
+        # The receiver answers at once again: the incident is delivered, and the next one.
+        http.trickle = 0.0
+        await rig.feed(ExecEvent(container_id=rig.web.id, path="/bin/e1", sha256=SHA))
+        second = await published(rig)
+        assert second
+        await wait_until(lambda: len(http.bodies) >= len(first + second), timeout=60, what="delivery after the stall")
+        await asyncio.sleep(0.3)
+        assert http.json() == first + second
+        listed = {o["name"]: o for o in await rig.call("outputs")}
+        assert listed["slowpoke"]["failures"] == 0 and listed["slowpoke"]["pending"] == 0
+        assert listed["slowpoke"]["delivered"] == len(first + second)
+        assert (await rig.call("status"))["outputs"]["failing"] == []
+    finally:
+        healthy.down()
+
+
 async def test_test_sends_one_test_alert_and_bad_input_is_one_line(rig, http):
     await rig.call("outputs.add", name="hook", url=http.url, format="ocsf")
     result = await rig.call("outputs.test", name="hook")
@@ -267,6 +312,10 @@ def test_the_cli_against_a_real_enforcer(make_enforcer, http, tmp_path):
     assert http.headers[0]["authorization"] == "Bearer abc"
     (o,) = e.cli_json("outputs", "list")
     assert o["name"] == "hook" and o["min_severity"] == "high" and o["headers"] == ["Authorization"]
+    assert o["deadline"] == 20.0
+    e.cli("outputs", "add", "hook7", http.url, "--format", "json", "--deadline", "7")
+    assert {x["name"]: x["deadline"] for x in e.cli_json("outputs", "list")} == {"hook": 20.0, "hook7": 7.0}
+    e.cli("outputs", "remove", "hook7")
     assert "hook" in e.cli("outputs").stdout
     assert e.cli_json("status")["outputs"]["configured"] == 1
     assert "outputs     1, 0 delivered, 0 pending, 0 dropped (outbox was full)" in e.cli("status").stdout
@@ -274,6 +323,8 @@ def test_the_cli_against_a_real_enforcer(make_enforcer, http, tmp_path):
         (("outputs", "add", "x", "ftp://127.0.0.1/", "--format", "json"), "unknown scheme"),
         (("outputs", "add", "x", http.url, "--format", "json", "--header", "nocolon"), "--header wants NAME:VALUE"),
         (("outputs", "remove", "nope"), "no output named 'nope'"),
+        (("outputs", "add", "x", http.url, "--format", "json", "--deadline", "0"), "deadline must be a number"),
+        (("outputs", "add", "x", "file:///tmp/x.jsonl", "--format", "json", "--deadline", "5"), "http(s) outputs only"),
     ]:
         p = e.cli(*argv, check=False)
         assert p.returncode == 1 and message in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
@@ -292,7 +343,6 @@ def test_a_viewer_lists_outputs_but_may_not_add_test_or_remove_them(http):
     viewer_group, admin_group, user = f"stov{tag}", f"stoa{tag}", f"stou{tag}"
     workdir = Path(tempfile.mkdtemp(prefix="stockade-outputs-roles-"))
     os.chmod(workdir, 0o755)  # the test user must reach the socket
-    e = None
     try:
         for g in (viewer_group, admin_group):
             subprocess.run(["groupadd", g], check=True)
@@ -302,30 +352,27 @@ def test_a_viewer_lists_outputs_but_may_not_add_test_or_remove_them(http):
         e = EnforcerProcess(workdir / "e", "--no-sensors", "--socket-group", viewer_group, "--admin-group",
                             admin_group, "--viewer-group", viewer_group)
         os.chmod(workdir / "e", 0o755)
-        e.start()
-        e.cli("outputs", "add", "hook", http.url, "--format", "json")
+        with e.session():
+            e.cli("outputs", "add", "hook", http.url, "--format", "json")
 
-        def as_viewer(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups",
-                                   sys.executable, "-m", "console.cli", "--socket", e.socket, *args],
-                                  capture_output=True, text=True, timeout=60, cwd=str(REPO), check=False,
-                                  env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/tmp"})
+            def as_viewer(*args: str) -> subprocess.CompletedProcess[str]:
+                return subprocess.run(["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups",
+                                       sys.executable, "-m", "console.cli", "--socket", e.socket, *args],
+                                      capture_output=True, text=True, timeout=60, cwd=str(REPO), check=False,
+                                      env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/tmp"})
 
-        listed = as_viewer("outputs", "list", "--json")
-        assert listed.returncode == 0 and json.loads(listed.stdout)[0]["name"] == "hook", listed.stderr
-        for op, argv in (("outputs.add", ("outputs", "add", "x", http.url, "--format", "json")),
-                         ("outputs.test", ("outputs", "test", "hook")), ("outputs.remove", ("outputs", "remove", "hook"))):
-            p = as_viewer(*argv)
-            err = p.stderr.strip()
-            assert p.returncode == 1 and "\n" not in err and f"{op} changes state" in err, err
-        assert http.bodies == []  # the refused test sent nothing
-        assert [o["name"] for o in e.call("outputs")] == ["hook"]
-        refused = {a["action"] for a in e.call("audit") if a["uid"] == pw.pw_uid and a["result"].startswith("refused")}
-        assert refused == {"outputs.add", "outputs.test", "outputs.remove"}
+            listed = as_viewer("outputs", "list", "--json")
+            assert listed.returncode == 0 and json.loads(listed.stdout)[0]["name"] == "hook", listed.stderr
+            for op, argv in (("outputs.add", ("outputs", "add", "x", http.url, "--format", "json")),
+                             ("outputs.test", ("outputs", "test", "hook")), ("outputs.remove", ("outputs", "remove", "hook"))):
+                p = as_viewer(*argv)
+                err = p.stderr.strip()
+                assert p.returncode == 1 and "\n" not in err and f"{op} changes state" in err, err
+            assert http.bodies == []  # the refused test sent nothing
+            assert [o["name"] for o in e.call("outputs")] == ["hook"]
+            refused = {a["action"] for a in e.call("audit") if a["uid"] == pw.pw_uid and a["result"].startswith("refused")}
+            assert refused == {"outputs.add", "outputs.test", "outputs.remove"}
     finally:
-        if e is not None:
-            e.stop()
-            e.remove_nft_table()
         subprocess.run(["userdel", user], check=False, capture_output=True)
         for g in (viewer_group, admin_group):
             subprocess.run(["groupdel", g], check=False, capture_output=True)

@@ -72,89 +72,86 @@ def test_protect_holds_through_kill_9_and_restart_and_uninstall_removes_everythi
     e = EnforcerProcess(tmp_path / "enforcer", "--learn-seconds", str(LEARN_SECONDS))
     old_layout = os.path.join(e.pin_dir, "maps-1")
     _pin_an_older_layout(old_layout)
-    e.start()
-    try:
-        wait_for(lambda: sensors_loaded(e), timeout=400, interval=1, what="the sensors to load")
-        assert "have another layout" in e.log()
-        status = e.call("status")["pins"]
-        assert status["enabled"], status
-        assert status["maps_dir"] != old_layout and not os.path.exists(old_layout), status
-        old_gen = status["generation"]
-        assert old_gen.endswith(f"-{e.proc.pid}")
+    with e.session():
+        try:
+            wait_for(lambda: sensors_loaded(e), timeout=400, interval=1, what="the sensors to load")
+            assert "have another layout" in e.log()
+            status = e.call("status")["pins"]
+            assert status["enabled"], status
+            assert status["maps_dir"] != old_layout and not os.path.exists(old_layout), status
+            old_gen = status["generation"]
+            assert old_gen.endswith(f"-{e.proc.pid}")
 
-        app = dockerx.run(command=PROBER)
-        wait_known(e, app)
-        wait_active(e, app, timeout=LEARN_SECONDS + 60)
-        e.cli("mode", app, "protect")
-        wait_for(lambda: exec_in(app, "/bin/true").returncode == 137, timeout=20, what="kill-on-exec in protect")
+            app = dockerx.run(command=PROBER)
+            wait_known(e, app)
+            wait_active(e, app, timeout=LEARN_SECONDS + 60)
+            e.cli("mode", app, "protect")
+            wait_for(lambda: exec_in(app, "/bin/true").returncode == 137, timeout=20, what="kill-on-exec in protect")
 
-        (_root(app) / "tmp/probe").write_text("")
-        wait_for(lambda: len(_results(app)) >= 20, timeout=20, what="the prober to start")
-        assert {rc for _, rc in _results(app)} == {137}
+            (_root(app) / "tmp/probe").write_text("")
+            wait_for(lambda: len(_results(app)) >= 20, timeout=20, what="the prober to start")
+            assert {rc for _, rc in _results(app)} == {137}
 
-        # kill -9: nothing of the process is left, the pinned programs still decide.
-        killed_at = _uptime()
-        t0 = time.monotonic()
-        e.kill9()
-        probe = exec_in(app, "/bin/true")
-        after_kill = time.monotonic() - t0
-        assert probe.returncode == 137, (probe.returncode, probe.stdout, probe.stderr)
-        assert after_kill < 1.0 + 2.0  # docker exec itself takes a few hundred ms under load
-        print(f"\nexec {after_kill * 1000:.0f} ms after kill -9 (docker exec included): killed (137)")
-        time.sleep(1.0)  # a while with no enforcer at all
-        assert not e.running
+            # kill -9: nothing of the process is left, the pinned programs still decide.
+            killed_at = _uptime()
+            t0 = time.monotonic()
+            e.kill9()
+            probe = exec_in(app, "/bin/true")
+            after_kill = time.monotonic() - t0
+            assert probe.returncode == 137, (probe.returncode, probe.stdout, probe.stderr)
+            assert after_kill < 1.0 + 2.0  # docker exec itself takes a few hundred ms under load
+            print(f"\nexec {after_kill * 1000:.0f} ms after kill -9 (docker exec included): killed (137)")
+            time.sleep(1.0)  # a while with no enforcer at all
+            assert not e.running
 
-        # A new enforcer adopts the pins: the new generation is attached, the old one retired.
-        t1 = time.monotonic()
-        e.start()
-        answered = time.monotonic() - t1
-        # Loading 39 programs is mostly the kernel's verifier: minutes on a loaded 2-CPU host.
-        wait_for(lambda: sensors_loaded(e), timeout=400, interval=0.5, what="the sensors to load again")
-        loaded = time.monotonic() - t1
-        loaded_at = _uptime()
-        pins = e.call("status")["pins"]
-        assert pins["enabled"] and pins["generation"].endswith(f"-{e.proc.pid}"), pins
-        assert {"watched", "exec_allow", "config"} <= set(pins["adopted"]["maps"]), pins
-        assert [g["generation"] for g in pins["adopted"]["links"]] == [old_gen], pins
-        assert [g["generation"] for g in pins["links"]] == [pins["generation"]], pins
-        assert pins["maps_since"] <= pins["links"][0]["since"]
-        time.sleep(1.5)  # probes after the old generation is gone
-        (_root(app) / "tmp/probe").unlink()
-        time.sleep(0.2)
+            # A new enforcer adopts the pins: the new generation is attached, the old one retired.
+            t1 = time.monotonic()
+            e.start()
+            answered = time.monotonic() - t1
+            # Loading 39 programs is mostly the kernel's verifier: minutes on a loaded 2-CPU host.
+            wait_for(lambda: sensors_loaded(e), timeout=400, interval=0.5, what="the sensors to load again")
+            loaded = time.monotonic() - t1
+            loaded_at = _uptime()
+            pins = e.call("status")["pins"]
+            assert pins["enabled"] and pins["generation"].endswith(f"-{e.proc.pid}"), pins
+            assert {"watched", "exec_allow", "config"} <= set(pins["adopted"]["maps"]), pins
+            assert [g["generation"] for g in pins["adopted"]["links"]] == [old_gen], pins
+            assert [g["generation"] for g in pins["links"]] == [pins["generation"]], pins
+            assert pins["maps_since"] <= pins["links"][0]["since"]
+            time.sleep(1.5)  # probes after the old generation is gone
+            (_root(app) / "tmp/probe").unlink()
+            time.sleep(0.2)
 
-        results = _results(app)
-        window = [(t, rc) for t, rc in results if killed_at - 1.0 <= t <= loaded_at + 1.5]
-        escapes = [(t, rc) for t, rc in window if rc != 137]
-        times = [t for t, _ in window]
-        gaps = [b - a for a, b in zip(times, times[1:])]
-        print(f"restart: socket {answered:.1f} s, sensors adopted and re-attached {loaded:.1f} s after start")
-        print(f"probes across kill -9 and restart: {len(window)}, escapes {len(escapes)}, "
-              f"median interval {sorted(gaps)[len(gaps) // 2] * 1000:.0f} ms, longest {max(gaps) * 1000:.0f} ms; "
-              f"gap in kill-on-exec: {'0 ms' if not escapes else 'OPEN'}")
-        assert not escapes, escapes[:10]
-        assert len(window) >= 50, len(window)
-        assert min(times) <= killed_at and max(times) >= loaded_at + 1.0  # probes covered the whole window
-        # The new enforcer reads the new generation's events: the kill is reported.
-        wait_for(lambda: any(a["kind"] == "process" and a["subject"] == "/bin/true" and a["action"] == "killed"
-                             for a in e.call("alerts", container=app)), timeout=20, what="a kill alert")
+            results = _results(app)
+            window = [(t, rc) for t, rc in results if killed_at - 1.0 <= t <= loaded_at + 1.5]
+            escapes = [(t, rc) for t, rc in window if rc != 137]
+            times = [t for t, _ in window]
+            gaps = [b - a for a, b in zip(times, times[1:])]
+            print(f"restart: socket {answered:.1f} s, sensors adopted and re-attached {loaded:.1f} s after start")
+            print(f"probes across kill -9 and restart: {len(window)}, escapes {len(escapes)}, "
+                  f"median interval {sorted(gaps)[len(gaps) // 2] * 1000:.0f} ms, longest {max(gaps) * 1000:.0f} ms; "
+                  f"gap in kill-on-exec: {'0 ms' if not escapes else 'OPEN'}")
+            assert not escapes, escapes[:10]
+            assert len(window) >= 50, len(window)
+            assert min(times) <= killed_at and max(times) >= loaded_at + 1.0  # probes covered the whole window
+            # The new enforcer reads the new generation's events: the kill is reported.
+            wait_for(lambda: any(a["kind"] == "process" and a["subject"] == "/bin/true" and a["action"] == "killed"
+                                 for a in e.call("alerts", container=app)), timeout=20, what="a kill alert")
 
-        # A clean stop keeps the pins: enforcement holds while the enforcer is down.
-        e.stop()
-        assert list(Path(e.pin_dir).glob("maps-*/watched"))
-        assert exec_in(app, "/bin/true").returncode == 137
+            # A clean stop keeps the pins: enforcement holds while the enforcer is down.
+            e.stop()
+            assert list(Path(e.pin_dir).glob("maps-*/watched"))
+            assert exec_in(app, "/bin/true").returncode == 137
 
-        # --uninstall removes every pin of this instance and its table; the program then runs.
-        proc = subprocess.run([sys.executable, "-m", "enforcer.main", "--uninstall"], env=e.env, cwd=str(REPO),
-                              capture_output=True, text=True, timeout=60)
-        print(proc.stdout.strip())
-        assert proc.returncode == 0, proc.stderr
-        assert not os.path.exists(e.pin_dir) and not _pins_on_disk(e.nft_table)
-        for family in ("inet", "bridge"):
-            assert sh("nft", "list", "table", family, e.nft_table, check=False).returncode != 0
-        assert exec_in(app, "/bin/true").returncode == 0
-    except BaseException:
-        print(f"\n---- enforcer log ----\n{e.log()[-15000:]}")
-        raise
-    finally:
-        e.stop()
-        e.remove_nft_table()
+            # --uninstall removes every pin of this instance and its table; the program then runs.
+            proc = subprocess.run([sys.executable, "-m", "enforcer.main", "--uninstall"], env=e.env, cwd=str(REPO),
+                                  capture_output=True, text=True, timeout=60)
+            print(proc.stdout.strip())
+            assert proc.returncode == 0, proc.stderr
+            assert not os.path.exists(e.pin_dir) and not _pins_on_disk(e.nft_table)
+            for family in ("inet", "bridge"):
+                assert sh("nft", "list", "table", family, e.nft_table, check=False).returncode != 0
+            assert exec_in(app, "/bin/true").returncode == 0
+        except BaseException:
+            print(f"\n---- enforcer log ----\n{e.log()[-15000:]}")
+            raise

@@ -37,14 +37,9 @@ def probe(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def enforcer(tmp_path_factory: pytest.TempPathFactory, busybox_image: str) -> Iterator[EnforcerProcess]:
-    e = EnforcerProcess(tmp_path_factory.mktemp("restart") / "enforcer", "--no-sensors", "--learn-seconds", "0").start()
-    try:
+    with EnforcerProcess(tmp_path_factory.mktemp("restart") / "enforcer", "--no-sensors", "--learn-seconds",
+                         "0").session() as e:
         yield e
-    finally:
-        try:
-            e.stop()
-        finally:
-            e.remove_nft_table()
 
 
 def _network(dockerx) -> tuple[str, str]:

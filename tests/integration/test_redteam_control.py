@@ -112,35 +112,33 @@ def test_a_hung_group_lookup_refuses_that_peer_and_stalls_nothing_else(tmp_path:
                                 'mount --bind "$0" /etc/group && exec "$@"', str(fifo)))
     os.chmod(workdir / "e", 0o755)
     try:
-        e.start(timeout=30)
-        os.chmod(e.socket, 0o666)  # the socket's group could not be looked up: let uid 4242 in
-        probe = subprocess.Popen(
-            ["setpriv", "--reuid=4242", "--regid=4242", "--clear-groups", sys.executable, "-c", CONVERSE,
-             e.socket, json.dumps({"op": "hello"})],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(REPO))
-        # While uid 4242's lookup hangs, root is served at once, again and again.
-        slowest = 0.0
-        t_end = time.monotonic() + 3
-        while time.monotonic() < t_end:
-            t0 = time.monotonic()
-            assert e.call("ping", timeout=2)["time"]
-            slowest = max(slowest, time.monotonic() - t0)
-            time.sleep(0.1)
-        assert slowest < 0.5, f"a ping took {slowest:.2f}s while a group lookup hung"
-        out, err = probe.communicate(timeout=30)
-        [reply] = [json.loads(line) for line in out.splitlines()]
-        # Fail closed: no lookup, no role; one line that says why.
-        assert reply["ok"] is False and reply["code"] == "unavailable", reply
-        assert "cannot tell who you are" in reply["error"] and "\n" not in reply["error"]
-        status = e.call("status")["socket"]
-        assert status["lookups_stalled"] >= 1 and status["lookups_busy"] >= 1, status
+        with e.session(timeout=30):
+            try:
+                os.chmod(e.socket, 0o666)  # the socket's group could not be looked up: let uid 4242 in
+                probe = subprocess.Popen(
+                    ["setpriv", "--reuid=4242", "--regid=4242", "--clear-groups", sys.executable, "-c", CONVERSE,
+                     e.socket, json.dumps({"op": "hello"})],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(REPO))
+                # While uid 4242's lookup hangs, root is served at once, again and again.
+                slowest = 0.0
+                t_end = time.monotonic() + 3
+                while time.monotonic() < t_end:
+                    t0 = time.monotonic()
+                    assert e.call("ping", timeout=2)["time"]
+                    slowest = max(slowest, time.monotonic() - t0)
+                    time.sleep(0.1)
+                assert slowest < 0.5, f"a ping took {slowest:.2f}s while a group lookup hung"
+                out, err = probe.communicate(timeout=30)
+                [reply] = [json.loads(line) for line in out.splitlines()]
+                # Fail closed: no lookup, no role; one line that says why.
+                assert reply["ok"] is False and reply["code"] == "unavailable", reply
+                assert "cannot tell who you are" in reply["error"] and "\n" not in reply["error"]
+                status = e.call("status")["socket"]
+                assert status["lookups_stalled"] >= 1 and status["lookups_busy"] >= 1, status
+            finally:
+                _release_fifo(fifo)
     finally:
-        _release_fifo(fifo)
-        try:
-            e.stop()
-        finally:
-            e.remove_nft_table()
-            shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _release_fifo(fifo: Path) -> None:
@@ -157,14 +155,8 @@ def _release_fifo(fifo: Path) -> None:
 # -- 9b: compose files named by labels ---------------------------------------------------------
 @pytest.fixture
 def plain(tmp_path: Path) -> Iterator[EnforcerProcess]:
-    e = EnforcerProcess(tmp_path / "e", "--no-sensors").start()
-    try:
+    with EnforcerProcess(tmp_path / "e", "--no-sensors").session() as e:
         yield e
-    finally:
-        try:
-            e.stop()
-        finally:
-            e.remove_nft_table()
 
 
 def _compose_labelled(dockerx: DockerResources, project: str, files: str, working_dir: str = "") -> str:

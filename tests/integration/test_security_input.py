@@ -399,11 +399,10 @@ async def test_alerts_about_hostile_programs_are_inert_in_the_cli_and_console(
     """Real eBPF sensors: a program run from a hostile path (a copy of busybox, with hostile
     argv) after learning is a process alert; `stockade alerts` and the console show it inert."""
     from console.app import StockadeApp
-    from support.enforce import start_with_sensors, wait_active
+    from support.enforce import sensing, wait_active
     from test_console_real import main, until
 
-    e = start_with_sensors(tmp_path / "e", learn_seconds=3)
-    try:
+    with sensing(tmp_path / "e", learn_seconds=3) as e:
         name = dockerx.run(name=unique("stevilexec"))
         wait_active(e, name)
         script = (f'd="$(printf \'{HOSTILE_DIR_PRINTF}\')" && mkdir -p "$d" && cp /bin/busybox "$d/true" && '
@@ -429,6 +428,3 @@ async def test_alerts_about_hostile_programs_are_inert_in_the_cli_and_console(
             assert "\\x1b]0;pwned\\x07" in text and "[bold red]x[/]" in text
             assert app.is_running
         assert not tracebacks(e.log())
-    finally:
-        e.stop()
-        e.remove_nft_table()

@@ -206,35 +206,34 @@ async def test_a_silent_server_is_a_timeout(ssh_env: Sshd) -> None:
 async def test_the_enforcer_stopping_mid_session_is_unreachable_and_a_reconnect_works(ssh_env: Sshd) -> None:
     s = ssh_env
     workdir = open_workdir("stockade-ssh-stop-")
-    e = EnforcerProcess(workdir / "e", "--no-sensors").start()
-    client = EnforcerClient(s.target("root", e.socket))
+    e = EnforcerProcess(workdir / "e", "--no-sensors")
     try:
-        hello = await client.connect()
-        assert hello["role"] == "admin" and client.host_label == f"root@127.0.0.1:{s.port}"
-        assert (await client.call("status"))["host"]
-        assert len(ssh_children()) == 1
+        with e.session():
+            client = EnforcerClient(s.target("root", e.socket))
+            try:
+                hello = await client.connect()
+                assert hello["role"] == "admin" and client.host_label == f"root@127.0.0.1:{s.port}"
+                assert (await client.call("status"))["host"]
+                assert len(ssh_children()) == 1
 
-        await asyncio.to_thread(e.stop)
-        events = [ev async for ev in client.events()]  # ends with `disconnected`
-        assert events[-1]["event"] == "disconnected"
-        with pytest.raises(Unreachable):
-            await client.call("status")
-        with pytest.raises(Unreachable) as info:  # still down: dial-stdio's line, over ssh
-            await client.connect()
-        assert f"root@127.0.0.1:{s.port}: cannot reach the enforcer at {e.socket}" in str(info.value)
-        assert not ssh_children()
+                await asyncio.to_thread(e.stop)
+                events = [ev async for ev in client.events()]  # ends with `disconnected`
+                assert events[-1]["event"] == "disconnected"
+                with pytest.raises(Unreachable):
+                    await client.call("status")
+                with pytest.raises(Unreachable) as info:  # still down: dial-stdio's line, over ssh
+                    await client.connect()
+                assert f"root@127.0.0.1:{s.port}: cannot reach the enforcer at {e.socket}" in str(info.value)
+                assert not ssh_children()
 
-        await asyncio.to_thread(e.start)
-        await client.connect()
-        assert (await client.call("status"))["host"]
-        await client.subscribe(["audit"])
+                await asyncio.to_thread(e.start)
+                await client.connect()
+                assert (await client.call("status"))["host"]
+                await client.subscribe(["audit"])
+            finally:
+                await client.close()
     finally:
-        await client.close()
-        try:
-            e.stop()
-        finally:
-            e.remove_nft_table()
-            shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
     assert not ssh_children()
     await asyncio.to_thread(no_leftovers, e.socket)
 

@@ -97,12 +97,15 @@ def start_with_sensors(workdir: Any, learn_seconds: float) -> EnforcerProcess:
     """A real enforcer with its eBPF sensors loaded (compiling them takes tens of seconds)."""
     e = EnforcerProcess(workdir, "--learn-seconds", str(learn_seconds)).start()
     try:
-        wait_for(lambda: sensors_loaded(e), timeout=150, interval=1, what="the sensors to load")
+        wait_sensors_loaded(e)
     except BaseException:
-        e.stop()
-        e.remove_nft_table()
+        e.stop_and_clean()
         raise
     return e
+
+
+def wait_sensors_loaded(e: EnforcerProcess) -> None:
+    wait_for(lambda: sensors_loaded(e), timeout=150, interval=1, what="the sensors to load")
 
 
 def wait_active(e: EnforcerProcess, name: str, timeout: float = 60) -> dict[str, Any]:
@@ -123,11 +126,6 @@ def host_fetch(container: str, ip: str, port: int = 8080, timeout: int = 2) -> b
 @contextlib.contextmanager
 def sensing(workdir: Any, learn_seconds: float) -> Iterator[EnforcerProcess]:
     """`start_with_sensors` for a fixture: stopped, and its nftables table removed, afterwards."""
-    e = start_with_sensors(workdir, learn_seconds)
-    try:
+    with EnforcerProcess(workdir, "--learn-seconds", str(learn_seconds)).session() as e:
+        wait_sensors_loaded(e)
         yield e
-    finally:
-        try:
-            e.stop()
-        finally:
-            e.remove_nft_table()

@@ -5,6 +5,7 @@ removed at teardown, also when a test fails (scripts/clean-test.sh catches crash
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import shutil
@@ -16,7 +17,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_LABEL = "stockade.test"
@@ -223,6 +224,23 @@ class EnforcerProcess:
             self.proc.kill()
             self.proc.wait(5)
             raise AssertionError(f"enforcer did not stop within {timeout:g}s of signal {sig}")
+
+    @contextlib.contextmanager
+    def session(self, timeout: float = 60.0) -> Iterator["EnforcerProcess"]:
+        """start() it, yield it, then stop_and_clean(), once, also when start() or the body
+        fails. The body may stop and start it again in between (stop() of a stopped one is
+        a no-op)."""
+        try:
+            yield self.start(timeout)
+        finally:
+            self.stop_and_clean()
+
+    def stop_and_clean(self) -> None:
+        """stop(), then remove_nft_table() even when stop() raises (its error goes on)."""
+        try:
+            self.stop()
+        finally:
+            self.remove_nft_table()
 
     def kill9(self) -> None:
         if self.proc and self.proc.poll() is None:

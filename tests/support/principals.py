@@ -75,18 +75,14 @@ def guarded_enforcer(p: Principals, prefix: str) -> Iterator[EnforcerProcess]:
     """A real enforcer (no sensors) whose socket belongs to the viewer group and whose
     admins are the admin group, in a folder the test users may enter."""
     workdir = open_workdir(prefix)
-    e = EnforcerProcess(workdir / "e", "--no-sensors", "--socket-group", p.viewer_group,
-                        "--admin-group", p.admin_group, "--viewer-group", p.viewer_group)
-    os.chmod(workdir / "e", 0o755)
-    e.start()
     try:
-        yield e
+        e = EnforcerProcess(workdir / "e", "--no-sensors", "--socket-group", p.viewer_group,
+                            "--admin-group", p.admin_group, "--viewer-group", p.viewer_group)
+        os.chmod(workdir / "e", 0o755)
+        with e.session():
+            yield e
     finally:
-        try:
-            e.stop()
-        finally:
-            e.remove_nft_table()
-            shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def as_user(p: Principal, *cmd: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

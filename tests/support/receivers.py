@@ -3,7 +3,8 @@ bench/bench_outputs.py):
 
 - HttpReceiver: an HTTP server (http.server, on a thread) that keeps every POST's body and
   headers; `down()` closes its listening socket (connections are refused), `up()` opens the
-  same port again; `status` and `delay` make it fail or be slow.
+  same port again; `status` and `delay` make it fail or be slow; `trickle` (seconds a byte)
+  makes it answer one byte at a time (the bodies it took go to `trickled`, not `bodies`).
 - Rsyslog: Debian's rsyslogd in the foreground with a config of its own in a temp folder,
   UDP and TCP inputs on 127.0.0.1, every message's raw text (%rawmsg%) written to one file.
 """
@@ -34,6 +35,8 @@ class HttpReceiver:
         self.headers: list[dict[str, str]] = []
         self.status = 200
         self.delay = 0.0
+        self.trickle = 0.0
+        self.trickled: list[bytes] = []
         self.lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -59,6 +62,9 @@ class HttpReceiver:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if receiver.trickle:
+                    self._trickle(body, receiver.trickle)
+                    return
                 if receiver.delay:
                     time.sleep(receiver.delay)
                 status = receiver.status
@@ -69,6 +75,19 @@ class HttpReceiver:
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+
+            def _trickle(self, body: bytes, seconds: float) -> None:
+                """A 200 answer a byte every `seconds`, until it is all sent or the client left."""
+                with receiver.lock:
+                    receiver.trickled.append(body)
+                self.close_connection = True
+                answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+                try:
+                    for i in range(len(answer)):
+                        self.wfile.write(answer[i:i + 1])
+                        time.sleep(seconds)
+                except OSError:
+                    pass  # the client gave up
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True

@@ -111,6 +111,27 @@ def test_bad_urls_are_one_line_errors(url, headers, message):
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("url, deadline, message", [
+    ("http://127.0.0.1/", 0, "deadline must be a number of seconds from 1 to 600"),
+    ("http://127.0.0.1/", 601, "from 1 to 600"),
+    ("http://127.0.0.1/", "30", "from 1 to 600"),
+    ("http://127.0.0.1/", True, "from 1 to 600"),
+    ("http://127.0.0.1/", float("nan"), "from 1 to 600"),
+    ("file:///tmp/x.jsonl", 30, "--deadline is for http(s) outputs only"),
+    ("syslog://127.0.0.1:514", 30, "--deadline is for http(s) outputs only"),
+])
+def test_bad_deadlines_are_one_line_errors(url, deadline, message):
+    with pytest.raises(ValueError) as e:
+        targets.parse(url, None, deadline)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_an_http_output_has_a_deadline_by_default_or_as_given():
+    assert targets.parse("http://127.0.0.1/").deadline == targets.HTTP_DEADLINE == 20.0
+    assert targets.parse("https://127.0.0.1/", None, 1).deadline == 1.0
+    assert targets.parse("http://127.0.0.1/", None, 600).deadline == 600.0
+
+
 def test_file_rotation(tmp_path):
     t = targets.parse(f"file://{tmp_path}/out/alerts.jsonl?max_bytes=4096&keep=2")
     for _ in range(40):
