@@ -175,6 +175,12 @@ static __always_inline void mark_written(u64 cg, long fd)
     if (!file_identity(file, &ik))
         return;
     u64 now = bpf_ktime_get_ns();
+    u64 *at = written_inodes.lookup(&ik);
+    if (at) {  /* written before: a new time in place (an update would allocate anew) */
+        *at = now;
+        count(S_FILE, C_MARKED);
+        return;
+    }
     if (written_inodes.update(&ik, &now) == 0) {
         count(S_FILE, C_MARKED);
         return;
