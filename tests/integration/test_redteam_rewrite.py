@@ -60,7 +60,8 @@ def _learned(e: EnforcerProcess, dockerx, programs: Path, mode: str) -> str:
         assert exec_in(c, f"/opt/tool{i}").stdout.strip() == "ok"
     # The shell and the tools the attacks use are learned too: protect must stop the
     # binary, not the shell around it.
-    exec_in(c, "sh", "-c", "cd /tmp && cat /opt/tool1 > t && mv t u && ln u v && rm u v; echo rc=$?", check=True)
+    exec_in(c, "sh", "-c", "cd /tmp && cat /opt/tool1 > t && mv t u && ln u v && ln -s u w && rm u v w; echo rc=$?",
+            check=True)
     e.cli("mode", c, mode)
     wait_active(e, c)
     wait_for(lambda: e.call("container", target=c)["mode"] == mode, what=f"{mode} mode")
@@ -120,9 +121,14 @@ def test_in_protect_mode_a_binary_moved_or_linked_over_an_allowed_path_never_run
     assert "evil" not in proc.stdout and "rc=137" in proc.stdout, proc
     proc = exec_in(c, "sh", "-c", "rm /opt/tool2 && ln /opt/evil2 /opt/tool2 && /opt/tool2; echo rc=$?")
     assert "evil" not in proc.stdout and "rc=137" in proc.stdout, proc
-    for path in ("/opt/tool1", "/opt/tool2"):
+    # Removed under another name (which the kernel cannot tie to the allowed one), then a
+    # symlink put in its place under the allowed name.
+    proc = exec_in(c, "sh", "-c", "rm /proc/self/root/opt/tool3 && ln -s /opt/evil2 /opt/tool3 && /opt/tool3; "
+                                  "echo rc=$?")
+    assert "evil" not in proc.stdout and "rc=137" in proc.stdout, proc
+    for path in ("/opt/tool1", "/opt/tool2", "/opt/tool3"):
         assert _alert(enforcer, c, path)["action"] == "killed"
-    assert exec_in(c, "/opt/tool3").stdout.strip() == "ok"
+    assert exec_in(c, "/opt/tool4").stdout.strip() == "ok"
 
 
 def test_a_removed_containers_marks_go_with_its_root(enforcer, dockerx, programs):

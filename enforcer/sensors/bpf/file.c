@@ -313,12 +313,12 @@ static __always_inline int on_path_op(u8 op, int dfd, const char *path, int dfd2
         dest = s2.full;
         flags |= s2.flags;
     }
-    if ((op == OP_RENAME || op == OP_UNLINK) && pol->mode != MODE_LEARN) {
-        /* Something put in place at an allowed exec path (mv other /usr/bin/tool, or rm
-         * then ln): the path leaves the kernel's allow-list now, before the change, and
-         * comes back when user space has seen what is there. Only the name as given:
-         * another name for it is caught by user space after the event (threat-model.md).
-         * (A link or symlink cannot replace a path that exists: that needs the unlink.) */
+    if ((op == OP_RENAME || op == OP_UNLINK || op == OP_LINK || op == OP_SYMLINK) && pol->mode != MODE_LEARN) {
+        /* Something put in place at an allowed exec path (mv other /usr/bin/tool, rm, a
+         * link or symlink made where it was): the path leaves the kernel's allow-list now,
+         * before the change, and comes back once user space has seen what is there. Only
+         * the name as given: a rename to another name for the path is caught by user space
+         * after the event (threat-model.md). */
         struct exec_allow_key dk = {.profile_id = pol->profile_id, .path_hash = dest};
         exec_allow.delete(&dk);
         exec_multicall.delete(&dk);
