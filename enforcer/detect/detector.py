@@ -36,7 +36,7 @@ from ..profiles.model import (LOOPBACK, exec_identity, file_entry, listener_entr
 from ..profiles.paths import generalise, is_noise, normalise
 from ..sensors.hashing import OVER_BUDGET, QUEUE_FULL, STALLED
 from ..sensors.events import (DnsEvent, ExecEvent, FileClosedEvent, FileEvent, ForkEvent, InodeEvent,
-                              NetworkEvent, SensorEvent, SyscallEvent)
+                              NetworkEvent, RewriteGuardFullEvent, SensorEvent, SyscallEvent)
 from . import attack, rules
 from .lineage import Lineage
 from .alerts import BURST_SUBJECT
@@ -172,6 +172,12 @@ class Detector:
             self._syscall(att, ev)
         elif isinstance(ev, DnsEvent):
             self._dns(att, ev)
+        elif isinstance(ev, RewriteGuardFullEvent):
+            self._alert(att, ev, "file", rules.SEVERITY["guard.full"],
+                        "rewrite guard full: a file this container wrote could not be marked, so the kernel now "
+                        "holds every exec of it (alert mode: each is checked; protect: each is killed) until it "
+                        "restarts", {"marks_per_container": rules.REWRITE_MARKS_PER_CONTAINER},
+                        subject="rewrite guard full", rule=rules.RULE_GUARD_FULL)
         # Fork and exit only build the process tree: nothing to decide.
 
     def _alert(self, att: Attachment, ev: SensorEvent, kind: str, severity: str, summary: str,

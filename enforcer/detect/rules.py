@@ -35,6 +35,7 @@ SEVERITY: dict[str, str] = {
     "process.unknown": "high",
     "process.unverified": "critical",
     "unhashed": "medium",
+    "guard.full": "high",
     "network.listener": "high",
     "network.out.external": "high",
     "network.out.container": "medium",
@@ -53,6 +54,8 @@ RULE_PROFILE = "profile"
 RULE_SENSITIVE = "research:sensitive-file"
 RULE_DANGEROUS = "research:dangerous-syscall"
 RULE_UNHASHED = "research:unhashed"  # the hasher gave up on a file (sensors/hashing.py)
+RULE_GUARD_FULL = "research:rewrite-guard-full"  # a written file could not be marked (bpf/common.h)
+REWRITE_MARKS_PER_CONTAINER = 32768  # bpf/common.h MARKS_PER_CONTAINER
 
 
 def rule_feed(feed: str) -> str:

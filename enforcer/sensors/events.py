@@ -155,3 +155,12 @@ class SyscallEvent(SensorEvent):
 
 Event = (ExecEvent | ForkEvent | ExitEvent | NetworkEvent | DnsEvent | FileEvent | InodeEvent | FileClosedEvent
          | SyscallEvent)
+
+
+@dataclass(slots=True)
+class RewriteGuardFullEvent(SensorEvent):
+    """A file this container opened for writing could not be marked (the rewrite guard's map
+    is full, bpf/common.h): the kernel no longer lets any of its execs through on the
+    allow-list alone (fail closed) until the container restarts."""
+
+    sensor = "file"

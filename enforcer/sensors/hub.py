@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import Future
 from typing import Any, Callable, Iterable, Protocol
 
@@ -34,7 +35,7 @@ from ..models import Container, SensorStats
 from ..threads import in_daemon_thread
 from . import layout as L
 from .decode import Decoded, Decoder
-from .events import ExecEvent, FileClosedEvent, NetworkEvent, SensorEvent
+from .events import ExecEvent, FileClosedEvent, NetworkEvent, RewriteGuardFullEvent, SensorEvent
 from .hashing import FileHasher, HashResult
 from .kernel_maps import KernelMaps
 from .pins import PinDir
@@ -131,7 +132,7 @@ class SensorHub:
         kernel = self.kernel_counters()
         stats = self.counters.stats(kernel, loaded=self.loaded, error=self.error)
         return {"sensors": [s.to_dict() for s in stats], "hasher": self.hash_stats(), "pins": self.pins_status(),
-                "rewrite_guard": rewrite_guard(self.bpf, kernel, rewrite_guard_offsets()[1])}
+                "rewrite_guard": self.rewrite_guard(kernel)}
 
     def pins_status(self) -> dict[str, Any]:
         """What is pinned in bpffs and since when; what this process adopted at its start."""
@@ -272,12 +273,24 @@ class SensorHub:
         stats = self.counters.stats(kernel, loaded=self.loaded, error=self.error)
         return {**stats_result(stats, queued=queued, queue_max=queue_max,
                                hash_skipped=int(hasher["skipped_total"])), "hasher": hasher,
-                "rewrite_guard": rewrite_guard(self.bpf, kernel, rewrite_guard_offsets()[1])}
+                "rewrite_guard": self.rewrite_guard(kernel)}
+
+    def rewrite_guard(self, kernel: dict[str, list[int]]) -> dict[str, Any]:
+        marks = self.maps.rewrite_marks
+        return rewrite_guard(self.bpf, kernel, rewrite_guard_offsets()[1], tracked=marks.tracked(),
+                             failing_closed=marks.failing_closed())
+
+    def _say_rewrite_full(self) -> None:
+        """A container whose mark could not be stored fails closed: said once, as an event."""
+        for cg in self.maps.rewrite_marks.newly_full():
+            self.deliver(RewriteGuardFullEvent(time=time.time(), cgroup_id=cg,
+                                               container_id=self.maps.container_id(cg) or ""))
 
     async def _sample_stats(self) -> None:
         tick = 0
         while True:
             self.counters.sample()
+            self._say_rewrite_full()
             tick += 1
             if tick % 2 == 0 and self.publish_stats is not None:
                 self.publish_stats(self.stats_result)

@@ -65,6 +65,8 @@ class RewriteMarks:
         self._roots: dict[int, int] = {}  # cgroup id -> its root's kernel dev
         self._lock = threading.Lock()  # one sweep at a time
         self.dropped = 0  # marks dropped by sweeps (status)
+        self._tracked: tuple[float, int] = (0.0, 0)  # (when counted, marks held)
+        self.full_seen: set[int] = set()  # cgroups already said to fail closed
 
     def watched(self, cgroup_id: int, pid: int) -> None:
         if self.bpf is None or not pid or cgroup_id in self._roots:
@@ -79,12 +81,41 @@ class RewriteMarks:
         dev = self._roots.pop(cgroup_id, None)
         if self.bpf is None:
             return
-        try:
-            del self.bpf[b"rewrite_full"][self.bpf[b"rewrite_full"].Key(cgroup_id)]
-        except Exception:  # noqa: BLE001 - gone already (KeyError), or the table with the program
-            pass
+        for name in (b"rewrite_full", b"marks_per_cgroup"):  # a cgroup id is not reused while it lives
+            try:
+                del self.bpf[name][self.bpf[name].Key(cgroup_id)]
+            except Exception:  # noqa: BLE001 - gone already (KeyError), or the table with the program
+                pass
         if dev is not None and dev not in self._roots.values():
             self._sweep_later(dev, time.monotonic_ns())
+
+    def tracked(self, max_age: float = 10.0) -> int:
+        """Marks held now, counted at most every `max_age` seconds (a full map is 262,144)."""
+        if self.bpf is None:
+            return 0
+        at, n = self._tracked
+        if time.monotonic() - at > max_age:
+            try:
+                n = len(_snapshot(self.bpf[b"written_inodes"]))
+            except Exception:  # noqa: BLE001 - the program was unloaded under us
+                n = 0
+            self._tracked = (time.monotonic(), n)
+        return n
+
+    def newly_full(self) -> list[int]:
+        """Cgroups that went to rewrite_full since the last call (each said once)."""
+        if self.bpf is None:
+            return []
+        try:
+            now = {int(k.value) for k in self.bpf[b"rewrite_full"].keys()}
+        except Exception:  # noqa: BLE001
+            return []
+        new = sorted(now - self.full_seen)
+        self.full_seen = now
+        return new
+
+    def failing_closed(self) -> int:
+        return len(self.full_seen)
 
     def _sweep_later(self, dev: int, before_ns: int) -> None:
         threading.Thread(target=self._sweep, args=(self.bpf, dev, before_ns), daemon=True,
@@ -94,16 +125,24 @@ class RewriteMarks:
         with self._lock:
             try:
                 table = bpf[b"written_inodes"]
-                items = [(k.dev, k.ino, v.value) for k, v in table.items()]
-                victims = stale(items, dev, before_ns)
+                victims = stale(_snapshot(table), dev, before_ns)
                 for d, ino in victims:
                     try:
                         del table[table.Key(ino, d, 0)]
                     except KeyError:
                         pass
                 self.dropped += len(victims)
+                self._tracked = (0.0, 0)
                 if victims:
                     log.info("sensors: dropped %d rewrite marks of a former root on device %d:%d", len(victims),
                              dev >> 20, dev & 0xFFFFF)
             except Exception as e:  # noqa: BLE001 - the program was unloaded under us
                 log.warning("sensors: sweeping rewrite marks failed: %s", e)
+
+
+def _snapshot(table: Any) -> list[tuple[int, int, int]]:
+    """Every mark as (dev, ino, marked_at), read in batches where the kernel can."""
+    try:
+        return [(k.dev, k.ino, v.value) for k, v in table.items_lookup_batch()]
+    except Exception:  # noqa: BLE001 - no batch ops (old kernel): one key at a time
+        return [(k.dev, k.ino, v.value) for k, v in table.items()]

@@ -77,14 +77,13 @@ def stats_result(stats: list[SensorStats], *, queued: int, queue_max: int, hash_
             "queued": queued, "queue_max": queue_max, "hash_skipped": hash_skipped}
 
 
-def rewrite_guard(bpf: Any, kernel: dict[str, list[int]], off_reason: str) -> dict[str, Any]:
+
+def rewrite_guard(bpf: Any, kernel: dict[str, list[int]], off_reason: str, *, tracked: int,
+                  failing_closed: int) -> dict[str, Any]:
     """The rewrite guard (bpf/common.h): files marked written, marks that could not be
     stored, containers failing closed because of it, execs of allowed paths it held."""
     on = bpf is not None and b"written_inodes" in getattr(bpf, "tables", {})
-    out: dict[str, Any] = {"on": on, "off_reason": "" if on else (off_reason or "sensors not loaded"),
-                           "marked": kernel["file"][L.C_MARKED], "marks_lost": kernel["file"][L.C_MARK_LOST],
-                           "held_execs": kernel["process"][L.C_REWRITTEN], "tracked": 0, "failing_closed": 0}
-    if on:
-        out["tracked"] = sum(1 for _ in bpf[b"written_inodes"].keys())
-        out["failing_closed"] = sum(1 for _ in bpf[b"rewrite_full"].keys())
-    return out
+    return {"on": on, "off_reason": "" if on else (off_reason or "sensors not loaded"),
+            "marked": kernel["file"][L.C_MARKED], "marks_lost": kernel["file"][L.C_MARK_LOST],
+            "held_execs": kernel["process"][L.C_REWRITTEN], "tracked": tracked if on else 0,
+            "failing_closed": failing_closed if on else 0}

@@ -30,6 +30,24 @@ pytestmark = [pytest.mark.docker, pytest.mark.bpf, pytest.mark.nftables, pytest.
 
 LEARN_SECONDS = 10
 SOURCE = '#include <unistd.h>\nint main(void) { write(1, WHO "\\n", sizeof(WHO)); return 0; }\n'
+# Creates N files in the current directory as fast as it can (one open for writing each).
+FILL = """#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    int n = atoi(argv[1]);
+    char name[32];
+    for (int i = 0; i < n; i++) {
+        snprintf(name, sizeof name, "f%d", i);
+        int fd = open(name, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd < 0) return 1;
+        close(fd);
+    }
+    return 0;
+}
+"""
+MARKS_PER_CONTAINER = 32768  # bpf/common.h
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +67,9 @@ def programs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name, who in names:
         subprocess.run(["gcc", "-O2", "-static", f'-DWHO="{who}"', "-o", str(out / name), str(src)],
                        check=True, capture_output=True)
+    fill = out.parent / "fill.c"
+    fill.write_text(FILL)
+    subprocess.run(["gcc", "-O2", "-static", "-o", str(out / "fill"), str(fill)], check=True, capture_output=True)
     return out
 
 
@@ -62,6 +83,7 @@ def _learned(e: EnforcerProcess, dockerx, programs: Path, mode: str) -> str:
     # binary, not the shell around it.
     exec_in(c, "sh", "-c", "cd /tmp && cat /opt/tool1 > t && mv t u && ln u v && ln -s u w && rm u v w; echo rc=$?",
             check=True)
+    exec_in(c, "sh", "-c", "mkdir -p /tmp/fill && cd /tmp/fill && /opt/fill 1", check=True)
     e.cli("mode", c, mode)
     wait_active(e, c)
     wait_for(lambda: e.call("container", target=c)["mode"] == mode, what=f"{mode} mode")
@@ -72,10 +94,10 @@ def _guard(e: EnforcerProcess) -> dict:
     return e.call("stats")["rewrite_guard"]
 
 
-def _alert(e: EnforcerProcess, container: str, summary: str) -> dict:
+def _alert(e: EnforcerProcess, container: str, summary: str, kind: str = "process") -> dict:
     return wait_for(lambda: next((a for a in e.call("alerts", container=container)
-                                  if a["kind"] == "process" and summary in a["summary"]), None),
-                    timeout=30, what=f"a process alert saying {summary!r}")
+                                  if a["kind"] == kind and summary in a["summary"]), None),
+                    timeout=30, what=f"a {kind} alert saying {summary!r}")
 
 
 REWRITES = [  # (the shell's working directory, the name the write uses, the name the exec uses)
@@ -138,6 +160,30 @@ def test_a_removed_containers_marks_go_with_its_root(enforcer, dockerx, programs
     before = _guard(enforcer)["tracked"]
     exec_in(c, "sh", "-c", "cd /tmp && for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do "
                            "cat /opt/tool1 > t$i; done", check=True)
-    wait_for(lambda: _guard(enforcer)["tracked"] >= before + 20, timeout=10, what="the writes to be marked")
+    wait_for(lambda: _guard(enforcer)["tracked"] >= before + 20, timeout=30, what="the writes to be marked")
     docker("rm", "-f", c)
     wait_for(lambda: _guard(enforcer)["tracked"] <= before, timeout=30, what="the marks to be swept")
+
+
+def test_a_container_past_its_mark_quota_fails_closed_alone_and_says_so(enforcer, dockerx, programs):
+    a = _learned(enforcer, dockerx, programs, "protect")
+    b = _learned(enforcer, dockerx, programs, "protect")
+    # A writes more distinct files than its quota: the marks it can no longer store would
+    # be rewrites the kernel cannot see, so its allowed programs are all held now.
+    exec_in(a, "sh", "-c", f"mkdir -p /tmp/fill && cd /tmp/fill && /opt/fill {MARKS_PER_CONTAINER + 100}",
+            check=True, timeout=300)
+    guard = wait_for(lambda: (g := _guard(enforcer))["failing_closed"] >= 1 and g, timeout=20,
+                     what="A to fail closed")
+    assert guard["marks_lost"] >= 100, guard
+    proc = exec_in(a, "sh", "-c", "/opt/tool5; echo rc=$?")
+    assert "ok" not in proc.stdout, proc  # never written, but A can no longer be vouched for
+    alert = _alert(enforcer, a, "rewrite guard full", kind="file")
+    assert alert["severity"] == "high" and alert["rule"] == "research:rewrite-guard-full", alert
+    assert "1 containers failing closed" in enforcer.cli("status").stdout
+    # B is not held for A's writes: its untouched program runs, and its rewrites are still marked.
+    assert exec_in(b, "/opt/tool5").stdout.strip() == "ok"
+    proc = exec_in(b, "sh", "-c", "cat /opt/evil > /opt/tool4 && /opt/tool4; echo rc=$?")
+    assert "evil" not in proc.stdout and "rc=137" in proc.stdout, proc
+    # Gone with A: its quota, its flag and its marks.
+    docker("rm", "-f", a)
+    wait_for(lambda: _guard(enforcer)["failing_closed"] == 0, timeout=30, what="A's flag to go")

@@ -402,10 +402,16 @@ struct inode_key {
     u32 pad;
 };
 /* (dev, ino) -> when it was last opened for writing. Not an LRU: a mark must never be
- * forgotten to make room. Full: the writer's container goes to rewrite_full. Pinned: the
- * kill decision reads it. User space drops a container's marks when its root goes away. */
-#define WRITTEN_INODES_MAX 262144
+ * forgotten to make room. Pinned: the kill decision reads it. User space drops a
+ * container's marks when its root goes away. Not preallocated: ~100 bytes a mark in use.
+ * Each container may add MARKS_PER_CONTAINER marks; past that (or with the map full) it
+ * goes to rewrite_full, so one container cannot fill the map for the others (it takes
+ * sixteen at their quota). */
+#define WRITTEN_INODES_MAX 524288
+#define MARKS_PER_CONTAINER 32768  /* detect/rules.py REWRITE_MARKS_PER_CONTAINER */
 PINNED_FTABLE("hash", struct inode_key, u64, written_inodes, WRITTEN_INODES_MAX, BPF_F_NO_PREALLOC);
+/* cgroup -> marks it added. */
+PINNED_TABLE("hash", u64, u64, marks_per_cgroup, 8192);
 /* cgroup -> 1: a mark of this container's could not be stored, so none of its execs of an
  * allowed path is let through by the kernel alone any more (fail closed, counted, said). */
 PINNED_TABLE("hash", u64, u8, rewrite_full, 8192);

@@ -181,7 +181,14 @@ static __always_inline void mark_written(u64 cg, long fd)
         count(S_FILE, C_MARKED);
         return;
     }
-    if (written_inodes.update(&ik, &now) == 0) {
+    u64 *added = marks_per_cgroup.lookup(&cg);
+    if ((!added || *added < MARKS_PER_CONTAINER) && written_inodes.update(&ik, &now) == 0) {
+        if (added) {
+            __sync_fetch_and_add(added, 1);
+        } else {
+            u64 first = 1;
+            marks_per_cgroup.update(&cg, &first);
+        }
         count(S_FILE, C_MARKED);
         return;
     }
