@@ -17,6 +17,8 @@ evil2 (never run while learning, print "evil").
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 from pathlib import Path
 from typing import Iterator
@@ -24,7 +26,7 @@ from typing import Iterator
 import pytest
 
 from support.enforce import sensing, wait_active, wait_known
-from support.harness import EnforcerProcess, docker, exec_in, wait_for
+from support.harness import EnforcerProcess, container_info, docker, exec_in, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.bpf, pytest.mark.nftables, pytest.mark.slow]
 
@@ -187,3 +189,36 @@ def test_a_container_past_its_mark_quota_fails_closed_alone_and_says_so(enforcer
     # Gone with A: its quota, its flag and its marks.
     docker("rm", "-f", a)
     wait_for(lambda: _guard(enforcer)["failing_closed"] == 0, timeout=30, what="A's flag to go")
+
+
+def _rewrite_and_run_nested(pid: int) -> int:
+    """From a child cgroup of the container (where a process that can write its cgroupfs may
+    move itself), rewrite /opt/tool4 and exec it at once, chrooted into the container's root.
+    Forked from the test: returns the child's wait status."""
+    from enforcer.inventory.cgroups import cgroup_for_pid
+
+    nested = Path(cgroup_for_pid(pid).path) / "stockade-nested"
+    nested.mkdir(exist_ok=True)
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child
+        try:
+            # Into the container's root first (chroot is a dangerous syscall: protect would
+            # kill it inside), then into the child cgroup, through a descriptor opened before.
+            procs = os.open(nested / "cgroup.procs", os.O_WRONLY)
+            os.chroot(f"/proc/{pid}/root")
+            os.chdir("/opt")
+            os.write(procs, str(os.getpid()).encode())
+            with open("evil", "rb") as src, open("tool4", "wb") as dst:
+                dst.write(src.read())
+            os.execv("/opt/tool4", ["/opt/tool4"])
+        finally:
+            os._exit(3)
+    _, status = os.waitpid(child, 0)
+    return status
+
+
+def test_a_rewrite_from_a_child_cgroup_is_marked_for_its_container(enforcer, dockerx, programs):
+    c = _learned(enforcer, dockerx, programs, "protect")
+    status = _rewrite_and_run_nested(container_info(c)["State"]["Pid"])
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
+    assert _alert(enforcer, c, "/opt/tool4")["action"] == "killed"

@@ -45,8 +45,9 @@ BPF_PERCPU_ARRAY(closed_scratch, struct closed_ev, 1);
 BPF_TABLE("lru_hash", u32, struct closed_ev, opening, 1024);
 BPF_TABLE("lru_hash", u64, struct closed_ev, written_fds, 16384);
 #ifdef OFF_TASK_FILES
-/* tid -> 1 while a write-open is in progress, so its exit marks the file (the rewrite guard). */
-BPF_TABLE("lru_hash", u32, u8, write_opening, 4096);
+/* tid -> the watched cgroup of a write-open in progress, so its exit marks the file (the
+ * rewrite guard). */
+BPF_TABLE("lru_hash", u32, u64, write_opening, 4096);
 #endif
 
 struct path_scan {
@@ -114,10 +115,30 @@ static __always_inline void emit_file(u64 cg, struct policy *pol, struct file_ev
         mark_sent(&k, now);
 }
 
+#ifdef OFF_TASK_FILES
+/* The watched cgroup a write-open is marked for: the task's own, or (a process moved into a
+ * child cgroup of its container) its watched ancestor, as sys_exit remembered it; 0: none. */
+static __always_inline u64 marking_cgroup(u64 cg, struct policy *pol)
+{
+    if (pol)
+        return cg;
+    u64 *alias = watched_alias.lookup(&cg);
+    return alias && !(*alias & ALIAS_NONE) ? *alias : 0;
+}
+#endif
+
 static __always_inline int on_open(int dfd, const char *filename, u32 flags, u32 mode, int is_creat)
 {
     u64 cg = bpf_get_current_cgroup_id();
     struct policy *pol = watched.lookup(&cg);
+#ifdef OFF_TASK_FILES
+    if (is_creat || (flags & (O_WRONLY_ | O_RDWR_ | O_CREAT_ | O_TRUNC_))) {
+        u64 mcg = marking_cgroup(cg, pol);
+        u32 wtid = (u32)bpf_get_current_pid_tgid();
+        if (mcg)
+            write_opening.update(&wtid, &mcg);
+    }
+#endif
     if (!pol)
         return 0;
     u32 zero = 0;
@@ -140,11 +161,6 @@ static __always_inline int on_open(int dfd, const char *filename, u32 flags, u32
     e->path2[0] = 0;
     u8 op = !writes ? OP_READ : (is_creat || (flags & O_CREAT_)) ? OP_CREATE : OP_WRITE;
     if (writes) {
-#ifdef OFF_TASK_FILES
-        u32 wtid = (u32)bpf_get_current_pid_tgid();
-        u8 one = 1;
-        write_opening.update(&wtid, &one);
-#endif
         /* Follow the descriptor to its close, unless that file's close was just sent. */
         struct seen_key ck;
         if (is_novel(S_FILE, cg, pol, closed_subject(s.full), &ck, now)) {
@@ -201,17 +217,19 @@ static __always_inline void mark_written(u64 cg, long fd)
 static __always_inline int on_open_exit(long ret)
 {
     u64 cg = bpf_get_current_cgroup_id();
-    if (!watched.lookup(&cg))
-        return 0;
     u64 pt = bpf_get_current_pid_tgid();
     u32 tid = (u32)pt;
 #ifdef OFF_TASK_FILES
-    if (write_opening.lookup(&tid)) {
+    u64 *mcg = write_opening.lookup(&tid);
+    if (mcg) {
+        u64 marking = *mcg;
         write_opening.delete(&tid);
         if (ret >= 0)
-            mark_written(cg, ret);
+            mark_written(marking, ret);
     }
 #endif
+    if (!watched.lookup(&cg))
+        return 0;
     struct closed_ev *c = opening.lookup(&tid);
     if (!c)
         return 0;
