@@ -287,6 +287,8 @@ class Detector:
                   "uid": ev.uid, "argv": ev.argv, "argv_truncated": ev.argv_truncated, "killed": ev.killed}
         if ev.rewritten:
             detail["rewritten"] = True  # the kernel held it: its binary was opened for writing in a container
+        if ev.other_file:
+            detail["other_file"] = True  # the kernel held it: not the file found at the path when allowed
         if path != ev.path:
             detail["applet"] = path
         if exe:
@@ -304,8 +306,9 @@ class Detector:
             if ev.sha256:
                 self.profiles.clear_suspect(p, path)
             if ev.killed:  # e.g. a path held back for a hash check, in protect mode
-                why = (": its binary was rewritten in a container (same content as learned)"
-                       if ev.rewritten else "")
+                why = (": its binary was rewritten in a container (same content as learned)" if ev.rewritten else
+                       ": another file than the one allowed at that path (same content as learned)"
+                       if ev.other_file else "")
                 self._alert(att, ev, "process", rules.SEVERITY["process.unknown"], f"killed process {path}{why}",
                             detail, subject=path, rule=rules.RULE_PROFILE, action=action)
             return

@@ -158,6 +158,10 @@ class KernelMapHooks:
             self._rewrite(profile_id, new, self._syscalls.get(profile_id, set()))
         elif new - old:
             self._allow_exec(profile_id, sorted(new - old))
+        if new - old:
+            # New, or back from suspect (checked): the files at them now are the allowed ones.
+            entered = sorted(new - old)
+            self._guard("exec_identity", lambda: self.maps.exec_paths_entered(profile_id, entered))
         self._exec[profile_id] = new
 
     def set_multicall_paths(self, profile_id: int, paths: Iterable[str]) -> None:

@@ -165,7 +165,7 @@ class Decoder:
         path = _text(rec.path)
         ev = ExecEvent(**base, ppid=rec.ppid or _ppid(hdr.pid), path=path, argv=argv,
                        argv_truncated=bool(hdr.flags & L.F_ARGV_TRUNC), killed=bool(hdr.flags & L.F_KILLED),
-                       rewritten=bool(hdr.flags & L.F_REWRITTEN))
+                       rewritten=bool(hdr.flags & L.F_REWRITTEN), other_file=bool(hdr.flags & L.F_OTHER_FILE))
         fd, binary = self._open_executed(hdr.pid, ev.ppid, hdr.cgroup, path)
         ev.binary = binary
         if fd is not None:

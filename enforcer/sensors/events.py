@@ -37,6 +37,7 @@ class ExecEvent(SensorEvent):
     multicall: bool = False  # the binary picks its applet from argv[0] (busybox, toybox)
     killed: bool = False  # the kernel killed it before its first instruction (protect mode)
     rewritten: bool = False  # an allowed path, but a watched container had opened its binary for writing
+    other_file: bool = False  # an allowed path, but not the file found there when it was allowed
     hash_error: str = ""  # why sha256 is "" (e.g. "read stalled after 5 s"); sensors/hashing.py
     hash_reason: str = ""  # the same as a stats key: not_regular, too_large, queue_full, stalled, unreadable
 

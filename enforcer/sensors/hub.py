@@ -277,8 +277,9 @@ class SensorHub:
 
     def rewrite_guard(self, kernel: dict[str, list[int]]) -> dict[str, Any]:
         marks = self.maps.rewrite_marks
-        return rewrite_guard(self.bpf, kernel, rewrite_guard_offsets()[1], tracked=marks.tracked(),
-                             failing_closed=marks.failing_closed())
+        return {**rewrite_guard(self.bpf, kernel, rewrite_guard_offsets()[1], tracked=marks.tracked(),
+                                failing_closed=marks.failing_closed()),
+                "identities": self.maps.exec_identities.pinned_total}
 
     def _say_rewrite_full(self) -> None:
         """A container whose mark could not be stored fails closed: said once, as an event."""

@@ -43,6 +43,7 @@ from typing import Any, Iterable
 from ..inventory.cgroups import cgroup2_mount, cgroup_for_pid
 from ..models import Container
 from . import layout as L
+from .exec_identity import ExecIdentities
 from .paths import path_hash
 from .rewrite_marks import RewriteMarks
 
@@ -77,12 +78,16 @@ class KernelMaps:
         self._multicall: dict[int, set[int]] = {}  # profile id -> path hashes keyed by applet
         self._syscall_allow: dict[int, set[int]] = {}
         self.rewrite_marks = RewriteMarks()
+        self.exec_identities = ExecIdentities()
+        self._exec_paths: dict[int, set[str]] = {}  # profile id -> its allow-list's keys, as strings
 
     # -- the program's maps come and go -------------------------------------------------
     def attach(self, bpf: Any, containers: Iterable[Container]) -> None:
         """The program is loaded: watch these containers and write everything kept so far."""
         self.bpf = bpf
-        self.rewrite_marks.bpf = bpf if bpf is not None and b"written_inodes" in getattr(bpf, "tables", {}) else None
+        guard = bpf is not None and b"written_inodes" in getattr(bpf, "tables", {})
+        self.rewrite_marks.bpf = bpf if guard else None
+        self.exec_identities.bpf = bpf if guard else None
         for c in list(containers):
             self.sync_container(c)
         self._reapply()
@@ -90,6 +95,7 @@ class KernelMaps:
     def detach(self) -> None:
         self.bpf = None
         self.rewrite_marks.bpf = None
+        self.exec_identities.bpf = None
 
     @property
     def watched_count(self) -> int:
@@ -151,6 +157,7 @@ class KernelMaps:
         self._watched.pop(cgroup_id, None)
         self._root_pids.pop(cgroup_id, None)
         self.rewrite_marks.unwatched(cgroup_id)
+        self.exec_identities.forget(cgroup_id)
         self._policies.pop(cgroup_id, None)
         if self._levels.pop(cgroup_id, None) is not None:
             self._write_levels()
@@ -169,6 +176,8 @@ class KernelMaps:
             return
         old = self._policies.get(cgroup_id)
         self._policies[cgroup_id] = (int(profile_id), mode_id)
+        self.exec_identities.pin(cgroup_id, self._root_pids.get(cgroup_id, 0),
+                                 self._exec_paths.get(int(profile_id), set()))
         self._watched.setdefault(cgroup_id, "")
         if old is not None and old[1] != mode_id:
             # The kernel drops repeats of what it has already seen in this generation: a
@@ -185,10 +194,24 @@ class KernelMaps:
 
     def allow_exec(self, profile_id: int, paths: Iterable[str]) -> None:
         hashes = self._exec_allow.setdefault(int(profile_id), set())
+        strings = self._exec_paths.setdefault(int(profile_id), set())
+        paths = list(paths)
         for p in paths:
             h = path_hash(p)
             hashes.add(h)
+            strings.add(p)
             self._map_set("exec_allow", L.ExecAllowKey(int(profile_id), 0, h), 1)
+        self._pin_identities(int(profile_id), paths, refresh=False)
+
+    def exec_paths_entered(self, profile_id: int, paths: Iterable[str]) -> None:
+        """These paths just entered the profile's allow-list, checked (new, or back from
+        suspect): the files now at them are the allowed ones (sensors/exec_identity.py)."""
+        self._pin_identities(int(profile_id), list(paths), refresh=True)
+
+    def _pin_identities(self, profile_id: int, paths: list[str], refresh: bool) -> None:
+        for cg, (pid_, _mode) in list(self._policies.items()):
+            if pid_ == profile_id:
+                self.exec_identities.pin(cg, self._root_pids.get(cg, 0), paths, refresh=refresh)
 
     def mark_multicall(self, profile_id: int, paths: Iterable[str]) -> None:
         """These exec paths run multi-call binaries: the kernel keys them "PATH:APPLET"."""
@@ -204,6 +227,7 @@ class KernelMaps:
         self._map_set("syscall_allow", int(profile_id), _bits(allowed))
 
     def clear_profile(self, profile_id: int) -> None:
+        self._exec_paths.pop(int(profile_id), None)
         for h in self._exec_allow.pop(int(profile_id), set()):
             self._map_del("exec_allow", L.ExecAllowKey(int(profile_id), 0, h))
         for h in self._multicall.pop(int(profile_id), set()):

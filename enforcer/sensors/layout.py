@@ -38,6 +38,7 @@ F_DANGEROUS = 0x10
 F_FIRST = 0x20
 F_EXECVEAT = 0x40
 F_REWRITTEN = 0x80  # exec of an allowed path whose binary a watched container wrote (bpf/common.h)
+F_OTHER_FILE = 0x100  # exec of an allowed path that names another file than the one found there when allowed
 
 FILE_OPS = {1: "write", 2: "create", 3: "rename", 4: "unlink", 5: "chmod", 6: "mkdir", 7: "read", 8: "link",
             9: "symlink"}
@@ -107,6 +108,14 @@ class Policy(ct.Structure):
 
 class SyscallBits(ct.Structure):
     _fields_ = [("w", ct.c_uint64 * (NR_SYSCALL_BITS // 64))]
+
+
+class InodeKey(ct.Structure):
+    _fields_ = [("ino", ct.c_uint64), ("dev", ct.c_uint32), ("pad", ct.c_uint32)]
+
+
+class ExecIdentKey(ct.Structure):
+    _fields_ = [("cgroup", ct.c_uint64), ("path_hash", ct.c_uint64)]
 
 
 class ExecAllowKey(ct.Structure):

@@ -86,9 +86,12 @@ def _learned(e: EnforcerProcess, dockerx, programs: Path, mode: str) -> str:
     exec_in(c, "sh", "-c", "cd /tmp && cat /opt/tool1 > t && mv t u && ln u v && ln -s u w && rm u v w; echo rc=$?",
             check=True)
     exec_in(c, "sh", "-c", "mkdir -p /tmp/fill && cd /tmp/fill && /opt/fill 1", check=True)
+    before = _guard(e)["identities"]
     e.cli("mode", c, mode)
     wait_active(e, c)
     wait_for(lambda: e.call("container", target=c)["mode"] == mode, what=f"{mode} mode")
+    # Which file each allowed path names in this container (its five tools among them).
+    wait_for(lambda: _guard(e)["identities"] >= before + 5, timeout=20, what="the exec identities")
     return c
 
 
@@ -222,3 +225,17 @@ def test_a_rewrite_from_a_child_cgroup_is_marked_for_its_container(enforcer, doc
     status = _rewrite_and_run_nested(container_info(c)["State"]["Pid"])
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, status
     assert _alert(enforcer, c, "/opt/tool4")["action"] == "killed"
+
+
+def test_a_file_moved_to_an_allowed_path_under_another_name_is_not_the_allowed_one(enforcer, dockerx, programs):
+    # The rename names the allowed path in a way the kernel cannot tie to it at the rename
+    # (relative, through /proc/self/root): the file that runs is not the one found at the
+    # path when it was allowed, and /opt/evil was never opened for writing in the container.
+    c = _learned(enforcer, dockerx, programs, "protect")
+    for move in ("cd /opt && mv evil tool1", "mv /opt/evil2 /proc/self/root/opt/tool2"):
+        proc = exec_in(c, "sh", "-c", f"{move} && /opt/{'tool1' if 'tool1' in move else 'tool2'}; echo rc=$?")
+        assert "evil" not in proc.stdout and "rc=137" in proc.stdout, (move, proc)
+    for path in ("/opt/tool1", "/opt/tool2"):
+        alert = _alert(enforcer, c, path)
+        assert alert["action"] == "killed" and alert["detail"].get("other_file") is True, alert["detail"]
+    assert exec_in(c, "/opt/tool3").stdout.strip() == "ok"

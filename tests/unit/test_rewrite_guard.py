@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from enforcer.sensors.btf import INODE_FIELDS, Btf, BtfError, inode_offsets
+from enforcer.sensors.exec_identity import identity, plain_path
 from enforcer.sensors.rewrite_marks import kernel_dev, process_start_monotonic_ns, stale
 
 VMLINUX = Path("/sys/kernel/btf/vmlinux")
@@ -76,3 +77,24 @@ def test_a_process_start_time_is_on_the_clock_the_kernel_marks_with():
     started = process_start_monotonic_ns(os.getpid())
     assert started is not None and started <= time.monotonic_ns()
     assert process_start_monotonic_ns(2 ** 22 + 12345) is None
+
+
+def test_an_allow_list_key_names_the_file_of_its_path():
+    assert plain_path("/bin/busybox:ls") == "/bin/busybox"
+    assert plain_path("/usr/bin/node") == "/usr/bin/node"
+    for key in ("./run", "/proc/self/exe:sh", "/dev/fd/3", "node"):
+        assert plain_path(key) is None, key
+
+
+def test_the_identity_of_a_path_is_the_file_it_resolves_to_inside_the_root(tmp_path):
+    root = tmp_path / "root"
+    (root / "bin").mkdir(parents=True)
+    (root / "bin" / "busybox").write_bytes(b"\x7fELF")
+    (root / "bin" / "sh").symlink_to("/bin/busybox")  # absolute: resolved inside the root
+    st = os.stat(root / "bin" / "busybox")
+    want = (kernel_dev(st.st_dev), st.st_ino)
+    assert identity(str(root), "/bin/busybox") == want
+    assert identity(str(root), "/bin/sh") == want
+    assert identity(str(root), "/bin/missing") is None
+    (root / "bin" / "escape").symlink_to("/../../../etc/passwd")  # never leaves the root
+    assert identity(str(root), "/bin/escape") is None

@@ -45,6 +45,7 @@ enum config_id {
 #define F_FIRST 0x20
 #define F_EXECVEAT 0x40
 #define F_REWRITTEN 0x80  /* exec: the path is allowed, but its binary was written in a container */
+#define F_OTHER_FILE 0x100  /* exec: the path is allowed, but names another file than the one allowed there */
 
 /* Pinned maps: what the kill decision reads (the policy, the allow-lists, the exec decided
  * at entry) and the other policy the sensors read. Pinned in bpffs when

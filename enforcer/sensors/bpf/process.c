@@ -138,22 +138,43 @@ static __always_inline int is_dev_fd(struct exec_ev *e)
     return 1;
 }
 
-/* Nonzero when the binary this exec runs was opened for writing by a watched container
- * (the mark's time), or when the container lost a mark or the binary cannot be identified
- * (1: fail closed). 0: never written, the allow-list decides alone. */
-static __always_inline u64 rewrite_mark(u64 cg)
+#ifdef OFF_TASK_FILES
+/* (container, allowed path) -> the file user space found at that path in the container's
+ * root when the path entered the allow-list (sensors/exec_identity.py). An exec of the path
+ * that runs another file (moved or linked there under a name the rename check cannot tie
+ * to the allowed one, a bind mount) is not the file that was allowed. No entry: the path
+ * alone decides (the container's first moments, a path that did not exist). */
+struct exec_ident_key {
+    u64 cgroup;
+    u64 path_hash;
+};
+PINNED_TABLE("hash", struct exec_ident_key, struct inode_key, exec_identity, 65536);
+#endif
+
+/* Nonzero when an exec of an allowed path must be judged as not allowed: its binary was
+ * opened for writing by a watched container (the mark's time), or it is not the file found
+ * at that path when it was allowed (its identity, mixed), or the container lost a mark or
+ * the binary cannot be identified (1: fail closed). 0: the allow-list decides alone. */
+static __always_inline u64 held_mark(u64 cg, u64 path_hash, u16 *why)
 {
 #ifdef OFF_TASK_FILES
+    *why = F_REWRITTEN;
     if (rewrite_full.lookup(&cg))
         return 1;
     struct inode_key ik = {};
     if (!file_identity(exe_file(), &ik))
         return 1;
     u64 *m = written_inodes.lookup(&ik);
-    return m ? (*m | 1) : 0;
-#else
-    return 0;
+    if (m)
+        return *m | 1;
+    struct exec_ident_key xk = {.cgroup = cg, .path_hash = path_hash};
+    struct inode_key *want = exec_identity.lookup(&xk);
+    if (want && (want->ino != ik.ino || want->dev != ik.dev)) {
+        *why = F_OTHER_FILE;
+        return mix64(ik.ino, ik.dev) | 1;
+    }
 #endif
+    return 0;
 }
 
 TRACEPOINT_PROBE(sched, sched_process_exec)
@@ -193,11 +214,13 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     if (pol->mode != MODE_LEARN) {
         ak.path_hash = key;
         if (exec_allow.lookup(&ak)) {
-            mark = rewrite_mark(cg);
+            u16 why = 0;
+            mark = held_mark(cg, h, &why);
             if (!mark)
                 return 0;
-            /* An allowed path whose binary a container wrote: judged as if not allowed. */
-            flags |= F_REWRITTEN;
+            /* An allowed path whose binary a container wrote, or that is another file than
+             * the one allowed there: judged as if not allowed. */
+            flags |= why;
             count(S_PROCESS, C_REWRITTEN);
         }
         if (pol->mode == MODE_PROTECT) {
