@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import threading
 from typing import Any, Iterable
 
@@ -42,18 +43,40 @@ def plain_path(key: str) -> str | None:
     return path
 
 
+MAX_INTERPRETERS = 4  # binfmt_script: a script's interpreter may itself be a script, this deep
+
+
 def identity(root: str, path: str) -> tuple[int, int] | None:
-    """(kernel dev, inode) of the file `path` names inside `root`, following symlinks in the
-    root; None if there is none."""
-    try:
-        fd = open_in_root(root, path, os.O_PATH)
-    except OSError:
+    """(kernel dev, inode) of the program an exec of `path` inside `root` runs: the file the
+    path names (symlinks followed in the root) or, for a script, its interpreter's (the
+    kernel's exe of a script's exec is the interpreter). None if there is none."""
+    for _ in range(MAX_INTERPRETERS + 1):
+        try:
+            fd = open_in_root(root, path)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+            head = os.pread(fd, 256, 0) if stat.S_ISREG(st.st_mode) else b""
+        except OSError:
+            head = b""
+        finally:
+            os.close(fd)
+        interpreter = _interpreter(head)
+        if interpreter is None:
+            return kernel_dev(st.st_dev), st.st_ino
+        path = interpreter
+    return None
+
+
+def _interpreter(head: bytes) -> str | None:
+    """The interpreter a "#!" line names (its first word), or None for anything else."""
+    if not head.startswith(b"#!"):
         return None
-    try:
-        st = os.fstat(fd)
-    finally:
-        os.close(fd)
-    return kernel_dev(st.st_dev), st.st_ino
+    words = head[2:].split(b"\n", 1)[0].split()
+    if not words or not words[0].startswith(b"/"):
+        return None
+    return words[0].decode("utf-8", "surrogateescape")
 
 
 class ExecIdentities:

@@ -69,6 +69,8 @@ def programs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name, who in names:
         subprocess.run(["gcc", "-O2", "-static", f'-DWHO="{who}"', "-o", str(out / name), str(src)],
                        check=True, capture_output=True)
+    (out / "run.sh").write_text("#!/bin/sh\necho script ok\n")
+    (out / "run.sh").chmod(0o755)
     fill = out.parent / "fill.c"
     fill.write_text(FILL)
     subprocess.run(["gcc", "-O2", "-static", "-o", str(out / "fill"), str(fill)], check=True, capture_output=True)
@@ -81,6 +83,7 @@ def _learned(e: EnforcerProcess, dockerx, programs: Path, mode: str) -> str:
     wait_known(e, c)
     for i in range(1, 6):
         assert exec_in(c, f"/opt/tool{i}").stdout.strip() == "ok"
+    assert exec_in(c, "/opt/run.sh").stdout.strip() == "script ok"
     # The shell and the tools the attacks use are learned too: protect must stop the
     # binary, not the shell around it.
     exec_in(c, "sh", "-c", "cd /tmp && cat /opt/tool1 > t && mv t u && ln u v && ln -s u w && rm u v w; echo rc=$?",
@@ -138,6 +141,8 @@ def test_in_protect_mode_a_rewritten_binary_never_runs_and_an_untouched_one_does
         assert "evil" not in proc.stdout and "rc=137" in proc.stdout, (write_as, proc)
         assert _alert(enforcer, c, run_as)["action"] == "killed"
     assert exec_in(c, "/opt/tool5").stdout.strip() == "ok"  # the others' writes did not touch it
+    # A script's exec runs its interpreter: the identity pinned for its path is the shell's.
+    assert exec_in(c, "/opt/run.sh").stdout.strip() == "script ok"
 
 
 def test_in_protect_mode_a_binary_moved_or_linked_over_an_allowed_path_never_runs(enforcer, dockerx, programs):

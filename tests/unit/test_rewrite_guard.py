@@ -98,3 +98,18 @@ def test_the_identity_of_a_path_is_the_file_it_resolves_to_inside_the_root(tmp_p
     assert identity(str(root), "/bin/missing") is None
     (root / "bin" / "escape").symlink_to("/../../../etc/passwd")  # never leaves the root
     assert identity(str(root), "/bin/escape") is None
+
+
+def test_a_scripts_identity_is_its_interpreters_as_the_kernel_runs_it(tmp_path):
+    root = tmp_path / "root"
+    (root / "bin").mkdir(parents=True)
+    (root / "bin" / "busybox").write_bytes(b"\x7fELF")
+    (root / "bin" / "sh").symlink_to("busybox")
+    (root / "run.sh").write_text("#!/bin/sh -e\necho hi\n")
+    (root / "nested").write_text("#!/run.sh\n")
+    (root / "loop").write_text("#!/loop\n")
+    st = os.stat(root / "bin" / "busybox")
+    want = (kernel_dev(st.st_dev), st.st_ino)
+    assert identity(str(root), "/run.sh") == want
+    assert identity(str(root), "/nested") == want
+    assert identity(str(root), "/loop") is None  # deeper than the kernel follows
