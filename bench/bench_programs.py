@@ -23,7 +23,8 @@ see a change of one map lookup. This bench measures one kernel change at a time 
 
 Run as root: .venv/bin/python bench/bench_programs.py  (BENCH_BASE=<git rev> for A,
 BENCH_ROUNDS=N (12), BENCH_SECONDS=S (1.5), BENCH_MODE=alert|learn, BENCH_LOAD=write|exec|dd,
-BENCH_PROGRAMS=all|raw (raw: only the two raw syscall programs)).
+BENCH_PROGRAMS=all|raw (raw: only the two raw syscall programs); BENCH_BASE=empty: A is the
+same tracepoints with programs that return at once, the floor any program there pays).
 """
 
 from __future__ import annotations
@@ -60,10 +61,34 @@ DEFAULT_CAPS = {L.CFG_RATE_EXEC: 1000, L.CFG_RATE_TREE: 200, L.CFG_RATE_NET: 100
                 L.CFG_RATE_FILE: 1000, L.CFG_RATE_SYSCALL: 500}
 
 
+def empty_text() -> str:
+    """Programs that do nothing, on the working tree's tracepoints (and its maps, which the
+    bench writes): what the tracepoint machinery alone costs."""
+    text = prog.program_text()
+    stubs = [f"TRACEPOINT_PROBE({a}, {b})\n{{\n    return 0;\n}}\n"
+             for a, b in re.findall(r"^TRACEPOINT_PROBE\((\w+),\s*(\w+)\)", text, re.M)]
+    stubs += [f"RAW_TRACEPOINT_PROBE({a})\n{{\n    return 0;\n}}\n"
+              for a in re.findall(r"^RAW_TRACEPOINT_PROBE\((\w+)\)", text, re.M)]
+    common = (prog._bpf_dir() / "common.h").read_text()
+    head = text.split(common, 1)[0]  # the generated defines
+    maps = ("BPF_PERCPU_ARRAY(counters, u64, 64);\n"
+            "PINNED_TABLE(\"array\", int, u64, config, CFG_SLOTS);\n"
+            "PINNED_TABLE(\"hash\", u64, struct policy, watched, 8192);\n"
+            "PINNED_TABLE(\"hash\", u64, struct syscall_bits, syscalls_seen, 8192);\n")
+    # The map definitions the bench writes, and the types they need, from common.h.
+    types = common.split("struct ev_hdr {", 1)[0]
+    structs = ("struct policy {\n    u32 profile_id;\n    u32 mode;\n    u32 gen;\n    u32 pad;\n};\n"
+               "struct syscall_bits {\n    u64 w[NR_SYSCALL_BITS / 64];\n};\n")
+    return head + types + "#define NR_SYSCALLS 512\n#define NR_QUALIFIED 512\n" \
+        "#define NR_SYSCALL_BITS (NR_SYSCALLS + NR_QUALIFIED)\n" + structs + maps + "\n".join(stubs)
+
+
 def text_at(rev: str | None) -> str:
     """The whole program text of a git revision (None: the working tree)."""
     if rev is None:
         return prog.program_text()
+    if rev == "empty":
+        return empty_text()
     tmp = Path(tempfile.mkdtemp(prefix="stockade-bpf-"))
     for name in ("common.h", *prog.SENSOR_FILES):
         src = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:enforcer/sensors/bpf/{name}"],
