@@ -278,6 +278,12 @@ def report(label: str, res: dict[str, dict[str, Any]]) -> tuple[dict[str, float]
             on = statistics.median(x[key] for x in r["on"])
             print(f"{name:11} {kind:4} {off:10.0f} {on:10.0f} {med:9.3f} {min(r[rk]):6.3f}-{max(r[rk]):.3f} "
                   f"{lo:6.3f}-{hi:.3f}   pairs: " + " ".join(f"{x:.3f}" for x in r[rk]))
+    others = sorted({n for r in res.values() for x in r["off"] + r["on"] for n in x["others"]})
+    if others:
+        # Their programs run on every syscall of the workload too, also in the off-runs: with
+        # none attached, "off" is the syscall fast path, and the ratio carries the whole cost
+        # of switching the syscall tracepoints on (docs/performance.md, runs G and H).
+        print(f"   other enforcers' programs linked during these pairs: {others[0]}-{others[-1]}")
     print("   pairs during which no other enforcer attached or detached programs (theirs run on every "
           "syscall too):")
     for name, r in res.items():
