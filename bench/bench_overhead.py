@@ -78,6 +78,10 @@ _BPF_MAP_UPDATE_ELEM = 2
 CAP_SLOTS = (1, 2, 3, 4, 5, 6)  # common.h CFG_RATE_EXEC .. CFG_RATE_SYSCALL
 FLOOD_SECONDS = 2.0
 FLOOD_RATES = (1000, 3000, 10000, 20000, 40000)
+TOP_PROGRAMS = int(os.environ.get("BENCH_TOP", "5"))
+# BENCH_WORKLOADS=open/write,exec: only these workloads (profiling one of them takes a third
+# of the time); the full report needs all four.
+ONLY = [w.strip() for w in os.environ.get("BENCH_WORKLOADS", "").split(",") if w.strip()]
 
 
 # ---- attaching and detaching the enforcer's programs --------------------------------------
@@ -169,6 +173,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def io_bytes(pid: int) -> int:
+    """Bytes the enforcer (all threads) has caused to be written to storage: its store
+    writes share the file system the workloads' open/write loop truncates and writes."""
+    with open(f"/proc/{pid}/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("write_bytes:"))
+
+
 def events_delivered(e: EnforcerProcess) -> tuple[int, int, int]:
     s = e.call("stats")
     return s["events_total"], s["lost_total"], s["suppressed_total"]
@@ -205,9 +216,9 @@ class Bench:
             self.progs.attach()
         try:
             ev0 = events_delivered(self.e)
-            c0, t0 = cpu_seconds(self.pid), time.monotonic()
+            c0, t0, w0 = cpu_seconds(self.pid), time.monotonic(), io_bytes(self.pid)
             rate, cpu_rate = self.workloads[name]()
-            c1, t1 = cpu_seconds(self.pid), time.monotonic()
+            c1, t1, w1 = cpu_seconds(self.pid), time.monotonic(), io_bytes(self.pid)
             time.sleep(0.1)  # the hub drains its ring buffers on a timer: count this run's
             ev1 = events_delivered(self.e)
         finally:
@@ -215,7 +226,8 @@ class Bench:
                 self.progs.detach()
         self.overhead.append(time.monotonic() - start - (t1 - t0))
         o1 = self.others_attached()
-        return {"rate": rate, "cpu_rate": cpu_rate, "cpu": c1 - c0, "wall": t1 - t0, "events": ev1[0] - ev0[0],
+        return {"rate": rate, "cpu_rate": cpu_rate, "cpu": c1 - c0, "wall": t1 - t0, "written": w1 - w0,
+                "events": ev1[0] - ev0[0],
                 "lost": ev1[1] - ev0[1], "suppressed": ev1[2] - ev0[2], "others": (o0, o1)}
 
     def pairs(self, names: list[str], label: str) -> dict[str, dict[str, Any]]:
@@ -266,6 +278,12 @@ def report(label: str, res: dict[str, dict[str, Any]]) -> tuple[dict[str, float]
             on = statistics.median(x[key] for x in r["on"])
             print(f"{name:11} {kind:4} {off:10.0f} {on:10.0f} {med:9.3f} {min(r[rk]):6.3f}-{max(r[rk]):.3f} "
                   f"{lo:6.3f}-{hi:.3f}   pairs: " + " ".join(f"{x:.3f}" for x in r[rk]))
+    others = sorted({n for r in res.values() for x in r["off"] + r["on"] for n in x["others"]})
+    if others:
+        # Their programs run on every syscall of the workload too, also in the off-runs: with
+        # none attached, "off" is the syscall fast path, and the ratio carries the whole cost
+        # of switching the syscall tracepoints on (docs/performance.md, runs G and H).
+        print(f"   other enforcers' programs linked during these pairs: {others[0]}-{others[-1]}")
     print("   pairs during which no other enforcer attached or detached programs (theirs run on every "
           "syscall too):")
     for name, r in res.items():
@@ -290,16 +308,21 @@ def report(label: str, res: dict[str, dict[str, Any]]) -> tuple[dict[str, float]
         per_ev = f"{busy / ev * 1e6:.0f} us above idle per event" if ev else "no events"
         print(f"      {name:11} {ev / wall:7.0f} events/s to Python, {lost} lost, {capped} over the rate caps; "
               f"enforcer {used / wall * 100:.1f}% of a CPU (idle {idle * 100:.1f}%): {per_ev}")
+        w_on = sum(x["written"] for x in r["on"]) / wall / 1024
+        w_off = sum(x["written"] for x in r["off"]) / max(sum(x["wall"] for x in r["off"]), 1e-9) / 1024
+        print(f"      {'':11} enforcer's storage writes: {w_on:.0f} KiB/s during the on-runs, {w_off:.0f} KiB/s "
+              f"during the off-runs")
     return medians, cpu_medians
 
 
-def bpf_cost(progs: Programs, b: Bench, names: list[str], alert: dict[str, dict[str, Any]]) -> None:
+def bpf_cost(progs: Programs, b: Bench, names: list[str], alert: dict[str, dict[str, Any]],
+             label: str = "") -> None:
     """Cost (1): what the sensors add in the kernel to one op of the workload: the extra CPU
     time per op in the workload's own context (median over the pairs; BPF programs plus the
     tracepoint machinery they switch on), then where it goes: kernel run time per program
     (bpf stats) over one extra on-run. The programs run for every process on the host, the
     other jobs' too: runs per op is an upper bound, ns per run is per program run."""
-    print("== (1) kernel cost per op: extra CPU of the workload itself (on - off, median of pairs), "
+    print(f"== (1){label} kernel cost per op: extra CPU of the workload itself (on - off, median of pairs), "
           "and the programs' own run time (bpf stats, one extra on-run each, not during the pairs)")
     with BpfStats():
         for name in names:
@@ -316,7 +339,7 @@ def bpf_cost(progs: Programs, b: Bench, names: list[str], alert: dict[str, dict[
             print(f"  {name:11} +{extra:6.0f} ns per {'syscall' if name == 'host dd' else 'op'} "
                   f"(off: {base:.0f} ns of CPU); top programs:")
             print(f"      {'program':34} {'ns/run':>7} {'runs/op':>8} {'ns/op':>7}  (runs include other processes)")
-            for p, (t, n) in sorted(per.items(), key=lambda kv: -kv[1][0])[:5]:
+            for p, (t, n) in sorted(per.items(), key=lambda kv: -kv[1][0])[:TOP_PROGRAMS]:
                 if t:
                     short = p.replace("raw_tracepoint__", "raw:").replace("tracepoint__", "")
                     print(f"      {short:34} {t / max(n, 1):7.0f} {n / ops:8.1f} {t / ops:7.0f}")
@@ -493,6 +516,8 @@ def main() -> int:
         s = f"{SECONDS:g}"
         workloads = {"exec": in_container("exec", s), "open/write": in_container("write", s),
                      "connect": in_container("connect", s, ip, "8080"), "host dd": dd}
+        if ONLY:
+            workloads = {n: w for n, w in workloads.items() if n in ONLY}
 
         t0 = time.monotonic()
         e.start()
@@ -527,14 +552,27 @@ def main() -> int:
             return 0
         alert = b.pairs(names, "alert")
         med, cpu_med = report("alert mode (profile active)", alert)
+        for n in ("exec", "open/write", "connect", "host dd"):
+            med.setdefault(n, float("nan"))
+            cpu_med.setdefault(n, float("nan"))
         if b.broken:
             print(f"overhead ratios: exec={med['exec']:.3f} open={med['open/write']:.3f} connect={med['connect']:.3f}")
             return 1
         bpf_cost(progs, b, names, alert)
         e.cli("mode", client, "learn")
         time.sleep(0.5)
-        learning = b.pairs(names[:3], "learn")
+        in_learn = [n for n in names if n != "host dd"]
+        learning = b.pairs(in_learn, "learn")
         learn_med, learn_cpu = report("learning mode", learning)
+        bpf_cost(progs, b, in_learn, learning, " learning mode:")
+        for n in ("exec", "open/write", "connect"):
+            learn_med.setdefault(n, float("nan"))
+            learn_cpu.setdefault(n, float("nan"))
+        if ONLY:
+            print(f"(BENCH_WORKLOADS: {', '.join(names)} only)")
+            print("learning ratios (cpu): " + " ".join(f"{n}={learn_cpu[n]:.3f}" for n in in_learn))
+            print("cpu-time ratios (alert): " + " ".join(f"{n}={cpu_med[n]:.3f}" for n in names))
+            return 0
 
         event_capacity(e, progs, client, pin_root)
         for key, kind in (("rate", "wall"), ("cpu_rate", "cpu")):

@@ -291,7 +291,8 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
     if (!pol)
         return 0;
     u64 key = (bpf_get_current_pid_tgid() & 0xffffffff00000000ULL) | args->fd;
-    dns_fds.delete(&key);
+    if (dns_fds.lookup(&key))  /* a delete takes the bucket lock even when there is nothing */
+        dns_fds.delete(&key);
     struct closed_ev *c = written_fds.lookup(&key);
     if (!c)
         return 0;

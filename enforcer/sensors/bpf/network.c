@@ -312,15 +312,19 @@ TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg)
     return on_sendmsg(args->fd, args->mmsg);
 }
 
+/* Every write of every process passes here, and nearly none is to a DNS socket: the
+ * DNS-socket map is looked up first (one lookup, where the watched cgroup first cost a
+ * watched process two more). An entry exists only for a socket a watched process connected
+ * to port 53 (sys_exit_connect); whether it is still watched is asked after, as before. */
 TRACEPOINT_PROBE(syscalls, sys_enter_write)
 {
-    u64 cg = 0;
-    struct policy *pol = watched_policy(&cg);
-    if (!pol)
-        return 0;
     u64 key = (bpf_get_current_pid_tgid() & 0xffffffff00000000ULL) | args->fd;
     struct inet_addr *server = dns_fds.lookup(&key);
     if (!server)
+        return 0;
+    u64 cg = 0;
+    struct policy *pol = watched_policy(&cg);
+    if (!pol)
         return 0;
     struct inet_addr dst = *server;
     emit_dns(cg, pol, &dst, args->buf, args->count);

@@ -183,6 +183,69 @@ RAW_TRACEPOINT_PROBE(sys_enter)
     return 0;
 }
 
+/* ---- the last seen words, per CPU ----
+ * Nearly every call a container makes is one it has made before: its bit is set in
+ * syscalls_seen and, unless the call is dangerous, sys_exit has nothing to do. To spare that
+ * hash lookup at every syscall, each CPU keeps a copy of the bitmap word of the last
+ * (watched cgroup, generation) that passed, one slot per word of plain syscall numbers
+ * (measured, bench/bench_overhead.py: an open/write loop makes 3 calls per op in 2 words).
+ *
+ * A copy may claim fewer bits than the map (another CPU set one since): that only costs
+ * the lookup. It must never claim a bit the map lacks, which would hide a first use:
+ * - keyed by the watched cgroup the policy resolved to AND its generation: another
+ *   container (an attacker's) misses, and user space bumps the generation whenever it
+ *   forgets what was seen (relearn, a mode change, a reused cgroup inode);
+ * - user space writes the new generation a moment before it zeroes the bitmap: a copy
+ *   taken in between is refused after SEEN_CACHE_JIFFIES (then the map is read again and
+ *   the first use is reported, late but not lost);
+ * - a check word over the other fields: a program preempted between its stores (a
+ *   preemptible kernel) and overwritten meanwhile leaves a torn slot, which never checks.
+ * Dangerous and qualified calls never take this path: they are reported or judged every time. */
+#define SEEN_WORDS (NR_SYSCALLS / 64)
+#define SEEN_CACHE_JIFFIES 250  /* at most 1 s at HZ 250, 0.25 s at HZ 1000 */
+struct seen_cache {
+    u64 cg;
+    u64 gen;
+    u64 bits;
+    u64 stamp;  /* jiffies when copied */
+    u64 check;
+};
+BPF_PERCPU_ARRAY(seen_cache, struct seen_cache, SEEN_WORDS);
+
+static __always_inline u64 seen_check(u64 cg, u64 gen, u64 bits, u64 stamp)
+{
+    return mix64(mix64(mix64(mix64(cg, gen), bits), stamp), 0x5eec0de);
+}
+
+/* 1 when this CPU's copy says (cg, generation) has already made plain call nr. */
+static __always_inline int seen_cached(u64 cg, struct policy *pol, u64 nr)
+{
+    u32 word = (nr >> 6) & (SEEN_WORDS - 1);
+    struct seen_cache *c = seen_cache.lookup(&word);
+    if (!c)
+        return 0;
+    u64 gen = pol->gen, bits = c->bits, stamp = c->stamp;
+    if (c->cg != cg || c->gen != gen || !((bits >> (nr & 63)) & 1))
+        return 0;
+    if (c->check != seen_check(cg, gen, bits, stamp))
+        return 0;
+    return bpf_jiffies64() - stamp < SEEN_CACHE_JIFFIES;
+}
+
+static __always_inline void seen_remember(u64 cg, struct policy *pol, u64 nr, u64 bits)
+{
+    u32 word = (nr >> 6) & (SEEN_WORDS - 1);
+    struct seen_cache *c = seen_cache.lookup(&word);
+    if (!c)
+        return;
+    u64 gen = pol->gen, stamp = bpf_jiffies64();
+    c->cg = cg;
+    c->gen = gen;
+    c->bits = bits;
+    c->stamp = stamp;
+    c->check = seen_check(cg, gen, bits, stamp);
+}
+
 /* Report one (possibly qualified) number of a call; 0 when nothing was sent. */
 static __always_inline int report(u64 cg, struct policy *pol, u64 nr, long ret, int danger, u16 killed,
                                   u64 a0, u64 a1)
@@ -197,6 +260,8 @@ static __always_inline int report(u64 cg, struct policy *pol, u64 nr, long ret, 
         u64 old = __sync_fetch_and_or(&seen->w[word], bit);
         first = !(old & bit);  /* only the CPU that set the bit reports it */
     }
+    if (seen && !danger && nr < NR_SYSCALLS)
+        seen_remember(cg, pol, nr, seen->w[word] | bit);
     if (!first && !danger)
         return 0;
     if (first && pol->mode != MODE_LEARN) {
@@ -244,6 +309,11 @@ RAW_TRACEPOINT_PROBE(sys_exit)
     long ret = (long)ctx->args[1];
     if (nr >= NR_SYSCALLS)
         return 0;
+    int danger = is_dangerous(nr);
+    /* A call that is neither dangerous nor qualifiable, already seen: nothing to do (and
+     * never killed at sys_enter, so no kill record to take). */
+    if (!danger && !may_qualify(nr) && seen_cached(cg, pol, nr))
+        return 0;
     u16 killed = 0;
     if (pol->mode == MODE_PROTECT) {
         u32 tid = (u32)bpf_get_current_pid_tgid();
@@ -255,7 +325,7 @@ RAW_TRACEPOINT_PROBE(sys_exit)
     u64 a0 = 0, a1 = 0;
     /* Read again here (not kept from sys_enter): a call seccomp denied never got there. */
     u64 q = qualifiers(nr, regs, &a0, &a1);
-    report(cg, pol, nr, ret, is_dangerous(nr), killed, a0, a1);
+    report(cg, pol, nr, ret, danger, killed, a0, a1);
 #pragma clang loop unroll(disable)
     for (int i = 0; i < QN_COUNT; i++) {
         if ((q >> i) & 1)
