@@ -61,6 +61,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from enforcer.sensors import pins as P  # noqa: E402
+from bpf_fdinfo import run_stats  # noqa: E402 - bench/, this script's folder
 from support.enforce import sensors_loaded, wait_active  # noqa: E402
 from support.harness import (DockerResources, EnforcerProcess, container_info, docker,  # noqa: E402
                              ensure_busybox_image, wait_for)
@@ -137,13 +138,7 @@ class Programs:
 
     def run_stats(self) -> dict[str, tuple[int, int]]:
         """program -> (run_time_ns, run_cnt), from our fds' fdinfo."""
-        out = {}
-        for name, fd in self.progs.items():
-            info = Path(f"/proc/self/fdinfo/{fd}").read_text()
-            t = re.search(r"^run_time_ns:\s+(\d+)", info, re.M)
-            n = re.search(r"^run_cnt:\s+(\d+)", info, re.M)
-            out[name] = (int(t.group(1)) if t else 0, int(n.group(1)) if n else 0)
-        return out
+        return run_stats(self.progs)
 
 
 class BpfStats:

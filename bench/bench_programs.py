@@ -48,6 +48,7 @@ from enforcer.inventory.cgroups import cgroup2_mount  # noqa: E402
 from enforcer.sensors import layout as L  # noqa: E402
 from enforcer.sensors import pins as P  # noqa: E402
 from enforcer.sensors import program as prog  # noqa: E402
+from bpf_fdinfo import run_stats  # noqa: E402 - bench/, this script's folder
 
 BASE = os.environ.get("BENCH_BASE", "HEAD")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "12"))
@@ -147,13 +148,7 @@ class Variant:
         self.links = []
 
     def stats(self) -> dict[str, tuple[int, int]]:
-        out = {}
-        for n, fd in self.fds.items():
-            info = Path(f"/proc/self/fdinfo/{fd}").read_text()
-            t = re.search(r"^run_time_ns:\s+(\d+)", info, re.M)
-            c = re.search(r"^run_cnt:\s+(\d+)", info, re.M)
-            out[n] = (int(t.group(1)) if t else 0, int(c.group(1)) if c else 0)
-        return out
+        return run_stats(self.fds)
 
     def events(self) -> int:
         """Events sent (the counters map: emitted, all sensors)."""

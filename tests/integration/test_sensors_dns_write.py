@@ -12,18 +12,15 @@ from typing import Iterator
 import pytest
 
 from support.harness import docker, exec_in
-from support.sensors import HubRunner, container_model
+from support.sensors import HubRunner, container_model, running_hub
 
 pytestmark = [pytest.mark.docker, pytest.mark.bpf]
 
 
 @pytest.fixture(scope="module")
 def runner(busybox_image: str) -> Iterator[HubRunner]:
-    r = HubRunner(dedup_ttl=60.0)
-    try:
+    with running_hub(dedup_ttl=60.0) as r:
         yield r
-    finally:
-        r.close()
 
 
 # socket(AF_INET, SOCK_DGRAM), connect to 127.0.0.1:PORT, write() a DNS query for NAME

@@ -10,7 +10,7 @@ from typing import Iterator
 import pytest
 
 from support.harness import DockerResources, exec_in
-from support.sensors import HubRunner, container_model
+from support.sensors import HubRunner, container_model, running_hub
 
 pytestmark = [pytest.mark.docker, pytest.mark.bpf]
 
@@ -21,11 +21,8 @@ NR_EXIT_GROUP = 231
 
 @pytest.fixture(scope="module")
 def runner(busybox_image: str) -> Iterator[HubRunner]:
-    r = HubRunner(dedup_ttl=60.0)
-    try:
+    with running_hub(dedup_ttl=60.0) as r:
         yield r
-    finally:
-        r.close()
 
 
 def _watch(runner: HubRunner, dockerx: DockerResources) -> tuple[str, object]:

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import pytest
 
 from support.harness import DockerResources
-from support.sensors import HubRunner, container_model
+from support.sensors import HubRunner, container_model, running_hub
 
 pytestmark = [pytest.mark.docker, pytest.mark.bpf]
 
@@ -24,11 +24,8 @@ HOT_LOOP = "while :; do read -r x < /proc/loadavg; done"
 
 @pytest.fixture(scope="module")
 def runner(busybox_image: str) -> Iterator[HubRunner]:
-    r = HubRunner(dedup_ttl=60.0)
-    try:
+    with running_hub(dedup_ttl=60.0) as r:
         yield r
-    finally:
-        r.close()
 
 
 def _watch(runner: HubRunner, dockerx: DockerResources, *command: str) -> tuple[str, Any]:

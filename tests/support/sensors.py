@@ -10,7 +10,7 @@ import json
 import socket
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from support.harness import container_info
 
@@ -126,6 +126,16 @@ def container_model(name: str) -> Any:
             for n, v in (info["NetworkSettings"]["Networks"] or {}).items()]
     return Container(id=info["Id"], name=name, app=name, service=name, image=info["Config"]["Image"],
                      state="running", pid=pid, cgroup_id=cg.cgroup_id, cgroup_path=cg.path, networks=nets)
+
+
+@contextlib.contextmanager
+def running_hub(**hub_args: Any) -> Iterator["HubRunner"]:
+    """A HubRunner for a fixture: closed afterwards, whatever the tests did."""
+    r = HubRunner(**hub_args)
+    try:
+        yield r
+    finally:
+        r.close()
 
 
 class HubRunner:
