@@ -46,6 +46,7 @@ from . import layout as L
 from .exec_identity import ExecIdentities
 from .paths import path_hash
 from .rewrite_marks import RewriteMarks
+from .stats import has_table
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class KernelMaps:
     def attach(self, bpf: Any, containers: Iterable[Container]) -> None:
         """The program is loaded: watch these containers and write everything kept so far."""
         self.bpf = bpf
-        guard = bpf is not None and b"written_inodes" in getattr(bpf, "tables", {})
+        guard = has_table(bpf, "written_inodes")
         self.rewrite_marks.bpf = bpf if guard else None
         self.exec_identities.bpf = bpf if guard else None
         for c in list(containers):
@@ -273,9 +274,13 @@ class KernelMaps:
         if self.bpf is None:
             return 0
         dropped = 0
-        for name in ("watched", "syscalls_seen"):
+        for name in ("watched", "syscalls_seen", "rewrite_full", "marks_per_cgroup", "exec_identity"):
+            if not has_table(self.bpf, name):
+                continue  # the rewrite guard's maps: not in a program built without it
             table = self.bpf[name.encode()]
-            for k in [k for k in table.keys() if k.value not in self._watched]:
+            cgroup_of = (lambda k: k.cgroup) if name == "exec_identity" else (lambda k: k.value)
+            stale = [k for k in table.keys() if cgroup_of(k) not in self._watched]
+            for k in stale:
                 with contextlib.suppress(KeyError):
                     del table[k]
                     dropped += name == "watched"

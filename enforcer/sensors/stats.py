@@ -82,8 +82,20 @@ def rewrite_guard(bpf: Any, kernel: dict[str, list[int]], off_reason: str, *, tr
                   failing_closed: int) -> dict[str, Any]:
     """The rewrite guard (bpf/common.h): files marked written, marks that could not be
     stored, containers failing closed because of it, execs of allowed paths it held."""
-    on = bpf is not None and b"written_inodes" in getattr(bpf, "tables", {})
+    on = has_table(bpf, "written_inodes")
     return {"on": on, "off_reason": "" if on else (off_reason or "sensors not loaded"),
             "marked": kernel["file"][L.C_MARKED], "marks_lost": kernel["file"][L.C_MARK_LOST],
             "held_execs": kernel["process"][L.C_REWRITTEN], "tracked": tracked if on else 0,
             "failing_closed": failing_closed if on else 0}
+
+
+def has_table(bpf: Any, name: str) -> bool:
+    """Whether the loaded program has map `name` (bcc opens its maps lazily: asking is the
+    only way to know; a program built without the rewrite guard has none of its maps)."""
+    if bpf is None:
+        return False
+    try:
+        bpf[name.encode()]
+    except KeyError:
+        return False
+    return True

@@ -147,3 +147,24 @@ def test_the_enforcers_own_container_is_not_watched(runner, dockerx):
         assert not [e for e in runner.log.events if e["cgroup_id"] == c.cgroup_id]
     finally:
         runner.hub.maps.own_cgroup_id = 0
+
+
+def test_pruning_drops_the_rewrite_guards_entries_of_cgroups_gone_while_no_enforcer_ran(runner, dockerx):
+    from enforcer.sensors import layout as L
+
+    _name, c = _watch(runner, dockerx)
+    bpf = runner.hub.bpf
+    gone = 987654321  # a cgroup id no live container has
+    ident, full, quota = bpf[b"exec_identity"], bpf[b"rewrite_full"], bpf[b"marks_per_cgroup"]
+    for cg in (gone, c.cgroup_id):
+        ident[L.ExecIdentKey(cg, 5)] = L.InodeKey(1, 2, 0)
+        full[full.Key(cg)] = full.Leaf(1)
+        quota[quota.Key(cg)] = quota.Leaf(3)
+    runner.call(runner.hub.maps.prune_stale)
+    assert [k.cgroup for k in ident.keys()].count(gone) == 0
+    assert gone not in [k.value for k in full.keys()] and gone not in [k.value for k in quota.keys()]
+    # The live container keeps its own.
+    assert c.cgroup_id in [k.cgroup for k in ident.keys()] and c.cgroup_id in [k.value for k in full.keys()]
+    for table, key in ((full, full.Key(c.cgroup_id)), (quota, quota.Key(c.cgroup_id)),
+                       (ident, L.ExecIdentKey(c.cgroup_id, 5))):
+        del table[key]
