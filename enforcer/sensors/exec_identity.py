@@ -4,8 +4,8 @@ The kernel's allow-list holds path strings, and a path is only a name: a process
 container can move another file there (`cd /usr/bin; mv python3 node`) under a name the
 kernel cannot tie to the allowed one at the rename. So when a path enters a container's
 allow-list, the file at that path in the container's root is looked up (openat2 with
-RESOLVE_IN_ROOT, O_PATH: nothing is opened for reading) and its identity (device, inode)
-is written for (container, path). An exec of the path that runs another file is then
+RESOLVE_IN_ROOT, non-blocking; 256 bytes are read from a regular file to follow a script's
+"#!" to its interpreter) and its identity (device, inode) is written for (container, path). An exec of the path that runs another file is then
 judged as not allowed (an event; the kill in protect). Symlinks in the path are followed
 as the exec follows them, so `/bin/sh -> busybox` pins busybox.
 

@@ -130,8 +130,8 @@ class SensorHub:
 
     def status(self) -> dict[str, Any]:
         kernel = self.kernel_counters()
-        stats = self.counters.stats(kernel, loaded=self.loaded, error=self.error)
-        return {"sensors": [s.to_dict() for s in stats], "hasher": self.hash_stats(), "pins": self.pins_status(),
+        return {"sensors": [s.to_dict() for s in self.stats(kernel)], "hasher": self.hash_stats(),
+                "pins": self.pins_status(),
                 "rewrite_guard": self.rewrite_guard(kernel)}
 
     def pins_status(self) -> dict[str, Any]:
@@ -263,15 +263,16 @@ class SensorHub:
         """Per sensor: [emitted, lost, suppressed, deduped, killed] summed over CPUs."""
         return kernel_counters(self.bpf)
 
-    def stats(self) -> list[SensorStats]:
-        return self.counters.stats(self.kernel_counters(), loaded=self.loaded, error=self.error)
+    def stats(self, kernel: dict[str, list[int]] | None = None) -> list[SensorStats]:
+        """`kernel`: counters already read for the same reply (one read of the map per reply)."""
+        kernel = kernel if kernel is not None else self.kernel_counters()
+        return self.counters.stats(kernel, loaded=self.loaded, error=self.error)
 
     def stats_result(self) -> dict[str, Any]:
         queued, queue_max = self.queue_depth() if self.queue_depth is not None else (0, 0)
         hasher = self.hash_stats()
         kernel = self.kernel_counters()
-        stats = self.counters.stats(kernel, loaded=self.loaded, error=self.error)
-        return {**stats_result(stats, queued=queued, queue_max=queue_max,
+        return {**stats_result(self.stats(kernel), queued=queued, queue_max=queue_max,
                                hash_skipped=int(hasher["skipped_total"])), "hasher": hasher,
                 "rewrite_guard": self.rewrite_guard(kernel)}
 

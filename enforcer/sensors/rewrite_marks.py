@@ -10,7 +10,7 @@ when the last container on a root device goes, that device's marks go with it. M
 other devices (volumes, bind mounts) stay: those files outlive containers.
 
 The kernel never drops a mark; only this module does, and only ones that cannot belong to
-a live container. Sweeps run in a daemon thread: a full map is 262,144 entries.
+a live container. Sweeps run in a daemon thread: a full map is 524,288 entries.
 """
 
 from __future__ import annotations
