@@ -98,6 +98,8 @@ class Programs:
         self.folder = os.path.join(links, gens[0])
         self.progs: dict[str, int] = {}  # program name -> a prog fd of ours
         for name in sorted(os.listdir(self.folder)):
+            if os.path.isdir(os.path.join(self.folder, name)):
+                continue  # tails/: the program arrays, held by the enforcer's own fds meanwhile
             lfd = P.obj_get(os.path.join(self.folder, name))
             try:
                 _link_id, prog_id = P.link_ids(lfd)

@@ -124,6 +124,7 @@ class Variant:
         for n in names:
             kind = BPF.RAW_TRACEPOINT if n.startswith("raw_") else BPF.TRACEPOINT
             self.fds[n] = self.bpf.load_func(n, kind).fd
+        prog.fill_tail_calls(self.bpf)  # before attaching: the file programs tail-call
         cfg = self.bpf[b"config"]
         cfg[cfg.Key(L.CFG_TTL_NS)] = cfg.Leaf(int(20e9))
         for slot, cap in DEFAULT_CAPS.items():

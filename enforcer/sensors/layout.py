@@ -95,7 +95,8 @@ class FileRec(ct.Structure):
 
 
 class ClosedRec(ct.Structure):
-    _fields_ = [("h", EvHdr), ("fd", ct.c_int32), ("dfd", ct.c_int32), ("path", ct.c_char * PATH_LEN)]
+    _fields_ = [("h", EvHdr), ("fd", ct.c_int32), ("dfd", ct.c_int32), ("path", ct.c_char * PATH_LEN),
+                ("path_full", ct.c_uint64), ("path_flags", ct.c_uint16), ("pad", ct.c_uint8 * 6)]
 
 
 class SyscallRec(ct.Structure):

@@ -11,6 +11,10 @@ Layout, one folder per enforcer instance (`Settings.bpf_pin_dir`, by default
     links/<generation>/<program>
                          one bpf_link per attached program; a pinned link keeps its program
                          attached after the process that made it is gone
+    links/<generation>/tails/<array>
+                         that generation's program arrays (tail calls): the kernel empties a
+                         program array once no fd or pin holds it, so its programs' tail
+                         calls would fall through once the enforcer is gone
 
 Every program is attached through a link, never through bcc's legacy perf ioctl (which
 ends with the process): tracepoint programs by BPF_LINK_CREATE on a tracepoint perf event
@@ -38,6 +42,7 @@ BPF_FS_MAGIC = 0xCAFE4A11
 
 _SYS_BPF = 321  # x86_64
 _SYS_PERF_EVENT_OPEN = 298
+_BPF_MAP_LOOKUP_ELEM = 1
 _BPF_OBJ_PIN = 6
 _BPF_OBJ_GET = 7
 _BPF_OBJ_GET_INFO_BY_FD = 15
@@ -84,6 +89,26 @@ def link_ids(fd: int) -> tuple[int, int]:
     _bpf(_BPF_OBJ_GET_INFO_BY_FD, attr, "link info")
     _type, link_id, prog_id = struct.unpack_from("=III", info.raw)
     return link_id, prog_id
+
+
+def tail_call_ids(path: str) -> list[int]:
+    """The program id in each slot of a pinned program array (0: an empty slot)."""
+    fd = obj_get(path)
+    try:
+        _type, key_size, value_size, entries = map_layout(fd)
+        ids = []
+        for i in range(entries):
+            key = ctypes.create_string_buffer(struct.pack("=I", i), key_size)
+            value = ctypes.create_string_buffer(value_size)
+            attr = ctypes.create_string_buffer(
+                struct.pack("=IIQQQ", fd, 0, ctypes.addressof(key), ctypes.addressof(value), 0), 32)
+            if _libc.syscall(_SYS_BPF, _BPF_MAP_LOOKUP_ELEM, attr, len(attr)) < 0:
+                ids.append(0)  # ENOENT: nothing in the slot
+            else:
+                ids.append(struct.unpack_from("=I", value.raw)[0])
+        return ids
+    finally:
+        os.close(fd)
 
 
 def map_layout(fd: int) -> tuple[int, int, int, int]:
@@ -183,11 +208,17 @@ class PinDir:
         except FileNotFoundError:
             return []
 
-    def pin_links(self, links: Iterable[tuple[str, int]]) -> str:
-        """Pin (program name, link fd) pairs as a new generation; closes the fds."""
+    def pin_links(self, links: Iterable[tuple[str, int]], tails: Iterable[tuple[str, int]] = ()) -> str:
+        """Pin (program name, link fd) pairs as a new generation; closes the fds. `tails`:
+        (name, fd) of its program arrays, pinned beside them (the fds stay open)."""
         gen = f"{time.time_ns() // 1_000_000}-{os.getpid()}"
         folder = os.path.join(self.links_dir, gen)
         os.makedirs(folder)
+        tails = list(tails)
+        if tails:
+            os.makedirs(os.path.join(folder, "tails"))
+        for name, fd in tails:
+            obj_pin(fd, os.path.join(folder, "tails", name))
         for name, fd in links:
             try:
                 obj_pin(fd, os.path.join(folder, name))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from enforcer.sensors.pins import tail_call_ids
 from support.enforce import sensors_loaded, wait_active, wait_known
 from support.harness import REPO, EnforcerProcess, container_info, exec_in, sh, wait_for
 
@@ -103,6 +104,10 @@ def test_protect_holds_through_kill_9_and_restart_and_uninstall_removes_everythi
             print(f"\nexec {after_kill * 1000:.0f} ms after kill -9 (docker exec included): killed (137)")
             time.sleep(1.0)  # a while with no enforcer at all
             assert not e.running
+            # The file sensor's programs tail-call their bodies through a program array, which
+            # the kernel empties once no process or pin holds it: the pin must keep it full.
+            tails = os.path.join(e.pin_dir, "links", old_gen, "tails", "file_tail")
+            assert all(tail_call_ids(tails)), (tails, tail_call_ids(tails))
 
             # A new enforcer adopts the pins: the new generation is attached, the old one retired.
             t1 = time.monotonic()

@@ -36,11 +36,36 @@ struct closed_ev {
     s32 fd;
     s32 dfd;
     char path[PATH_LEN];
+    u64 path_full;   /* the path's scan, made at the open: the close does not scan it again */
+    u16 path_flags;
+    u8 pad[6];
+};
+
+/* A path operation's arguments, handed from its tracepoint's program to file_path_op. */
+struct path_op_args {
+    const char *path;
+    const char *path2;
+    s32 dfd;
+    s32 dfd2;
+    u32 mode;
+    u32 open_flags;  /* opens */
+    u8 op;
+    u8 is_creat;     /* opens: creat(2) */
+    u8 pad[6];
 };
 
 BPF_RINGBUF_OUTPUT(file_events, 512);
 BPF_PERCPU_ARRAY(file_scratch, struct file_ev, 1);
 BPF_PERCPU_ARRAY(closed_scratch, struct closed_ev, 1);
+BPF_PERCPU_ARRAY(path_op_scratch, struct path_op_args, 1);
+/* The opens' and the path operations' bodies (file_open, file_path_op), reached by a tail
+ * call from each syscall's program: the verifier walks their path scans once, not once per
+ * syscall (17 programs, 0.17M-0.87M instructions each: most of a cold start). program.py
+ * fills it before any program is attached and pins it with the links (a program array
+ * empties when no file or pin holds it). Indexes: program.py TAIL_CALLS. */
+BPF_PROG_ARRAY(file_tail, 2);
+#define TAIL_PATH_OP 0
+#define TAIL_OPEN 1
 /* tid -> the write-open in progress whose close we want; (tgid << 32 | fd) -> that file. */
 BPF_TABLE("lru_hash", u32, struct closed_ev, opening, 1024);
 BPF_TABLE("lru_hash", u64, struct closed_ev, written_fds, 16384);
@@ -109,8 +134,7 @@ static __always_inline void emit_file(u64 cg, struct policy *pol, struct file_ev
     fill_hdr(&e->h, EV_FILE, cg, now);
     e->h.flags = flags;
     e->op = op;
-    /* Only two-path ops need their second path: the rest go out 256 bytes shorter. (A
-     * constant test: each inlined copy keeps one branch, the verifier walks one.) */
+    /* Only two-path ops need their second path: the rest go out 256 bytes shorter. */
     int sent = (op == OP_RENAME || op == OP_LINK || op == OP_SYMLINK) ? emit_file_rec(e, sizeof(*e)) : emit_file_rec(e, offsetof(struct file_ev, path2));
     if (sent)
         mark_sent(&k, now);
@@ -128,7 +152,7 @@ static __always_inline u64 marking_cgroup(u64 cg, struct policy *pol)
 }
 #endif
 
-static __always_inline int on_open(int dfd, const char *filename, u32 flags, u32 mode, int is_creat)
+static __always_inline int on_open(void *ctx, int dfd, const char *filename, u32 flags, u32 mode, int is_creat)
 {
     u64 cg = bpf_get_current_cgroup_id();
     struct policy *pol = watched.lookup(&cg);
@@ -146,10 +170,34 @@ static __always_inline int on_open(int dfd, const char *filename, u32 flags, u32
     if (!pol)
         return 0;
     u32 zero = 0;
+    struct path_op_args *a = path_op_scratch.lookup(&zero);
+    if (!a)
+        return 0;
+    a->path = filename;
+    a->dfd = dfd;
+    a->open_flags = flags;
+    a->mode = mode;
+    a->is_creat = is_creat;
+    file_tail.call(ctx, TAIL_OPEN);
+    count(S_FILE, C_LOST);  /* reached only when the tail call failed (an empty array): an event lost */
+    return 0;
+}
+
+/* An open by a watched container: its path scanned, sent when it writes or is sensitive. */
+int file_open(void *ctx)
+{
+    u64 cg = bpf_get_current_cgroup_id();
+    struct policy *pol = watched.lookup(&cg);
+    u32 zero = 0;
+    struct path_op_args *a = path_op_scratch.lookup(&zero);
+    if (!pol || !a)
+        return 0;
+    int dfd = a->dfd, is_creat = a->is_creat;
+    u32 flags = a->open_flags, mode = a->mode;
     struct file_ev *e = file_scratch.lookup(&zero);
     if (!e)
         return 0;
-    if (bpf_probe_read_user_str(e->path, PATH_LEN, filename) <= 0)
+    if (bpf_probe_read_user_str(e->path, PATH_LEN, a->path) <= 0)
         return 0;
     struct path_scan s = {};
     scan_path(e->path, &s);
@@ -171,6 +219,8 @@ static __always_inline int on_open(int dfd, const char *filename, u32 flags, u32
             struct closed_ev *c = closed_scratch.lookup(&zero);
             if (c) {
                 c->dfd = dfd;
+                c->path_full = s.full;
+                c->path_flags = s.flags;
                 __builtin_memcpy(c->path, e->path, PATH_LEN);
                 u32 tid = (u32)bpf_get_current_pid_tgid();
                 opening.update(&tid, c);
@@ -248,7 +298,7 @@ static __always_inline int on_open_exit(long ret)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_openat)
 {
-    return on_open(args->dfd, args->filename, args->flags, args->mode, 0);
+    return on_open(args, args->dfd, args->filename, args->flags, args->mode, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_openat)
@@ -258,7 +308,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_openat)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_open)
 {
-    return on_open(-100, args->filename, args->flags, args->mode, 0);
+    return on_open(args, -100, args->filename, args->flags, args->mode, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_open)
@@ -268,7 +318,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_open)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_creat)
 {
-    return on_open(-100, args->pathname, O_WRONLY_ | O_CREAT_ | O_TRUNC_, args->mode, 1);
+    return on_open(args, -100, args->pathname, O_WRONLY_ | O_CREAT_ | O_TRUNC_, args->mode, 1);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_creat)
@@ -280,7 +330,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_openat2)
 {
     u64 how[2] = {};  /* struct open_how (uapi): u64 flags, u64 mode, u64 resolve */
     bpf_probe_read_user(how, sizeof(how), args->how);
-    return on_open(args->dfd, args->filename, (u32)how[0], (u32)how[1], 0);
+    return on_open(args, args->dfd, args->filename, (u32)how[0], (u32)how[1], 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_openat2)
@@ -301,13 +351,12 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
     if (!c)
         return 0;
     u64 now = bpf_ktime_get_ns();
-    struct path_scan s = {};
-    scan_path(c->path, &s);
     struct seen_key k;
-    if (is_novel(S_FILE, cg, pol, closed_subject(s.full), &k, now) &&
+    if (is_novel(S_FILE, cg, pol, closed_subject(c->path_full), &k, now) &&
         under_cap(S_FILE, cg, CFG_RATE_FILE, now)) {
+        u16 flags = c->path_flags;
         fill_hdr(&c->h, EV_FILE_CLOSED, cg, now);
-        c->h.flags = s.flags;
+        c->h.flags = flags;
         if (emit_file_rec(c, sizeof(*c)))
             mark_sent(&k, now);
     }
@@ -315,18 +364,24 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
     return 0;
 }
 
-/* Path operations: one or two user strings, decided and sent at entry. */
-static __always_inline int on_path_op(u8 op, int dfd, const char *path, int dfd2, const char *path2, u32 mode)
+/* Path operations: one or two user strings, decided and sent at entry, in one program that
+ * each operation's tracepoint program tail-calls with its arguments in path_op_scratch. */
+int file_path_op(void *ctx)
 {
     u64 cg = bpf_get_current_cgroup_id();
     struct policy *pol = watched.lookup(&cg);
-    if (!pol)
-        return 0;
     u32 zero = 0;
+    struct path_op_args *a = path_op_scratch.lookup(&zero);
+    if (!pol || !a)
+        return 0;
+    u8 op = a->op;
+    const char *path2 = a->path2;
+    int dfd = a->dfd, dfd2 = a->dfd2;
+    u32 mode = a->mode;
     struct file_ev *e = file_scratch.lookup(&zero);
     if (!e)
         return 0;
-    if (bpf_probe_read_user_str(e->path, PATH_LEN, path) <= 0)
+    if (bpf_probe_read_user_str(e->path, PATH_LEN, a->path) <= 0)
         return 0;
     struct path_scan s = {};
     scan_path(e->path, &s);
@@ -362,63 +417,84 @@ static __always_inline int on_path_op(u8 op, int dfd, const char *path, int dfd2
     return 0;
 }
 
+/* The entry of a path operation: host processes leave here, at one lookup. */
+static __always_inline int on_path_op(void *ctx, u8 op, int dfd, const char *path, int dfd2, const char *path2, u32 mode)
+{
+    u64 cg = bpf_get_current_cgroup_id();
+    if (!watched.lookup(&cg))
+        return 0;
+    u32 zero = 0;
+    struct path_op_args *a = path_op_scratch.lookup(&zero);
+    if (!a)
+        return 0;
+    a->path = path;
+    a->path2 = path2;
+    a->dfd = dfd;
+    a->dfd2 = dfd2;
+    a->mode = mode;
+    a->op = op;
+    file_tail.call(ctx, TAIL_PATH_OP);
+    count(S_FILE, C_LOST);  /* reached only when the tail call failed (an empty array): an event lost */
+    return 0;
+}
+
 #define AT_FDCWD_ -100
 
 TRACEPOINT_PROBE(syscalls, sys_enter_rename)
 {
-    return on_path_op(OP_RENAME, AT_FDCWD_, args->oldname, AT_FDCWD_, args->newname, 0);
+    return on_path_op(args, OP_RENAME, AT_FDCWD_, args->oldname, AT_FDCWD_, args->newname, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_renameat)
 {
-    return on_path_op(OP_RENAME, args->olddfd, args->oldname, args->newdfd, args->newname, 0);
+    return on_path_op(args, OP_RENAME, args->olddfd, args->oldname, args->newdfd, args->newname, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_renameat2)
 {
-    return on_path_op(OP_RENAME, args->olddfd, args->oldname, args->newdfd, args->newname, 0);
+    return on_path_op(args, OP_RENAME, args->olddfd, args->oldname, args->newdfd, args->newname, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_unlink)
 {
-    return on_path_op(OP_UNLINK, AT_FDCWD_, args->pathname, 0, 0, 0);
+    return on_path_op(args, OP_UNLINK, AT_FDCWD_, args->pathname, 0, 0, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_unlinkat)
 {
-    return on_path_op(OP_UNLINK, args->dfd, args->pathname, 0, 0, 0);
+    return on_path_op(args, OP_UNLINK, args->dfd, args->pathname, 0, 0, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_rmdir)
 {
-    return on_path_op(OP_UNLINK, AT_FDCWD_, args->pathname, 0, 0, 0);
+    return on_path_op(args, OP_UNLINK, AT_FDCWD_, args->pathname, 0, 0, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_chmod)
 {
-    return on_path_op(OP_CHMOD, AT_FDCWD_, args->filename, 0, 0, args->mode);
+    return on_path_op(args, OP_CHMOD, AT_FDCWD_, args->filename, 0, 0, args->mode);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_fchmodat)
 {
-    return on_path_op(OP_CHMOD, args->dfd, args->filename, 0, 0, args->mode);
+    return on_path_op(args, OP_CHMOD, args->dfd, args->filename, 0, 0, args->mode);
 }
 
 #ifdef HAVE_FCHMODAT2
 TRACEPOINT_PROBE(syscalls, sys_enter_fchmodat2)
 {
-    return on_path_op(OP_CHMOD, args->dfd, args->filename, 0, 0, args->mode);
+    return on_path_op(args, OP_CHMOD, args->dfd, args->filename, 0, 0, args->mode);
 }
 #endif
 
 TRACEPOINT_PROBE(syscalls, sys_enter_mkdir)
 {
-    return on_path_op(OP_MKDIR, AT_FDCWD_, args->pathname, 0, 0, args->mode);
+    return on_path_op(args, OP_MKDIR, AT_FDCWD_, args->pathname, 0, 0, args->mode);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_mkdirat)
 {
-    return on_path_op(OP_MKDIR, args->dfd, args->pathname, 0, 0, args->mode);
+    return on_path_op(args, OP_MKDIR, args->dfd, args->pathname, 0, 0, args->mode);
 }
 
 /* Links: a hard link to (or a symlink naming) a sensitive file is a way to reach it under
@@ -429,20 +505,20 @@ TRACEPOINT_PROBE(syscalls, sys_enter_mkdirat)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_link)
 {
-    return on_path_op(OP_LINK, AT_FDCWD_, args->oldname, AT_FDCWD_, args->newname, 0);
+    return on_path_op(args, OP_LINK, AT_FDCWD_, args->oldname, AT_FDCWD_, args->newname, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_linkat)
 {
-    return on_path_op(OP_LINK, args->olddfd, args->oldname, args->newdfd, args->newname, 0);
+    return on_path_op(args, OP_LINK, args->olddfd, args->oldname, args->newdfd, args->newname, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_symlink)
 {
-    return on_path_op(OP_SYMLINK, SYMLINK_DFD_, args->oldname, AT_FDCWD_, args->newname, 0);
+    return on_path_op(args, OP_SYMLINK, SYMLINK_DFD_, args->oldname, AT_FDCWD_, args->newname, 0);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_symlinkat)
 {
-    return on_path_op(OP_SYMLINK, SYMLINK_DFD_, args->oldname, args->newdfd, args->newname, 0);
+    return on_path_op(args, OP_SYMLINK, SYMLINK_DFD_, args->oldname, args->newdfd, args->newname, 0);
 }
