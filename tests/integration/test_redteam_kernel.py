@@ -126,9 +126,8 @@ def _cgroup_container(dockerx, helper: Path) -> str:
     return _container(dockerx, helper, dockerx.network(), "-v", f"{mount}:/cg")
 
 
-def _move_and_run(name: str) -> subprocess.CompletedProcess[str]:
-    proc = exec_in(name, "/redteam", "cgmove", "/cg", "/bin/id")
-    return proc
+def _move_and_run(name: str, *prog: str) -> subprocess.CompletedProcess[str]:
+    return exec_in(name, "/redteam", "cgmove", "/cg", *(prog or ("/bin/id",)))
 
 
 def test_a_process_moved_into_a_child_cgroup_is_still_watched(enforcer, dockerx, helper):
@@ -139,6 +138,25 @@ def test_a_process_moved_into_a_child_cgroup_is_still_watched(enforcer, dockerx,
     assert proc.returncode == 0 and "MOVED " in proc.stdout and "/escape" in proc.stdout, (proc.stdout, proc.stderr)
     alert = _alert(enforcer, name, "process", "/bin/id")
     assert alert["action"] == "alerted" and alert["container"] == name
+
+
+def test_file_writes_and_renames_from_a_child_cgroup_are_seen(enforcer, dockerx, helper):
+    """The file programs judge a nested process by its container (the alias sys_exit keeps):
+    a write-open and a rename from the child cgroup are the container's file alerts."""
+    name = _cgroup_container(dockerx, helper)
+    _learn_then(enforcer, name, "alert")
+    proc = _move_and_run(name, "/bin/sh", "-c", "echo x > /nested-drop && mv /nested-drop /nested-moved")
+    assert proc.returncode == 0 and "/escape" in proc.stdout, (proc.stdout, proc.stderr)
+
+    def seen(op: str, path: str) -> dict | None:
+        return next((a for a in enforcer.call("alerts", container=name) if a["kind"] == "file"
+                     and a["detail"].get("op") == op and path in (a["detail"].get("path"), a["detail"].get("new_path"))),
+                    None)
+
+    created = wait_for(lambda: seen("create", "/nested-drop"), timeout=20, what="the nested write's alert")
+    assert created["container"] == name, created
+    moved = wait_for(lambda: seen("rename", "/nested-moved"), timeout=20, what="the nested rename's alert")
+    assert moved["detail"]["path"] == "/nested-drop", moved
 
 
 def test_protect_kills_a_new_program_run_from_a_child_cgroup(enforcer, dockerx, helper):

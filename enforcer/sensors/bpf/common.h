@@ -297,7 +297,8 @@ static __always_inline u64 hash_addr(u64 h, const u8 *a)
  * process cannot do anything before its cgroup.procs write returns through sys_exit, and a
  * process moved by another one passes sys_exit of whatever syscall it sleeps in: the alias
  * exists before its next exec, connect or open. (Walking in every program was tried: the
- * extra paths pushed the file programs past the verifier's complexity limit.) User space
+ * extra paths pushed the file programs past the verifier's complexity limit. The file
+ * programs now read the alias in their small entry programs, before the tail call.) User space
  * deletes the alias of a cgroup id it starts to watch (a reused inode).
  *
  * config[CFG_WATCH_LEVELS] holds the levels of the v2 hierarchy (root = 0) at which watched

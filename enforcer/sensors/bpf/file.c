@@ -43,6 +43,7 @@ struct closed_ev {
 
 /* A path operation's arguments, handed from its tracepoint's program to file_path_op. */
 struct path_op_args {
+    u64 cgroup;      /* the watched cgroup the operation belongs to (a nested one's ancestor) */
     const char *path;
     const char *path2;
     s32 dfd;
@@ -140,39 +141,27 @@ static __always_inline void emit_file(u64 cg, struct policy *pol, struct file_ev
         mark_sent(&k, now);
 }
 
-#ifdef OFF_TASK_FILES
-/* The watched cgroup a write-open is marked for: the task's own, or (a process moved into a
- * child cgroup of its container) its watched ancestor, as sys_exit remembered it; 0: none. */
-static __always_inline u64 marking_cgroup(u64 cg, struct policy *pol)
-{
-    if (pol)
-        return cg;
-    u64 *alias = watched_alias.lookup(&cg);
-    return alias && !(*alias & ALIAS_NONE) ? *alias : 0;
-}
-#endif
 
+/* Every file program judges a process by its watched cgroup: its own, or (a process moved
+ * into a child cgroup of its container) the ancestor sys_exit remembered (common.h). */
 static __always_inline int on_open(void *ctx, int dfd, const char *filename, u32 flags, u32 mode, int is_creat)
 {
-    u64 cg = bpf_get_current_cgroup_id();
-    struct policy *pol = watched.lookup(&cg);
-#ifdef OFF_TASK_FILES
-    if (is_creat || (flags & (O_WRONLY_ | O_RDWR_ | O_CREAT_ | O_TRUNC_))) {
-        u64 mcg = marking_cgroup(cg, pol);
-        if (mcg) {
-            u64 *slot = write_opening.task_storage_get(bpf_get_current_task_btf(), 0,
-                                                       BPF_LOCAL_STORAGE_GET_F_CREATE);
-            if (slot)
-                *slot = mcg;
-        }
-    }
-#endif
+    u64 cg = 0;
+    struct policy *pol = watched_policy(&cg);
     if (!pol)
         return 0;
+#ifdef OFF_TASK_FILES
+    if (is_creat || (flags & (O_WRONLY_ | O_RDWR_ | O_CREAT_ | O_TRUNC_))) {
+        u64 *slot = write_opening.task_storage_get(bpf_get_current_task_btf(), 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+        if (slot)
+            *slot = cg;
+    }
+#endif
     u32 zero = 0;
     struct path_op_args *a = path_op_scratch.lookup(&zero);
     if (!a)
         return 0;
+    a->cgroup = cg;
     a->path = filename;
     a->dfd = dfd;
     a->open_flags = flags;
@@ -186,11 +175,13 @@ static __always_inline int on_open(void *ctx, int dfd, const char *filename, u32
 /* An open by a watched container: its path scanned, sent when it writes or is sensitive. */
 int file_open(void *ctx)
 {
-    u64 cg = bpf_get_current_cgroup_id();
-    struct policy *pol = watched.lookup(&cg);
     u32 zero = 0;
     struct path_op_args *a = path_op_scratch.lookup(&zero);
-    if (!pol || !a)
+    if (!a)
+        return 0;
+    u64 cg = a->cgroup;
+    struct policy *pol = watched.lookup(&cg);
+    if (!pol)
         return 0;
     int dfd = a->dfd, is_creat = a->is_creat;
     u32 flags = a->open_flags, mode = a->mode;
@@ -270,7 +261,7 @@ static __always_inline void mark_written(u64 cg, long fd)
 
 static __always_inline int on_open_exit(long ret)
 {
-    u64 cg = bpf_get_current_cgroup_id();
+    u64 cg = 0;
     u64 pt = bpf_get_current_pid_tgid();
     u32 tid = (u32)pt;
 #ifdef OFF_TASK_FILES
@@ -282,7 +273,7 @@ static __always_inline int on_open_exit(long ret)
             mark_written(marking, ret);
     }
 #endif
-    if (!watched.lookup(&cg))
+    if (!watched_policy(&cg))
         return 0;
     struct closed_ev *c = opening.lookup(&tid);
     if (!c)
@@ -340,8 +331,8 @@ TRACEPOINT_PROBE(syscalls, sys_exit_openat2)
 
 TRACEPOINT_PROBE(syscalls, sys_enter_close)
 {
-    u64 cg = bpf_get_current_cgroup_id();
-    struct policy *pol = watched.lookup(&cg);
+    u64 cg = 0;
+    struct policy *pol = watched_policy(&cg);
     if (!pol)
         return 0;
     u64 key = (bpf_get_current_pid_tgid() & 0xffffffff00000000ULL) | args->fd;
@@ -368,11 +359,13 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
  * each operation's tracepoint program tail-calls with its arguments in path_op_scratch. */
 int file_path_op(void *ctx)
 {
-    u64 cg = bpf_get_current_cgroup_id();
-    struct policy *pol = watched.lookup(&cg);
     u32 zero = 0;
     struct path_op_args *a = path_op_scratch.lookup(&zero);
-    if (!pol || !a)
+    if (!a)
+        return 0;
+    u64 cg = a->cgroup;
+    struct policy *pol = watched.lookup(&cg);
+    if (!pol)
         return 0;
     u8 op = a->op;
     const char *path2 = a->path2;
@@ -420,13 +413,14 @@ int file_path_op(void *ctx)
 /* The entry of a path operation: host processes leave here, at one lookup. */
 static __always_inline int on_path_op(void *ctx, u8 op, int dfd, const char *path, int dfd2, const char *path2, u32 mode)
 {
-    u64 cg = bpf_get_current_cgroup_id();
-    if (!watched.lookup(&cg))
+    u64 cg = 0;
+    if (!watched_policy(&cg))
         return 0;
     u32 zero = 0;
     struct path_op_args *a = path_op_scratch.lookup(&zero);
     if (!a)
         return 0;
+    a->cgroup = cg;
     a->path = path;
     a->path2 = path2;
     a->dfd = dfd;
