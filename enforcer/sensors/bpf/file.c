@@ -141,6 +141,39 @@ static __always_inline void emit_file(u64 cg, struct policy *pol, struct file_ev
 }
 
 
+/* Hand an operation's arguments to its body (file_tail[index]) and jump there. */
+static __always_inline int call_body(void *ctx, u32 index, u64 cg, u8 op, int dfd, const char *path, int dfd2,
+                                     const char *path2, u32 mode, u32 open_flags)
+{
+    u32 zero = 0;
+    struct path_op_args *a = path_op_scratch.lookup(&zero);
+    if (!a)
+        return 0;
+    a->cgroup = cg;
+    a->op = op;
+    a->dfd = dfd;
+    a->path = path;
+    a->dfd2 = dfd2;
+    a->path2 = path2;
+    a->mode = mode;
+    a->open_flags = open_flags;
+    file_tail.call(ctx, index);
+    count(S_FILE, C_LOST);  /* reached only when the tail call failed (an empty array): an event lost */
+    return 0;
+}
+
+/* In a body: the arguments its entry left, and the container's policy (0: nothing to do). */
+static __always_inline struct path_op_args *body_args(u64 *cg, struct policy **pol)
+{
+    u32 zero = 0;
+    struct path_op_args *a = path_op_scratch.lookup(&zero);
+    if (!a)
+        return 0;
+    *cg = a->cgroup;
+    *pol = watched.lookup(cg);
+    return *pol ? a : 0;
+}
+
 /* Every file program judges a process by its watched cgroup: its own, or (a process moved
  * into a child cgroup of its container) the ancestor sys_exit remembered (common.h).
  * creat(2) comes as the open it is, O_WRONLY | O_CREAT | O_TRUNC: with no flag of its own
@@ -158,30 +191,17 @@ static __always_inline int on_open(void *ctx, int dfd, const char *filename, u32
             *slot = cg;
     }
 #endif
-    u32 zero = 0;
-    struct path_op_args *a = path_op_scratch.lookup(&zero);
-    if (!a)
-        return 0;
-    a->cgroup = cg;
-    a->path = filename;
-    a->dfd = dfd;
-    a->open_flags = flags;
-    a->mode = mode;
-    file_tail.call(ctx, TAIL_OPEN);
-    count(S_FILE, C_LOST);  /* reached only when the tail call failed (an empty array): an event lost */
-    return 0;
+    return call_body(ctx, TAIL_OPEN, cg, 0, dfd, filename, 0, 0, mode, flags);
 }
 
 /* An open by a watched container: its path scanned, sent when it writes or is sensitive. */
 int file_open(void *ctx)
 {
     u32 zero = 0;
-    struct path_op_args *a = path_op_scratch.lookup(&zero);
+    u64 cg;
+    struct policy *pol;
+    struct path_op_args *a = body_args(&cg, &pol);
     if (!a)
-        return 0;
-    u64 cg = a->cgroup;
-    struct policy *pol = watched.lookup(&cg);
-    if (!pol)
         return 0;
     int dfd = a->dfd;
     u32 flags = a->open_flags, mode = a->mode;
@@ -360,12 +380,10 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close)
 int file_path_op(void *ctx)
 {
     u32 zero = 0;
-    struct path_op_args *a = path_op_scratch.lookup(&zero);
+    u64 cg;
+    struct policy *pol;
+    struct path_op_args *a = body_args(&cg, &pol);
     if (!a)
-        return 0;
-    u64 cg = a->cgroup;
-    struct policy *pol = watched.lookup(&cg);
-    if (!pol)
         return 0;
     u8 op = a->op;
     const char *path2 = a->path2;
@@ -416,20 +434,7 @@ static __always_inline int on_path_op(void *ctx, u8 op, int dfd, const char *pat
     u64 cg = 0;
     if (!watched_policy(&cg))
         return 0;
-    u32 zero = 0;
-    struct path_op_args *a = path_op_scratch.lookup(&zero);
-    if (!a)
-        return 0;
-    a->cgroup = cg;
-    a->path = path;
-    a->path2 = path2;
-    a->dfd = dfd;
-    a->dfd2 = dfd2;
-    a->mode = mode;
-    a->op = op;
-    file_tail.call(ctx, TAIL_PATH_OP);
-    count(S_FILE, C_LOST);  /* reached only when the tail call failed (an empty array): an event lost */
-    return 0;
+    return call_body(ctx, TAIL_PATH_OP, cg, op, dfd, path, dfd2, path2, mode, 0);
 }
 
 #define AT_FDCWD_ -100
