@@ -30,6 +30,7 @@ same tracepoints with programs that return at once, the floor any program there 
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import os
 import random
 import re
@@ -95,12 +96,22 @@ def text_at(rev: str | None) -> str:
         src = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:enforcer/sensors/bpf/{name}"],
                              capture_output=True, text=True, check=True).stdout
         (tmp / name).write_text(src)
-    real = prog._bpf_dir
+    # The constants the C text compares paths with come from that revision's paths.py too.
+    paths_py = tmp / "paths_at_rev.py"
+    paths_py.write_text(subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:enforcer/sensors/paths.py"],
+                                       capture_output=True, text=True, check=True).stdout)
+    spec = importlib.util.spec_from_file_location("enforcer.sensors._paths_at_rev", paths_py)
+    assert spec and spec.loader
+    paths_at_rev = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = paths_at_rev  # its dataclasses look their module up there
+    spec.loader.exec_module(paths_at_rev)
+    real_dir, real_defines = prog._bpf_dir, prog.bpf_defines
     prog._bpf_dir = lambda: tmp  # type: ignore[assignment]
+    prog.bpf_defines = paths_at_rev.bpf_defines  # type: ignore[attr-defined]
     try:
         return prog.program_text()
     finally:
-        prog._bpf_dir = real  # type: ignore[assignment]
+        prog._bpf_dir, prog.bpf_defines = real_dir, real_defines  # type: ignore[assignment]
 
 
 def program_names(text: str) -> list[str]:

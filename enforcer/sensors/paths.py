@@ -71,7 +71,8 @@ def bpf_defines() -> str:
     """The C macros bpf/file.c compares path hashes with."""
 
     def chain(name: str, values: list[int]) -> str:
-        body = " || ".join(f"(h) == 0x{v:016x}ULL" for v in values) or "0"
+        # Branch-free (file.c is_equal): 1 when h is one of the values, else 0.
+        body = " | ".join(f"is_equal(h, 0x{v:016x}ULL)" for v in values) or "0"
         return f"#define {name}(h) ({body})\n"
 
     dirs = [fnv1a(d.encode()) for d in SENSITIVE_DIRS]
