@@ -134,13 +134,15 @@ class KernelMaps:
             return
         self._watched[c.cgroup_id] = c.id
         level = cgroup_level(c.cgroup_path)
-        if level and self._levels.get(c.cgroup_id) != level:
+        new_level = bool(level) and self._levels.get(c.cgroup_id) != level
+        if new_level:
             self._levels[c.cgroup_id] = level
-            self._write_levels()  # also a new epoch: see _write_levels
         if c.pid:
             self._root_pids[c.cgroup_id] = c.pid
             self.rewrite_marks.watched(c.cgroup_id, c.pid)
         self._write_policy(c.cgroup_id, keep_kernel=True)
+        if new_level:
+            self._write_levels()
         for ip in c.addresses():
             key = _ip_key(ip)
             if key is not None:
@@ -261,6 +263,10 @@ class KernelMaps:
         gen = self._gens.setdefault(cgroup_id, 1)
         self._map_set("watched", cgroup_id, L.Policy(profile_id, mode, gen, 0))
         self._map_del("watched_alias", cgroup_id)  # a reused inode is no longer a nested cgroup
+        # A new epoch, once the policy is in: the kernel's "no watched ancestor" verdicts
+        # (watched_alias) of this cgroup's children die with the old one. Bumped before the
+        # write, a child walked in between would stay unwatched for the whole new epoch.
+        self._write_levels()
         if self.bpf is not None:
             seen = self.bpf[b"syscalls_seen"]
             if seen.Key(cgroup_id) not in seen:
@@ -308,15 +314,15 @@ class KernelMaps:
         return packed
 
     def _write_levels(self) -> None:
-        # High half: the watch epoch. A new watched cgroup may be the ancestor of one the
-        # kernel remembers as unwatched: a new epoch makes it walk those again.
+        # High half: the watch epoch. A new watched cgroup may be one the kernel remembers
+        # as unwatched, or the ancestor of one: a new epoch makes it walk those again.
         self._epoch = (self._epoch + 1) & 0x7FFFFFFF
         self._map_set("config", L.CFG_WATCH_LEVELS, self.watch_levels | self._epoch << 32)
 
     def _reapply(self) -> None:
-        self._write_levels()
         for cg in list(self._watched):
             self._write_policy(cg, keep_kernel=True)
+        self._write_levels()  # the levels, even when every policy was adopted
         for key, cg in self._ips.items():
             self._map_set("local_ips", _ip_map_key(key), cg)
         for pid, hashes in self._exec_allow.items():
